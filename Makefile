@@ -1,0 +1,39 @@
+# Every target sets itself up on a fresh machine: a venv, torch (CPU wheel) only if it is missing,
+# then this project with its dev extras.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo pretrain test test-fast lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job, end to end on the embedded default dataset (MNIST-1D).
+demo: $(STAMP)
+	$(PY) train_agent.py demo --run-dir runs/demo
+
+pretrain: $(STAMP)
+	$(PY) train_agent.py pretrain --dataset mnist1d --run-dir runs/pretrain
+
+## The whole suite, slow tests included.
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## Day-to-day subset: everything but the slow end-to-end tests.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

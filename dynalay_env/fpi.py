@@ -1,0 +1,442 @@
+"""Fixed-point-iteration (FPI) layers and their solvers.
+
+An FPI layer maps a state ``z_in`` to the fixed point ``z* = f(z*, u)`` of a contraction ``f``, where
+the injection ``u = inject(z_in, x_emb)`` carries the incoming state and the input embedding. The solve
+starts from ``z_in``.
+
+Two facts the rest of DynaLay-Gym relies on:
+
+* **Per-sample stopping.** Every sample stops on its own when its relative residual
+  ``||f(z) - z|| / (||f(z)|| + eps)`` drops to ``tol`` or it reaches ``max_iter``. Converged samples
+  leave the *active set*: the solver gathers the active rows before each iteration, so a converged
+  sample is neither updated nor computed on.
+* **Executed equals counted.** :class:`SolveResult.flops` is the sum over samples of
+  ``iterations x flops_per_iteration`` (+ the solver's own mixing work), and it equals the FLOPs that
+  :class:`torch.utils.flop_counter.FlopCounterMode` measures while the solve runs (tested).
+
+FLOPs here follow ``FlopCounterMode``'s convention: ``2 x`` multiply-accumulates of convolutions and
+matrix products; element-wise work (ReLU, additions, norms) is not counted.
+
+Contraction is enforced on the *real* operator: :class:`OperatorNormConv` keeps a power-iteration
+estimate of the operator norm of the convolution at the layer's signal size (conv followed by its
+transpose), not of the reshaped weight matrix, and rescales the weight to ``lipschitz``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SolverName = Literal["fixed_point", "anderson"]
+BackwardName = Literal["phantom", "implicit"]
+LAYER_FAMILIES: tuple[str, ...] = ("mlp", "conv1d", "conv2d")
+
+_EPS = 1e-8
+
+
+# --------------------------------------------------------------------------------------------------
+# Contractive linear operators
+# --------------------------------------------------------------------------------------------------
+
+
+class OperatorNormLinear(nn.Module):
+    """Linear map ``R^in -> R^out`` whose spectral norm is kept ``<= lipschitz``.
+
+    The norm is tracked by one power-iteration step per training forward (like
+    ``torch.nn.utils.spectral_norm``), and the weight is divided by ``max(1, sigma / lipschitz)``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, lipschitz: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.lipschitz = float(lipschitz)
+        self.register_buffer("_u", F.normalize(torch.randn(in_features), dim=0))
+        self.register_buffer("_sigma", torch.ones(()))
+        self.refresh_norm(n_power_iterations=30)
+
+    @torch.no_grad()
+    def refresh_norm(self, n_power_iterations: int = 1) -> float:
+        """Update the spectral-norm estimate by power iteration; returns sigma."""
+        u = self._u
+        for _ in range(n_power_iterations):
+            v = F.normalize(self.weight @ u, dim=0)
+            u = F.normalize(self.weight.t() @ v, dim=0)
+        self._u.copy_(u)
+        self._sigma.copy_((self.weight @ u).norm())
+        return float(self._sigma)
+
+    def effective_weight(self) -> Tensor:
+        if self.training:
+            self.refresh_norm(1)
+        # sigma is a no-grad estimate; dividing by it (not re-deriving it) keeps the backward cheap.
+        return self.weight / torch.clamp(self._sigma / self.lipschitz, min=1.0)
+
+    def forward(self, z: Tensor, weight: Tensor | None = None) -> Tensor:
+        return F.linear(z, self.effective_weight() if weight is None else weight)
+
+    @torch.no_grad()
+    def exact_operator_norm(self) -> float:
+        """Largest singular value of the effective weight (exact SVD)."""
+        return float(torch.linalg.matrix_norm(self.weight / torch.clamp(self._sigma / self.lipschitz, min=1.0), ord=2))
+
+    def flops(self, sample_shape: tuple[int, ...]) -> int:
+        return 2 * self.weight.shape[0] * self.weight.shape[1]
+
+
+class OperatorNormConv(nn.Module):
+    """Same-padded convolution (1-D or 2-D, ``C -> C``) with operator norm kept ``<= lipschitz``.
+
+    ``spectral_norm`` on a conv bounds the reshaped ``(C_out, C_in*k)`` matrix, which is *not* the
+    norm of the convolution operator (it can be off by the kernel's overlap factor). Here the power
+    iteration runs on the operator itself at the layer's signal size: ``v <- conv(u)``,
+    ``u <- conv_transpose(v)``, so ``sigma`` estimates ``||conv||_2`` on that exact input shape.
+    """
+
+    def __init__(self, channels_in: int, channels_out: int, kernel_size: int, signal_shape: tuple[int, ...],
+                 lipschitz: float) -> None:
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd for same padding, got {kernel_size}")
+        self.dims = len(signal_shape)
+        if self.dims not in (1, 2):
+            raise ValueError(f"signal_shape must have 1 or 2 spatial dims, got {signal_shape}")
+        kshape = (kernel_size,) * self.dims
+        self.weight = nn.Parameter(torch.empty(channels_out, channels_in, *kshape))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.padding = kernel_size // 2
+        self.signal_shape = tuple(signal_shape)
+        self.lipschitz = float(lipschitz)
+        self.register_buffer("_u", F.normalize(torch.randn(1, channels_in, *signal_shape).flatten(), dim=0)
+                             .view(1, channels_in, *signal_shape))
+        self.register_buffer("_sigma", torch.ones(()))
+        self.refresh_norm(n_power_iterations=50)
+
+    def _conv(self, z: Tensor, weight: Tensor) -> Tensor:
+        conv = F.conv1d if self.dims == 1 else F.conv2d
+        return conv(z, weight, padding=self.padding)
+
+    def _conv_t(self, z: Tensor, weight: Tensor) -> Tensor:
+        conv_t = F.conv_transpose1d if self.dims == 1 else F.conv_transpose2d
+        return conv_t(z, weight, padding=self.padding)
+
+    @torch.no_grad()
+    def refresh_norm(self, n_power_iterations: int = 1) -> float:
+        """Power iteration on ``conv^T conv`` at ``signal_shape``; returns the operator norm estimate."""
+        u = self._u
+        for _ in range(n_power_iterations):
+            v = self._conv(u, self.weight)
+            v = v / (v.norm() + _EPS)
+            u = self._conv_t(v, self.weight)
+            u = u / (u.norm() + _EPS)
+        self._u.copy_(u)
+        self._sigma.copy_(self._conv(u, self.weight).norm())
+        return float(self._sigma)
+
+    def effective_weight(self) -> Tensor:
+        if self.training:
+            self.refresh_norm(1)
+        return self.weight / torch.clamp(self._sigma / self.lipschitz, min=1.0)
+
+    def forward(self, z: Tensor, weight: Tensor | None = None) -> Tensor:
+        return self._conv(z, self.effective_weight() if weight is None else weight)
+
+    @torch.no_grad()
+    def exact_operator_norm(self, max_dim: int = 8192) -> float:
+        """Exact ``||conv||_2`` of the effective weight at ``signal_shape``: the operator is written
+        out as a dense matrix (conv of every basis vector) and its largest singular value taken.
+        Independent of the power-iteration estimate, so it checks it. Only for ``C*prod(spatial) <=
+        max_dim``."""
+        c_in = self.weight.shape[1]
+        d = c_in * math.prod(self.signal_shape)
+        if d > max_dim:
+            raise ValueError(f"operator of input dim {d} > max_dim={max_dim}; use refresh_norm() instead")
+        basis = torch.eye(d, device=self.weight.device, dtype=self.weight.dtype).view(d, c_in, *self.signal_shape)
+        weight = self.weight / torch.clamp(self._sigma / self.lipschitz, min=1.0)
+        matrix = self._conv(basis, weight).reshape(d, -1)
+        return float(torch.linalg.matrix_norm(matrix, ord=2))
+
+    def flops(self, sample_shape: tuple[int, ...]) -> int:
+        """FLOPs of one sample: 2 x C_out x C_in x prod(kernel) x prod(spatial)."""
+        return 2 * self.weight[0].numel() * self.weight.shape[0] * math.prod(sample_shape[1:])
+
+
+# --------------------------------------------------------------------------------------------------
+# FPI layers
+# --------------------------------------------------------------------------------------------------
+
+
+class FPIFunction(Protocol):
+    """What a solver needs from a layer: ``f(z, u)`` on a batch, with weights fixed for the solve."""
+
+    def __call__(self, z: Tensor, u: Tensor) -> Tensor: ...
+
+
+class FPILayer(nn.Module):
+    """One FPI layer: ``z* = relu(W_up(relu(W_down z)) + u)``, ``u = inject(z_in, x_emb)``.
+
+    ``W_down: C -> rank`` and ``W_up: rank -> C`` are contractive (``lipschitz`` split evenly between
+    them, square root each), so ``f`` is a contraction in ``z`` with constant ``<= lipschitz`` because
+    ReLU is 1-Lipschitz. ``rank`` and the kernel size set the layer's cost: layers of one model differ
+    in them so that *which* layer to run is a real decision.
+
+    Shapes: states and injections are ``[N, C]`` (family ``mlp``), ``[N, C, L]`` (``conv1d``) or
+    ``[N, C, H, W]`` (``conv2d``); ``state_shape`` is the per-sample shape.
+    """
+
+    def __init__(self, family: str, state_shape: tuple[int, ...], rank: int, kernel_size: int = 3,
+                 lipschitz: float = 0.9, tol: float = 1e-3, max_iter: int = 50,
+                 solver: SolverName = "fixed_point", backward: BackwardName = "phantom",
+                 name: str = "") -> None:
+        super().__init__()
+        if family not in LAYER_FAMILIES:
+            raise ValueError(f"unknown layer family {family!r}; valid families: {', '.join(LAYER_FAMILIES)}")
+        if not 0.0 < lipschitz < 1.0:
+            raise ValueError(f"lipschitz must be in (0, 1) for a contraction, got {lipschitz}")
+        get_solver(solver)  # validate the name early
+        if backward not in ("phantom", "implicit"):
+            raise ValueError(f"unknown backward {backward!r}; valid: phantom, implicit")
+        expected_dims = {"mlp": 1, "conv1d": 2, "conv2d": 3}[family]
+        if len(state_shape) != expected_dims:
+            raise ValueError(f"family {family!r} needs a state_shape of {expected_dims} dims "
+                             f"(channels{', spatial' * (expected_dims - 1)}), got {state_shape}")
+        self.family = family
+        self.state_shape = tuple(state_shape)
+        self.rank = rank
+        self.kernel_size = kernel_size if family != "mlp" else 1
+        self.lipschitz = lipschitz
+        self.tol = tol
+        self.max_iter = max_iter
+        self.solver = solver
+        self.backward = backward
+        self.name = name
+        channels = state_shape[0]
+        spatial = state_shape[1:]
+        sub_lipschitz = math.sqrt(lipschitz)
+        if family == "mlp":
+            self.down: nn.Module = OperatorNormLinear(channels, rank, sub_lipschitz)
+            self.up: nn.Module = OperatorNormLinear(rank, channels, sub_lipschitz)
+            self.inject_state = nn.Linear(channels, channels)
+            self.inject_input = nn.Linear(channels, channels, bias=False)
+        else:
+            self.down = OperatorNormConv(channels, rank, kernel_size, spatial, sub_lipschitz)
+            self.up = OperatorNormConv(rank, channels, kernel_size, spatial, sub_lipschitz)
+            conv = nn.Conv1d if family == "conv1d" else nn.Conv2d
+            self.inject_state = conv(channels, channels, 1)
+            self.inject_input = conv(channels, channels, 1, bias=False)
+
+    # ---- costs -----------------------------------------------------------------------------------
+
+    def flops_per_iteration(self) -> int:
+        """FLOPs of one evaluation of ``f`` on one sample."""
+        down_shape = (self.rank, *self.state_shape[1:])
+        return self.down.flops(self.state_shape) + self.up.flops(down_shape)
+
+    def injection_flops(self) -> int:
+        """FLOPs of computing ``u`` for one sample (two 1x1 maps)."""
+        spatial = math.prod(self.state_shape[1:])
+        return 2 * 2 * self.state_shape[0] ** 2 * spatial
+
+    def lipschitz_bound(self) -> float:
+        """Exact upper bound of ``f``'s Lipschitz constant in ``z``: ``||W_up||_2 * ||W_down||_2``,
+        both measured exactly on the effective weights (ReLU is 1-Lipschitz)."""
+        return self.down.exact_operator_norm() * self.up.exact_operator_norm()
+
+    # ---- the map ---------------------------------------------------------------------------------
+
+    def inject(self, z_in: Tensor, x_emb: Tensor) -> Tensor:
+        return self.inject_state(z_in) + self.inject_input(x_emb)
+
+    def fixed_point_map(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """``f(z, u)`` with the contractive weights computed once (not once per iteration)."""
+        w_down = self.down.effective_weight()
+        w_up = self.up.effective_weight()
+
+        def f(z: Tensor, u: Tensor) -> Tensor:
+            return F.relu(self.up(F.relu(self.down(z, w_down)), w_up) + u)
+
+        return f
+
+    def forward(self, z_in: Tensor, x_emb: Tensor) -> SolveResult:
+        """Solve the layer for a batch. ``z_in``, ``x_emb``: ``[N, *state_shape]``."""
+        if tuple(z_in.shape[1:]) != self.state_shape or z_in.shape != x_emb.shape:
+            raise ValueError(f"layer {self.name or self.family} expects z_in and x_emb of shape "
+                             f"[N, {', '.join(map(str, self.state_shape))}], got {tuple(z_in.shape)} "
+                             f"and {tuple(x_emb.shape)}")
+        u = self.inject(z_in, x_emb)
+        f = self.fixed_point_map()
+        with torch.no_grad():
+            result = get_solver(self.solver)(f, z_in.detach(), u.detach(), tol=self.tol,
+                                             max_iter=self.max_iter,
+                                             flops_per_iteration=self.flops_per_iteration())
+        if torch.is_grad_enabled() and (u.requires_grad or any(p.requires_grad for p in self.parameters())):
+            result.state = attach_gradient(f, result.state, u, self.backward)
+        return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Solvers
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SolveResult:
+    """Outcome of one batched solve. Per-sample tensors have leading dim N.
+
+    state:        ``[N, *state_shape]`` the fixed point (or the last iterate at ``max_iter``)
+    iterations:   ``[N]`` int64, evaluations of ``f`` run for each sample
+    residual:     ``[N]`` float32, final relative residual ``||f(z)-z|| / ||f(z)||``
+    converged:    ``[N]`` bool, residual ``<= tol``
+    flops:        ``[N]`` int64, FLOPs executed for each sample (iterations x per-iteration cost
+                  + the solver's mixing cost)
+    """
+
+    state: Tensor
+    iterations: Tensor
+    residual: Tensor
+    converged: Tensor
+    flops: Tensor
+
+
+def _relative_residual(fz: Tensor, z: Tensor) -> Tensor:
+    diff = (fz - z).flatten(1).norm(dim=1)
+    return diff / (fz.flatten(1).norm(dim=1) + _EPS)
+
+
+def fixed_point_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_iter: int,
+                      flops_per_iteration: int) -> SolveResult:
+    """Plain iteration ``z <- f(z, u)`` on the active set; each sample stops on its own."""
+    n = z0.shape[0]
+    z = z0.clone()
+    iterations = torch.zeros(n, dtype=torch.long, device=z0.device)
+    residual = torch.full((n,), float("inf"), device=z0.device)
+    active = torch.arange(n, device=z0.device)
+    for _ in range(max_iter):
+        if active.numel() == 0:
+            break
+        z_a = z.index_select(0, active)
+        fz = f(z_a, u.index_select(0, active))
+        res = _relative_residual(fz, z_a)
+        z.index_copy_(0, active, fz)
+        iterations.index_add_(0, active, torch.ones_like(active))
+        residual.index_copy_(0, active, res)
+        active = active[res > tol]
+    converged = residual <= tol
+    return SolveResult(z, iterations, residual.float(), converged, iterations * flops_per_iteration)
+
+
+def anderson_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_iter: int,
+                   flops_per_iteration: int, memory: int = 5, beta: float = 1.0,
+                   ridge: float = 1e-4) -> SolveResult:
+    """Anderson acceleration (type II) on the active set; each sample stops on its own.
+
+    Keeps the last ``memory`` iterates ``X`` and images ``G = f(X)`` for every sample, solves the small
+    ridge-regularised least-squares problem ``min_a ||(G - X) a||, sum(a) = 1`` per active sample and
+    mixes ``z = beta * G a + (1 - beta) * X a``. The mixing (two batched products with the history of
+    size ``d = state numel``) costs ``2 * (m*m*d + m*d)`` FLOPs per sample and iteration, which is added
+    to the count.
+    """
+    n = z0.shape[0]
+    d = z0[0].numel()
+    shape = z0.shape[1:]
+    dev, dt = z0.device, z0.dtype
+    X = torch.zeros(n, memory, d, device=dev, dtype=dt)
+    G = torch.zeros(n, memory, d, device=dev, dtype=dt)
+    z = z0.reshape(n, d).clone()
+    iterations = torch.zeros(n, dtype=torch.long, device=dev)
+    mix_flops = torch.zeros(n, dtype=torch.long, device=dev)
+    residual = torch.full((n,), float("inf"), device=dev)
+    active = torch.arange(n, device=dev)
+    for k in range(max_iter):
+        if active.numel() == 0:
+            break
+        z_a = z.index_select(0, active)
+        g_a = f(z_a.view(-1, *shape), u.index_select(0, active)).reshape(-1, d)
+        res = _relative_residual(g_a, z_a)
+        iterations.index_add_(0, active, torch.ones_like(active))
+        residual.index_copy_(0, active, res)
+        slot = k % memory
+        X[active, slot] = z_a
+        G[active, slot] = g_a
+        m = min(k + 1, memory)
+        if m == 1:
+            new = g_a
+        else:
+            F_hist = (G[active, :m] - X[active, :m])               # [a, m, d]
+            H = torch.bmm(F_hist, F_hist.transpose(1, 2))          # [a, m, m]
+            H = H + ridge * torch.eye(m, device=dev, dtype=dt)
+            ones = torch.ones(active.numel(), m, 1, device=dev, dtype=dt)
+            alpha = torch.linalg.solve(H, ones)                    # [a, m, 1]
+            alpha = alpha / alpha.sum(dim=1, keepdim=True)
+            a_t = alpha.transpose(1, 2)                            # [a, 1, m]
+            mixed_g = torch.bmm(a_t, G[active, :m]).squeeze(1)
+            if beta != 1.0:
+                mixed_g = beta * mixed_g + (1 - beta) * torch.bmm(a_t, X[active, :m]).squeeze(1)
+            new = mixed_g
+            n_products = 2 if beta != 1.0 else 1
+            mix_flops.index_add_(0, active, torch.full_like(active, 2 * m * m * d + n_products * 2 * m * d))
+        # A sample that just converged keeps f(z) (its residual was measured against it), not a mix.
+        done = res <= tol
+        new = torch.where(done.unsqueeze(1), g_a, new)
+        z.index_copy_(0, active, new)
+        active = active[~done]
+    converged = residual <= tol
+    flops = iterations * flops_per_iteration + mix_flops
+    return SolveResult(z.view(n, *shape), iterations, residual.float(), converged, flops)
+
+
+SOLVERS: dict[str, Callable[..., SolveResult]] = {
+    "fixed_point": fixed_point_solve,
+    "anderson": anderson_solve,
+}
+
+
+def get_solver(name: str) -> Callable[..., SolveResult]:
+    """Solver by name; raises ``ValueError`` listing the valid names."""
+    try:
+        return SOLVERS[name]
+    except KeyError:
+        raise ValueError(f"unknown solver {name!r}; valid solvers: {', '.join(SOLVERS)}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Backward passes
+# --------------------------------------------------------------------------------------------------
+
+
+def attach_gradient(f: Callable[[Tensor, Tensor], Tensor], z_star: Tensor, u: Tensor,
+                    backward: BackwardName, max_iter: int = 50, tol: float = 1e-5) -> Tensor:
+    """Reconnect a fixed point solved without autograd to the graph.
+
+    ``phantom`` (default, Jacobian-free): one differentiable step ``z = f(z*, u)``; the gradient is
+    ``dL/dz (df/du, df/dtheta)`` at ``z*`` with the Jacobian inverse replaced by the identity.
+    ``implicit``: the implicit-function-theorem gradient. The incoming gradient ``g`` is replaced by
+    the solution of ``w = g + J_f(z*)^T w`` (fixed-point iteration on vector-Jacobian products), so
+    the parameters and ``u`` receive ``w (df/du, df/dtheta)``, the exact gradient of ``z*``.
+    """
+    z = f(z_star.detach(), u)
+    if backward == "phantom":
+        return z
+    z_leaf = z_star.detach().requires_grad_()
+    f_leaf = f(z_leaf, u.detach())
+
+    def implicit_hook(grad: Tensor) -> Tensor:
+        w = grad
+        for _ in range(max_iter):
+            (jtw,) = torch.autograd.grad(f_leaf, z_leaf, w, retain_graph=True)
+            w_next = grad + jtw
+            if (w_next - w).norm() <= tol * (w_next.norm() + _EPS):
+                w = w_next
+                break
+            w = w_next
+        return w
+
+    if z.requires_grad:
+        z.register_hook(implicit_hook)
+    return z

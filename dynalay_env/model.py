@@ -1,0 +1,404 @@
+"""MainModel: encoder -> bank of K FPI layers -> one shared exit head, plus its checkpoint format.
+
+The environment talks to a main model only through the small interface :class:`FPIModel`
+(encode, apply a layer, classify, introspect, cost table). :class:`MainModel` is the default
+implementation; users can plug in their own FPI/DEQ model by implementing the same methods.
+
+Shapes: inputs ``x`` are ``[N, *input_shape]``; states ``z`` are ``[N, *state_shape]`` where
+``state_shape`` is ``(C,)`` for the ``mlp`` family, ``(C, L)`` for ``conv1d`` and ``(C, H, W)`` for
+``conv2d``. Compute is counted in FLOPs (2 x multiply-accumulates, as ``FlopCounterMode`` counts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dynalay_env.fpi import LAYER_FAMILIES, FPILayer, SolveResult, get_solver
+
+CHECKPOINT_FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is corrupt, of another format, or does not match what the caller expected."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration and costs
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One FPI layer: bottleneck ``rank``, ``kernel_size`` (conv only), stopping rule."""
+
+    rank: int
+    kernel_size: int = 3
+    tol: float = 1e-3
+    max_iter: int = 60
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a :class:`MainModel` (stored in checkpoints).
+
+    ``input_shape``: per-example input shape, e.g. ``(1, 40)`` for MNIST-1D.
+    ``channels``: state channels C. ``encoder_stride``: spatial stride of the encoder (conv only).
+    ``lipschitz``: contraction constant of every layer's map, in (0, 1).
+    """
+
+    family: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    channels: int = 32
+    layers: tuple[LayerSpec, ...] = (LayerSpec(4, 3), LayerSpec(12, 5), LayerSpec(32, 5))
+    encoder_kernel: int = 5
+    encoder_stride: int = 2
+    head_hidden: int = 64
+    lipschitz: float = 0.9
+    solver: str = "fixed_point"
+    backward: str = "phantom"
+
+    def __post_init__(self) -> None:
+        if self.family not in LAYER_FAMILIES:
+            raise ValueError(f"unknown layer family {self.family!r}; valid families: {', '.join(LAYER_FAMILIES)}")
+        get_solver(self.solver)
+        expected = {"mlp": 1, "conv1d": 2, "conv2d": 3}[self.family]
+        if len(self.input_shape) != expected:
+            raise ValueError(f"family {self.family!r} expects inputs of {expected} dims per example, "
+                             f"got input_shape {self.input_shape}")
+        if not self.layers:
+            raise ValueError("a MainModel needs at least one FPI layer")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        d = dict(d)
+        d["input_shape"] = tuple(d["input_shape"])
+        d["layers"] = tuple(LayerSpec(**spec) for spec in d["layers"])
+        return cls(**d)
+
+
+def default_config(input_shape: tuple[int, ...], num_classes: int, **overrides: Any) -> ModelConfig:
+    """The default model for a dataset's input shape: ``mlp`` for vectors, ``conv1d`` for signals
+    ``(C, L)``, ``conv2d`` for images ``(C, H, W)``."""
+    family = {1: "mlp", 2: "conv1d", 3: "conv2d"}.get(len(input_shape))
+    if family is None:
+        raise ValueError(f"no default model for inputs of shape {input_shape}; expected (D,), (C, L) or (C, H, W)")
+    base: dict[str, Any] = dict(family=family, input_shape=tuple(input_shape), num_classes=num_classes)
+    if family == "mlp":
+        base.update(channels=64, layers=(LayerSpec(8), LayerSpec(24), LayerSpec(64)), encoder_stride=1)
+    base.update(overrides)
+    return ModelConfig(**base)
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """Per-sample FLOPs of each piece of the model.
+
+    ``injection[k]`` and ``iteration[k]`` are for layer k (0-based); a step through layer k costs
+    ``injection[k] + iterations * iteration[k]``. ``normalizer`` is the mean FLOPs of the full-depth
+    path (layers 1..K once each, encoder and head at every visited state included) on ``val``;
+    compute / normalizer = 1.0 is the full-depth model.
+    """
+
+    encoder: int
+    injection: tuple[int, ...]
+    iteration: tuple[int, ...]
+    head: int
+    normalizer: float
+
+
+# --------------------------------------------------------------------------------------------------
+# The interface the environment uses
+# --------------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class FPIModel(Protocol):
+    """The interface DynaLay-Gym needs from a main model (batched; see module docstring for shapes)."""
+
+    num_layers: int
+    num_classes: int
+    state_shape: tuple[int, ...]
+
+    def encode(self, x: Tensor) -> Tensor:
+        """``[N, *input_shape] -> z0 [N, *state_shape]``; z0 is also the input embedding."""
+
+    def apply_layer(self, k: int, z: Tensor, x_emb: Tensor) -> SolveResult:
+        """Solve layer ``k`` (0-based) from state ``z`` with input embedding ``x_emb``."""
+
+    def classify(self, z: Tensor) -> Tensor:
+        """``[N, *state_shape] -> logits [N, num_classes]``."""
+
+    def introspect(self, z: Tensor) -> Tensor:
+        """``[N, *state_shape] -> [N, introspection_dim]`` pooled summary of the state."""
+
+    def cost_table(self) -> CostTable: ...
+
+
+class MainModel(nn.Module):
+    """Encoder -> K FPI layers of different cost -> shared head (see :class:`ModelConfig`).
+
+    The head pools the state (mean and max over space), so it classifies *any* state, whichever path
+    produced it; EXIT is meaningful after every path.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config.channels
+        in_ch = config.input_shape[0]
+        if config.family == "mlp":
+            self.encoder: nn.Module = nn.Linear(in_ch, c)
+            self.state_shape: tuple[int, ...] = (c,)
+        else:
+            conv = nn.Conv1d if config.family == "conv1d" else nn.Conv2d
+            k, s = config.encoder_kernel, config.encoder_stride
+            self.encoder = conv(in_ch, c, k, stride=s, padding=k // 2)
+            spatial = tuple((n + 2 * (k // 2) - k) // s + 1 for n in config.input_shape[1:])
+            self.state_shape = (c, *spatial)
+        self.layers = nn.ModuleList(
+            FPILayer(config.family, self.state_shape, rank=spec.rank, kernel_size=spec.kernel_size,
+                     lipschitz=config.lipschitz, tol=spec.tol, max_iter=spec.max_iter,
+                     solver=config.solver, backward=config.backward, name=f"layer{i + 1}")  # type: ignore[arg-type]
+            for i, spec in enumerate(config.layers))
+        self.head_hidden = nn.Linear(self.introspection_dim, config.head_hidden)
+        self.head_out = nn.Linear(config.head_hidden, config.num_classes)
+        # Fixed at pre-training time on `val`; co-training never moves it (DESIGN.md).
+        self.register_buffer("compute_normalizer", torch.zeros((), dtype=torch.float64))
+
+    # ---- interface -------------------------------------------------------------------------------
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.config.input_shape
+
+    @property
+    def introspection_dim(self) -> int:
+        return self.state_shape[0] if self.config.family == "mlp" else 2 * self.state_shape[0]
+
+    def check_input(self, x: Tensor) -> None:
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"MainModel expects inputs of shape [N, {', '.join(map(str, self.input_shape))}], "
+                             f"got {tuple(x.shape)}")
+
+    def encode(self, x: Tensor) -> Tensor:
+        self.check_input(x)
+        return F.relu(self.encoder(x))
+
+    def apply_layer(self, k: int, z: Tensor, x_emb: Tensor) -> SolveResult:
+        if not 0 <= k < self.num_layers:
+            raise ValueError(f"layer index {k} out of range; valid 0..{self.num_layers - 1}")
+        return self.layers[k](z, x_emb)
+
+    def introspect(self, z: Tensor) -> Tensor:
+        if self.config.family == "mlp":
+            return z
+        flat = z.flatten(2)
+        return torch.cat([flat.mean(dim=2), flat.amax(dim=2)], dim=1)
+
+    def classify(self, z: Tensor) -> Tensor:
+        return self.head_out(F.relu(self.head_hidden(self.introspect(z))))
+
+    def forward(self, x: Tensor, path: list[int] | tuple[int, ...] | None = None) -> Tensor:
+        """Logits after applying ``path`` (0-based layer indices; default: full depth 0..K-1)."""
+        x_emb = self.encode(x)
+        z = x_emb
+        for k in (range(self.num_layers) if path is None else path):
+            z = self.apply_layer(k, z, x_emb).state
+        return self.classify(z)
+
+    # ---- costs -----------------------------------------------------------------------------------
+
+    def encoder_flops(self) -> int:
+        if self.config.family == "mlp":
+            return 2 * self.encoder.weight.numel()
+        return 2 * self.encoder.weight.numel() * math.prod(self.state_shape[1:])
+
+    def head_flops(self) -> int:
+        return 2 * (self.head_hidden.weight.numel() + self.head_out.weight.numel())
+
+    def cost_table(self) -> CostTable:
+        return CostTable(
+            encoder=self.encoder_flops(),
+            injection=tuple(layer.injection_flops() for layer in self.layers),
+            iteration=tuple(layer.flops_per_iteration() for layer in self.layers),
+            head=self.head_flops(),
+            normalizer=float(self.compute_normalizer),
+        )
+
+    @torch.no_grad()
+    def full_depth_flops(self, x: Tensor) -> Tensor:
+        """Per-sample FLOPs ``[N]`` (float64) of the full-depth path with the head at every state."""
+        costs = self.cost_table()
+        x_emb = self.encode(x)
+        z = x_emb
+        total = torch.full((x.shape[0],), float(costs.encoder + costs.head), dtype=torch.float64)
+        for k in range(self.num_layers):
+            result = self.apply_layer(k, z, x_emb)
+            z = result.state
+            total += costs.injection[k] + result.flops.double() + costs.head
+        return total
+
+    @torch.no_grad()
+    def calibrate_normalizer(self, x_val: Tensor, batch_size: int = 1024) -> float:
+        """Set ``compute_normalizer`` to the mean full-depth FLOPs on ``x_val``; returns it."""
+        was_training = self.training
+        self.eval()
+        total = torch.cat([self.full_depth_flops(x_val[i:i + batch_size])
+                           for i in range(0, x_val.shape[0], batch_size)])
+        self.train(was_training)
+        self.compute_normalizer.fill_(float(total.mean()))
+        return float(self.compute_normalizer)
+
+    @torch.no_grad()
+    def refresh_operator_norms(self, n_power_iterations: int = 100) -> list[float]:
+        """Converge the power iterations of every contractive map; returns the measured norms."""
+        norms = []
+        for layer in self.layers:
+            norms += [layer.down.refresh_norm(n_power_iterations), layer.up.refresh_norm(n_power_iterations)]
+        return norms
+
+
+# --------------------------------------------------------------------------------------------------
+# Provenance and checkpoints
+# --------------------------------------------------------------------------------------------------
+
+
+def package_version() -> str:
+    from dynalay_env import __version__
+
+    return __version__
+
+
+def weights_hash(model: nn.Module) -> str:
+    """sha256 (16 hex chars) of all parameters and buffers, in state-dict order."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def provenance_hash(model: MainModel, dataset_fingerprint: str) -> str:
+    """One id for (weights, config, dataset, package version): what a result can be traced to."""
+    payload = json.dumps({"weights": weights_hash(model), "config": model.config.to_dict(),
+                          "dataset": dataset_fingerprint, "version": package_version()}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Checkpoint:
+    """A loaded main model with the metadata it was saved with."""
+
+    model: MainModel
+    dataset: dict[str, Any]
+    provenance: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``, so a
+    reader never sees a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | os.PathLike, model: MainModel, dataset: dict[str, Any],
+                    extra: dict[str, Any] | None = None) -> str:
+    """Save ``model`` atomically. ``dataset``: at least ``name`` and ``fingerprint``. Returns the
+    provenance hash."""
+    for key in ("name", "fingerprint"):
+        if key not in dataset:
+            raise ValueError(f"dataset metadata needs {key!r}; got keys {sorted(dataset)}")
+    provenance = provenance_hash(model, dataset["fingerprint"])
+    payload = {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "package_version": package_version(),
+        "config": model.config.to_dict(),
+        "dataset": dict(dataset),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "weights_hash": weights_hash(model),
+        "provenance": provenance,
+        "extra": extra or {},
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return provenance
+
+
+def load_checkpoint(path: str | os.PathLike, *, expected_dataset: str | None = None,
+                    expected_config: ModelConfig | None = None, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Raises ``FileNotFoundError`` if missing, :class:`CheckpointError` if the file is corrupt, of an
+    unknown format version, its weights do not match their stored hash, or it was trained on another
+    dataset / config than expected.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no main-model checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated / foreign files
+        raise CheckpointError(f"{path} is not a readable DynaLay checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or "format_version" not in payload:
+        raise CheckpointError(f"{path} is not a DynaLay checkpoint (no format_version field)")
+    if payload["format_version"] != CHECKPOINT_FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {payload['format_version']}; this version of "
+                              f"dynalay_env reads format {CHECKPOINT_FORMAT_VERSION}")
+    try:
+        config = ModelConfig.from_dict(payload["config"])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path} holds an invalid model config: {exc}") from exc
+    dataset = payload["dataset"]
+    if expected_dataset is not None and dataset.get("name") != expected_dataset:
+        raise CheckpointError(f"{path} was trained on dataset {dataset.get('name')!r}, but {expected_dataset!r} "
+                              f"was requested; pre-train a model for {expected_dataset!r} or pick that dataset")
+    if expected_config is not None and expected_config != config:
+        raise CheckpointError(f"{path} was saved with config {config}, which differs from the expected {expected_config}")
+    model = MainModel(config)
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit its config: {exc}") from exc
+    if weights_hash(model) != payload["weights_hash"]:
+        raise CheckpointError(f"{path}: weights hash mismatch (file corrupt or edited)")
+    model.eval()
+    return Checkpoint(model.to(device), dataset, payload["provenance"], payload.get("extra", {}))

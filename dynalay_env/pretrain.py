@@ -1,0 +1,282 @@
+"""Path-robust pre-training of the main model, path enumeration, and the pre-training report.
+
+Pre-training samples a random layer sequence of length ``max_steps`` for every mini-batch and
+supervises the shared head at every visited state (the encoder state and each prefix), so every
+path of length ``0..max_steps`` is one the model has been trained on: the agent never chooses among
+paths the model never saw. Early stopping keeps the weights with the best ``val`` score.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dynalay_env.data import Dataset, load_dataset
+from dynalay_env.model import (
+    MainModel,
+    ModelConfig,
+    atomic_write_bytes,
+    default_config,
+    load_checkpoint,
+    provenance_hash,
+    save_checkpoint,
+)
+
+CHECKPOINT_NAME = "main_model.pt"
+REPORT_NAME = "pretrain.json"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Optimisation settings. ``epochs`` is a maximum; ``patience`` epochs without a better ``val``
+    score stop early. ``max_steps``: the longest path sampled (the env's ``max_steps``)."""
+
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    max_steps: int = 4
+    patience: int = 10
+    seed: int = 0
+    device: str = "cpu"
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``cpu`` / ``cuda`` / ``cuda:N``; a clear error when CUDA is asked for but absent."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; valid: 'cpu', 'cuda', 'cuda:N'")
+    return dev
+
+
+def path_robust_loss(model: MainModel, x: Tensor, y: Tensor, path: list[int]) -> Tensor:
+    """Mean cross-entropy of the head at the encoder state and after each layer of ``path``."""
+    x_emb = model.encode(x)
+    z = x_emb
+    loss = F.cross_entropy(model.classify(z), y)
+    for k in path:
+        z = model.apply_layer(k, z, x_emb).state
+        loss = loss + F.cross_entropy(model.classify(z), y)
+    return loss / (len(path) + 1)
+
+
+@torch.no_grad()
+def depth_accuracies(model: MainModel, x: Tensor, y: Tensor, batch_size: int = 2048) -> list[float]:
+    """Accuracy after the in-order prefix of each depth: index d = layers 1..d applied (0 = encoder)."""
+    correct = torch.zeros(model.num_layers + 1)
+    for i in range(0, x.shape[0], batch_size):
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        x_emb = model.encode(xb)
+        z = x_emb
+        correct[0] += (model.classify(z).argmax(1) == yb).sum()
+        for k in range(model.num_layers):
+            z = model.apply_layer(k, z, x_emb).state
+            correct[k + 1] += (model.classify(z).argmax(1) == yb).sum()
+    return (correct / x.shape[0]).tolist()
+
+
+@dataclass
+class PathTable:
+    """Every path of length ``0..max_steps`` evaluated on a set of examples.
+
+    ``paths[p]`` is a tuple of 0-based layer indices; ``correct[p]`` ``[N]`` bool and ``flops[p]``
+    ``[N]`` float64 (encoder + injections + executed iterations + the head at every visited state)
+    are per example. ``iterations[k]`` collects the per-sample iteration counts of every application
+    of layer k on every path, ``converged[k]`` whether each converged.
+    """
+
+    paths: list[tuple[int, ...]]
+    correct: Tensor
+    flops: Tensor
+    iterations: dict[int, Tensor]
+    converged: dict[int, Tensor]
+    wall_seconds: float
+
+
+@torch.no_grad()
+def enumerate_paths(model: MainModel, x: Tensor, y: Tensor, max_steps: int) -> PathTable:
+    """Evaluate every layer sequence up to ``max_steps`` by depth-first search over shared prefixes,
+    so each prefix is solved once: ``K + K^2 + ... + K^max_steps`` batched layer solves."""
+    start = time.perf_counter()
+    costs = model.cost_table()
+    x_emb = model.encode(x)
+    paths: list[tuple[int, ...]] = []
+    correct: list[Tensor] = []
+    flops: list[Tensor] = []
+    iterations: dict[int, list[Tensor]] = {k: [] for k in range(model.num_layers)}
+    converged: dict[int, list[Tensor]] = {k: [] for k in range(model.num_layers)}
+
+    def visit(path: tuple[int, ...], z: Tensor, spent: Tensor) -> None:
+        spent = spent + costs.head
+        paths.append(path)
+        correct.append((model.classify(z).argmax(1) == y).cpu())
+        flops.append(spent.cpu())
+        if len(path) == max_steps:
+            return
+        for k in range(model.num_layers):
+            result = model.apply_layer(k, z, x_emb)
+            iterations[k].append(result.iterations.cpu())
+            converged[k].append(result.converged.cpu())
+            visit(path + (k,), result.state, spent + costs.injection[k] + result.flops.double())
+
+    visit((), x_emb, torch.full((x.shape[0],), float(costs.encoder), dtype=torch.float64, device=x.device))
+    return PathTable(paths, torch.stack(correct), torch.stack(flops),
+                     {k: torch.cat(v) for k, v in iterations.items()},
+                     {k: torch.cat(v) for k, v in converged.items()}, time.perf_counter() - start)
+
+
+def iteration_stats(iterations: Tensor, converged: Tensor, max_iter: int) -> dict[str, float]:
+    """p5/p50/p95 of iterations among converged samples, their p95/p5 ratio, share at ``max_iter``."""
+    conv = iterations[converged].double()
+    if conv.numel() == 0:
+        p5 = p50 = p95 = float("nan")
+    else:
+        p5, p50, p95 = (float(torch.quantile(conv, q)) for q in (0.05, 0.5, 0.95))
+    return {"p5": p5, "p50": p50, "p95": p95, "p95_over_p5": p95 / p5 if p5 > 0 else float("nan"),
+            "min": float(iterations.min()), "max": float(iterations.max()),
+            "share_at_max_iter": float((iterations >= max_iter).double().mean()), "max_iter": max_iter}
+
+
+def pretrain(dataset: Dataset, model_config: ModelConfig | None = None, config: PretrainConfig = PretrainConfig(),
+             progress: bool = True) -> tuple[MainModel, list[dict[str, float]]]:
+    """Train a main model on ``model_train`` with early stopping on ``val``.
+
+    Returns the model (best ``val`` weights, operator norms converged, compute normaliser calibrated
+    on ``val``) and the per-epoch history.
+    """
+    from tqdm.auto import tqdm
+
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model_config = model_config or default_config(dataset.input_shape, dataset.num_classes)
+    model = MainModel(model_config).to(device)
+    x_train, y_train = (torch.as_tensor(a, device=device) for a in dataset.split("model_train"))
+    x_val, y_val = (torch.as_tensor(a, device=device) for a in dataset.split("val"))
+    steps_per_epoch = math.ceil(x_train.shape[0] / config.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
+                                                   total_steps=config.epochs * steps_per_epoch)
+    best_score, best_state, stale = -1.0, copy.deepcopy(model.state_dict()), 0
+    history: list[dict[str, float]] = []
+    bar = tqdm(range(config.epochs), desc=f"pretrain {dataset.name}", disable=not progress, unit="epoch")
+    for epoch in bar:
+        model.train()
+        order = torch.randperm(x_train.shape[0], generator=generator).to(device)
+        total_loss = 0.0
+        for i in range(0, x_train.shape[0], config.batch_size):
+            idx = order[i:i + config.batch_size]
+            path = torch.randint(0, model.num_layers, (config.max_steps,), generator=generator).tolist()
+            loss = path_robust_loss(model, x_train[idx], y_train[idx], path)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total_loss += float(loss) * idx.numel()
+        model.eval()
+        accuracies = depth_accuracies(model, x_val, y_val)
+        # Score every depth, not only the deepest: the agent may exit at any of them.
+        score = float(np.mean(accuracies))
+        history.append({"epoch": epoch, "loss": total_loss / x_train.shape[0], "val_score": score,
+                        "val_full_depth_accuracy": accuracies[-1]})
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val_full=f"{accuracies[-1]:.3f}")
+        if score > best_score:
+            best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    model.refresh_operator_norms(n_power_iterations=200)
+    model.calibrate_normalizer(x_val)
+    return model, history
+
+
+def pretrain_report(model: MainModel, dataset: Dataset, max_steps: int, device: torch.device) -> dict[str, Any]:
+    """The figures of ``pretrain.json`` on the ``test`` split (see README)."""
+    x_test, y_test = (torch.as_tensor(a, device=device) for a in dataset.split("test"))
+    by_depth = depth_accuracies(model, x_test, y_test)
+    table = enumerate_paths(model, x_test, y_test, max_steps)
+    full_depth = tuple(range(model.num_layers))
+    full_iterations = {}
+    with torch.no_grad():
+        x_emb = model.encode(x_test)
+        z = x_emb
+        for k in full_depth:
+            result = model.apply_layer(k, z, x_emb)
+            z = result.state
+            full_iterations[k] = (result.iterations.cpu(), result.converged.cpu())
+    costs = model.cost_table()
+    lipschitz = {}
+    for k, layer in enumerate(model.layers):
+        try:
+            lipschitz[f"layer{k + 1}"] = layer.lipschitz_bound()
+        except ValueError:  # operator too large to write out densely (big images): not measured
+            lipschitz[f"layer{k + 1}"] = None
+    return {
+        "dataset": dataset.name,
+        "split": "test",
+        "n_examples": int(y_test.shape[0]),
+        "full_depth_accuracy": by_depth[-1],
+        "accuracy_by_depth": by_depth,
+        "oracle_accuracy": float(table.correct.any(dim=0).double().mean()),
+        "oracle_max_steps": max_steps,
+        "oracle_paths_searched": len(table.paths),
+        "oracle_search_seconds": table.wall_seconds,
+        "iterations_full_depth_path": {
+            f"layer{k + 1}": iteration_stats(*full_iterations[k], model.layers[k].max_iter) for k in full_depth},
+        "iterations_all_paths": {
+            f"layer{k + 1}": iteration_stats(table.iterations[k], table.converged[k], model.layers[k].max_iter)
+            for k in full_depth},
+        "costs_flops": {"encoder": costs.encoder, "injection": list(costs.injection),
+                        "iteration": list(costs.iteration), "head": costs.head},
+        "compute_normalizer_flops": costs.normalizer,
+        # Exact ||W_up|| * ||W_down|| of each layer's map (dense SVD): the contraction that holds.
+        "lipschitz": {"target": model.config.lipschitz, "measured": lipschitz},
+    }
+
+
+def run_pretraining(dataset_name: str = "mnist1d", run_dir: str | Path = "runs/pretrain",
+                    data_root: str | Path | None = None, seed: int = 0, device: str = "cpu",
+                    config: PretrainConfig | None = None, model_overrides: dict[str, Any] | None = None,
+                    progress: bool = True) -> tuple[Path, dict[str, Any]]:
+    """Pre-train on a registered dataset and write ``main_model.pt`` and ``pretrain.json`` to
+    ``run_dir``. Returns the checkpoint path and the report."""
+    config = config or PretrainConfig()
+    config = PretrainConfig(**{**asdict(config), "seed": seed, "device": device})
+    dev = resolve_device(device)
+    dataset = load_dataset(dataset_name, data_root=data_root)
+    model_config = default_config(dataset.input_shape, dataset.num_classes, **(model_overrides or {}))
+    start = time.perf_counter()
+    model, history = pretrain(dataset, model_config, config, progress=progress)
+    train_seconds = time.perf_counter() - start
+    run_dir = Path(run_dir)
+    checkpoint = run_dir / CHECKPOINT_NAME
+    report = pretrain_report(model, dataset, config.max_steps, dev)
+    dataset_meta = {"name": dataset.name, "fingerprint": dataset.fingerprint,
+                    "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes}
+    provenance = save_checkpoint(checkpoint, model, dataset_meta, extra={"pretrain": asdict(config)})
+    report.update({"provenance": provenance, "train_seconds": train_seconds, "epochs_run": len(history),
+                   "pretrain_config": asdict(config), "model_config": model_config.to_dict(),
+                   "history": history, "checkpoint": str(checkpoint)})
+    atomic_write_bytes(run_dir / REPORT_NAME, json.dumps(report, indent=2).encode())
+    return checkpoint, report
+
+
+def load_pretrained(path: str | Path, dataset: Dataset | None = None, device: str = "cpu") -> tuple[MainModel, str]:
+    """Load a main model for ``dataset`` (checked by name); returns (model, provenance)."""
+    ckpt = load_checkpoint(path, expected_dataset=dataset.name if dataset else None, device=resolve_device(device))
+    return ckpt.model, provenance_hash(ckpt.model, ckpt.dataset["fingerprint"])
