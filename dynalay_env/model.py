@@ -113,7 +113,7 @@ class CostTable:
     """Per-sample FLOPs of each piece of the model.
 
     ``injection[k]`` and ``iteration[k]`` are for layer k (0-based); a step through layer k costs
-    ``injection[k] + iterations * iteration[k]``. ``normalizer`` is the mean FLOPs of the full-depth
+    ``injection[k] + iterations * iteration[k]``, with at most ``max_iterations[k]`` iterations. ``normalizer`` is the mean FLOPs of the full-depth
     path (layers 1..K once each, encoder and head at every visited state included) on ``val``;
     compute / normalizer = 1.0 is the full-depth model.
     """
@@ -123,6 +123,7 @@ class CostTable:
     iteration: tuple[int, ...]
     head: int
     normalizer: float
+    max_iterations: tuple[int, ...] = ()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,6 +137,7 @@ class FPIModel(Protocol):
 
     num_layers: int
     num_classes: int
+    input_shape: tuple[int, ...]
     state_shape: tuple[int, ...]
 
     def encode(self, x: Tensor) -> Tensor:
@@ -250,6 +252,7 @@ class MainModel(nn.Module):
             iteration=tuple(layer.flops_per_iteration() for layer in self.layers),
             head=self.head_flops(),
             normalizer=float(self.compute_normalizer),
+            max_iterations=tuple(layer.max_iter for layer in self.layers),
         )
 
     @torch.no_grad()

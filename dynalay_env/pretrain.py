@@ -163,8 +163,8 @@ def pretrain(dataset: Dataset, model_config: ModelConfig | None = None, config: 
     generator = torch.Generator().manual_seed(config.seed)
     model_config = model_config or default_config(dataset.input_shape, dataset.num_classes)
     model = MainModel(model_config).to(device)
-    x_train, y_train = (torch.as_tensor(a, device=device) for a in dataset.split("model_train"))
-    x_val, y_val = (torch.as_tensor(a, device=device) for a in dataset.split("val"))
+    x_train, y_train = dataset.as_tensors("model_train", device)
+    x_val, y_val = dataset.as_tensors("val", device)
     steps_per_epoch = math.ceil(x_train.shape[0] / config.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
@@ -184,7 +184,7 @@ def pretrain(dataset: Dataset, model_config: ModelConfig | None = None, config: 
             loss.backward()
             optimizer.step()
             schedule.step()
-            total_loss += float(loss) * idx.numel()
+            total_loss += float(loss.detach()) * idx.numel()
         model.eval()
         accuracies = depth_accuracies(model, x_val, y_val)
         # Score every depth, not only the deepest: the agent may exit at any of them.
@@ -207,7 +207,7 @@ def pretrain(dataset: Dataset, model_config: ModelConfig | None = None, config: 
 
 def pretrain_report(model: MainModel, dataset: Dataset, max_steps: int, device: torch.device) -> dict[str, Any]:
     """The figures of ``pretrain.json`` on the ``test`` split (see README)."""
-    x_test, y_test = (torch.as_tensor(a, device=device) for a in dataset.split("test"))
+    x_test, y_test = dataset.as_tensors("test", device)
     by_depth = depth_accuracies(model, x_test, y_test)
     table = enumerate_paths(model, x_test, y_test, max_steps)
     full_depth = tuple(range(model.num_layers))

@@ -1,0 +1,84 @@
+"""Where an environment's main model comes from: a checkpoint, a model object, or the cached default.
+
+With no model given, ``gym.make("DynaLay-MNIST1D-v0")`` must work on a fresh machine. The default
+model for a dataset is pre-trained on first use and cached under the user's cache folder
+(``$DYNALAY_MODEL_CACHE``, else ``platformdirs.user_cache_dir("dynalay_env")/models``). A file lock
+guards the training, and the checkpoint is written to a temporary name and renamed, so parallel
+processes (subprocess vector envs, sweep workers) train it once and never read a half-written file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from dynalay_env import __version__
+from dynalay_env.data import Dataset
+from dynalay_env.model import FPIModel, MainModel, load_checkpoint, provenance_hash
+
+MODEL_CACHE_ENV = "DYNALAY_MODEL_CACHE"
+logger = logging.getLogger(__name__)
+
+
+def model_cache_dir() -> Path:
+    env = os.environ.get(MODEL_CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("dynalay_env")) / "models"
+
+
+def default_model_path(dataset: Dataset) -> Path:
+    """Cache path of the default model for ``dataset``: keyed by name, data fingerprint and version."""
+    return model_cache_dir() / f"{dataset.name}-{dataset.fingerprint}-v{__version__}" / "main_model.pt"
+
+
+def cached_default_model(dataset: Dataset, data_root: str | os.PathLike | None = None,
+                         progress: bool = True) -> Path:
+    """Path of the default model for ``dataset``, pre-training it first if it is not cached yet."""
+    from filelock import FileLock
+
+    from dynalay_env.pretrain import CHECKPOINT_NAME, REPORT_NAME, run_pretraining
+
+    path = default_model_path(dataset)
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if path.is_file():  # another process trained it while we waited for the lock
+            return path
+        logger.warning("no cached default model for %r: pre-training one into %s (once)", dataset.name, path.parent)
+        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".train-") as tmp:
+            run_pretraining(dataset.name, run_dir=tmp, data_root=data_root, progress=progress)
+            os.replace(Path(tmp) / REPORT_NAME, path.parent / REPORT_NAME)
+            # The checkpoint is renamed last: its presence means "complete".
+            os.replace(Path(tmp) / CHECKPOINT_NAME, path)
+    return path
+
+
+def resolve_model(model: FPIModel | str | os.PathLike | None, dataset: Dataset,
+                  data_root: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                  progress: bool = True) -> tuple[FPIModel, str]:
+    """(model in eval mode on ``device``, provenance id) from a model object, a checkpoint path, or
+    ``None`` (the cached default for ``dataset``). A checkpoint of another dataset is refused."""
+    if model is None:
+        model = cached_default_model(dataset, data_root=data_root, progress=progress)
+    if isinstance(model, (str, os.PathLike)):
+        ckpt = load_checkpoint(model, expected_dataset=dataset.name, device=device)
+        if ckpt.dataset.get("fingerprint") not in (None, dataset.fingerprint):
+            logger.warning("checkpoint %s was trained on a different version of dataset %r (fingerprint %s, now %s)",
+                           model, dataset.name, ckpt.dataset.get("fingerprint"), dataset.fingerprint)
+        return ckpt.model, ckpt.provenance
+    if not isinstance(model, FPIModel):
+        raise ValueError(f"model must be a checkpoint path, an FPIModel (e.g. MainModel) or None, got "
+                         f"{type(model).__name__}")
+    if isinstance(model, torch.nn.Module):
+        model = model.to(device).eval()
+    provenance = (provenance_hash(model, dataset.fingerprint) if isinstance(model, MainModel)
+                  else f"user-model:{type(model).__name__}")
+    return model, provenance

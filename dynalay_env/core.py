@@ -1,0 +1,473 @@
+"""The DynaLay MDP, written once: a batch of N episodes held as tensors.
+
+:class:`DynaLayCore` is the single source of truth for the MDP. ``DynaLayEnv`` (N = 1), the
+Gymnasium vector env and the Stable-Baselines3 VecEnv adapter are thin faces over it.
+
+One episode = one example of a split. Each slot ``i`` of the batch runs its own sequence of
+episodes:
+
+* ``reset(indices)`` draws an example for each slot, encodes it and runs the head on the encoder
+  state (the observation needs the head's statistics), so those costs are counted at reset.
+* ``step(actions)`` applies every slot's action at once: EXIT (0) classifies the current state;
+  action ``k >= 1`` solves ``layers[k-1]``. Slots are grouped by layer, one batched solve per
+  group, then one head call over every slot that moved. A slot that reaches ``max_steps`` is
+  classified (forced exit). Both end the episode with ``terminated=True``.
+
+Compute (DESIGN.md): encoder + for each step (injection + executed iterations x FLOPs per iteration)
++ the head at every visited state, in FLOPs, and normalised by the model's ``compute_normalizer``.
+Only work that ran is counted: the FPI solver drops converged samples from its batch.
+
+Example sampling is reproducible per slot. ``sample_mode="random"``: slot ``i``'s j-th example is
+``splitmix64(key_i + j) mod n`` where ``key_i`` is drawn from the slot's seed, so a batch of N slots
+seeded ``s, s+1, ...`` replays exactly the episodes of N single envs seeded the same way.
+``"sequential"``: one cursor walks the split in order and hands the next example to each slot that
+resets (lowest slot first), so every example is visited exactly once per pass.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from dynalay_env.data import SPLITS, Dataset
+from dynalay_env.model import FPIModel
+from dynalay_env.rewards import Reward, RewardInputs, make_reward
+
+EXIT_ACTION = 0
+OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_action", "solver")
+SAMPLE_MODES: tuple[str, ...] = ("random", "sequential")
+MODES: tuple[str, ...] = ("frozen",)
+
+_MASK64 = (1 << 64) - 1
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """Vectorised SplitMix64 finaliser on uint64 (a counter-based PRNG: hash of key + counter)."""
+    with np.errstate(over="ignore"):
+        z = (x + np.uint64(0x9E3779B97F4A7C15)).astype(np.uint64)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def seed_to_key(seed: int | None) -> int:
+    """The sampling key of a slot seeded ``seed`` (drawn with Gymnasium's seeding for one convention)."""
+    from gymnasium.utils import seeding
+
+    rng, _ = seeding.np_random(seed)
+    return int(rng.integers(0, 2**63 - 1))
+
+
+def _choices(name: str, value: Any, valid: Sequence[Any]) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(repr, valid))}")
+
+
+@dataclass(frozen=True)
+class WallTime:
+    """A measured wall-clock duration, in seconds (``float(t)`` gives them).
+
+    Timing is a measurement, not part of the trajectory: two ``WallTime`` values compare equal
+    whatever they hold, so replaying a seeded trajectory gives equal ``info`` dicts (Gymnasium's
+    determinism check compares them).
+    """
+
+    seconds: float = field(compare=False)
+
+    def __float__(self) -> float:
+        return self.seconds
+
+
+@dataclass
+class StepOutput:
+    """Result of one batched step (all arrays ``[N]`` unless noted; CPU numpy).
+
+    ``reward`` float32; ``terminated`` bool; ``obs`` float32 ``[N, obs_dim]`` (observations of the
+    states reached; for terminated slots, the terminal observation). ``info`` holds arrays
+    (see :meth:`DynaLayCore.info_arrays`).
+    """
+
+    obs: np.ndarray
+    reward: np.ndarray
+    terminated: np.ndarray
+    info: dict[str, Any]
+
+
+class DynaLayCore:
+    """N DynaLay episodes as tensors. See the module docstring and ``DynaLayEnv`` for the MDP.
+
+    Args:
+        model: the main model (:class:`~dynalay_env.model.FPIModel`), used in eval mode.
+        dataset: the dataset whose ``split`` provides the examples.
+        num_envs: N, the number of episode slots.
+        split: one of ``model_train``, ``agent_train`` (default), ``val``, ``test``.
+        sample_mode: ``random`` (seeded, for training) or ``sequential`` (each example once).
+        max_steps: layer applications before a forced exit (default 4).
+        reward: a registered reward name, a callable or a :class:`Reward`; ``reward_kwargs`` its
+            parameters.
+        observation_groups: which feature groups make up the observation.
+        mask_repeats: action masks forbid re-applying the layer just applied.
+        compute_budget: action masks forbid layers whose worst case (``max_iter`` iterations) would
+            take the episode's normalised compute above this budget.
+        device: where states, data and the model live.
+        provenance: id of (model, dataset, version), copied into ``info``.
+    """
+
+    def __init__(self, model: FPIModel, dataset: Dataset, num_envs: int = 1, *, split: str = "agent_train",
+                 sample_mode: str = "random", max_steps: int = 4,
+                 reward: str | Callable[..., Tensor] | Reward = "paper", reward_kwargs: dict[str, Any] | None = None,
+                 observation_groups: Sequence[str] = OBSERVATION_GROUPS, mask_repeats: bool = False,
+                 compute_budget: float | None = None, device: str | torch.device = "cpu",
+                 mode: str = "frozen", provenance: str = "") -> None:
+        if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        _choices("split", split, SPLITS)
+        _choices("sample_mode", sample_mode, SAMPLE_MODES)
+        _choices("mode", mode, MODES)
+        if not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
+            raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+        groups = tuple(observation_groups)
+        for group in groups:
+            _choices("observation group", group, OBSERVATION_GROUPS)
+        if not groups:
+            raise ValueError(f"observation_groups is empty; choose from {', '.join(OBSERVATION_GROUPS)}")
+        if compute_budget is not None and compute_budget <= 0:
+            raise ValueError(f"compute_budget must be > 0 (normalised compute), got {compute_budget}")
+        if tuple(model.input_shape) != tuple(dataset.input_shape) or model.num_classes != dataset.num_classes:
+            raise ValueError(f"model expects inputs {tuple(model.input_shape)} with {model.num_classes} classes, "
+                             f"dataset {dataset.name!r} has {tuple(dataset.input_shape)} with "
+                             f"{dataset.num_classes} classes")
+        self.device = torch.device(device)
+        self.model = model
+        self.dataset = dataset
+        self.num_envs = int(num_envs)
+        self.split = split
+        self.sample_mode = sample_mode
+        self.max_steps = int(max_steps)
+        self.reward = make_reward(reward, **(reward_kwargs or {}))
+        self.observation_groups = tuple(g for g in OBSERVATION_GROUPS if g in groups)
+        self.mask_repeats = bool(mask_repeats)
+        self.compute_budget = compute_budget
+        self.mode = mode
+        self.provenance = provenance
+
+        self.num_layers = model.num_layers
+        self.num_actions = self.num_layers + 1
+        self.num_classes = model.num_classes
+        costs = model.cost_table()
+        if not costs.normalizer > 0:
+            raise ValueError("the model's compute normaliser is not set (cost_table().normalizer <= 0); "
+                             "calibrate it with MainModel.calibrate_normalizer on the val split")
+        self.costs = costs
+        self.normalizer = float(costs.normalizer)
+        dev = self.device
+        self._injection = torch.tensor(costs.injection, dtype=torch.float64, device=dev)
+        self._iteration = torch.tensor(costs.iteration, dtype=torch.float64, device=dev)
+        if len(costs.max_iterations) != self.num_layers:
+            raise ValueError(f"cost_table().max_iterations must give one value per layer ({self.num_layers}), "
+                             f"got {costs.max_iterations}")
+        self._max_iter = torch.tensor(costs.max_iterations, dtype=torch.float64, device=dev)
+        # The largest one-step cost of each layer: injection + max_iter iterations + the head.
+        self._worst_step = (self._injection + self._max_iter * self._iteration + costs.head) / self.normalizer
+        self._reset_flops = float(costs.encoder + costs.head)
+
+        x, y = dataset.as_tensors(split, dev)
+        self.x, self.y = x, y
+        self.num_examples = int(y.shape[0])
+        if self.num_examples == 0:
+            raise ValueError(f"split {split!r} of dataset {dataset.name!r} is empty")
+
+        n, state_shape = self.num_envs, tuple(model.state_shape)
+        self.state_shape = state_shape
+        self.z = torch.zeros(n, *state_shape, device=dev)
+        self.x_emb = torch.zeros(n, *state_shape, device=dev)
+        self.logits = torch.zeros(n, self.num_classes, device=dev)
+        self.example = torch.zeros(n, dtype=torch.long, device=dev)
+        self.label = torch.zeros(n, dtype=torch.long, device=dev)
+        self.steps = torch.zeros(n, dtype=torch.long, device=dev)
+        self.flops = torch.zeros(n, dtype=torch.float64, device=dev)
+        self.last_action = torch.full((n,), -1, dtype=torch.long, device=dev)
+        self.last_residual = torch.zeros(n, device=dev)
+        self.last_iterations = torch.zeros(n, dtype=torch.long, device=dev)
+        self.path = torch.full((n, self.max_steps), -1, dtype=torch.long, device=dev)
+        self.path_iterations = torch.zeros(n, self.max_steps, dtype=torch.long, device=dev)
+        self.done = torch.ones(n, dtype=torch.bool, device=dev)  # a slot must be reset before stepping
+
+        self._keys = np.zeros(n, dtype=np.uint64)
+        self._episode_counter = np.zeros(n, dtype=np.uint64)
+        self._cursor = 0
+        self._build_observation_layout()
+        self.last_step_seconds = 0.0
+
+    # ---- observation layout ----------------------------------------------------------------------
+
+    def _build_observation_layout(self) -> None:
+        names: list[str] = []
+        low: list[float] = []
+        high: list[float] = []
+        hidden_dim = int(self.model.introspect(self.z[:1]).shape[1])
+
+        def add(feature_names: list[str], lo: float, hi: float) -> None:
+            names.extend(feature_names)
+            low.extend([lo] * len(feature_names))
+            high.extend([hi] * len(feature_names))
+
+        descriptions: dict[str, str] = {}
+        if "hidden" in self.observation_groups:
+            add([f"hidden_{i}" for i in range(hidden_dim)], -np.inf, np.inf)
+            descriptions["hidden_*"] = ("the model's introspection of the current state (conv: per-channel "
+                                        "mean then max over space; mlp: the state)")
+        if "head" in self.observation_groups:
+            add([f"prob_{c}" for c in range(self.num_classes)], 0.0, 1.0)
+            add(["top1_prob", "margin", "entropy"], 0.0, 1.0)
+            descriptions["prob_c"] = "the head's softmax probability of class c at the current state"
+            descriptions["top1_prob"] = "largest class probability"
+            descriptions["margin"] = "top-1 minus top-2 probability"
+            descriptions["entropy"] = "entropy of the head's distribution / log(num_classes), in [0, 1]"
+        if "progress" in self.observation_groups:
+            max_compute = (self._reset_flops / self.normalizer + self.max_steps * float(self._worst_step.max()))
+            add(["step_fraction"], 0.0, 1.0)
+            add(["compute"], 0.0, math.ceil(max_compute * 1.01 * 100) / 100)
+            descriptions["step_fraction"] = "layers applied so far / max_steps"
+            descriptions["compute"] = "normalised compute spent so far (1.0 = full-depth model)"
+        if "last_action" in self.observation_groups:
+            add([f"last_action_{a}" for a in range(self.num_actions)], 0.0, 1.0)
+            descriptions["last_action_a"] = "one-hot of the previous action (all zero at the first step)"
+        if "solver" in self.observation_groups:
+            add(["last_residual", "last_iterations"], 0.0, 1.0)
+            descriptions["last_residual"] = "final relative residual of the last FPI solve, clipped to [0, 1]"
+            descriptions["last_iterations"] = "iterations of the last FPI solve / that layer's max_iter"
+        self.observation_names: list[str] = names
+        self.observation_descriptions = descriptions
+        self.observation_low = np.asarray(low, dtype=np.float32)
+        self.observation_high = np.asarray(high, dtype=np.float32)
+
+    @property
+    def observation_dim(self) -> int:
+        return len(self.observation_names)
+
+    # ---- sampling --------------------------------------------------------------------------------
+
+    def seed(self, seeds: Sequence[int | None], indices: Sequence[int] | np.ndarray | None = None) -> None:
+        """Seed the slots ``indices`` (default all): restarts their example stream. In
+        ``sequential`` mode any seed also rewinds the shared cursor to the split's start."""
+        idx = np.arange(self.num_envs) if indices is None else np.asarray(indices, dtype=np.int64)
+        if len(seeds) != len(idx):
+            raise ValueError(f"got {len(seeds)} seeds for {len(idx)} slots")
+        self._keys[idx] = np.array([seed_to_key(s) for s in seeds], dtype=np.uint64)
+        self._episode_counter[idx] = 0
+        if self.sample_mode == "sequential":
+            self._cursor = 0
+
+    def _draw_examples(self, idx: np.ndarray) -> np.ndarray:
+        if self.sample_mode == "random":
+            with np.errstate(over="ignore"):
+                draws = splitmix64(self._keys[idx] + self._episode_counter[idx])
+            self._episode_counter[idx] += np.uint64(1)
+            return (draws % np.uint64(self.num_examples)).astype(np.int64)
+        examples = (self._cursor + np.arange(len(idx))) % self.num_examples
+        self._cursor = int((self._cursor + len(idx)) % self.num_examples)
+        return examples
+
+    # ---- reset and step --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reset(self, indices: Sequence[int] | np.ndarray | None = None,
+              examples: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Start new episodes in slots ``indices`` (default all); returns their observations
+        ``[len(indices), obs_dim]``. ``examples`` pins the example indices instead of drawing them."""
+        idx_np = np.arange(self.num_envs) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx_np.size == 0:
+            return np.zeros((0, self.observation_dim), dtype=np.float32)
+        if examples is None:
+            ex_np = self._draw_examples(idx_np)
+        else:
+            ex_np = np.asarray(examples, dtype=np.int64).reshape(-1)
+            if ex_np.shape != idx_np.shape or ex_np.min() < 0 or ex_np.max() >= self.num_examples:
+                raise ValueError(f"examples must be {idx_np.size} indices in [0, {self.num_examples}), got {ex_np}")
+        idx = torch.as_tensor(idx_np, device=self.device)
+        ex = torch.as_tensor(ex_np, device=self.device)
+        x_emb = self.model.encode(self.x[ex])
+        self.x_emb[idx] = x_emb
+        self.z[idx] = x_emb
+        self.logits[idx] = self.model.classify(x_emb)
+        self.example[idx] = ex
+        self.label[idx] = self.y[ex]
+        self.steps[idx] = 0
+        self.flops[idx] = self._reset_flops
+        self.last_action[idx] = -1
+        self.last_residual[idx] = 0.0
+        self.last_iterations[idx] = 0
+        self.path[idx] = -1
+        self.path_iterations[idx] = 0
+        self.done[idx] = False
+        return self.observations(idx)
+
+    def validate_actions(self, actions: Any) -> Tensor:
+        """Actions as a long tensor ``[N]``; a clear ``ValueError`` for a wrong shape, type or range."""
+        if isinstance(actions, Tensor):
+            arr = actions.to(self.device)
+            is_integer = not (arr.dtype.is_floating_point or arr.dtype.is_complex or arr.dtype == torch.bool)
+        else:
+            arr_np = np.asarray(actions)
+            is_integer = np.issubdtype(arr_np.dtype, np.integer)
+            arr = torch.as_tensor(arr_np, device=self.device) if is_integer else None  # type: ignore[assignment]
+        if not is_integer:
+            raise ValueError(f"actions must be integers in [0, {self.num_actions - 1}] (0 = EXIT, k = layer k), "
+                             f"got dtype {getattr(actions, 'dtype', type(actions).__name__)}")
+        arr = arr.reshape(-1) if arr.dim() <= 1 and arr.numel() == self.num_envs else arr
+        if tuple(arr.shape) != (self.num_envs,):
+            raise ValueError(f"expected an action batch of shape ({self.num_envs},), got {tuple(arr.shape)}")
+        bad = (arr < 0) | (arr >= self.num_actions)
+        if bool(bad.any()):
+            slot = int(bad.nonzero()[0, 0])
+            raise ValueError(f"action {int(arr[slot])} in slot {slot} is out of range; valid actions are "
+                             f"0..{self.num_actions - 1} (0 = EXIT, k = apply layers[k-1])")
+        return arr.long()
+
+    @torch.no_grad()
+    def step(self, actions: Any) -> StepOutput:
+        """Apply one action per slot (all slots must be running). Masked actions (see
+        :meth:`action_masks`) are replaced by EXIT and flagged in ``info['masked_action']``."""
+        start = time.perf_counter()
+        act = self.validate_actions(actions)
+        if bool(self.done.any()):
+            finished = self.done.nonzero().flatten().tolist()
+            raise RuntimeError(f"step() called on finished episode slot(s) {finished[:8]}; call reset() first")
+        masked = ~self.action_masks_tensor().gather(1, act.unsqueeze(1)).squeeze(1)
+        act = torch.where(masked, torch.zeros_like(act), act)
+        prev_logits = self.logits.clone()
+        prev_flops = self.flops.clone()
+        repeated = (act > 0) & (act == self.last_action)
+
+        moved = act > 0
+        moved_idx = moved.nonzero().flatten()
+        if moved_idx.numel():
+            for layer in torch.unique(act[moved_idx]).tolist():
+                group = (act == layer).nonzero().flatten()
+                k = layer - 1
+                result = self.model.apply_layer(k, self.z[group], self.x_emb[group])
+                self.z[group] = result.state
+                self.flops[group] += self._injection[k] + result.flops.double()
+                self.last_residual[group] = result.residual.float()
+                self.last_iterations[group] = result.iterations
+                self.path_iterations[group, self.steps[group]] = result.iterations
+            self.path[moved_idx, self.steps[moved_idx]] = act[moved_idx]
+            self.steps[moved_idx] += 1
+            self.logits[moved_idx] = self.model.classify(self.z[moved_idx])
+            self.flops[moved_idx] += self.costs.head
+        self.last_action = act
+
+        terminated = (~moved) | (self.steps >= self.max_steps)
+        log_probs = torch.log_softmax(self.logits, dim=1)
+        prediction = self.logits.argmax(1)
+        correct = prediction == self.label
+        inputs = RewardInputs(
+            step_compute=(self.flops - prev_flops) / self.normalizer,
+            total_compute=self.flops / self.normalizer,
+            repeated=repeated,
+            terminal=terminated,
+            correct=correct,
+            log_prob_true=log_probs.gather(1, self.label.unsqueeze(1)).squeeze(1),
+            prob_true_before=torch.softmax(prev_logits, 1).gather(1, self.label.unsqueeze(1)).squeeze(1),
+            prob_true_after=log_probs.exp().gather(1, self.label.unsqueeze(1)).squeeze(1),
+        )
+        reward = self.reward(inputs)
+        self.done |= terminated
+        obs = self.observations()
+        self.last_step_seconds = time.perf_counter() - start
+        info = self.info_arrays(prediction, correct)
+        info["masked_action"] = masked.cpu().numpy()
+        info["repeated"] = repeated.cpu().numpy()
+        return StepOutput(obs, reward.cpu().numpy().astype(np.float32), terminated.cpu().numpy(), info)
+
+    # ---- observations, masks, info ---------------------------------------------------------------
+
+    def observations_tensor(self, idx: Tensor | None = None) -> Tensor:
+        """Observations ``[n, obs_dim]`` float32 of slots ``idx`` (default all), on ``device``."""
+        sel = slice(None) if idx is None else idx
+        parts: list[Tensor] = []
+        if "hidden" in self.observation_groups:
+            parts.append(self.model.introspect(self.z[sel]))
+        if "head" in self.observation_groups:
+            probs = torch.softmax(self.logits[sel], dim=1)
+            top2 = probs.topk(min(2, self.num_classes), dim=1).values
+            margin = top2[:, 0] - (top2[:, 1] if self.num_classes > 1 else 0.0)
+            entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(1) / math.log(max(self.num_classes, 2))
+            parts += [probs, top2[:, :1], margin.unsqueeze(1), entropy.clamp(0, 1).unsqueeze(1)]
+        if "progress" in self.observation_groups:
+            parts.append((self.steps[sel].float() / self.max_steps).unsqueeze(1))
+            parts.append((self.flops[sel] / self.normalizer).float().unsqueeze(1))
+        if "last_action" in self.observation_groups:
+            last = self.last_action[sel]
+            onehot = torch.zeros(last.shape[0], self.num_actions, device=self.device)
+            started = last >= 0
+            onehot[started.nonzero().flatten(), last[started]] = 1.0
+            parts.append(onehot)
+        if "solver" in self.observation_groups:
+            last = self.last_action[sel]
+            max_iter = torch.cat([torch.ones(1, device=self.device, dtype=torch.float64), self._max_iter])
+            parts.append(self.last_residual[sel].clamp(0, 1).unsqueeze(1))
+            parts.append((self.last_iterations[sel].double() / max_iter[last.clamp_min(0)]).float().unsqueeze(1))
+        obs = torch.cat([p.float() for p in parts], dim=1)
+        low = torch.as_tensor(self.observation_low, device=self.device)
+        high = torch.as_tensor(self.observation_high, device=self.device)
+        return torch.minimum(torch.maximum(obs, low), high)
+
+    def observations(self, idx: Tensor | None = None) -> np.ndarray:
+        return self.observations_tensor(idx).cpu().numpy()
+
+    def action_masks_tensor(self) -> Tensor:
+        """``[N, K+1]`` bool: EXIT always allowed; layers subject to ``mask_repeats`` and
+        ``compute_budget``."""
+        mask = torch.ones(self.num_envs, self.num_actions, dtype=torch.bool, device=self.device)
+        if self.mask_repeats:
+            last = self.last_action
+            rows = (last > 0).nonzero().flatten()
+            mask[rows, last[rows]] = False
+        if self.compute_budget is not None:
+            spent = (self.flops / self.normalizer).unsqueeze(1)
+            mask[:, 1:] &= (spent + self._worst_step.unsqueeze(0)) <= self.compute_budget
+        return mask
+
+    def action_masks(self) -> np.ndarray:
+        return self.action_masks_tensor().cpu().numpy()
+
+    def info_arrays(self, prediction: Tensor | None = None, correct: Tensor | None = None) -> dict[str, Any]:
+        """Per-slot info as numpy arrays (leading dim N)."""
+        if prediction is None:
+            prediction = self.logits.argmax(1)
+        if correct is None:
+            correct = prediction == self.label
+        return {
+            "example": self.example.cpu().numpy(),
+            "label": self.label.cpu().numpy(),
+            "prediction": prediction.cpu().numpy(),
+            "correct": correct.cpu().numpy(),
+            "step": self.steps.cpu().numpy(),
+            "compute": (self.flops / self.normalizer).cpu().numpy(),
+            "flops": self.flops.cpu().numpy(),
+            "path": self.path.cpu().numpy(),
+            "fpi_iterations": self.path_iterations.cpu().numpy(),
+            "action_mask": self.action_masks(),
+        }
+
+    # ---- rendering -------------------------------------------------------------------------------
+
+    def trace(self, slot: int = 0) -> str:
+        """One line: the path of slot ``slot`` with per-step iterations, its compute and prediction."""
+        steps = int(self.steps[slot])
+        hops = [f"L{int(self.path[slot, t])}({int(self.path_iterations[slot, t])} it)" for t in range(steps)]
+        pred = int(self.logits[slot].argmax())
+        label = int(self.label[slot])
+        state = "done" if bool(self.done[slot]) else "running"
+        return (f"example {int(self.example[slot])}: enc -> {' -> '.join(hops) if hops else '(no layer)'} | "
+                f"compute {float(self.flops[slot]) / self.normalizer:.3f} ({float(self.flops[slot]) / 1e6:.2f} MFLOPs) | "
+                f"pred {pred} label {label} {'ok' if pred == label else 'wrong'} | {state}")

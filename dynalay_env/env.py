@@ -1,0 +1,240 @@
+"""``DynaLayEnv``: one DynaLay episode at a time, a Gymnasium ``Env`` over :class:`DynaLayCore`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from dynalay_env.core import OBSERVATION_GROUPS, DynaLayCore, WallTime
+from dynalay_env.data import DEFAULT_DATASET, Dataset, load_dataset
+from dynalay_env.model import FPIModel
+from dynalay_env.rewards import RewardParams
+
+REWARD_PARAM_NAMES: tuple[str, ...] = tuple(RewardParams.__dataclass_fields__)
+
+
+def make_core(num_envs: int, *, dataset: str | Dataset = DEFAULT_DATASET,
+              model: FPIModel | str | os.PathLike | None = None, data_root: str | os.PathLike | None = None,
+              split: str = "agent_train", sample_mode: str = "random", max_steps: int = 4,
+              reward: str | Callable[..., Any] = "paper", reward_kwargs: dict[str, Any] | None = None,
+              observation_groups: Sequence[str] = OBSERVATION_GROUPS, mask_repeats: bool = False,
+              compute_budget: float | None = None, device: str = "cpu", mode: str = "frozen",
+              **reward_params: Any) -> DynaLayCore:
+    """Build the batched core from the same options every face of the env accepts.
+
+    Reward parameters may come as ``reward_kwargs={...}`` or as top-level keywords
+    (``lambda_compute=0.2``), which is what ``gym.make`` / rl-zoo3's ``--env-kwargs`` pass.
+    """
+    from dynalay_env.cache import resolve_model
+    from dynalay_env.pretrain import resolve_device
+
+    unknown = set(reward_params) - set(REWARD_PARAM_NAMES)
+    if unknown:
+        raise TypeError(f"unknown DynaLay env option(s) {sorted(unknown)}; valid options: "
+                        f"{sorted(ENV_OPTIONS + REWARD_PARAM_NAMES)}")
+    merged = {**(reward_kwargs or {}), **reward_params}
+    dev = resolve_device(device)
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_root=data_root)
+    fpi_model, provenance = resolve_model(model, ds, data_root=data_root, device=dev)
+    return DynaLayCore(fpi_model, ds, num_envs, split=split, sample_mode=sample_mode, max_steps=max_steps,
+                       reward=reward, reward_kwargs=merged, observation_groups=observation_groups,
+                       mask_repeats=mask_repeats, compute_budget=compute_budget, device=dev, mode=mode,
+                       provenance=provenance)
+
+
+ENV_OPTIONS: tuple[str, ...] = ("dataset", "model", "data_root", "split", "sample_mode", "max_steps", "reward",
+                                "reward_kwargs", "observation_groups", "mask_repeats", "compute_budget",
+                                "device", "mode")
+
+
+def observation_space_of(core: DynaLayCore) -> spaces.Box:
+    return spaces.Box(core.observation_low, core.observation_high, dtype=np.float32)
+
+
+class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
+    """Adaptive depth as an MDP: pick the next FPI layer of a main model, or exit and classify.
+
+    ## Description
+
+    A main model (encoder -> K fixed-point-iteration layers -> one shared head, see
+    ``dynalay_env.model``) classifies one example per episode. At each step the agent looks at the
+    model's introspected state and either applies one of the K layers (each solved to its fixed
+    point, with a per-example iteration count) or exits and answers with the head's prediction. The
+    paper's trade-off (Mathur & Plis 2023, DynaLay): be right, spend little compute, don't repeat
+    layers for nothing. Easy examples should exit early; hard ones deserve more layers.
+
+    ## Action Space
+
+    ``Discrete(K + 1)``; with the default model K = 3.
+
+    | Num | Action                                                        |
+    |-----|---------------------------------------------------------------|
+    | 0   | EXIT: classify the current state, end the episode              |
+    | k   | apply ``layers[k-1]``: solve ``z = f_k(z, u)`` from the current state |
+
+    The default layers cost more as k grows (bottleneck rank 4, 12, 32). Action masks
+    (``action_masks()`` for sb3-contrib's MaskablePPO, and ``info["action_mask"]``) forbid
+    re-applying the layer just applied (``mask_repeats=True``) and layers whose worst case would
+    exceed ``compute_budget``. A masked action is executed as EXIT and flagged in
+    ``info["masked_action"]``.
+
+    ## Observation Space
+
+    ``Box(float32)``, the concatenation of the enabled groups (``observation_groups``);
+    ``env.unwrapped.observation_names`` names every feature and
+    ``env.unwrapped.observation_descriptions`` says what it means.
+
+    | Group         | Features                                  | Range          |
+    |---------------|-------------------------------------------|----------------|
+    | ``hidden``    | pooled hidden state (2C for conv models)  | (-inf, inf)    |
+    | ``head``      | class probabilities, top-1, margin, normalised entropy | [0, 1] |
+    | ``progress``  | step / max_steps, normalised compute spent | [0, 1], [0, bound] |
+    | ``last_action`` | one-hot of the previous action          | {0, 1}         |
+    | ``solver``    | last FPI relative residual, iterations / max_iter | [0, 1] |
+
+    ## Rewards
+
+    Chosen with ``reward`` (a name or a callable; see ``dynalay_env.rewards``). Default ``paper``:
+    ``[terminal] * (+1 if correct else -1) - lambda_compute * step_compute - mu_redundant * [repeat]``
+    with ``lambda_compute=0.1``, ``mu_redundant=0.05``. Compute is in FLOPs actually executed
+    (injection + per-example iterations x FLOPs per iteration + the head at the new state),
+    normalised so that 1.0 = the full-depth model (layers 1..K once each) on ``val``. Also
+    ``blockdrop`` (``1 - c^2`` if correct, else ``wrong_reward``) and ``logprob``
+    (``log p(y) - lambda_compute * c``), plus optional potential-based shaping.
+
+    ## Starting State
+
+    An example drawn from ``split`` (default ``agent_train``): uniformly with the env's seeded
+    generator (``sample_mode="random"``) or in order, each exactly once per pass
+    (``"sequential"``). The encoder and the head have run on it; their cost is in ``info["compute"]``.
+
+    ## Episode End
+
+    The episode terminates (``terminated=True``) on EXIT, or when ``max_steps`` layers (default 4)
+    have been applied: that step classifies the state reached (forced exit; part of the MDP, not a
+    time limit). ``truncated`` is always False.
+
+    ## Info
+
+    ``label``, ``prediction``, ``correct`` (at the current state), ``step``, ``compute``
+    (normalised, cumulative), ``flops`` (cumulative), ``path`` (actions applied), ``fpi_iterations``
+    (per step), ``step_wall_time`` (a ``WallTime``: ``float(info["step_wall_time"])`` is the
+    measured seconds of the step; it compares equal whatever its value, so seeded replays give equal
+    infos), ``action_mask``, ``masked_action``, ``repeated``,
+    ``example`` (index in the split), ``provenance`` (model, data and version hash).
+
+    ## Arguments
+
+    | Argument | Default | Meaning |
+    |---|---|---|
+    | ``dataset`` | ``"mnist1d"`` | registered dataset name (``dynalay_env.data.available_datasets()``) or a ``Dataset`` |
+    | ``model`` | ``None`` | checkpoint path, ``FPIModel`` object, or None for the cached default model (trained on first use) |
+    | ``data_root`` | ``None`` | folder of local dataset files (mnist, fashion_mnist, cifar10) |
+    | ``split`` | ``"agent_train"`` | ``model_train``, ``agent_train``, ``val`` or ``test`` |
+    | ``sample_mode`` | ``"random"`` | ``random`` or ``sequential`` |
+    | ``max_steps`` | 4 | layers before a forced exit |
+    | ``reward`` | ``"paper"`` | reward name or callable; parameters in ``reward_kwargs`` or as keywords (``lambda_compute``, ``mu_redundant``, ``correct_reward``, ``wrong_reward``, ``shaping``, ``shaping_gamma``) |
+    | ``observation_groups`` | all five | subset of ``hidden, head, progress, last_action, solver`` |
+    | ``mask_repeats`` | False | forbid re-applying the layer just applied |
+    | ``compute_budget`` | None | forbid layers that could exceed this normalised compute |
+    | ``device`` | ``"cpu"`` | ``cpu`` or ``cuda`` |
+    | ``mode`` | ``"frozen"`` | the main model is fixed |
+    | ``render_mode`` | None | ``"ansi"``: ``render()`` returns a one-line trace |
+
+    ```python
+    import gymnasium as gym, dynalay_env
+    env = gym.make("DynaLay-MNIST1D-v0", lambda_compute=0.2, mask_repeats=True)
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step(1)   # apply layer 1
+    ```
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(self, dataset: str | Dataset = DEFAULT_DATASET, model: FPIModel | str | os.PathLike | None = None,
+                 *, render_mode: str | None = None, core: DynaLayCore | None = None, **options: Any) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unknown render_mode {render_mode!r}; valid: {self.metadata['render_modes']} or None")
+        if core is None:
+            core = make_core(1, dataset=dataset, model=model, **options)
+        elif core.num_envs != 1:
+            raise ValueError(f"DynaLayEnv needs a core with num_envs=1, got {core.num_envs}")
+        self.core = core
+        self.render_mode = render_mode
+        self.action_space = spaces.Discrete(core.num_actions)
+        self.observation_space = observation_space_of(core)
+        self._needs_reset = True
+        self._stream_seeded = False
+
+    # Gymnasium's conventions: names and meanings of the observation features.
+    @property
+    def observation_names(self) -> list[str]:
+        return self.core.observation_names
+
+    @property
+    def observation_descriptions(self) -> dict[str, str]:
+        return self.core.observation_descriptions
+
+    @property
+    def num_layers(self) -> int:
+        return self.core.num_layers
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        """Start an episode. ``options={"example": i}`` pins the example index in the split."""
+        super().reset(seed=seed)
+        if seed is not None or not self._stream_seeded:
+            # The slot's example stream is drawn from self.np_random, so reset(seed=s) replays it.
+            self.core._keys[0] = np.uint64(int(self.np_random.integers(0, 2**63 - 1)))
+            self.core._episode_counter[0] = 0
+            self._stream_seeded = True
+            if seed is not None and self.core.sample_mode == "sequential":
+                self.core._cursor = 0
+        example = None if not options or "example" not in options else [options["example"]]
+        obs = self.core.reset([0], examples=example)[0]
+        self._needs_reset = False
+        info = self._info(self.core.info_arrays())
+        return obs, info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        if self._needs_reset:
+            raise RuntimeError("step() called before reset() or after the episode terminated; call reset() first")
+        if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)) and not (
+                isinstance(action, np.ndarray) and action.shape in ((), (1,)) and np.issubdtype(action.dtype, np.integer)):
+            raise ValueError(f"action must be an integer in [0, {self.core.num_actions - 1}] (0 = EXIT, "
+                             f"k = apply layers[k-1]), got {action!r} of type {type(action).__name__}")
+        out = self.core.step(np.asarray([int(np.asarray(action).reshape(-1)[0])], dtype=np.int64))
+        terminated = bool(out.terminated[0])
+        self._needs_reset = terminated
+        info = self._info(out.info)
+        return out.obs[0], float(out.reward[0]), terminated, False, info
+
+    def _info(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        info: dict[str, Any] = {}
+        steps = int(arrays["step"][0])
+        for key, value in arrays.items():
+            v = value[0]
+            if key == "path":
+                info[key] = [int(a) for a in v[:steps]]
+            elif key == "fpi_iterations":
+                info[key] = [int(i) for i in v[:steps]]
+            elif isinstance(v, np.ndarray):
+                info[key] = v.copy()
+            else:
+                info[key] = v.item()
+        info["provenance"] = self.core.provenance
+        info["step_wall_time"] = WallTime(self.core.last_step_seconds)
+        return info
+
+    def action_masks(self) -> np.ndarray:
+        """``[K+1]`` bool mask of allowed actions (sb3-contrib MaskablePPO's hook)."""
+        return self.core.action_masks()[0]
+
+    def render(self) -> str | None:
+        if self.render_mode == "ansi":
+            return self.core.trace(0)
+        return None
