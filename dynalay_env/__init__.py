@@ -30,6 +30,7 @@ def _register_all() -> None:
         register(
             id=env_id,
             entry_point="dynalay_env.env:DynaLayEnv",
+            vector_entry_point="dynalay_env.vector_env:DynaLayVectorEnv",
             kwargs={} if dataset is None else {"dataset": dataset},
             # Episodes end by themselves (EXIT or max_steps): no TimeLimit wrapper.
             max_episode_steps=None,

@@ -87,16 +87,16 @@ class WallTime:
 
 @dataclass
 class StepOutput:
-    """Result of one batched step (all arrays ``[N]`` unless noted; CPU numpy).
+    """Result of one batched step, as tensors on the core's device (leading dim N).
 
-    ``reward`` float32; ``terminated`` bool; ``obs`` float32 ``[N, obs_dim]`` (observations of the
-    states reached; for terminated slots, the terminal observation). ``info`` holds arrays
-    (see :meth:`DynaLayCore.info_arrays`).
+    ``obs`` float32 ``[N, obs_dim]`` (the states reached; for terminated slots the terminal
+    observation), ``reward`` float32 ``[N]``, ``terminated`` bool ``[N]``. ``info`` holds CPU numpy
+    arrays (see :meth:`DynaLayCore.info_arrays`).
     """
 
-    obs: np.ndarray
-    reward: np.ndarray
-    terminated: np.ndarray
+    obs: Tensor
+    reward: Tensor
+    terminated: Tensor
     info: dict[str, Any]
 
 
@@ -280,12 +280,14 @@ class DynaLayCore:
 
     @torch.no_grad()
     def reset(self, indices: Sequence[int] | np.ndarray | None = None,
-              examples: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+              examples: Sequence[int] | np.ndarray | None = None) -> Tensor:
         """Start new episodes in slots ``indices`` (default all); returns their observations
-        ``[len(indices), obs_dim]``. ``examples`` pins the example indices instead of drawing them."""
+        ``[len(indices), obs_dim]`` (float32 tensor on the device). ``examples`` pins the example
+        indices instead of drawing them."""
+        start = time.perf_counter()
         idx_np = np.arange(self.num_envs) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx_np.size == 0:
-            return np.zeros((0, self.observation_dim), dtype=np.float32)
+            return torch.zeros((0, self.observation_dim), device=self.device)
         if examples is None:
             ex_np = self._draw_examples(idx_np)
         else:
@@ -308,7 +310,9 @@ class DynaLayCore:
         self.path[idx] = -1
         self.path_iterations[idx] = 0
         self.done[idx] = False
-        return self.observations(idx)
+        obs = self.observations_tensor(idx)
+        self.last_step_seconds = time.perf_counter() - start
+        return obs
 
     def validate_actions(self, actions: Any) -> Tensor:
         """Actions as a long tensor ``[N]``; a clear ``ValueError`` for a wrong shape, type or range."""
@@ -333,25 +337,43 @@ class DynaLayCore:
         return arr.long()
 
     @torch.no_grad()
-    def step(self, actions: Any) -> StepOutput:
-        """Apply one action per slot (all slots must be running). Masked actions (see
-        :meth:`action_masks`) are replaced by EXIT and flagged in ``info['masked_action']``."""
+    def step(self, actions: Any, active: Any = None) -> StepOutput:
+        """Apply one action per slot. Masked actions (see :meth:`action_masks`) are executed as EXIT
+        and flagged in ``info['masked_action']``.
+
+        ``active`` (bool ``[N]``, default all): only these slots step; the others are left as they
+        are (reward 0, not terminated) -- how a vector env skips the slots it is autoresetting.
+        Every active slot must be running (reset since its last terminal step).
+        """
         start = time.perf_counter()
         act = self.validate_actions(actions)
-        if bool(self.done.any()):
-            finished = self.done.nonzero().flatten().tolist()
+        if active is None:
+            active_t = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        else:
+            active_t = torch.as_tensor(np.asarray(active, dtype=bool) if not isinstance(active, Tensor) else active,
+                                       device=self.device).reshape(-1)
+            if active_t.shape != (self.num_envs,):
+                raise ValueError(f"active must be a bool mask of shape ({self.num_envs},), got {tuple(active_t.shape)}")
+        if bool((self.done & active_t).any()):
+            finished = (self.done & active_t).nonzero().flatten().tolist()
             raise RuntimeError(f"step() called on finished episode slot(s) {finished[:8]}; call reset() first")
-        masked = ~self.action_masks_tensor().gather(1, act.unsqueeze(1)).squeeze(1)
-        act = torch.where(masked, torch.zeros_like(act), act)
+        masked = active_t & ~self.action_masks_tensor().gather(1, act.unsqueeze(1)).squeeze(1)
+        act = torch.where(masked | ~active_t, torch.zeros_like(act), act)
         prev_logits = self.logits.clone()
         prev_flops = self.flops.clone()
         repeated = (act > 0) & (act == self.last_action)
 
         moved = act > 0
-        moved_idx = moved.nonzero().flatten()
-        if moved_idx.numel():
-            for layer in torch.unique(act[moved_idx]).tolist():
-                group = (act == layer).nonzero().flatten()
+        # One batched solve per chosen layer: sort slots by action once, split into groups.
+        counts = torch.bincount(act, minlength=self.num_actions).tolist()
+        if sum(counts[1:]):
+            order = torch.argsort(act, stable=True)
+            groups = torch.split(order, counts)
+            moved_idx = torch.cat(groups[1:])
+            for layer in range(1, self.num_actions):
+                group = groups[layer]
+                if group.numel() == 0:
+                    continue
                 k = layer - 1
                 result = self.model.apply_layer(k, self.z[group], self.x_emb[group])
                 self.z[group] = result.state
@@ -363,9 +385,9 @@ class DynaLayCore:
             self.steps[moved_idx] += 1
             self.logits[moved_idx] = self.model.classify(self.z[moved_idx])
             self.flops[moved_idx] += self.costs.head
-        self.last_action = act
+        self.last_action = torch.where(active_t, act, self.last_action)
 
-        terminated = (~moved) | (self.steps >= self.max_steps)
+        terminated = active_t & (~moved | (self.steps >= self.max_steps))
         log_probs = torch.log_softmax(self.logits, dim=1)
         prediction = self.logits.argmax(1)
         correct = prediction == self.label
@@ -379,14 +401,14 @@ class DynaLayCore:
             prob_true_before=torch.softmax(prev_logits, 1).gather(1, self.label.unsqueeze(1)).squeeze(1),
             prob_true_after=log_probs.exp().gather(1, self.label.unsqueeze(1)).squeeze(1),
         )
-        reward = self.reward(inputs)
+        reward = torch.where(active_t, self.reward(inputs), torch.zeros((), device=self.device))
         self.done |= terminated
-        obs = self.observations()
+        obs = self.observations_tensor()
         self.last_step_seconds = time.perf_counter() - start
         info = self.info_arrays(prediction, correct)
         info["masked_action"] = masked.cpu().numpy()
         info["repeated"] = repeated.cpu().numpy()
-        return StepOutput(obs, reward.cpu().numpy().astype(np.float32), terminated.cpu().numpy(), info)
+        return StepOutput(obs, reward.float(), terminated, info)
 
     # ---- observations, masks, info ---------------------------------------------------------------
 
@@ -420,9 +442,6 @@ class DynaLayCore:
         low = torch.as_tensor(self.observation_low, device=self.device)
         high = torch.as_tensor(self.observation_high, device=self.device)
         return torch.minimum(torch.maximum(obs, low), high)
-
-    def observations(self, idx: Tensor | None = None) -> np.ndarray:
-        return self.observations_tensor(idx).cpu().numpy()
 
     def action_masks_tensor(self) -> Tensor:
         """``[N, K+1]`` bool: EXIT always allowed; layers subject to ``mask_repeats`` and

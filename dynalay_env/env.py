@@ -195,7 +195,7 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
             if seed is not None and self.core.sample_mode == "sequential":
                 self.core._cursor = 0
         example = None if not options or "example" not in options else [options["example"]]
-        obs = self.core.reset([0], examples=example)[0]
+        obs = self.core.reset([0], examples=example)[0].cpu().numpy()
         self._needs_reset = False
         info = self._info(self.core.info_arrays())
         return obs, info
@@ -211,7 +211,7 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
         terminated = bool(out.terminated[0])
         self._needs_reset = terminated
         info = self._info(out.info)
-        return out.obs[0], float(out.reward[0]), terminated, False, info
+        return out.obs[0].cpu().numpy(), float(out.reward[0]), terminated, False, info
 
     def _info(self, arrays: dict[str, Any]) -> dict[str, Any]:
         info: dict[str, Any] = {}

@@ -1,0 +1,143 @@
+"""A Stable-Baselines3 ``VecEnv`` over the batched DynaLay core (no loop of single envs).
+
+SB3's conventions: ``reset()`` returns observations only; ``step_wait()`` returns
+``(obs, rewards, dones, infos)`` with a list of per-env info dicts, and a finished env is reset in
+the same step, its last observation in ``infos[i]["terminal_observation"]``. ``seed(s)`` seeds env
+``i`` with ``s + i`` at the next reset, as SB3 does, so its episodes are those of a
+``DummyVecEnv`` of single ``DynaLayEnv`` seeded the same way.
+
+``env_method("action_masks")`` returns one mask per env, so sb3-contrib's ``MaskablePPO`` and
+``evaluate_policy`` run on it unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+from dynalay_env.core import DynaLayCore
+from dynalay_env.data import DEFAULT_DATASET, Dataset
+from dynalay_env.env import make_core, observation_space_of
+from dynalay_env.model import FPIModel
+
+# Keys copied from the core's info arrays into a finished env's info dict.
+_EPISODE_KEYS = ("example", "label", "prediction", "correct", "step", "compute", "flops", "masked_action", "repeated")
+
+
+class DynaLayVecEnv(VecEnv):
+    """``num_envs`` DynaLay episodes stepped as one batch, for SB3 algorithms.
+
+    Args:
+        num_envs: number of parallel episodes (SB3's ``n_envs``).
+        dataset, model, **options: as for :class:`dynalay_env.env.DynaLayEnv`.
+        core: an existing :class:`DynaLayCore` instead of building one.
+
+    Per-step infos: a running env's dict holds ``step`` and ``compute``; a finished env's holds
+    the episode's ``label, prediction, correct, step, compute, flops, path, fpi_iterations,
+    example, provenance``, ``terminal_observation`` and ``TimeLimit.truncated`` (always False).
+    """
+
+    def __init__(self, num_envs: int = 1, dataset: str | Dataset = DEFAULT_DATASET,
+                 model: FPIModel | str | os.PathLike | None = None, *, core: DynaLayCore | None = None,
+                 **options: Any) -> None:
+        if not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool) or num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        self.core = core if core is not None else make_core(int(num_envs), dataset=dataset, model=model, **options)
+        if self.core.num_envs != num_envs:
+            raise ValueError(f"core has {self.core.num_envs} slots but num_envs={num_envs}")
+        from gymnasium import spaces
+
+        self.render_mode = None
+        super().__init__(int(num_envs), observation_space_of(self.core), spaces.Discrete(self.core.num_actions))
+        self._actions: np.ndarray | None = None
+        self._seeded = False
+
+    # ---- SB3 VecEnv API --------------------------------------------------------------------------
+
+    def reset(self) -> VecEnvObs:
+        if any(s is not None for s in self._seeds) or not self._seeded:
+            self.core.seed(self._seeds)
+            self._seeded = True
+        self._reset_seeds()
+        self._reset_options()
+        obs = self.core.reset().cpu().numpy()
+        self.reset_infos = [{} for _ in range(self.num_envs)]
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if self._actions is None:
+            raise RuntimeError("step_wait() called without step_async(actions)")
+        out = self.core.step(self._actions.reshape(-1) if self._actions.size == self.num_envs else self._actions)
+        self._actions = None
+        obs = out.obs.cpu().numpy()
+        rewards = out.reward.cpu().numpy()
+        dones = out.terminated.cpu().numpy()
+        info = out.info
+        infos: list[dict[str, Any]] = [{"step": s, "compute": c}
+                                       for s, c in zip(info["step"].tolist(), info["compute"].tolist())]
+        finished = np.flatnonzero(dones)
+        if finished.size:
+            for i in finished.tolist():
+                d = infos[i]
+                for key in _EPISODE_KEYS:
+                    d[key] = info[key][i].item()
+                steps = d["step"]
+                d["path"] = info["path"][i, :steps].tolist()
+                d["fpi_iterations"] = info["fpi_iterations"][i, :steps].tolist()
+                d["provenance"] = self.core.provenance
+                d["terminal_observation"] = obs[i].copy()
+                d["TimeLimit.truncated"] = False
+            # Same-step autoreset: the returned observation is the new episode's first one.
+            obs[finished] = self.core.reset(finished).cpu().numpy()
+        return obs, rewards, dones, infos
+
+    def close(self) -> None:
+        pass
+
+    def _indices(self, indices: VecEnvIndices) -> list[int]:
+        if indices is None:
+            return list(range(self.num_envs))
+        if isinstance(indices, int):
+            return [indices]
+        return list(indices)
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        idx = self._indices(indices)
+        if attr_name == "render_mode":
+            return [None for _ in idx]
+        source = self.core if hasattr(self.core, attr_name) else self
+        return [getattr(source, attr_name) for _ in idx]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        if indices is not None and len(self._indices(indices)) != self.num_envs:
+            raise ValueError("DynaLayVecEnv envs share one core: set attributes for all envs at once (indices=None)")
+        setattr(self.core if hasattr(self.core, attr_name) else self, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
+                   **method_kwargs: Any) -> list[Any]:
+        idx = self._indices(indices)
+        if method_name == "action_masks":
+            masks = self.core.action_masks()
+            return [masks[i] for i in idx]
+        if method_name == "render":
+            return [self.core.trace(i) for i in idx]
+        method = getattr(self.core, method_name)
+        result = method(*method_args, **method_kwargs)
+        return [result for _ in idx]
+
+    def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
+        return [False for _ in self._indices(indices)]
+
+    def action_masks(self) -> np.ndarray:
+        """``[num_envs, K+1]`` bool masks in one call."""
+        return self.core.action_masks()
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return [None for _ in range(self.num_envs)]
