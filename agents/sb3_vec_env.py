@@ -81,7 +81,7 @@ class DynaLayVecEnv(VecEnv):
         dones = out.terminated.cpu().numpy()
         info = out.info
         infos: list[dict[str, Any]] = [{"step": s, "compute": c}
-                                       for s, c in zip(info["step"].tolist(), info["compute"].tolist())]
+                                       for s, c in zip(info["step"].tolist(), info["compute"].tolist(), strict=True)]
         finished = np.flatnonzero(dones)
         if finished.size:
             for i in finished.tolist():

@@ -123,12 +123,12 @@ def bench_size(n: int, options: dict[str, Any], model: Any, batches: int, seed: 
 
     # Loops of single envs: same per-step cost whatever N, so cap the work at single_budget_steps.
     single_batches = max(1, min(batches, single_budget_steps // n))
-    envs = [DynaLayEnv(core=make_core(1, model=model, **options)) for _ in range(min(n, 1024))]
+    envs = [DynaLayEnv(core=make_core(1, model=model, **options)) for _ in range(n)]
     for i, env in enumerate(envs):
         env.reset(seed=seed + i)
 
     def loop_step(actions: np.ndarray) -> None:
-        for env, a in zip(envs, actions):
+        for env, a in zip(envs, actions, strict=True):
             _, _, terminated, _, _ = env.step(int(a))
             if terminated:
                 env.reset()
