@@ -62,10 +62,18 @@ class DynaLayVecEnv(VecEnv):
         if any(s is not None for s in self._seeds) or not self._seeded:
             self.core.seed(self._seeds)
             self._seeded = True
+        pinned = [opts.get("example") for opts in self._options]
         self._reset_seeds()
         self._reset_options()
-        obs = self.core.reset().cpu().numpy()
-        self.reset_infos = [{} for _ in range(self.num_envs)]
+        if any(p is not None for p in pinned):
+            if any(p is None for p in pinned):
+                raise ValueError("set_options({'example': i}) must pin the example of every env or of none")
+            obs = self.core.reset(examples=np.asarray(pinned, dtype=np.int64)).cpu().numpy()
+        else:
+            obs = self.core.reset().cpu().numpy()
+        info = self.core.info_arrays()
+        self.reset_infos = [{"example": int(e), "label": int(y), "compute": float(c), "provenance": self.core.provenance}
+                            for e, y, c in zip(info["example"], info["label"], info["compute"], strict=True)]
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -116,9 +124,10 @@ class DynaLayVecEnv(VecEnv):
         return [getattr(source, attr_name) for _ in idx]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        """Set a live option for all envs (see ``DynaLayCore.set_option``)."""
         if indices is not None and len(self._indices(indices)) != self.num_envs:
             raise ValueError("DynaLayVecEnv envs share one core: set attributes for all envs at once (indices=None)")
-        setattr(self.core if hasattr(self.core, attr_name) else self, attr_name, value)
+        self.core.set_option(attr_name, value)
 
     def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
                    **method_kwargs: Any) -> list[Any]:

@@ -291,7 +291,7 @@ class DynaLayCore:
         if examples is None:
             ex_np = self._draw_examples(idx_np)
         else:
-            ex_np = np.asarray(examples, dtype=np.int64).reshape(-1)
+            ex_np = np.array(examples, dtype=np.int64).reshape(-1)
             if ex_np.shape != idx_np.shape or ex_np.min() < 0 or ex_np.max() >= self.num_examples:
                 raise ValueError(f"examples must be {idx_np.size} indices in [0, {self.num_examples}), got {ex_np}")
         idx = torch.as_tensor(idx_np, device=self.device)
@@ -460,23 +460,42 @@ class DynaLayCore:
         return self.action_masks_tensor().cpu().numpy()
 
     def info_arrays(self, prediction: Tensor | None = None, correct: Tensor | None = None) -> dict[str, Any]:
-        """Per-slot info as numpy arrays (leading dim N)."""
+        """Per-slot info as fresh numpy arrays (leading dim N): later steps never change them."""
         if prediction is None:
             prediction = self.logits.argmax(1)
         if correct is None:
             correct = prediction == self.label
+        # .clone(): on CPU .numpy() is a view, and these state tensors are updated in place.
         return {
-            "example": self.example.cpu().numpy(),
-            "label": self.label.cpu().numpy(),
+            "example": self.example.clone().cpu().numpy(),
+            "label": self.label.clone().cpu().numpy(),
             "prediction": prediction.cpu().numpy(),
             "correct": correct.cpu().numpy(),
-            "step": self.steps.cpu().numpy(),
+            "step": self.steps.clone().cpu().numpy(),
             "compute": (self.flops / self.normalizer).cpu().numpy(),
-            "flops": self.flops.cpu().numpy(),
-            "path": self.path.cpu().numpy(),
-            "fpi_iterations": self.path_iterations.cpu().numpy(),
+            "flops": self.flops.clone().cpu().numpy(),
+            "path": self.path.clone().cpu().numpy(),
+            "fpi_iterations": self.path_iterations.clone().cpu().numpy(),
             "action_mask": self.action_masks(),
         }
+
+    #: Options that can change on a live core (the others size its buffers or spaces).
+    SETTABLE_OPTIONS: tuple[str, ...] = ("mask_repeats", "compute_budget")
+
+    def set_option(self, name: str, value: Any) -> None:
+        """Change a live option (``mask_repeats``, ``compute_budget``, ``reward``); anything else
+        needs a new env, because it sizes buffers or the observation space."""
+        if name == "reward":
+            self.reward = make_reward(value)
+        elif name == "compute_budget":
+            if value is not None and value <= 0:
+                raise ValueError(f"compute_budget must be > 0 (normalised compute) or None, got {value}")
+            self.compute_budget = value
+        elif name == "mask_repeats":
+            self.mask_repeats = bool(value)
+        else:
+            raise ValueError(f"option {name!r} cannot change on a live env (it sizes buffers or spaces); "
+                             f"settable: {', '.join(self.SETTABLE_OPTIONS + ('reward',))}. Make a new env instead.")
 
     # ---- rendering -------------------------------------------------------------------------------
 

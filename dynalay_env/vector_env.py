@@ -76,25 +76,28 @@ class DynaLayVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
-        self._ones = np.ones(self.num_envs, dtype=bool)
         self._seeded = False
-        self._provenance = np.full(self.num_envs, self.core.provenance, dtype=object)
 
     # ---- Gymnasium API ---------------------------------------------------------------------------
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None,
               options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-        """Reset every slot. ``seed``: an int (slot i gets ``seed + i``) or one seed per slot."""
+        """Reset every slot. ``seed``: an int (slot i gets ``seed + i``) or one seed per slot.
+        ``options={"example": i}`` pins the example index (one int for all slots, or one per slot)."""
         seeds = slot_seeds(seed, self.num_envs)
         if seed is not None or not self._seeded:
             self.core.seed(seeds)
             self._seeded = True
-        obs = self.core.reset()
+        examples = None
+        if options and "example" in options:
+            examples = np.broadcast_to(np.asarray(options["example"], dtype=np.int64), (self.num_envs,))
+        obs = self.core.reset(examples=examples)
         self._autoreset[:] = False
-        return self._out(obs), self._info(self.core.info_arrays(), reset=self._ones)
+        return self._out(obs), self._info(self.core.info_arrays(), reset=np.ones(self.num_envs, dtype=bool))
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """Step all slots; slots whose episode ended on the previous step are reset instead."""
+        actions = self.core.validate_actions(actions)  # before any autoreset: a bad batch changes nothing
         resetting = self._autoreset.copy()
         if resetting.any():
             self.core.reset(np.flatnonzero(resetting))
@@ -112,9 +115,9 @@ class DynaLayVectorEnv(VectorEnv):
         info: dict[str, Any] = dict(arrays)
         info["autoreset"] = reset
         info["step_wall_time"] = np.full(self.num_envs, self.core.last_step_seconds)
-        info["provenance"] = self._provenance
+        info["provenance"] = np.full(self.num_envs, self.core.provenance, dtype=object)
         for key in list(info):
-            info[f"_{key}"] = self._ones
+            info[f"_{key}"] = np.ones(self.num_envs, dtype=bool)
         return info
 
     # ---- masks, attributes, rendering ------------------------------------------------------------
@@ -129,7 +132,7 @@ class DynaLayVectorEnv(VectorEnv):
             return tuple(self.core.action_masks())
         if name == "render":
             return tuple(self.core.trace(i) for i in range(self.num_envs))
-        attr = getattr(self, name)
+        attr = getattr(self.core if hasattr(self.core, name) else self, name)
         value = attr(*args, **kwargs) if callable(attr) else attr
         return tuple(value for _ in range(self.num_envs))
 
@@ -137,12 +140,12 @@ class DynaLayVectorEnv(VectorEnv):
         return self.call(name)
 
     def set_attr(self, name: str, values: Any) -> None:
-        """Set an attribute shared by all slots (the core has one value for all)."""
+        """Set a live option shared by all slots (see ``DynaLayCore.set_option``)."""
         if isinstance(values, (list, tuple)):
             if len(set(map(repr, values))) > 1:
                 raise ValueError(f"DynaLayVectorEnv slots share one core: {name!r} must be equal in every slot")
             values = values[0]
-        setattr(self.core if hasattr(self.core, name) else self, name, values)
+        self.core.set_option(name, values)
 
     def render(self) -> tuple[str, ...] | None:
         if self.render_mode == "ansi":
