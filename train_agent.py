@@ -48,10 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> dict:
-    from dynalay_env.pretrain import PretrainConfig, run_pretraining
+    import dataclasses
+
+    from dynalay_env.pretrain import recipe_for, run_pretraining
 
     run_dir = Path(args.run_dir or f"runs/pretrain-{args.dataset}")
-    config = PretrainConfig() if getattr(args, "epochs", None) is None else PretrainConfig(epochs=args.epochs)
+    config = recipe_for(args.dataset)
+    if getattr(args, "epochs", None) is not None:
+        config = dataclasses.replace(config, epochs=args.epochs)
     checkpoint, report = run_pretraining(args.dataset, run_dir=run_dir, data_root=args.data_root, seed=args.seed,
                                          device=args.device, config=config,
                                          progress=not getattr(args, "quiet", False))

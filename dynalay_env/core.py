@@ -105,7 +105,8 @@ class DynaLayCore:
 
     Args:
         model: the main model (:class:`~dynalay_env.model.FPIModel`), used in eval mode.
-        dataset: the dataset whose ``split`` provides the examples.
+        dataset: the dataset whose ``split`` provides the examples; ``None`` when ``examples`` is
+            given instead.
         num_envs: N, the number of episode slots.
         split: one of ``model_train``, ``agent_train`` (default), ``val``, ``test``.
         sample_mode: ``random`` (seeded, for training) or ``sequential`` (each example once).
@@ -118,14 +119,17 @@ class DynaLayCore:
             take the episode's normalised compute above this budget.
         device: where states, data and the model live.
         provenance: id of (model, dataset, version), copied into ``info``.
+        examples: ``(x [n, *input_shape], y [n])`` tensors to draw episodes from instead of a
+            dataset split (e.g. a batch of raw inputs at inference time; ``y`` may be dummy labels).
     """
 
-    def __init__(self, model: FPIModel, dataset: Dataset, num_envs: int = 1, *, split: str = "agent_train",
+    def __init__(self, model: FPIModel, dataset: Dataset | None, num_envs: int = 1, *, split: str = "agent_train",
                  sample_mode: str = "random", max_steps: int = 4,
                  reward: str | Callable[..., Tensor] | Reward = "paper", reward_kwargs: dict[str, Any] | None = None,
                  observation_groups: Sequence[str] = OBSERVATION_GROUPS, mask_repeats: bool = False,
                  compute_budget: float | None = None, device: str | torch.device = "cpu",
-                 mode: str = "frozen", provenance: str = "") -> None:
+                 mode: str = "frozen", provenance: str = "",
+                 examples: tuple[Tensor, Tensor] | None = None) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         _choices("split", split, SPLITS)
@@ -140,7 +144,10 @@ class DynaLayCore:
             raise ValueError(f"observation_groups is empty; choose from {', '.join(OBSERVATION_GROUPS)}")
         if compute_budget is not None and compute_budget <= 0:
             raise ValueError(f"compute_budget must be > 0 (normalised compute), got {compute_budget}")
-        if tuple(model.input_shape) != tuple(dataset.input_shape) or model.num_classes != dataset.num_classes:
+        if (dataset is None) == (examples is None):
+            raise ValueError("pass exactly one of dataset (with split) or examples=(x, y)")
+        if dataset is not None and (tuple(model.input_shape) != tuple(dataset.input_shape)
+                                    or model.num_classes != dataset.num_classes):
             raise ValueError(f"model expects inputs {tuple(model.input_shape)} with {model.num_classes} classes, "
                              f"dataset {dataset.name!r} has {tuple(dataset.input_shape)} with "
                              f"{dataset.num_classes} classes")
@@ -178,11 +185,18 @@ class DynaLayCore:
         self._worst_step = (self._injection + self._max_iter * self._iteration + costs.head) / self.normalizer
         self._reset_flops = float(costs.encoder + costs.head)
 
-        x, y = dataset.as_tensors(split, dev)
+        if dataset is not None:
+            x, y = dataset.as_tensors(split, dev)
+        else:
+            x, y = (torch.as_tensor(t, device=dev) for t in examples)  # type: ignore[union-attr]
+            if tuple(x.shape[1:]) != tuple(model.input_shape) or y.shape != x.shape[:1]:
+                raise ValueError(f"examples must be x [n, {', '.join(map(str, model.input_shape))}] and y [n], got "
+                                 f"{tuple(x.shape)} and {tuple(y.shape)}")
+            y = y.long()
         self.x, self.y = x, y
         self.num_examples = int(y.shape[0])
         if self.num_examples == 0:
-            raise ValueError(f"split {split!r} of dataset {dataset.name!r} is empty")
+            raise ValueError(f"split {split!r} of dataset {getattr(dataset, 'name', 'examples')!r} is empty")
 
         n, state_shape = self.num_envs, tuple(model.state_shape)
         self.state_shape = state_shape

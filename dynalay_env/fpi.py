@@ -59,7 +59,7 @@ class OperatorNormLinear(nn.Module):
         self.lipschitz = float(lipschitz)
         self.register_buffer("_u", F.normalize(torch.randn(in_features), dim=0))
         self.register_buffer("_sigma", torch.ones(()))
-        self.refresh_norm(n_power_iterations=30)
+        self.refresh_norm(n_power_iterations=500)
 
     @torch.no_grad()
     def refresh_norm(self, n_power_iterations: int = 1) -> float:
@@ -116,7 +116,7 @@ class OperatorNormConv(nn.Module):
         self.register_buffer("_u", F.normalize(torch.randn(1, channels_in, *signal_shape).flatten(), dim=0)
                              .view(1, channels_in, *signal_shape))
         self.register_buffer("_sigma", torch.ones(()))
-        self.refresh_norm(n_power_iterations=50)
+        self.refresh_norm(n_power_iterations=500)
 
     def _conv(self, z: Tensor, weight: Tensor) -> Tensor:
         conv = F.conv1d if self.dims == 1 else F.conv2d
@@ -276,7 +276,10 @@ class FPILayer(nn.Module):
                                              max_iter=self.max_iter,
                                              flops_per_iteration=self.flops_per_iteration())
         if torch.is_grad_enabled() and (u.requires_grad or any(p.requires_grad for p in self.parameters())):
-            result.state = attach_gradient(f, result.state, u, self.backward)
+            # The backward fixed point contracts as slowly as the forward one: give it at least as
+            # many iterations and a tolerance no looser.
+            result.state = attach_gradient(f, result.state, u, self.backward, max_iter=max(self.max_iter, 200),
+                                           tol=min(self.tol, 1e-6))
         return result
 
 
@@ -315,7 +318,7 @@ def fixed_point_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_
     n = z0.shape[0]
     z = z0.clone()
     iterations = torch.zeros(n, dtype=torch.long, device=z0.device)
-    residual = torch.full((n,), float("inf"), device=z0.device)
+    residual = torch.full((n,), float("inf"), device=z0.device, dtype=z0.dtype)
     active = torch.arange(n, device=z0.device)
     for _ in range(max_iter):
         if active.numel() == 0:
@@ -337,7 +340,7 @@ def anderson_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_ite
     """Anderson acceleration (type II) on the active set; each sample stops on its own.
 
     Keeps the last ``memory`` iterates ``X`` and images ``G = f(X)`` for every sample, solves the small
-    ridge-regularised least-squares problem ``min_a ||(G - X) a||, sum(a) = 1`` per active sample and
+    (relatively) ridge-regularised least-squares problem ``min_a ||(G - X) a||, sum(a) = 1`` per active sample and
     mixes ``z = beta * G a + (1 - beta) * X a``. The mixing (two batched products with the history of
     size ``d = state numel``) costs ``2 * (m*m*d + m*d)`` FLOPs per sample and iteration, which is added
     to the count.
@@ -351,7 +354,7 @@ def anderson_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_ite
     z = z0.reshape(n, d).clone()
     iterations = torch.zeros(n, dtype=torch.long, device=dev)
     mix_flops = torch.zeros(n, dtype=torch.long, device=dev)
-    residual = torch.full((n,), float("inf"), device=dev)
+    residual = torch.full((n,), float("inf"), device=dev, dtype=dt)
     active = torch.arange(n, device=dev)
     for k in range(max_iter):
         if active.numel() == 0:
@@ -370,7 +373,10 @@ def anderson_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_ite
         else:
             F_hist = (G[active, :m] - X[active, :m])               # [a, m, d]
             H = torch.bmm(F_hist, F_hist.transpose(1, 2))          # [a, m, m]
-            H = H + ridge * torch.eye(m, device=dev, dtype=dt)
+            # Ridge relative to the residuals' scale: an absolute one would dominate H as the
+            # residuals shrink and turn the mix into a plain average of old iterates.
+            scale = H.diagonal(dim1=1, dim2=2).mean(1).clamp_min(torch.finfo(dt).tiny).view(-1, 1, 1)
+            H = H + ridge * scale * torch.eye(m, device=dev, dtype=dt)
             ones = torch.ones(active.numel(), m, 1, device=dev, dtype=dt)
             alpha = torch.linalg.solve(H, ones)                    # [a, m, 1]
             alpha = alpha / alpha.sum(dim=1, keepdim=True)

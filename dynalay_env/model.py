@@ -64,7 +64,7 @@ class ModelConfig:
     num_classes: int
     channels: int = 32
     layers: tuple[LayerSpec, ...] = (LayerSpec(4, 3), LayerSpec(12, 5), LayerSpec(32, 5))
-    encoder_kernel: int = 5
+    encoder_kernel: int = 3
     encoder_stride: int = 2
     head_hidden: int = 64
     lipschitz: float = 0.9
@@ -103,7 +103,7 @@ def default_config(input_shape: tuple[int, ...], num_classes: int, **overrides: 
         raise ValueError(f"no default model for inputs of shape {input_shape}; expected (D,), (C, L) or (C, H, W)")
     base: dict[str, Any] = dict(family=family, input_shape=tuple(input_shape), num_classes=num_classes)
     if family == "mlp":
-        base.update(channels=64, layers=(LayerSpec(8), LayerSpec(24), LayerSpec(64)), encoder_stride=1)
+        base.update(channels=128, layers=(LayerSpec(16), LayerSpec(48), LayerSpec(128)), encoder_stride=1)
     base.update(overrides)
     return ModelConfig(**base)
 
@@ -383,6 +383,9 @@ def load_checkpoint(path: str | os.PathLike, *, expected_dataset: str | None = N
         raise CheckpointError(f"{path} is not a readable DynaLay checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"{path} is not a DynaLay checkpoint (no format_version field)")
+    missing = [k for k in ("config", "dataset", "state_dict", "weights_hash", "provenance") if k not in payload]
+    if missing:
+        raise CheckpointError(f"{path} is missing checkpoint field(s) {missing}")
     if payload["format_version"] != CHECKPOINT_FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {payload['format_version']}; this version of "
                               f"dynalay_env reads format {CHECKPOINT_FORMAT_VERSION}")

@@ -49,11 +49,28 @@ class PretrainConfig:
     patience: int = 10
     seed: int = 0
     device: str = "cpu"
+    label_smoothing: float = 0.0
+    input_noise: float = 0.0  # std of Gaussian noise added to training inputs (augmentation)
+
+
+#: Per-dataset training recipes (fields of PretrainConfig) used when no config is given. Digits has
+#: 719 training examples: small batches, input noise and label smoothing keep it from overfitting.
+DATASET_RECIPES: dict[str, dict[str, Any]] = {
+    "digits": {"batch_size": 32, "input_noise": 0.1, "label_smoothing": 0.1},
+}
+
+
+def recipe_for(dataset_name: str) -> PretrainConfig:
+    """The default :class:`PretrainConfig` for a dataset (see ``DATASET_RECIPES``)."""
+    return PretrainConfig(**DATASET_RECIPES.get(dataset_name, {}))
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """``cpu`` / ``cuda`` / ``cuda:N``; a clear error when CUDA is asked for but absent."""
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unsupported device {device!r}; valid: 'cpu', 'cuda', 'cuda:N'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
     if dev.type not in ("cpu", "cuda"):
@@ -61,14 +78,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def path_robust_loss(model: MainModel, x: Tensor, y: Tensor, path: list[int]) -> Tensor:
+def path_robust_loss(model: MainModel, x: Tensor, y: Tensor, path: list[int], label_smoothing: float = 0.0) -> Tensor:
     """Mean cross-entropy of the head at the encoder state and after each layer of ``path``."""
     x_emb = model.encode(x)
     z = x_emb
-    loss = F.cross_entropy(model.classify(z), y)
+    loss = F.cross_entropy(model.classify(z), y, label_smoothing=label_smoothing)
     for k in path:
         z = model.apply_layer(k, z, x_emb).state
-        loss = loss + F.cross_entropy(model.classify(z), y)
+        loss = loss + F.cross_entropy(model.classify(z), y, label_smoothing=label_smoothing)
     return loss / (len(path) + 1)
 
 
@@ -179,7 +196,11 @@ def pretrain(dataset: Dataset, model_config: ModelConfig | None = None, config: 
         for i in range(0, x_train.shape[0], config.batch_size):
             idx = order[i:i + config.batch_size]
             path = torch.randint(0, model.num_layers, (config.max_steps,), generator=generator).tolist()
-            loss = path_robust_loss(model, x_train[idx], y_train[idx], path)
+            x_batch = x_train[idx]
+            if config.input_noise > 0:
+                noise = torch.randn(x_batch.shape, generator=generator).to(device)
+                x_batch = x_batch + config.input_noise * noise
+            loss = path_robust_loss(model, x_batch, y_train[idx], path, config.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -250,14 +271,16 @@ def pretrain_report(model: MainModel, dataset: Dataset, max_steps: int, device: 
 
 
 def run_pretraining(dataset_name: str = "mnist1d", run_dir: str | Path = "runs/pretrain",
-                    data_root: str | Path | None = None, seed: int = 0, device: str = "cpu",
+                    data_root: str | Path | None = None, seed: int | None = None, device: str | None = None,
                     config: PretrainConfig | None = None, model_overrides: dict[str, Any] | None = None,
                     progress: bool = True) -> tuple[Path, dict[str, Any]]:
     """Pre-train on a registered dataset and write ``main_model.pt`` and ``pretrain.json`` to
-    ``run_dir``. Returns the checkpoint path and the report."""
-    config = config or PretrainConfig()
-    config = PretrainConfig(**{**asdict(config), "seed": seed, "device": device})
-    dev = resolve_device(device)
+    ``run_dir``. ``seed`` / ``device``, when given, override the config's. Returns the checkpoint
+    path and the report."""
+    config = config or recipe_for(dataset_name)
+    overrides = {k: v for k, v in (("seed", seed), ("device", device)) if v is not None}
+    config = PretrainConfig(**{**asdict(config), **overrides})
+    dev = resolve_device(config.device)
     dataset = load_dataset(dataset_name, data_root=data_root)
     model_config = default_config(dataset.input_shape, dataset.num_classes, **(model_overrides or {}))
     start = time.perf_counter()
