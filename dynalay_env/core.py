@@ -210,6 +210,7 @@ class DynaLayCore:
         self.last_action = torch.full((n,), -1, dtype=torch.long, device=dev)
         self.last_residual = torch.zeros(n, device=dev)
         self.last_iterations = torch.zeros(n, dtype=torch.long, device=dev)
+        self.last_max_iter = torch.ones(n, dtype=torch.float64, device=dev)  # max_iter of the last solved layer
         self.path = torch.full((n, self.max_steps), -1, dtype=torch.long, device=dev)
         self.path_iterations = torch.zeros(n, self.max_steps, dtype=torch.long, device=dev)
         self.done = torch.ones(n, dtype=torch.bool, device=dev)  # a slot must be reset before stepping
@@ -321,6 +322,7 @@ class DynaLayCore:
         self.last_action[idx] = -1
         self.last_residual[idx] = 0.0
         self.last_iterations[idx] = 0
+        self.last_max_iter[idx] = 1.0
         self.path[idx] = -1
         self.path_iterations[idx] = 0
         self.done[idx] = False
@@ -394,6 +396,7 @@ class DynaLayCore:
                 self.flops[group] += self._injection[k] + result.flops.double()
                 self.last_residual[group] = result.residual.float()
                 self.last_iterations[group] = result.iterations
+                self.last_max_iter[group] = self._max_iter[k]
                 self.path_iterations[group, self.steps[group]] = result.iterations
             self.path[moved_idx, self.steps[moved_idx]] = act[moved_idx]
             self.steps[moved_idx] += 1
@@ -448,10 +451,8 @@ class DynaLayCore:
             onehot[started.nonzero().flatten(), last[started]] = 1.0
             parts.append(onehot)
         if "solver" in self.observation_groups:
-            last = self.last_action[sel]
-            max_iter = torch.cat([torch.ones(1, device=self.device, dtype=torch.float64), self._max_iter])
             parts.append(self.last_residual[sel].clamp(0, 1).unsqueeze(1))
-            parts.append((self.last_iterations[sel].double() / max_iter[last.clamp_min(0)]).float().unsqueeze(1))
+            parts.append((self.last_iterations[sel].double() / self.last_max_iter[sel]).float().unsqueeze(1))
         obs = torch.cat([p.float() for p in parts], dim=1)
         low = torch.as_tensor(self.observation_low, device=self.device)
         high = torch.as_tensor(self.observation_high, device=self.device)

@@ -187,6 +187,8 @@ def make_reward(reward: str | Callable[..., Tensor] | Reward = "paper", **params
             raise ValueError(f"unknown reward {reward!r}; valid rewards: {', '.join(REWARDS)} (or a callable)")
         return Reward(reward, REWARDS[reward], bound, takes_params=True)
     if callable(reward):
-        n_args = len(inspect.signature(reward).parameters)
-        return Reward(getattr(reward, "__name__", "custom"), reward, bound, takes_params=n_args >= 2)
+        # Only required positional parameters count: `def r(inputs, scale=2.0)` is a one-argument reward.
+        required = [p for p in inspect.signature(reward).parameters.values()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        return Reward(getattr(reward, "__name__", "custom"), reward, bound, takes_params=len(required) >= 2)
     raise ValueError(f"reward must be a name ({', '.join(REWARDS)}) or a callable, got {type(reward).__name__}")
