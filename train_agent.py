@@ -1,10 +1,18 @@
 #!/usr/bin/env python
-"""DynaLay-Gym command line: ``pretrain`` the main model, ``demo`` the main job end to end.
+"""DynaLay-Gym command line.
+
+  pretrain   path-robust pre-training of the main model (main_model.pt, pretrain.json)
+  train      train an RL agent (SB3 / sb3-contrib) on a DynaLay env, into a resumable run folder
+  evaluate   evaluate a trained run on a split against every baseline (report.json/.md, figures)
+  demo       the main job end to end: pre-train, train PPO, evaluate on test, print the table
 
 Examples::
 
     python train_agent.py pretrain --dataset mnist1d --run-dir runs/pretrain
-    python train_agent.py pretrain --dataset mnist --data-root ~/data --run-dir runs/mnist
+    python train_agent.py train --algo ppo --env DynaLay-MNIST1D-v0 --env-kwargs lambda_compute:0.2 \\
+        --timesteps 200000 --run-dir runs/ppo
+    python train_agent.py train --run-dir runs/ppo --resume
+    python train_agent.py evaluate --run-dir runs/ppo --split test --validate
     python train_agent.py demo --run-dir runs/demo
 """
 
@@ -13,19 +21,39 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 DEFAULT_DATASET = "mnist1d"
+DEMO_TIMESTEPS = 300_000
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default=DEFAULT_DATASET,
-                        help="registered dataset name (default: %(default)s); see `list-datasets`")
+def parse_env_kwargs(items: list[str] | None) -> dict[str, Any]:
+    """rl-zoo3's ``key:value`` syntax; values are read as YAML (``0.2``, ``true``, ``[hidden, head]``)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise ValueError(f"--env-kwargs expects key:value pairs (e.g. lambda_compute:0.2), got {item!r}")
+        out[key] = yaml.safe_load(value) if value else None
+    return out
+
+
+def _add_common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
+    if dataset:
+        parser.add_argument("--dataset", default=None,
+                            help=f"registered dataset name (default: {DEFAULT_DATASET}); see `list-datasets`")
     parser.add_argument("--data-root", default=None,
                         help="folder holding local dataset files (mnist, fashion_mnist, cifar10)")
     parser.add_argument("--run-dir", default=None, help="folder for every artefact of this run")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'cuda:N' (default: %(default)s)")
+    parser.add_argument("--config", default=None,
+                        help="YAML file of options for this command (keys = option names with '_'); "
+                             "command-line flags override it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,15 +64,75 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="path-robust pre-training of the main model; writes "
                                         "main_model.pt and pretrain.json into --run-dir")
     _add_common(p)
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: 40)")
+    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the dataset's recipe, 40)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    d = sub.add_parser("demo", help="the main job on the default dataset: pre-train (if no checkpoint "
-                                    "is in --run-dir) and print the pre-training figures")
+    t = sub.add_parser("train", help="train an agent into --run-dir (resumable)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Train an RL agent on a DynaLay env. The run folder receives config.json, "
+                                   "main_model.pt, checkpoints/, tb/ (TensorBoard), val_history.json and agent.zip.")
+    _add_common(t)
+    t.add_argument("--algo", default="ppo", help="algorithm (rl-zoo3 names: ppo, a2c, dqn, qrdqn, trpo, ars, "
+                                                 "ppo_lstm; and maskable_ppo). Default: %(default)s")
+    t.add_argument("--env", default=None, help="env id, e.g. DynaLay-MNIST1D-v0 (default: from --dataset)")
+    t.add_argument("--model", default=None, help="main-model checkpoint (default: the cached default model)")
+    t.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY:VALUE",
+                   help="env options in rl-zoo3 syntax, e.g. lambda_compute:0.2 mask_repeats:true "
+                        "observation_groups:[hidden,head]")
+    t.add_argument("--timesteps", type=int, default=None, help="total env steps (default: hyperparams n_timesteps)")
+    t.add_argument("--n-envs", type=int, default=None, help="parallel episodes (default: hyperparams n_envs)")
+    t.add_argument("--hyperparams", default=None, help="rl-zoo3-style YAML (default: hyperparams/<algo>.yml)")
+    t.add_argument("--checkpoint-freq", type=int, default=50_000, help="timesteps between checkpoints")
+    t.add_argument("--eval-freq", type=int, default=50_000, help="timesteps between val evaluations")
+    t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = sub.add_parser("evaluate", help="evaluate a trained run against the baselines")
+    _add_common(e, dataset=False)
+    e.add_argument("--split", default="test", help="split to report on (default: %(default)s)")
+    e.add_argument("--n-envs", type=int, default=512, help="episodes evaluated in parallel (default: %(default)s)")
+    e.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    e.add_argument("--validate", action="store_true",
+                   help="replay the paths recorded in the run's report.json and check predictions and costs")
+    e.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+
+    d = sub.add_parser("demo", help="pre-train (if needed), train PPO on agent_train, evaluate on test "
+                                    "against the baselines, print the table")
     _add_common(d)
+    d.add_argument("--timesteps", type=int, default=DEMO_TIMESTEPS, help="PPO timesteps (default: %(default)s)")
+    d.add_argument("--algo", default="ppo", help="algorithm (default: %(default)s)")
+    d.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
 
     sub.add_parser("list-datasets", help="print the registered dataset names")
     return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse, letting ``--config FILE`` supply defaults that explicit flags override."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "config", None):
+        import yaml
+
+        path = Path(args.config)
+        if not path.is_file():
+            raise FileNotFoundError(f"--config file {path} not found")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"--config {path} must hold a mapping of option: value")
+        subparser = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+        valid = {a.dest for a in subparser._actions if a.dest != "help"}
+        unknown = set(values) - valid
+        if unknown:
+            raise ValueError(f"--config {path}: unknown option(s) {sorted(unknown)}; valid: {sorted(valid)}")
+        subparser.set_defaults(**values)
+        args = parser.parse_args(argv)
+    return args
+
+
+# --------------------------------------------------------------------------------------------------
+# pretrain
+# --------------------------------------------------------------------------------------------------
 
 
 def cmd_pretrain(args: argparse.Namespace) -> dict:
@@ -52,11 +140,12 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
 
     from dynalay_env.pretrain import recipe_for, run_pretraining
 
-    run_dir = Path(args.run_dir or f"runs/pretrain-{args.dataset}")
-    config = recipe_for(args.dataset)
+    dataset = args.dataset or DEFAULT_DATASET
+    run_dir = Path(args.run_dir or f"runs/pretrain-{dataset}")
+    config = recipe_for(dataset)
     if getattr(args, "epochs", None) is not None:
         config = dataclasses.replace(config, epochs=args.epochs)
-    checkpoint, report = run_pretraining(args.dataset, run_dir=run_dir, data_root=args.data_root, seed=args.seed,
+    checkpoint, report = run_pretraining(dataset, run_dir=run_dir, data_root=args.data_root, seed=args.seed,
                                          device=args.device, config=config,
                                          progress=not getattr(args, "quiet", False))
     print_pretrain_summary(report)
@@ -84,26 +173,174 @@ def print_pretrain_summary(report: dict) -> None:
     Console().print(table)
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
+# --------------------------------------------------------------------------------------------------
+# train / evaluate
+# --------------------------------------------------------------------------------------------------
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from agents.training import TrainConfig
+    from dynalay_env import ENV_IDS
+
+    if args.env and args.env not in ENV_IDS:
+        raise ValueError(f"unknown env id {args.env!r}; valid ids: {', '.join(ENV_IDS)}")
+    env_id = args.env or next((i for i, d in ENV_IDS.items() if d == (args.dataset or DEFAULT_DATASET)), "DynaLay-v0")
+    return TrainConfig(algo=args.algo, env_id=env_id, dataset=args.dataset, data_root=args.data_root,
+                       model=getattr(args, "model", None), env_kwargs=parse_env_kwargs(getattr(args, "env_kwargs", None)),
+                       timesteps=args.timesteps, n_envs=getattr(args, "n_envs", None), seed=args.seed,
+                       device=args.device, run_dir=args.run_dir or f"runs/{args.algo}-{env_id}",
+                       checkpoint_freq=getattr(args, "checkpoint_freq", 50_000),
+                       eval_freq=getattr(args, "eval_freq", 50_000), hyperparams_file=getattr(args, "hyperparams", None),
+                       progress_bar=not getattr(args, "no_progress", False))
+
+
+def cmd_train(args: argparse.Namespace) -> Path:
+    from agents.training import train
+
+    config = _train_config(args)
+    if args.resume and args.run_dir is None:
+        raise ValueError("--resume needs --run-dir (the run folder to continue)")
+    agent, run_dir = train(config, resume=args.resume)
+    print(f"agent: {run_dir / 'agent.zip'} ({agent.num_timesteps} timesteps)\n"
+          f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    return run_dir
+
+
+def run_evaluation(run_dir: Path, split: str = "test", n_envs: int = 512, n_boot: int = 1000,
+                   figures: bool = True, device: str | None = None) -> dict:
+    """Evaluate the run in ``run_dir`` and write its report; returns the report."""
+    from dataclasses import asdict
+
+    from agents.evaluate import evaluate
+    from agents.training import env_options, load_run
+    from dynalay_env.env import make_core
+
+    config, agent, model_path = load_run(run_dir)
+    options = env_options(config, str(model_path))
+    if device:
+        options["device"] = device
+    model = make_core(1, **options).model
+    provenance_options = {**options, "model": model}
+
+    def make_eval_core(split_name: str):
+        return make_core(n_envs, **{**provenance_options, "split": split_name, "sample_mode": "sequential"})
+
+    reward = make_eval_core("val").reward.describe()
+    metadata = {"env_id": config.env_id, "dataset": config.dataset_name(), "algo": config.algo,
+                "reward": reward, "env_kwargs": config.env_kwargs, "train_config": asdict(config)}
+    return evaluate(make_eval_core, agent, agent_name=config.algo, split=split, seed=config.seed, n_boot=n_boot,
+                    metadata=metadata, run_dir=run_dir, figures=figures)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict:
+    if not args.run_dir:
+        raise ValueError("evaluate needs --run-dir (a folder written by `train`)")
+    run_dir = Path(args.run_dir)
+    if args.validate:
+        return cmd_validate(run_dir, args)
+    report = run_evaluation(run_dir, args.split, args.n_envs, args.n_boot, not args.no_figures, args.device)
+    print_report_table(report)
+    print(f"report: {run_dir / 'report.json'}, {run_dir / 'report.md'}")
+    return report
+
+
+def cmd_validate(run_dir: Path, args: argparse.Namespace) -> dict:
+    from agents.evaluate import validate_report
+    from agents.training import env_options, load_run
+    from dynalay_env.env import make_core
+
+    report_path = run_dir / "report.json"
+    if not report_path.is_file():
+        raise FileNotFoundError(f"{report_path} not found: run `evaluate --run-dir {run_dir}` first")
+    report = json.loads(report_path.read_text())
+    config, _, model_path = load_run(run_dir)
+    core = make_core(1, **{**env_options(config, str(model_path)), "split": report["split"]})
+    result = validate_report(report, core)
+    print(f"replayed {result['n_examples']} paths: predictions match {result['predictions_match']}, "
+          f"FLOPs match {result['flops_match']} -> {'VALID' if result['valid'] else 'MISMATCH'}")
+    if not result["valid"]:
+        raise SystemExit(f"report does not replay: first mismatching examples {result['first_mismatches']}")
+    return result
+
+
+def print_report_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report.get('dataset')} / {report['split']}: {report['n_examples']} examples "
+                        f"(compute 1.0 = full depth)")
+    for col in ("policy", "accuracy", "mean compute"):
+        table.add_column(col, justify="left" if col == "policy" else "right")
+    table.add_row(f"agent ({report['policy']})", f"{report['accuracy']:.4f}", f"{report['mean_compute']:.3f}")
+    best = report["best_fixed_path"]
+    table.add_row(f"best fixed path {best['params']['path']}", f"{best['accuracy']:.4f}", f"{best['mean_compute']:.3f}")
+    table.add_row("full depth", f"{report['full_depth']['accuracy']:.4f}", f"{report['full_depth']['mean_compute']:.3f}")
+    if "vs_threshold" in report:
+        v = report["vs_threshold"]
+        table.add_row("confidence threshold at the agent's compute",
+                      f"{report['accuracy'] - v['difference']:.4f}", f"{v['agent_mean_compute']:.3f}")
+    table.add_row("oracle (cheapest correct path)", f"{report['oracle']['accuracy']:.4f}",
+                  f"{report['oracle']['mean_compute']:.3f}")
+    Console().print(table)
+    if "vs_threshold" in report:
+        v = report["vs_threshold"]
+        verdict = "beats" if v["beats_threshold"] else "does not beat"
+        print(f"agent - threshold at matched compute: {v['difference']:+.4f} "
+              f"(95% CI [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]): the agent {verdict} thresholding")
+    print(f"difficulty correlation (Spearman): {report['difficulty_correlation']}")
+
+
+# --------------------------------------------------------------------------------------------------
+# demo
+# --------------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> dict:
+    from dynalay_env.pretrain import CHECKPOINT_NAME
+
+    start = time.perf_counter()
+    dataset = args.dataset or DEFAULT_DATASET
     run_dir = Path(args.run_dir or "runs/demo")
-    report_path = run_dir / "pretrain.json"
-    if report_path.is_file() and (run_dir / "main_model.pt").is_file():
-        print(f"using the main model already in {run_dir}")
-        print_pretrain_summary(json.loads(report_path.read_text()))
-        return
-    args.run_dir = str(run_dir)
-    cmd_pretrain(args)
+    pretrain_dir = run_dir / "pretrain"
+    checkpoint = pretrain_dir / CHECKPOINT_NAME
+    if checkpoint.is_file():
+        print(f"[1/3] main model: using {checkpoint}")
+    else:
+        print(f"[1/3] pre-training the main model on {dataset} -> {pretrain_dir}")
+        cmd_pretrain(argparse.Namespace(dataset=dataset, data_root=args.data_root, run_dir=str(pretrain_dir),
+                                        seed=args.seed, device=args.device, epochs=None, quiet=False))
+    agent_dir = run_dir / "agent"
+    from agents.training import AGENT_NAME
+
+    if (agent_dir / AGENT_NAME).is_file():
+        print(f"[2/3] agent: using {agent_dir / AGENT_NAME}")
+    else:
+        print(f"[2/3] training {args.algo} for {args.timesteps} timesteps on agent_train -> {agent_dir}")
+        resume = (agent_dir / "config.json").is_file()
+        cmd_train(argparse.Namespace(algo=args.algo, env=None, dataset=dataset, data_root=args.data_root,
+                                     model=str(checkpoint), env_kwargs=None, timesteps=args.timesteps, n_envs=None,
+                                     seed=args.seed, device=args.device, run_dir=str(agent_dir),
+                                     checkpoint_freq=50_000, eval_freq=100_000, hyperparams=None, resume=resume,
+                                     no_progress=False))
+    print("[3/3] evaluating on test against the baselines")
+    report = run_evaluation(agent_dir, "test", n_boot=args.n_boot, device=args.device)
+    print_report_table(report)
+    print(f"\nreport:  {agent_dir / 'report.json'}  {agent_dir / 'report.md'}")
+    for path in report.get("figures", {}).values():
+        print(f"figure:  {path}")
+    print(f"demo wall time: {time.perf_counter() - start:.0f} s")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "list-datasets":
-        from dynalay_env.data import available_datasets
-
-        print("\n".join(available_datasets()))
-        return 0
     try:
-        {"pretrain": cmd_pretrain, "demo": cmd_demo}[args.command](args)
+        args = parse_args(argv)
+        if args.command == "list-datasets":
+            from dynalay_env.data import available_datasets
+
+            print("\n".join(available_datasets()))
+            return 0
+        {"pretrain": cmd_pretrain, "train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo}[args.command](args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

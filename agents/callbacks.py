@@ -22,13 +22,16 @@ _CHECKPOINT_RE = re.compile(r"agent_(\d+)_steps\.zip$")
 
 
 class EpisodeMetricsCallback(BaseCallback):
-    """Logs, from the infos of finished episodes (the DynaLay adapter puts them there):
-    ``dynalay/accuracy``, ``dynalay/compute``, ``dynalay/steps`` and ``dynalay/action_<a>``
-    frequencies, averaged over the last ``window`` episodes, at every rollout end."""
+    """Logs, from the infos of finished episodes (the DynaLay adapter puts them there), averaged over
+    the last ``window`` episodes at every rollout end: ``dynalay/accuracy``, ``dynalay/compute``,
+    ``dynalay/steps`` and the share of each action among all actions taken
+    (``dynalay/action_exit``, ``dynalay/action_layer<k>``; a forced exit at ``max_steps`` is not an
+    action)."""
 
-    def __init__(self, num_actions: int, window: int = 1000) -> None:
+    def __init__(self, num_actions: int, max_steps: int, window: int = 1000) -> None:
         super().__init__()
         self.num_actions = num_actions
+        self.max_steps = max_steps
         self.correct: deque[float] = deque(maxlen=window)
         self.compute: deque[float] = deque(maxlen=window)
         self.steps: deque[int] = deque(maxlen=window)
@@ -41,8 +44,7 @@ class EpisodeMetricsCallback(BaseCallback):
                 self.compute.append(float(info["compute"]))
                 self.steps.append(int(info["step"]))
                 counts = np.bincount(np.asarray(info.get("path", []), dtype=np.int64), minlength=self.num_actions)
-                if info["step"] < len(info.get("fpi_iterations", [])) + 1 and not info.get("masked_action"):
-                    pass
+                counts[0] = int(info["step"] < self.max_steps)  # the episode chose EXIT
                 self.actions.append(counts[: self.num_actions])
         return True
 
@@ -52,12 +54,11 @@ class EpisodeMetricsCallback(BaseCallback):
         self.logger.record("dynalay/accuracy", float(np.mean(self.correct)))
         self.logger.record("dynalay/compute", float(np.mean(self.compute)))
         self.logger.record("dynalay/steps", float(np.mean(self.steps)))
-        layer_counts = np.sum(self.actions, axis=0).astype(float)
-        exits = float(sum(1 for s in self.steps if s >= 0))  # every episode ends with one EXIT or forced exit
-        total = layer_counts[1:].sum() + exits
-        self.logger.record("dynalay/action_exit", exits / total)
+        counts = np.sum(self.actions, axis=0).astype(float)
+        total = max(counts.sum(), 1.0)
+        self.logger.record("dynalay/action_exit", counts[0] / total)
         for a in range(1, self.num_actions):
-            self.logger.record(f"dynalay/action_layer{a}", layer_counts[a] / total)
+            self.logger.record(f"dynalay/action_layer{a}", counts[a] / total)
 
 
 class PeriodicEvalCallback(BaseCallback):
