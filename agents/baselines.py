@@ -1,0 +1,297 @@
+"""Non-learned policies with the predict interface of an SB3 model.
+
+Every baseline is *bound* to the batched core it acts in (``policy.bind(core)``; the evaluator does
+it), because some of them need what the observation may not carry (the head's output when the
+``head`` group is switched off, the example index for the oracle). ``predict(obs, state,
+episode_start, deterministic)`` returns ``(actions [N], state)`` exactly like ``BaseAlgorithm.predict``.
+
+* :class:`FixedPathPolicy` -- a fixed layer sequence, then EXIT;
+* :class:`RandomPolicy`    -- EXIT with probability ``p_exit``, else a uniformly random layer;
+  :func:`calibrate_random` picks ``p_exit`` so that its mean compute matches a target;
+* :class:`ConfidencePolicy` -- EXIT once the head's top-1 probability ``>= tau``;
+* :class:`EntropyPolicy`   -- EXIT once the head's normalised entropy ``<= h``;
+* :class:`StablePredictionPolicy` -- EXIT once the prediction has not changed for ``k`` steps;
+* :class:`OraclePolicy`    -- the cheapest correct path of each example, found by exhaustive search
+  (the upper bound of what introspection could buy).
+
+The thresholded policies continue along ``layer_order`` (default: layers 1..K, then layer K
+repeated) while they do not exit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from dynalay_env.core import DynaLayCore
+
+
+class BaselinePolicy:
+    """Base class: bind to a core, then ``predict`` like an SB3 model."""
+
+    name = "baseline"
+
+    def __init__(self) -> None:
+        self.core: DynaLayCore | None = None
+
+    def bind(self, core: DynaLayCore) -> BaselinePolicy:
+        self.core = core
+        return self
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def label(self) -> str:
+        params = ", ".join(f"{k}={v}" for k, v in self.params().items())
+        return f"{self.name}({params})" if params else self.name
+
+    def _core(self) -> DynaLayCore:
+        if self.core is None:
+            raise RuntimeError(f"{type(self).__name__} is not bound to an env: call policy.bind(core) first "
+                               "(agents.evaluate does it)")
+        return self.core
+
+    def actions(self, core: DynaLayCore, episode_start: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, observation: Any, state: Any = None, episode_start: np.ndarray | None = None,
+                deterministic: bool = True, action_masks: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+        core = self._core()
+        if episode_start is None:
+            episode_start = (core.steps == 0).cpu().numpy()
+        actions = self.actions(core, np.asarray(episode_start, dtype=bool))
+        if action_masks is not None:
+            # A masked choice falls back to EXIT, which is always allowed.
+            allowed = np.take_along_axis(np.asarray(action_masks), actions[:, None], axis=1)[:, 0]
+            actions = np.where(allowed, actions, 0)
+        return actions.astype(np.int64), state
+
+
+def default_layer_order(num_layers: int, max_steps: int) -> tuple[int, ...]:
+    """Layers 1..K in order, then layer K repeated, up to ``max_steps`` actions (1-based)."""
+    order = list(range(1, num_layers + 1))
+    return tuple((order + [num_layers] * max_steps)[:max_steps])
+
+
+class _OrderedPolicy(BaselinePolicy):
+    """Walks ``layer_order`` until ``should_exit`` says stop."""
+
+    def __init__(self, layer_order: Sequence[int] | None = None) -> None:
+        super().__init__()
+        self.layer_order = tuple(layer_order) if layer_order is not None else None
+
+    def _next_layer(self, core: DynaLayCore) -> torch.Tensor:
+        order = self.layer_order or default_layer_order(core.num_layers, core.max_steps)
+        bad = [a for a in order if not 1 <= a <= core.num_layers]
+        if bad:
+            raise ValueError(f"layer_order holds {bad}; layers are numbered 1..{core.num_layers}")
+        padded = torch.tensor(list(order) + [0] * max(0, core.max_steps - len(order) + 1), device=core.device)
+        return padded[core.steps.clamp_max(padded.numel() - 1)]
+
+    def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
+
+    def actions(self, core: DynaLayCore, episode_start: np.ndarray) -> np.ndarray:
+        exit_now = self.should_exit(core, episode_start)
+        return torch.where(exit_now, torch.zeros_like(core.steps), self._next_layer(core)).cpu().numpy()
+
+
+class FixedPathPolicy(_OrderedPolicy):
+    """Apply ``path`` (1-based layer actions, e.g. ``(1, 2, 3)``), then EXIT. ``()`` exits at once."""
+
+    name = "fixed_path"
+
+    def __init__(self, path: Sequence[int]) -> None:
+        super().__init__(tuple(path))
+        self.path = tuple(int(a) for a in path)
+
+    def params(self) -> dict[str, Any]:
+        return {"path": list(self.path)}
+
+    def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
+        return core.steps >= len(self.path)
+
+    def _next_layer(self, core: DynaLayCore) -> torch.Tensor:
+        if not self.path:
+            return torch.zeros_like(core.steps)
+        return super()._next_layer(core)
+
+
+class ConfidencePolicy(_OrderedPolicy):
+    """EXIT when the head's top-1 probability at the current state is ``>= tau``."""
+
+    name = "confidence"
+
+    def __init__(self, tau: float, layer_order: Sequence[int] | None = None) -> None:
+        super().__init__(layer_order)
+        self.tau = float(tau)
+
+    def params(self) -> dict[str, Any]:
+        return {"tau": self.tau}
+
+    def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
+        return torch.softmax(core.logits, 1).amax(1) >= self.tau
+
+
+class EntropyPolicy(_OrderedPolicy):
+    """EXIT when the head's entropy / log(num_classes) at the current state is ``<= h``."""
+
+    name = "entropy"
+
+    def __init__(self, h: float, layer_order: Sequence[int] | None = None) -> None:
+        super().__init__(layer_order)
+        self.h = float(h)
+
+    def params(self) -> dict[str, Any]:
+        return {"h": self.h}
+
+    def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
+        probs = torch.softmax(core.logits, 1)
+        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(1) / math.log(max(core.num_classes, 2))
+        return entropy <= self.h
+
+
+class StablePredictionPolicy(_OrderedPolicy):
+    """EXIT once the prediction has stayed the same for ``k`` consecutive layer steps."""
+
+    name = "stable_prediction"
+
+    def __init__(self, k: int, layer_order: Sequence[int] | None = None) -> None:
+        super().__init__(layer_order)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k = int(k)
+        self._last: torch.Tensor | None = None
+        self._unchanged: torch.Tensor | None = None
+
+    def params(self) -> dict[str, Any]:
+        return {"k": self.k}
+
+    def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
+        prediction = core.logits.argmax(1)
+        if self._last is None or self._last.shape != prediction.shape:
+            self._last = prediction.clone()
+            self._unchanged = torch.zeros_like(prediction)
+        start = torch.as_tensor(episode_start, device=core.device)
+        same = (prediction == self._last) & ~start
+        self._unchanged = torch.where(same, self._unchanged + 1, torch.zeros_like(self._unchanged))
+        self._last = prediction.clone()
+        return self._unchanged >= self.k
+
+
+class RandomPolicy(BaselinePolicy):
+    """EXIT with probability ``p_exit``, else a uniformly random layer (seeded)."""
+
+    name = "random"
+
+    def __init__(self, p_exit: float, seed: int = 0) -> None:
+        super().__init__()
+        if not 0.0 <= p_exit <= 1.0:
+            raise ValueError(f"p_exit must be in [0, 1], got {p_exit}")
+        self.p_exit = float(p_exit)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    def params(self) -> dict[str, Any]:
+        return {"p_exit": round(self.p_exit, 4), "seed": self.seed}
+
+    def actions(self, core: DynaLayCore, episode_start: np.ndarray) -> np.ndarray:
+        n = core.num_envs
+        layers = self.rng.integers(1, core.num_layers + 1, size=n)
+        return np.where(self.rng.random(n) < self.p_exit, 0, layers)
+
+
+@dataclass
+class OracleSearch:
+    """Result of the exhaustive path search on one split (per example arrays ``[n]``)."""
+
+    best_path: list[tuple[int, ...]]      # cheapest correct path (1-based actions); () if none is correct
+    solvable: np.ndarray                  # some path of length <= max_steps is correct
+    min_compute: np.ndarray               # normalised compute of best_path (nan where unsolvable)
+    paths_searched: int
+    search_seconds: float
+    search_flops: float                   # FLOPs executed by the search (every prefix solved once)
+
+
+def oracle_search(model: Any, x: torch.Tensor, y: torch.Tensor, max_steps: int, batch_size: int = 4096) -> OracleSearch:
+    """Exhaustive search over all paths up to ``max_steps`` (shared prefixes solved once)."""
+    from dynalay_env.pretrain import enumerate_paths
+
+    normalizer = model.cost_table().normalizer
+    best_paths: list[tuple[int, ...]] = []
+    solvable, min_compute = [], []
+    seconds = 0.0
+    flops = 0.0
+    paths_searched = 0
+    for i in range(0, x.shape[0], batch_size):
+        table = enumerate_paths(model, x[i:i + batch_size], y[i:i + batch_size], max_steps)
+        seconds += table.wall_seconds
+        paths_searched = len(table.paths)
+        # Every path's cost includes its prefix; a prefix is executed once, so the search cost is
+        # the sum over paths of the cost of their last step (path cost minus its parent's cost).
+        index = {p: j for j, p in enumerate(table.paths)}
+        for j, p in enumerate(table.paths):
+            parent = table.flops[index[p[:-1]]] if p else torch.zeros_like(table.flops[j])
+            flops += float((table.flops[j] - parent).sum())
+        cost = torch.where(table.correct, table.flops, torch.full_like(table.flops, float("inf")))
+        best = cost.argmin(0)
+        ok = table.correct.any(0)
+        solvable.append(ok.numpy())
+        min_compute.append(torch.where(ok, cost.min(0).values / normalizer,
+                                       torch.full_like(cost[0], float("nan"))).numpy())
+        best_paths += [tuple(a + 1 for a in table.paths[b]) if o else () for b, o in zip(best.tolist(), ok.tolist(),
+                                                                                          strict=True)]
+    return OracleSearch(best_paths, np.concatenate(solvable), np.concatenate(min_compute), paths_searched,
+                        seconds, flops)
+
+
+class OraclePolicy(BaselinePolicy):
+    """Follow each example's cheapest correct path (:func:`oracle_search`); EXIT at once where no
+    path is correct. Needs the split the search ran on."""
+
+    name = "oracle"
+
+    def __init__(self, search: OracleSearch) -> None:
+        super().__init__()
+        self.search = search
+        longest = max((len(p) for p in search.best_path), default=0)
+        table = np.zeros((len(search.best_path), longest + 1), dtype=np.int64)
+        for i, path in enumerate(search.best_path):
+            table[i, :len(path)] = path
+        self._table = torch.as_tensor(table)
+
+    def bind(self, core: DynaLayCore) -> OraclePolicy:
+        if core.num_examples != len(self.search.best_path):
+            raise ValueError(f"the oracle was searched on {len(self.search.best_path)} examples but the env's split "
+                             f"{core.split!r} has {core.num_examples}")
+        self._table = self._table.to(core.device)
+        return super().bind(core)  # type: ignore[return-value]
+
+    def actions(self, core: DynaLayCore, episode_start: np.ndarray) -> np.ndarray:
+        step = core.steps.clamp_max(self._table.shape[1] - 1)
+        return self._table[core.example, step].cpu().numpy()
+
+
+def calibrate_random(evaluate_compute: Any, target_compute: float, seed: int = 0, iterations: int = 12) -> RandomPolicy:
+    """Bisection on ``p_exit`` so that ``evaluate_compute(policy)`` (mean normalised compute on
+    ``val``) is close to ``target_compute``; compute falls as ``p_exit`` rises."""
+    lo, hi = 0.0, 1.0
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        if evaluate_compute(RandomPolicy(mid, seed)) > target_compute:
+            lo = mid
+        else:
+            hi = mid
+    return RandomPolicy((lo + hi) / 2, seed)
+
+
+def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start

@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""Wall-clock time of adaptive inference against full-depth inference, side by side in one run.
+
+The paper's claim is *reduced computational time*; this measures it on the CPU for the same inputs
+(a split of the run's dataset): ``AdaptiveClassifier.predict`` with the run's learned policy (and,
+for reference, the confidence-threshold policy chosen on ``val``) against the full-depth path
+(layers 1..K) at the same batch size. Each is timed ``--repeats`` times, interleaved, and the
+median is reported.
+
+    python benchmarks/adaptive_inference.py --run-dir runs/demo/agent
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+
+def timed(fn, *args) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn(*args)
+    return time.perf_counter() - start, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", required=True, help="a `train_agent.py train` run folder")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tau", type=float, default=None, help="also time ConfidencePolicy(tau)")
+    args = parser.parse_args()
+
+    from agents.baselines import ConfidencePolicy
+    from agents.inference import AdaptiveClassifier
+    from agents.training import env_options, load_run
+    from dynalay_env.data import load_dataset
+
+    config, _, model_path = load_run(args.run_dir)
+    clf = AdaptiveClassifier.from_run(args.run_dir, batch_size=args.batch_size)
+    dataset = load_dataset(env_options(config, str(model_path))["dataset"], data_root=config.data_root)
+    x, y = dataset.as_tensors(args.split)
+    y_np = y.numpy()
+    candidates = {"agent": clf}
+    if args.tau is not None:
+        candidates[f"confidence(tau={args.tau})"] = AdaptiveClassifier(clf.model, ConfidencePolicy(args.tau),
+                                                                       batch_size=args.batch_size, **{
+                                                                           k: v for k, v in clf.options.items()})
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    times["full depth"] = []
+    results = {}
+    for _ in range(args.repeats):
+        for name, c in candidates.items():
+            seconds, results[name] = timed(c.predict, x)
+            times[name].append(seconds)
+        seconds, full = timed(clf.predict_full_depth, x)
+        times["full depth"].append(seconds)
+    full_acc = float((full.numpy() == y_np).mean())
+    base = statistics.median(times["full depth"])
+    print(f"# {len(y_np)} {dataset.name}/{args.split} examples, batch {args.batch_size}, "
+          f"torch threads {torch.get_num_threads()}, median of {args.repeats}")
+    print(f"{'policy':<24} | {'accuracy':>8} | {'mean compute':>12} | {'seconds':>8} | {'time vs full depth':>18}")
+    for name, result in results.items():
+        t = statistics.median(times[name])
+        acc = float((result.prediction == y_np).mean())
+        print(f"{name:<24} | {acc:>8.4f} | {float(np.mean(result.compute)):>12.3f} | {t:>8.3f} | {t / base:>17.2f}x")
+    print(f"{'full depth':<24} | {full_acc:>8.4f} | {1.0:>12.3f} | {base:>8.3f} | {1.0:>17.2f}x")
+
+
+if __name__ == "__main__":
+    main()
