@@ -26,13 +26,15 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_DATASET = "mnist1d"
-DEMO_TIMESTEPS = 300_000
+DEMO_TIMESTEPS = 200_000
 
 
-def parse_env_kwargs(items: list[str] | None) -> dict[str, Any]:
+def parse_env_kwargs(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
     """rl-zoo3's ``key:value`` syntax; values are read as YAML (``0.2``, ``true``, ``[hidden, head]``)."""
     import yaml
 
+    if isinstance(items, dict):  # from a --config YAML mapping
+        return dict(items)
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition(":")
@@ -200,6 +202,8 @@ def cmd_train(args: argparse.Namespace) -> Path:
     config = _train_config(args)
     if args.resume and args.run_dir is None:
         raise ValueError("--resume needs --run-dir (the run folder to continue)")
+    if args.resume:
+        print(f"resuming {args.run_dir}: its config.json is in force; only --timesteps may change it")
     agent, run_dir = train(config, resume=args.resume)
     print(f"agent: {run_dir / 'agent.zip'} ({agent.num_timesteps} timesteps)\n"
           f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
@@ -259,7 +263,7 @@ def cmd_validate(run_dir: Path, args: argparse.Namespace) -> dict:
     print(f"replayed {result['n_examples']} paths: predictions match {result['predictions_match']}, "
           f"FLOPs match {result['flops_match']} -> {'VALID' if result['valid'] else 'MISMATCH'}")
     if not result["valid"]:
-        raise SystemExit(f"report does not replay: first mismatching examples {result['first_mismatches']}")
+        raise ValueError(f"report does not replay: first mismatching examples {result['first_mismatches']}")
     return result
 
 

@@ -79,6 +79,8 @@ class PeriodicEvalCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         self._next = (self.num_timesteps // self.eval_freq + 1) * self.eval_freq
+        # A resume restarts from a checkpoint that may predate the last evaluations.
+        self.history = [h for h in self.history if h["timesteps"] <= self.num_timesteps]
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next:
@@ -118,10 +120,12 @@ def atomic_save_replay_buffer(model: Any, path: Path) -> None:
 
 
 class AtomicCheckpointCallback(BaseCallback):
-    """Every ``save_freq`` timesteps, saves ``checkpoints/agent_<steps>_steps.zip`` (with the
-    optimiser state and step count) and, for off-policy algorithms, the replay buffer, both
-    atomically; keeps the newest ``keep`` checkpoints. The replay buffer is written *before* the
-    agent, so a checkpoint that exists always has its buffer."""
+    """Once ``save_freq`` timesteps have passed, saves ``checkpoints/agent_<steps>_steps.zip`` (with
+    the optimiser state and step count) and, for off-policy algorithms, the replay buffer, both
+    atomically; keeps the newest ``keep`` checkpoints. The save happens at the end of the rollout
+    in which the threshold was crossed: SB3 stores an off-policy step's transitions *after* calling
+    ``on_step``, so saving there would drop them from the buffer. The replay buffer is written
+    before the agent, so a checkpoint that exists always has its buffer."""
 
     def __init__(self, run_dir: str | Path, save_freq: int, keep: int = 2) -> None:
         super().__init__()
@@ -134,10 +138,12 @@ class AtomicCheckpointCallback(BaseCallback):
         self._next = (self.num_timesteps // self.save_freq + 1) * self.save_freq
 
     def _on_step(self) -> bool:
-        if self.num_timesteps >= self._next:
-            self._next += self.save_freq
-            self.save()
         return True
+
+    def _on_rollout_end(self) -> None:
+        if self.num_timesteps >= self._next:
+            self._next = (self.num_timesteps // self.save_freq + 1) * self.save_freq
+            self.save()
 
     def save(self) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)

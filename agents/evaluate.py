@@ -306,6 +306,7 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
 
     baselines = fixed + [chosen["confidence"], chosen["entropy"], chosen["stable_prediction"], random_records, oracle]
     report: dict[str, Any] = {
+        "dataset": getattr(core.dataset, "name", None),
         **(metadata or {}),
         "split": split,
         "seed": seed,

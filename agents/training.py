@@ -169,6 +169,8 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
         replay_buffer_for,
     )
 
+    if not resume:  # validate before creating anything on disk
+        check_compatibility(get_algorithm(config.algo).name, config.env_kwargs)
     config, run_dir = prepare_run_dir(config, resume)
     spec = get_algorithm(config.algo)
     check_compatibility(spec.name, config.env_kwargs)
@@ -182,9 +184,12 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
     venv = make_train_env(config, model_path, n_envs)
     venv.seed(config.seed)
 
+    if resume:
+        remove_stale_temporaries(run_dir)
     checkpoints = list_checkpoints(run_dir) if resume else []
     if checkpoints:
-        agent = spec.cls.load(checkpoints[-1], env=venv, device=config.device)
+        # tensorboard_log is stored in the zip: point it at this run folder, wherever it now lives.
+        agent = spec.cls.load(checkpoints[-1], env=venv, device=config.device, tensorboard_log=str(run_dir / "tb"))
         buffer = replay_buffer_for(checkpoints[-1])
         if buffer.is_file() and hasattr(agent, "load_replay_buffer"):
             agent.load_replay_buffer(buffer)
@@ -211,6 +216,17 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
                "provenance": core.provenance}
     _write_json(run_dir / "train.json", summary)
     return agent, run_dir
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the hidden temporaries a killed save can leave (a SIGKILL skips every cleanup)."""
+    removed = []
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for pattern in (".*.zip", ".*.pkl", ".*.tmp", ".*.tmp.png"):
+            for path in folder.glob(pattern):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, Any, Path]:

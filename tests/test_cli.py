@@ -1,0 +1,234 @@
+"""``train_agent.py``: argument parsing, ``--config``, clear errors (exit status 2 and a message on
+stderr), and train -> resume -> evaluate -> validate end to end in-process on the tiny digits model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+
+import pytest
+import yaml
+
+import train_agent
+from tests.agent_fixtures import (
+    ENV_ID,
+    ROLLOUT,
+    TINY_PPO,
+    copy_run,
+    digits_checkpoint,
+    hidden_files,
+    write_hyperparams,
+)
+from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse)
+from train_agent import build_parser, main, parse_args, parse_env_kwargs
+
+SUBCOMMANDS = ("pretrain", "train", "evaluate", "demo", "list-datasets")
+
+
+def subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def run_main(capsys, argv: list[str]) -> tuple[int, str, str]:
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+# ---- parsing -------------------------------------------------------------------------------------
+
+
+def test_every_subcommand_is_registered_and_listed():
+    assert set(subparsers()) == set(SUBCOMMANDS)
+    top = build_parser().format_help()
+    for name in SUBCOMMANDS:
+        assert name in top
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help_mentions_every_option(command, capsys):
+    sub = subparsers()[command]
+    text = sub.format_help()
+    for action in sub._actions:
+        for option in action.option_strings:
+            assert option in text, f"`{command} --help` does not mention {option}"
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{command} {action.option_strings} has no help text"
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip()
+
+
+def test_parse_env_kwargs_reads_yaml_values():
+    assert parse_env_kwargs(["lambda_compute:0.2", "mask_repeats:true", "observation_groups:[hidden,head]"]) == {
+        "lambda_compute": 0.2, "mask_repeats": True, "observation_groups": ["hidden", "head"]}
+    assert parse_env_kwargs(["compute_budget:", "reward:paper", "reward_kwargs:{wrong_reward: -2}"]) == {
+        "compute_budget": None, "reward": "paper", "reward_kwargs": {"wrong_reward": -2}}
+    assert parse_env_kwargs(None) == {} and parse_env_kwargs([]) == {}
+
+
+@pytest.mark.parametrize("item", ["lambda_compute", ":0.2", "lambda_compute=0.2"])
+def test_parse_env_kwargs_rejects_items_without_key_and_colon(item):
+    with pytest.raises(ValueError, match="key:value"):
+        parse_env_kwargs([item])
+
+
+def test_bad_env_kwargs_exits_2_before_creating_the_run(tmp_path, capsys):
+    code, _, err = run_main(capsys, ["train", "--env", ENV_ID, "--env-kwargs", "lambda_compute",
+                                     "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and "key:value" in err and "'lambda_compute'" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_file_supplies_defaults_and_flags_override(tmp_path):
+    config = tmp_path / "train.yml"
+    config.write_text(yaml.safe_dump({"algo": "a2c", "timesteps": 1234, "seed": 3, "n_envs": 4,
+                                      "env_kwargs": ["lambda_compute:0.3"], "no_progress": True}))
+    args = parse_args(["train", "--config", str(config), "--seed", "5"])
+    assert (args.algo, args.timesteps, args.seed, args.n_envs, args.no_progress) == ("a2c", 1234, 5, 4, True)
+    assert args.env_kwargs == ["lambda_compute:0.3"]
+    args = parse_args(["train", "--config", str(config), "--algo", "ppo", "--env-kwargs", "max_steps:2"])
+    assert args.algo == "ppo" and args.env_kwargs == ["max_steps:2"] and args.seed == 3
+
+
+def test_config_file_env_kwargs_as_a_mapping(tmp_path):
+    config = tmp_path / "train.yml"
+    config.write_text(yaml.safe_dump({"env_kwargs": {"lambda_compute": 0.2, "mask_repeats": True}}))
+    args = parse_args(["train", "--config", str(config)])
+    assert train_agent._train_config(args).env_kwargs == {"lambda_compute": 0.2, "mask_repeats": True}
+
+
+def test_config_file_with_an_unknown_key_errors(tmp_path, capsys):
+    config = tmp_path / "train.yml"
+    config.write_text(yaml.safe_dump({"algo": "ppo", "learning_rat": 0.1}))
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['learning_rat'\]"):
+        parse_args(["train", "--config", str(config)])
+    code, _, err = run_main(capsys, ["train", "--config", str(config)])
+    assert code == 2 and "learning_rat" in err and "timesteps" in err  # lists the valid ones
+
+
+@pytest.mark.parametrize("content", [None, "- just\n- a list\n"])
+def test_config_file_missing_or_not_a_mapping_errors(tmp_path, capsys, content):
+    config = tmp_path / "train.yml"
+    if content is not None:
+        config.write_text(content)
+    code, _, err = run_main(capsys, ["train", "--config", str(config)])
+    assert code == 2 and str(config) in err
+
+
+# ---- clear errors --------------------------------------------------------------------------------
+
+
+def test_unknown_algo_exits_2_listing_the_valid_names(tmp_path, capsys):
+    algorithms = pytest.importorskip("agents.algorithms", reason="agents/algorithms.py is not there yet")
+    code, _, err = run_main(capsys, ["train", "--algo", "sac", "--env", ENV_ID, "--model", str(digits_checkpoint()),
+                                     "--run-dir", str(tmp_path / "run"), "--no-progress"])
+    assert code == 2 and "'sac'" in err
+    for name in algorithms.ALGORITHMS:
+        assert name in err
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_unknown_env_exits_2_listing_the_valid_ids(tmp_path, capsys):
+    code, _, err = run_main(capsys, ["train", "--env", "DynaLay-Nope-v0", "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and "DynaLay-Nope-v0" in err and ENV_ID in err and "DynaLay-MNIST1D-v0" in err
+
+
+def test_incompatible_algo_and_env_kwargs_exit_2_saying_why(tmp_path, capsys):
+    pytest.importorskip("agents.algorithms", reason="agents/algorithms.py is not there yet")
+    code, _, err = run_main(capsys, ["train", "--algo", "ppo_lstm", "--env", ENV_ID, "--model",
+                                     str(digits_checkpoint()), "--env-kwargs", "mask_repeats:true",
+                                     "--run-dir", str(tmp_path / "run"), "--no-progress"])
+    assert code == 2
+    assert "ppo_lstm" in err and "mask_repeats" in err and "maskable_ppo" in err
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_resume_needs_a_run_dir(capsys):
+    code, _, err = run_main(capsys, ["train", "--resume"])
+    assert code == 2 and "--run-dir" in err
+
+
+def test_evaluate_needs_an_existing_run(tmp_path, capsys):
+    code, _, err = run_main(capsys, ["evaluate", "--run-dir", str(tmp_path / "missing")])
+    assert code == 2 and "missing" in err and "config.json" in err
+    code, _, err = run_main(capsys, ["evaluate"])
+    assert code == 2 and "--run-dir" in err
+
+
+def test_validate_without_a_report_says_to_evaluate_first(tmp_path, capsys):
+    run_dir = copy_run(tmp_path / "run")
+    code, _, err = run_main(capsys, ["evaluate", "--run-dir", str(run_dir), "--validate"])
+    assert code == 2 and "report.json" in err and "evaluate --run-dir" in err
+
+
+def test_list_datasets(capsys):
+    code, out, _ = run_main(capsys, ["list-datasets"])
+    assert code == 0 and {"digits", "mnist1d", "synthetic"} <= set(out.split())
+
+
+# ---- end to end (in-process) ---------------------------------------------------------------------
+
+
+def test_train_resume_evaluate_validate(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    hyperparams = write_hyperparams(tmp_path / "hp.yml", dict(TINY_PPO))
+    train_args = ["train", "--env", ENV_ID, "--model", str(digits_checkpoint()), "--n-envs", "8",
+                  "--hyperparams", str(hyperparams), "--env-kwargs", "lambda_compute:0.2", "max_steps:3",
+                  "--checkpoint-freq", "128", "--eval-freq", "100000", "--no-progress", "--run-dir", str(run_dir)]
+    code, out, err = run_main(capsys, train_args + ["--timesteps", "256"])
+    assert code == 0, err
+    assert "256 timesteps" in out
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["env_kwargs"] == {"lambda_compute": 0.2, "max_steps": 3}
+    assert config["env_id"] == ENV_ID and config["hyperparams_file"] == str(hyperparams)
+
+    code, out, err = run_main(capsys, ["train", "--run-dir", str(run_dir), "--resume", "--timesteps", "384",
+                                       "--no-progress"])
+    assert code == 0, err
+    summary = json.loads((run_dir / "train.json").read_text())
+    assert summary["resumed_from"] == 256 and 384 <= summary["timesteps_done"] <= 384 + ROLLOUT
+
+    code, out, err = run_main(capsys, ["evaluate", "--run-dir", str(run_dir), "--n-envs", "128", "--n-boot", "50",
+                                       "--no-figures"])
+    assert code == 0, err
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["env_id"] == ENV_ID and report["dataset"] == "digits" and report["algo"] == "ppo"
+    assert report["split"] == "test" and report["n_examples"] == 359 and report["reward"]["lambda_compute"] == 0.2
+    assert report["env_kwargs"] == {"lambda_compute": 0.2, "max_steps": 3}
+    assert max(len(p) for p in report["examples"]["path"]) <= 3  # the run's max_steps reached the evaluation
+    from dynalay_env.model import load_checkpoint
+
+    assert report["provenance"] == summary["provenance"] == load_checkpoint(digits_checkpoint()).provenance
+    assert "difficulty correlation" in out
+
+    code, out, err = run_main(capsys, ["evaluate", "--run-dir", str(run_dir), "--validate"])
+    assert code == 0, err
+    assert "VALID" in out and "MISMATCH" not in out
+
+    report["examples"]["prediction"][0] = (report["examples"]["prediction"][0] + 1) % 10
+    (run_dir / "report.json").write_text(json.dumps(report))
+    code, out, err = run_main(capsys, ["evaluate", "--run-dir", str(run_dir), "--validate"])
+    assert code == 2 and "MISMATCH" in out and "does not replay" in err
+    assert hidden_files(run_dir) == []
+
+
+@pytest.mark.slow
+def test_demo_with_a_pretrained_model_runs_end_to_end(tmp_path, capsys):
+    from dynalay_env.pretrain import CHECKPOINT_NAME
+
+    run_dir = tmp_path / "demo"
+    (run_dir / "pretrain").mkdir(parents=True)
+    shutil.copyfile(digits_checkpoint(), run_dir / "pretrain" / CHECKPOINT_NAME)
+    code, out, err = run_main(capsys, ["demo", "--dataset", "digits", "--timesteps", "256", "--n-boot", "50",
+                                       "--run-dir", str(run_dir)])
+    assert code == 0, err
+    assert "[1/3] main model: using" in out and "[3/3]" in out
+    report = json.loads((run_dir / "agent" / "report.json").read_text())
+    assert report["dataset"] == "digits" and report["env_id"] == ENV_ID
+    for name in ("accuracy_vs_compute.png", "action_histogram.png", "compute_vs_difficulty.png"):
+        assert (run_dir / "agent" / name).is_file()
