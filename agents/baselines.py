@@ -21,7 +21,6 @@ repeated) while they do not exit.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -289,9 +288,3 @@ def calibrate_random(evaluate_compute: Any, target_compute: float, seed: int = 0
         else:
             hi = mid
     return RandomPolicy((lo + hi) / 2, seed)
-
-
-def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start

@@ -27,7 +27,6 @@ from agents.baselines import (
     FixedPathPolicy,
     OraclePolicy,
     OracleSearch,
-    RandomPolicy,
     StablePredictionPolicy,
     calibrate_random,
     oracle_search,
@@ -209,6 +208,17 @@ def difficulty_stats(records: EpisodeRecords, search: OracleSearch) -> dict[str,
     return {"spearman": rho, "buckets": buckets}
 
 
+def known_difficulty_correlation(records: EpisodeRecords, core: DynaLayCore) -> float | None:
+    """Spearman of compute against the dataset's own per-example difficulty (``synthetic``: the
+    noise level), where the dataset has one."""
+    from scipy.stats import spearmanr
+
+    known = getattr(core.dataset, "difficulty", None)
+    if not known or core.split not in known or np.std(records.compute) == 0:
+        return None
+    return float(spearmanr(np.asarray(known[core.split])[records.example], records.compute).statistic)
+
+
 def per_class_compute(records: EpisodeRecords, num_classes: int) -> list[float | None]:
     return [float(records.compute[records.label == c].mean()) if (records.label == c).any() else None
             for c in range(num_classes)]
@@ -349,6 +359,7 @@ def candidate_paths(num_layers: int, max_steps: int) -> list[tuple[int, ...]]:
 def policy_report(records: EpisodeRecords, core: DynaLayCore, search: OracleSearch) -> dict[str, Any]:
     """The per-policy figures of ``report.json``."""
     flops_per_unit = core.normalizer
+    difficulty = difficulty_stats(records, search)
     return {
         "accuracy": records.accuracy,
         "mean_compute": records.mean_compute,
@@ -360,8 +371,9 @@ def policy_report(records: EpisodeRecords, core: DynaLayCore, search: OracleSear
         "flops_per_unit_compute": flops_per_unit,
         "mean_steps": float(records.steps.mean()),
         "action_frequencies": action_frequencies(records, core.num_actions),
-        "difficulty": difficulty_stats(records, search),
-        "difficulty_correlation": difficulty_stats(records, search)["spearman"],
+        "difficulty": difficulty,
+        "difficulty_correlation": difficulty["spearman"],
+        "known_difficulty_correlation": known_difficulty_correlation(records, core),
         "per_class_compute": per_class_compute(records, core.num_classes),
     }
 
@@ -476,7 +488,7 @@ def plot_report(run_dir: Path, report: dict[str, Any], focus: EpisodeRecords, ba
 
 
 __all__ = ["EpisodeRecords", "run_policy", "evaluate", "vs_threshold", "upper_hull", "hull_accuracy_at",
-           "difficulty_stats", "candidate_paths", "RandomPolicy"]
+           "difficulty_stats", "candidate_paths", "replay_paths", "validate_report"]
 
 
 @torch.no_grad()

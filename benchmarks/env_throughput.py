@@ -167,6 +167,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 16, 256, 1024])
     parser.add_argument("--env-steps", type=int, default=20000,
                         help="env steps per measurement for the batched faces (default: %(default)s)")
+    parser.add_argument("--max-batches", type=int, default=500,
+                        help="cap on batched steps per measurement, for small N (default: %(default)s)")
     parser.add_argument("--single-steps", type=int, default=2000,
                         help="env steps per measurement for the loops of single envs (default: %(default)s)")
     parser.add_argument("--ppo-timesteps", type=int, default=16384)
@@ -186,7 +188,7 @@ def main() -> None:
     print(f"{'N':>6} | {'face':<17} | {'env steps/s':>12} | {'vs raw limit':>12} | {'vs single loop':>14}")
     table = {}
     for n in args.sizes:
-        batches = max(2, args.env_steps // n)
+        batches = min(args.max_batches, max(2, args.env_steps // n))
         if args.skip_slow:
             recorder = RecordingModel(model)
             venv = DynaLayVectorEnv(n, core=make_core(n, model=recorder, **options))
