@@ -53,6 +53,9 @@ def _add_common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
     parser.add_argument("--run-dir", default=None, help="folder for every artefact of this run")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'cuda:N' (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default: %(default)s: the default models are small and one "
+                             "thread avoids cores fighting; raise it for image datasets or big batches)")
     parser.add_argument("--config", default=None,
                         help="YAML file of options for this command (keys = option names with '_'); "
                              "command-line flags override it")
@@ -339,6 +342,12 @@ def cmd_demo(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
+        if getattr(args, "threads", None):
+            import torch
+
+            if args.threads < 1:
+                raise ValueError(f"--threads must be >= 1, got {args.threads}")
+            torch.set_num_threads(args.threads)
         if args.command == "list-datasets":
             from dynalay_env.data import available_datasets
 

@@ -53,11 +53,18 @@ def cached_default_model(dataset: Dataset, data_root: str | os.PathLike | None =
         if path.is_file():  # another process trained it while we waited for the lock
             return path
         logger.warning("no cached default model for %r: pre-training one into %s (once)", dataset.name, path.parent)
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".train-") as tmp:
-            run_pretraining(dataset.name, run_dir=tmp, data_root=data_root, progress=progress)
-            os.replace(Path(tmp) / REPORT_NAME, path.parent / REPORT_NAME)
-            # The checkpoint is renamed last: its presence means "complete".
-            os.replace(Path(tmp) / CHECKPOINT_NAME, path)
+        # One thread: the default models are small, and this often runs beside other workers
+        # (subprocess vector envs, sweeps), where torch's threads would fight over the cores.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with tempfile.TemporaryDirectory(dir=path.parent, prefix=".train-") as tmp:
+                run_pretraining(dataset.name, run_dir=tmp, data_root=data_root, progress=progress)
+                os.replace(Path(tmp) / REPORT_NAME, path.parent / REPORT_NAME)
+                # The checkpoint is renamed last: its presence means "complete".
+                os.replace(Path(tmp) / CHECKPOINT_NAME, path)
+        finally:
+            torch.set_num_threads(threads)
     return path
 
 
