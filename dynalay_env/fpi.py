@@ -45,53 +45,86 @@ _EPS = 1e-8
 # --------------------------------------------------------------------------------------------------
 
 
-class OperatorNormLinear(nn.Module):
-    """Linear map ``R^in -> R^out`` whose spectral norm is kept ``<= lipschitz``.
+class _ContractiveMap(nn.Module):
+    """A linear operator ``A`` kept at ``||A||_2 <= lipschitz`` on its real input shape.
 
-    The norm is tracked by one power-iteration step per training forward (like
-    ``torch.nn.utils.spectral_norm``), and the weight is divided by ``max(1, sigma / lipschitz)``.
+    ``sigma`` tracks ``||A||_2`` by power iteration on ``A^T A`` (one step per training forward,
+    like ``torch.nn.utils.spectral_norm``); the weight used is ``W / max(1, sigma / lipschitz)``.
+    Subclasses define the operator (``_op``) and its adjoint (``_op_t``) and the shape of the
+    power-iteration vector (``_u``).
     """
+
+    weight: nn.Parameter
+    lipschitz: float
+
+    def _op(self, x: Tensor, weight: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _op_t(self, y: Tensor, weight: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _init_norm(self, u0: Tensor, lipschitz: float) -> None:
+        self.lipschitz = float(lipschitz)
+        self.register_buffer("_u", u0 / u0.norm())
+        self.register_buffer("_sigma", torch.ones(()))
+        # Many steps at construction: a short power iteration underestimates sigma.
+        self.refresh_norm(n_power_iterations=500)
+
+    @torch.no_grad()
+    def refresh_norm(self, n_power_iterations: int = 1) -> float:
+        """Update the operator-norm estimate by power iteration; returns sigma."""
+        u = self._u
+        for _ in range(n_power_iterations):
+            # Divide by the norm itself (clamped, not + eps): adding eps would shrink u below unit
+            # norm and so underestimate sigma, letting the scaled operator exceed the bound.
+            v = self._op(u, self.weight)
+            v = v / v.norm().clamp_min(_EPS)
+            u = self._op_t(v, self.weight)
+            u = u / u.norm().clamp_min(_EPS)
+        self._u.copy_(u)
+        self._sigma.copy_(self._op(u, self.weight).norm())
+        return float(self._sigma)
+
+    def scaled_weight(self) -> Tensor:
+        # sigma is a no-grad estimate; dividing by it (not re-deriving it) keeps the backward cheap.
+        return self.weight / torch.clamp(self._sigma / self.lipschitz, min=1.0)
+
+    def effective_weight(self) -> Tensor:
+        """The weight to use: refreshes the estimate first when training."""
+        if self.training:
+            self.refresh_norm(1)
+        return self.scaled_weight()
+
+    def forward(self, z: Tensor, weight: Tensor | None = None) -> Tensor:
+        return self._op(z, self.effective_weight() if weight is None else weight)
+
+
+class OperatorNormLinear(_ContractiveMap):
+    """Linear map ``R^in -> R^out`` whose spectral norm is kept ``<= lipschitz``."""
 
     def __init__(self, in_features: int, out_features: int, lipschitz: float) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        self.lipschitz = float(lipschitz)
-        self.register_buffer("_u", F.normalize(torch.randn(in_features), dim=0))
-        self.register_buffer("_sigma", torch.ones(()))
-        self.refresh_norm(n_power_iterations=500)
+        self._init_norm(torch.randn(1, in_features), lipschitz)
 
-    @torch.no_grad()
-    def refresh_norm(self, n_power_iterations: int = 1) -> float:
-        """Update the spectral-norm estimate by power iteration; returns sigma."""
-        u = self._u
-        for _ in range(n_power_iterations):
-            v = F.normalize(self.weight @ u, dim=0)
-            u = F.normalize(self.weight.t() @ v, dim=0)
-        self._u.copy_(u)
-        self._sigma.copy_((self.weight @ u).norm())
-        return float(self._sigma)
+    def _op(self, x: Tensor, weight: Tensor) -> Tensor:
+        return F.linear(x, weight)
 
-    def effective_weight(self) -> Tensor:
-        if self.training:
-            self.refresh_norm(1)
-        # sigma is a no-grad estimate; dividing by it (not re-deriving it) keeps the backward cheap.
-        return self.weight / torch.clamp(self._sigma / self.lipschitz, min=1.0)
-
-    def forward(self, z: Tensor, weight: Tensor | None = None) -> Tensor:
-        return F.linear(z, self.effective_weight() if weight is None else weight)
+    def _op_t(self, y: Tensor, weight: Tensor) -> Tensor:
+        return F.linear(y, weight.t())
 
     @torch.no_grad()
     def exact_operator_norm(self) -> float:
-        """Largest singular value of the effective weight (exact SVD)."""
-        return float(torch.linalg.matrix_norm(self.weight / torch.clamp(self._sigma / self.lipschitz, min=1.0), ord=2))
+        """Largest singular value of the scaled weight (exact SVD)."""
+        return float(torch.linalg.matrix_norm(self.scaled_weight(), ord=2))
 
     def flops(self, sample_shape: tuple[int, ...]) -> int:
         return 2 * self.weight.shape[0] * self.weight.shape[1]
 
 
-class OperatorNormConv(nn.Module):
-    """Same-padded convolution (1-D or 2-D, ``C -> C``) with operator norm kept ``<= lipschitz``.
+class OperatorNormConv(_ContractiveMap):
+    """Same-padded convolution (1-D or 2-D) with operator norm kept ``<= lipschitz``.
 
     ``spectral_norm`` on a conv bounds the reshaped ``(C_out, C_in*k)`` matrix, which is *not* the
     norm of the convolution operator (it can be off by the kernel's overlap factor). Here the power
@@ -112,44 +145,19 @@ class OperatorNormConv(nn.Module):
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
         self.padding = kernel_size // 2
         self.signal_shape = tuple(signal_shape)
-        self.lipschitz = float(lipschitz)
-        self.register_buffer("_u", F.normalize(torch.randn(1, channels_in, *signal_shape).flatten(), dim=0)
-                             .view(1, channels_in, *signal_shape))
-        self.register_buffer("_sigma", torch.ones(()))
-        self.refresh_norm(n_power_iterations=500)
+        self._init_norm(torch.randn(1, channels_in, *signal_shape), lipschitz)
 
-    def _conv(self, z: Tensor, weight: Tensor) -> Tensor:
+    def _op(self, x: Tensor, weight: Tensor) -> Tensor:
         conv = F.conv1d if self.dims == 1 else F.conv2d
-        return conv(z, weight, padding=self.padding)
+        return conv(x, weight, padding=self.padding)
 
-    def _conv_t(self, z: Tensor, weight: Tensor) -> Tensor:
+    def _op_t(self, y: Tensor, weight: Tensor) -> Tensor:
         conv_t = F.conv_transpose1d if self.dims == 1 else F.conv_transpose2d
-        return conv_t(z, weight, padding=self.padding)
-
-    @torch.no_grad()
-    def refresh_norm(self, n_power_iterations: int = 1) -> float:
-        """Power iteration on ``conv^T conv`` at ``signal_shape``; returns the operator norm estimate."""
-        u = self._u
-        for _ in range(n_power_iterations):
-            v = self._conv(u, self.weight)
-            v = v / (v.norm() + _EPS)
-            u = self._conv_t(v, self.weight)
-            u = u / (u.norm() + _EPS)
-        self._u.copy_(u)
-        self._sigma.copy_(self._conv(u, self.weight).norm())
-        return float(self._sigma)
-
-    def effective_weight(self) -> Tensor:
-        if self.training:
-            self.refresh_norm(1)
-        return self.weight / torch.clamp(self._sigma / self.lipschitz, min=1.0)
-
-    def forward(self, z: Tensor, weight: Tensor | None = None) -> Tensor:
-        return self._conv(z, self.effective_weight() if weight is None else weight)
+        return conv_t(y, weight, padding=self.padding)
 
     @torch.no_grad()
     def exact_operator_norm(self, max_dim: int = 8192) -> float:
-        """Exact ``||conv||_2`` of the effective weight at ``signal_shape``: the operator is written
+        """Exact ``||conv||_2`` of the scaled weight at ``signal_shape``: the operator is written
         out as a dense matrix (conv of every basis vector) and its largest singular value taken.
         Independent of the power-iteration estimate, so it checks it. Only for ``C*prod(spatial) <=
         max_dim``."""
@@ -158,8 +166,7 @@ class OperatorNormConv(nn.Module):
         if d > max_dim:
             raise ValueError(f"operator of input dim {d} > max_dim={max_dim}; use refresh_norm() instead")
         basis = torch.eye(d, device=self.weight.device, dtype=self.weight.dtype).view(d, c_in, *self.signal_shape)
-        weight = self.weight / torch.clamp(self._sigma / self.lipschitz, min=1.0)
-        matrix = self._conv(basis, weight).reshape(d, -1)
+        matrix = self._op(basis, self.scaled_weight()).reshape(d, -1)
         return float(torch.linalg.matrix_norm(matrix, ord=2))
 
     def flops(self, sample_shape: tuple[int, ...]) -> int:

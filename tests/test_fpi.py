@@ -433,7 +433,7 @@ def test_conv_power_iteration_agrees_with_exact_operator_norm(signal_shape) -> N
         d = 3 * int(torch.tensor(signal_shape).prod())
         basis = torch.eye(d).view(d, 3, *signal_shape)
         with torch.no_grad():
-            dense = op._conv(basis, op.weight).reshape(d, -1)
+            dense = op._op(basis, op.weight).reshape(d, -1)
         assert sigma == pytest.approx(float(torch.linalg.matrix_norm(dense, ord=2)), rel=0.01)
 
 
