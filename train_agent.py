@@ -12,6 +12,8 @@ Examples::
     python train_agent.py train --algo ppo --env DynaLay-MNIST1D-v0 --env-kwargs lambda_compute:0.2 \\
         --timesteps 200000 --run-dir runs/ppo
     python train_agent.py train --run-dir runs/ppo --resume
+    python train_agent.py train --cotrain --agent-phase 49152 --model-phase 16 --cotrain-lr 1e-4 \
+        --timesteps 196608 --run-dir runs/ppo-cotrain      # the main model learns too
     python train_agent.py evaluate --run-dir runs/ppo --split test --validate
     python train_agent.py demo --run-dir runs/demo
 """
@@ -70,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "main_model.pt and pretrain.json into --run-dir")
     _add_common(p)
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the dataset's recipe, 40)")
+    p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: the dataset's recipe, 128)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the dataset's recipe, 3e-3)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     t = sub.add_parser("train", help="train an agent into --run-dir (resumable)",
@@ -91,6 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-freq", type=int, default=50_000, help="timesteps between val evaluations")
     t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c = t.add_argument_group(
+        "co-training", "The main model keeps learning on the paths the agent takes (env mode=cotrain): phases of "
+                       "agent learning (model frozen) alternate with phases of main-model fine-tuning on the current "
+                       "policy's paths over agent_train episodes. The co-trained model is checkpointed with the agent "
+                       "(checkpoints/main_model_<steps>_steps.pt, with its optimiser), restored by --resume, and "
+                       "written to main_model.pt at the end (the starting one stays as main_model_initial.pt); "
+                       "tb/cotrain logs its updates. Evaluation always runs the model frozen.")
+    c.add_argument("--cotrain", action="store_true", help="co-train the main model with the agent")
+    c.add_argument("--agent-phase", type=int, default=50_000, metavar="STEPS",
+                   help="agent timesteps per agent phase; best a multiple of n_steps x n_envs (default: %(default)s)")
+    c.add_argument("--model-phase", type=int, default=16, metavar="UPDATES",
+                   help="main-model optimiser steps per model phase, each on --cotrain-every episodes; 0 = no "
+                        "phases, the model learns inside the agent's own training steps (default: %(default)s)")
+    c.add_argument("--cotrain-lr", type=float, default=None,
+                   help="Adam step size of the main model (> 0; default: 1e-4)")
+    c.add_argument("--cotrain-every", type=int, default=None, metavar="M",
+                   help="finished episodes per main-model optimiser step (>= 1; default: 64)")
 
     e = sub.add_parser("evaluate", help="evaluate a trained run against the baselines")
     _add_common(e, dataset=False)
@@ -148,8 +169,8 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
     dataset = args.dataset or DEFAULT_DATASET
     run_dir = Path(args.run_dir or f"runs/pretrain-{dataset}")
     config = recipe_for(dataset)
-    if getattr(args, "epochs", None) is not None:
-        config = dataclasses.replace(config, epochs=args.epochs)
+    overrides = {k: getattr(args, k, None) for k in ("epochs", "batch_size", "lr")}
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     checkpoint, report = run_pretraining(dataset, run_dir=run_dir, data_root=args.data_root, seed=args.seed,
                                          device=args.device, config=config,
                                          progress=not getattr(args, "quiet", False))
@@ -190,8 +211,15 @@ def _train_config(args: argparse.Namespace) -> Any:
     if args.env and args.env not in ENV_IDS:
         raise ValueError(f"unknown env id {args.env!r}; valid ids: {', '.join(ENV_IDS)}")
     env_id = args.env or next((i for i, d in ENV_IDS.items() if d == (args.dataset or DEFAULT_DATASET)), "DynaLay-v0")
+    env_kwargs = parse_env_kwargs(getattr(args, "env_kwargs", None))
+    for option in ("cotrain_lr", "cotrain_every"):
+        if getattr(args, option, None) is not None:
+            env_kwargs[option] = getattr(args, option)
+    cotrain = bool(getattr(args, "cotrain", False))
     return TrainConfig(algo=args.algo, env_id=env_id, dataset=args.dataset, data_root=args.data_root,
-                       model=getattr(args, "model", None), env_kwargs=parse_env_kwargs(getattr(args, "env_kwargs", None)),
+                       model=getattr(args, "model", None), env_kwargs=env_kwargs,
+                       cotrain=cotrain, agent_phase=getattr(args, "agent_phase", 50_000),
+                       model_phase=getattr(args, "model_phase", 16),
                        timesteps=args.timesteps, n_envs=getattr(args, "n_envs", None), seed=args.seed,
                        device=args.device, run_dir=args.run_dir or f"runs/{args.algo}-{env_id}",
                        checkpoint_freq=getattr(args, "checkpoint_freq", 50_000),
