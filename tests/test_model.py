@@ -108,7 +108,7 @@ def test_interface_shapes(family: str) -> None:
         assert model.introspect(result.state).shape == (n, model.introspection_dim)
         assert model(x).shape == (n, 10)
         assert model(x, path=[2, 0]).shape == (n, 10)
-    expected_state = {"mlp": (8,), "conv1d": (8, 20), "conv2d": (8, 4, 4)}[family]
+    expected_state = {"mlp": (8,), "conv1d": (8, 20), "conv2d": (8, 2, 2)}[family]
     assert model.state_shape == expected_state
     assert model.introspection_dim == (8 if family == "mlp" else 16)
     assert model.num_layers == 3 and model.num_classes == 10
