@@ -218,8 +218,11 @@ class OracleSearch:
     search_flops: float                   # FLOPs executed by the search (every prefix solved once)
 
 
-def oracle_search(model: Any, x: torch.Tensor, y: torch.Tensor, max_steps: int, batch_size: int = 4096) -> OracleSearch:
-    """Exhaustive search over all paths up to ``max_steps`` (shared prefixes solved once)."""
+def oracle_search(model: Any, x: torch.Tensor, y: torch.Tensor, max_steps: int, batch_size: int = 4096,
+                  allow_repeats: bool = True) -> OracleSearch:
+    """Exhaustive search over all paths up to ``max_steps`` (shared prefixes solved once);
+    ``allow_repeats=False`` searches only the paths an env with ``mask_repeats`` allows. A
+    ``compute_budget`` mask is not applied: the oracle is an upper bound."""
     from dynalay_env.pretrain import enumerate_paths
 
     normalizer = model.cost_table().normalizer
@@ -229,7 +232,7 @@ def oracle_search(model: Any, x: torch.Tensor, y: torch.Tensor, max_steps: int, 
     flops = 0.0
     paths_searched = 0
     for i in range(0, x.shape[0], batch_size):
-        table = enumerate_paths(model, x[i:i + batch_size], y[i:i + batch_size], max_steps)
+        table = enumerate_paths(model, x[i:i + batch_size], y[i:i + batch_size], max_steps, allow_repeats)
         seconds += table.wall_seconds
         paths_searched = len(table.paths)
         # Every path's cost includes its prefix; a prefix is executed once, so the search cost is

@@ -303,7 +303,7 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
         "entropy": run_policy(core, EntropyPolicy(h)),
         "stable_prediction": run_policy(core, StablePredictionPolicy(int(k_stable))),
     }
-    search = oracle_search(model, x, y, max_steps)
+    search = oracle_search(model, x, y, max_steps, allow_repeats=not core.mask_repeats)
     oracle = run_policy(core, OraclePolicy(search))
 
     agent_records = None

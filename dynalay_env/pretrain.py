@@ -123,9 +123,11 @@ class PathTable:
 
 
 @torch.no_grad()
-def enumerate_paths(model: MainModel, x: Tensor, y: Tensor, max_steps: int) -> PathTable:
+def enumerate_paths(model: MainModel, x: Tensor, y: Tensor, max_steps: int, allow_repeats: bool = True) -> PathTable:
     """Evaluate every layer sequence up to ``max_steps`` by depth-first search over shared prefixes,
-    so each prefix is solved once: ``K + K^2 + ... + K^max_steps`` batched layer solves."""
+    so each prefix is solved once: ``K + K^2 + ... + K^max_steps`` batched layer solves.
+    ``allow_repeats=False`` skips paths that apply the same layer twice in a row (the paths an env
+    with ``mask_repeats=True`` allows)."""
     start = time.perf_counter()
     costs = model.cost_table()
     x_emb = model.encode(x)
@@ -143,6 +145,8 @@ def enumerate_paths(model: MainModel, x: Tensor, y: Tensor, max_steps: int) -> P
         if len(path) == max_steps:
             return
         for k in range(model.num_layers):
+            if not allow_repeats and path and path[-1] == k:
+                continue
             result = model.apply_layer(k, z, x_emb)
             iterations[k].append(result.iterations.cpu())
             converged[k].append(result.converged.cpu())

@@ -295,3 +295,11 @@ def test_default_pretraining_on_digits_reaches_acceptance_accuracy(tmp_path: Pat
               f"oracle={report['oracle_accuracy']:.4f}, epochs={report['epochs_run']}")
     assert report["full_depth_accuracy"] >= 0.97
 
+
+
+def test_enumerate_paths_without_repeats_skips_immediate_repeats(tiny_digits_model, digits) -> None:
+    x, y = digits.as_tensors("val")
+    table = enumerate_paths(tiny_digits_model, x[:20], y[:20], max_steps=3, allow_repeats=False)
+    k = tiny_digits_model.num_layers
+    assert len(table.paths) == 1 + k + k * (k - 1) + k * (k - 1) ** 2
+    assert all(a != b for p in table.paths for a, b in zip(p, p[1:], strict=False))
