@@ -1,0 +1,72 @@
+#!/usr/bin/env python
+"""The goal figures: several algorithms x seeds on one env, each evaluated on ``test`` against the
+baselines, summarised as mean +- std over seeds.
+
+Every (algo, seed) is a normal run folder ``ROOT/<algo>-<seed>`` (train_agent.py train + evaluate),
+so an interrupted study resumes where it stopped: finished runs and reports are reused.
+
+    python benchmarks/agent_seeds.py --root runs/seeds --model runs/demo/pretrain/main_model.pt
+    # ~2 min per (algo, seed) for 200k steps on 2 CPU cores, plus ~35 s of evaluation each
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from train_agent import main as cli
+
+
+def run(root: Path, algo: str, seed: int, env: str, model: str | None, extra: list[str]) -> dict:
+    run_dir = root / f"{algo}-{seed}"
+    if not (run_dir / "agent.zip").is_file():
+        args = ["train", "--algo", algo, "--env", env, "--seed", str(seed), "--run-dir", str(run_dir), "--no-progress",
+                "--eval-freq", "1000000"] + (["--model", model] if model else []) + extra
+        if (run_dir / "config.json").is_file():
+            args.append("--resume")
+        if cli(args) != 0:
+            raise SystemExit(f"training {run_dir} failed")
+    if not (run_dir / "report.json").is_file():
+        if cli(["evaluate", "--run-dir", str(run_dir), "--no-figures"]) != 0:
+            raise SystemExit(f"evaluating {run_dir} failed")
+    return json.loads((run_dir / "report.json").read_text())
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.4f} +- {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", default="runs/seeds")
+    parser.add_argument("--env", default="DynaLay-MNIST1D-v0")
+    parser.add_argument("--model", default=None, help="main-model checkpoint (default: the cached default model)")
+    parser.add_argument("--algos", nargs="+", default=["ppo", "dqn", "maskable_ppo"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    root = Path(args.root)
+    rows = []
+    for algo in args.algos:
+        extra = ["--env-kwargs", "mask_repeats:true"] if algo == "maskable_ppo" else []
+        reports = [run(root, algo, seed, args.env, args.model, extra) for seed in args.seeds]
+        rows.append((algo, reports))
+    first = rows[0][1][0]
+    print(f"\n{args.env}, test split ({first['n_examples']} examples), seeds {args.seeds}; compute 1.0 = full depth")
+    print("| policy | accuracy | mean compute | difficulty Spearman | agent - threshold (95% CI) per seed |")
+    print("|---|---|---|---|---|")
+    for algo, reports in rows:
+        intervals = ", ".join(f"{r['vs_threshold']['difference']:+.4f} [{r['vs_threshold']['ci95'][0]:+.4f}, "
+                              f"{r['vs_threshold']['ci95'][1]:+.4f}]" for r in reports)
+        print(f"| {algo} | {mean_std([r['accuracy'] for r in reports])} | "
+              f"{mean_std([r['mean_compute'] for r in reports])} | "
+              f"{mean_std([r['difficulty_correlation'] for r in reports])} | {intervals} |")
+    best = first["best_fixed_path"]
+    print(f"| best fixed path {best['params']['path']} | {best['accuracy']:.4f} | {best['mean_compute']:.3f} | | |")
+    print(f"| full depth | {first['full_depth']['accuracy']:.4f} | {first['full_depth']['mean_compute']:.3f} | | |")
+    print(f"| oracle | {first['oracle']['accuracy']:.4f} | {first['oracle']['mean_compute']:.3f} | | |")
+
+
+if __name__ == "__main__":
+    main()
