@@ -37,6 +37,7 @@ from agents.algorithms import (
     vec_normalize_kwargs,
 )
 from agents.sb3_vec_env import DynaLayVecEnv
+from dynalay_env.env import make_core
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ["ppo", "a2c", "dqn", "qrdqn", "trpo", "ars", "ppo_lstm", "maskable_ppo"]
@@ -290,6 +291,15 @@ def test_make_model_builds_and_learns(name: str, venv: DynaLayVecEnv, masked_ven
     actions, _ = model.predict(obs, deterministic=True, **kwargs)
     assert actions.shape == (env.num_envs,)
     assert np.all((actions >= 0) & (actions < env.action_space.n))
+    # ... and is evaluated: one sequential pass over val, every example exactly once.
+    from agents.evaluate import run_policy
+
+    core = env.core
+    options = {"mask_repeats": core.mask_repeats, "compute_budget": core.compute_budget}
+    val = make_core(64, dataset=core.dataset, model=core.model, split="val", sample_mode="sequential", **options)
+    records = run_policy(val, model)
+    assert sorted(records.example.tolist()) == list(range(val.num_examples))
+    assert 0.0 <= records.accuracy <= 1.0 and np.all(records.compute > 0)
 
 
 def test_make_model_passes_run_options(venv: DynaLayVecEnv, tmp_path: Path) -> None:
