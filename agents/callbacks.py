@@ -1,5 +1,6 @@
 """SB3 callbacks of a DynaLay training run: TensorBoard scalars, periodic validation, atomic
-checkpoints that ``--resume`` continues from."""
+checkpoints that ``--resume`` continues from, and the co-training logs and state (``mode="cotrain"``:
+the main model's weights and optimiser are checkpointed with the agent)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,21 @@ from dynalay_env.model import atomic_write_bytes
 
 CHECKPOINT_DIR = "checkpoints"
 _CHECKPOINT_RE = re.compile(r"agent_(\d+)_steps\.zip$")
+COTRAIN_TB_DIR = "cotrain"
+
+
+def core_of(env: Any) -> Any:
+    """The ``DynaLayCore`` under an SB3 VecEnv and its wrappers (VecMonitor, ...), or None."""
+    seen = 0
+    while env is not None and not hasattr(env, "core") and hasattr(env, "venv") and seen < 32:
+        env, seen = env.venv, seen + 1
+    return getattr(env, "core", None)
+
+
+def cotrainer_of(env: Any) -> Any:
+    """The :class:`~dynalay_env.cotrain.CoTrainer` of an env in ``mode="cotrain"``, or None."""
+    core = core_of(env)
+    return getattr(core, "cotrainer", None)
 
 
 class EpisodeMetricsCallback(BaseCallback):
@@ -125,7 +141,11 @@ class AtomicCheckpointCallback(BaseCallback):
     atomically; keeps the newest ``keep`` checkpoints. The save happens at the end of the rollout
     in which the threshold was crossed: SB3 stores an off-policy step's transitions *after* calling
     ``on_step``, so saving there would drop them from the buffer. The replay buffer is written
-    before the agent, so a checkpoint that exists always has its buffer."""
+    before the agent, so a checkpoint that exists always has its buffer.
+
+    When the training env's core is in ``mode="cotrain"``, the main model's weights, its optimiser
+    state and the co-training counters go to ``checkpoints/main_model_<steps>_steps.pt``, also
+    written before the agent: an agent checkpoint that exists always has the model it learned with."""
 
     def __init__(self, run_dir: str | Path, save_freq: int, keep: int = 2) -> None:
         super().__init__()
@@ -146,20 +166,31 @@ class AtomicCheckpointCallback(BaseCallback):
             self.save()
 
     def save(self) -> Path:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        steps = self.num_timesteps
-        if hasattr(self.model, "replay_buffer") and getattr(self.model, "replay_buffer", None) is not None:
-            atomic_save_replay_buffer(self.model, self.dir / f"replay_buffer_{steps}_steps.pkl")
-        path = self.dir / f"agent_{steps}_steps.zip"
-        atomic_save_model(self.model, path)
-        self._prune()
-        return path
+        get_env = getattr(self.model, "get_env", None)
+        cotrainer = cotrainer_of(get_env() if callable(get_env) else None)
+        return save_run_checkpoint(self.dir.parent, self.model, cotrainer, self.keep, steps=self.num_timesteps)
 
-    def _prune(self) -> None:
-        for old in list_checkpoints(self.dir.parent)[: -self.keep]:
-            old.unlink(missing_ok=True)
-            steps = _CHECKPOINT_RE.search(old.name).group(1)  # type: ignore[union-attr]
-            (old.parent / f"replay_buffer_{steps}_steps.pkl").unlink(missing_ok=True)
+
+def save_run_checkpoint(run_dir: str | Path, agent: Any, cotrainer: Any = None, keep: int = 2,
+                        steps: int | None = None) -> Path:
+    """Write ``checkpoints/agent_<steps>_steps.zip`` of ``agent`` (``steps`` defaults to its
+    ``num_timesteps``), preceded by its replay buffer (off-policy) and the co-training state
+    (``cotrainer``, if any), each atomically; keep the newest ``keep`` checkpoints. Returns the
+    agent checkpoint's path."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    steps = int(agent.num_timesteps if steps is None else steps)
+    if hasattr(agent, "replay_buffer") and getattr(agent, "replay_buffer", None) is not None:
+        atomic_save_replay_buffer(agent, folder / f"replay_buffer_{steps}_steps.pkl")
+    if cotrainer is not None:
+        cotrainer.save(folder / f"main_model_{steps}_steps.pt")
+    path = folder / f"agent_{steps}_steps.zip"
+    atomic_save_model(agent, path)
+    for old in list_checkpoints(run_dir)[: -keep]:
+        old.unlink(missing_ok=True)
+        replay_buffer_for(old).unlink(missing_ok=True)
+        cotrain_state_for(old).unlink(missing_ok=True)
+    return path
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -172,3 +203,78 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 def replay_buffer_for(checkpoint: Path) -> Path:
     steps = _CHECKPOINT_RE.search(checkpoint.name).group(1)  # type: ignore[union-attr]
     return checkpoint.parent / f"replay_buffer_{steps}_steps.pkl"
+
+
+def cotrain_state_for(checkpoint: Path) -> Path:
+    """The main model + optimiser state saved with an agent checkpoint (``mode="cotrain"`` runs)."""
+    steps = _CHECKPOINT_RE.search(checkpoint.name).group(1)  # type: ignore[union-attr]
+    return checkpoint.parent / f"main_model_{steps}_steps.pt"
+
+
+class CoTrainLogger:
+    """TensorBoard scalars of co-training, in ``<run_dir>/tb/cotrain`` (a SummaryWriter of its own:
+    its x-axes are not the agent's timesteps).
+
+    Per optimiser step (x = update index): ``cotrain/loss`` (path-robust CE before the step),
+    ``cotrain/episode_accuracy`` (the M episodes' accuracy at their exit), ``cotrain/grad_norm``,
+    ``cotrain/paths`` (distinct paths in the batch), ``cotrain/mean_path_length``.
+    Per model phase (x = agent timesteps): ``cotrain/phase_loss``, ``cotrain/phase_episode_accuracy``
+    and, when a validation function is given, ``cotrain/val_accuracy_after_phase`` and
+    ``cotrain/val_compute_after_phase`` (the agent on ``val`` with the just-updated model)."""
+
+    def __init__(self, run_dir: str | Path, cotrainer: Any) -> None:
+        self.dir = Path(run_dir) / "tb" / COTRAIN_TB_DIR
+        self.cotrainer = cotrainer
+        self.logged = cotrainer.updates  # updates before this point were logged by an earlier process
+        self._writer: Any = None
+
+    @property
+    def writer(self) -> Any:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.dir))
+        return self._writer
+
+    def log_updates(self) -> int:
+        """Write the updates taken since the last call; returns how many."""
+        new = [s for s in self.cotrainer.history if s.update > self.logged]
+        for s in new:
+            for name in ("loss", "episode_accuracy", "grad_norm", "paths", "mean_path_length"):
+                self.writer.add_scalar(f"cotrain/{name}", float(getattr(s, name)), s.update)
+        if new:
+            self.logged = new[-1].update
+            self.writer.flush()
+        return len(new)
+
+    def log_phase(self, timesteps: int, stats: list[Any], val: dict[str, float] | None = None) -> None:
+        if stats:
+            self.writer.add_scalar("cotrain/phase_loss", float(np.mean([s.loss for s in stats])), timesteps)
+            self.writer.add_scalar("cotrain/phase_episode_accuracy",
+                                   float(np.mean([s.episode_accuracy for s in stats])), timesteps)
+        if val:
+            self.writer.add_scalar("cotrain/val_accuracy_after_phase", val["accuracy"], timesteps)
+            self.writer.add_scalar("cotrain/val_compute_after_phase", val["mean_compute"], timesteps)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class CoTrainMetricsCallback(BaseCallback):
+    """At every rollout end: ``cotrain/updates`` (total main-model steps) into the agent's logger,
+    and the steps taken since into :class:`CoTrainLogger` (concurrent co-training takes them inside
+    the env's ``step``)."""
+
+    def __init__(self, cotrain_logger: CoTrainLogger) -> None:
+        super().__init__()
+        self.cotrain_logger = cotrain_logger
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.cotrain_logger.log_updates()
+        self.logger.record("cotrain/updates", self.cotrain_logger.cotrainer.updates)

@@ -4,16 +4,30 @@ Run folder layout::
 
     run_dir/
       config.json        the TrainConfig (what --resume and evaluate read back)
-      main_model.pt      the main model the agent was trained against (copied in)
+      main_model.pt      the main model the agent was trained against (copied in; for a co-trained
+                         run, the co-trained model, written when the run finishes)
+      main_model_initial.pt   co-trained runs only: the model the run started from
+      cotrain_state.pt   co-trained runs only: final model + optimiser state (dynalay_env.cotrain)
       agent.zip          the final agent (written atomically)
-      checkpoints/       agent_<steps>_steps.zip (+ replay_buffer_<steps>_steps.pkl), atomic
-      tb/                TensorBoard logs (SB3 logger + dynalay/* and val/* scalars)
+      checkpoints/       agent_<steps>_steps.zip (+ replay_buffer_<steps>_steps.pkl, + for co-trained
+                         runs main_model_<steps>_steps.pt: model weights and optimiser), atomic
+      tb/                TensorBoard logs (SB3 logger + dynalay/* and val/* scalars; tb/cotrain:
+                         the main model's updates)
       val_history.json   periodic validation accuracy and compute
       train.json         timesteps, wall time, provenance
 
 A crash at any point loses at most the work since the last checkpoint: ``--resume`` loads the
 newest checkpoint (weights, optimiser state, step count and, for off-policy algorithms, the replay
-buffer) and trains to the requested total.
+buffer; for co-trained runs the main model and its optimiser) and trains to the requested total.
+
+Co-training (``TrainConfig.cotrain`` / ``train --cotrain``, or the env option ``mode: cotrain``): one
+process holds one main model, trained in place by the training env's core (``dynalay_env.cotrain``).
+With ``model_phase > 0`` the schedule alternates: ``agent_phase`` agent timesteps with the model
+frozen, then ``model_phase`` main-model optimiser steps on the paths of the current policy (the
+agent acts, stochastically as in training, on fresh ``agent_train`` episodes, and does not learn),
+and so on; the run ends with an agent phase. With ``model_phase == 0`` both learn at once: every
+``cotrain_every`` finished training episodes, one model step. Validation during training and every
+evaluation use the model in ``frozen`` mode.
 """
 
 from __future__ import annotations
@@ -26,11 +40,17 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dynalay_env import ENV_IDS
 
 CONFIG_NAME = "config.json"
 AGENT_NAME = "agent.zip"
 MODEL_NAME = "main_model.pt"
+INITIAL_MODEL_NAME = "main_model_initial.pt"
+COTRAIN_STATE_NAME = "cotrain_state.pt"
+#: Env options that only concern co-training; evaluation envs drop them (and run ``frozen``).
+COTRAIN_OPTIONS: tuple[str, ...] = ("mode", "cotrain_lr", "cotrain_every")
 
 
 @dataclass
@@ -54,6 +74,40 @@ class TrainConfig:
     hyperparams: dict[str, Any] = field(default_factory=dict)
     hyperparams_file: str | None = None
     progress_bar: bool = True
+    cotrain: bool = False        # co-train the main model (env option mode: cotrain)
+    agent_phase: int = 50_000    # co-training: agent timesteps per agent phase (model frozen)
+    model_phase: int = 16        # co-training: main-model optimiser steps per model phase; 0 = concurrent
+
+    def uses_cotrain(self) -> bool:
+        """Whether the training env runs in ``mode="cotrain"`` (by ``cotrain`` or the env option)."""
+        return self.cotrain or self.env_kwargs.get("mode") == "cotrain"
+
+    def check_cotrain(self) -> None:
+        """Clear errors for inconsistent co-training options."""
+        mode = self.env_kwargs.get("mode", "frozen")
+        if self.cotrain and mode != "cotrain" and "mode" in self.env_kwargs:
+            raise ValueError(f"--cotrain conflicts with the env option mode: {mode!r}; drop one of them")
+        if self.uses_cotrain():
+            from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, check_options
+
+            check_options(self.env_kwargs.get("cotrain_lr", DEFAULT_COTRAIN_LR),
+                          self.env_kwargs.get("cotrain_every", DEFAULT_COTRAIN_EVERY))
+            if isinstance(self.agent_phase, bool) or not isinstance(self.agent_phase, int) or self.agent_phase < 1:
+                raise ValueError(f"agent_phase must be an integer >= 1 (agent timesteps), got {self.agent_phase!r}")
+            if isinstance(self.model_phase, bool) or not isinstance(self.model_phase, int) or self.model_phase < 0:
+                raise ValueError(f"model_phase must be an integer >= 0 (main-model optimiser steps; 0 = learn "
+                                 f"concurrently), got {self.model_phase!r}")
+        else:
+            given = [k for k in ("cotrain_lr", "cotrain_every") if k in self.env_kwargs]
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply to co-training: add --cotrain (env option "
+                                 f"mode: cotrain)")
+
+    def schedule(self) -> str:
+        """``frozen``, ``alternate`` (phases) or ``concurrent`` (the model learns inside every env step)."""
+        if not self.uses_cotrain():
+            return "frozen"
+        return "alternate" if self.cotrain and self.model_phase > 0 else "concurrent"
 
     def dataset_name(self) -> str:
         if self.dataset:
@@ -71,9 +125,16 @@ class TrainConfig:
         return cls(**d)
 
 
-def env_options(config: TrainConfig, model_path: str) -> dict[str, Any]:
-    """The env options of a run: its env kwargs, its dataset and its main model."""
+def env_options(config: TrainConfig, model_path: Any, training: bool = False) -> dict[str, Any]:
+    """The env options of a run: its env kwargs, its dataset and its main model (a path or a model
+    object). Unless ``training``, the env is ``frozen`` whatever the run's mode: validation and
+    evaluation never co-train (and never touch ``val``/``test`` with an optimiser)."""
     options = dict(config.env_kwargs)
+    if training and config.cotrain:
+        options["mode"] = "cotrain"
+    if not training:
+        for key in COTRAIN_OPTIONS:
+            options.pop(key, None)
     options.update(dataset=config.dataset_name(), model=model_path, device=config.device)
     if config.data_root:
         options["data_root"] = config.data_root
@@ -112,10 +173,26 @@ def _write_json(path: Path, payload: Any) -> None:
 
 
 def ensure_main_model(config: TrainConfig, run_dir: Path) -> Path:
-    """Copy the main model into the run folder (pre-training the cached default if none is given)."""
+    """Copy the main model into the run folder (pre-training the cached default if none is given).
+
+    Co-trained runs keep the starting model as ``main_model_initial.pt`` too, and return that path:
+    the training env always starts from it (a resume then restores the checkpointed weights), while
+    ``main_model.pt`` receives the co-trained model when the run finishes."""
     target = run_dir / MODEL_NAME
+    if config.uses_cotrain():
+        initial = run_dir / INITIAL_MODEL_NAME
+        if not initial.is_file():
+            source = _copy_main_model(config, target) if not target.is_file() else target
+            tmp = initial.with_name(f".{initial.name}.tmp")
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, initial)
+        return initial
     if target.is_file():
         return target
+    return _copy_main_model(config, target)
+
+
+def _copy_main_model(config: TrainConfig, target: Path) -> Path:
     source = config.model
     if source is None:
         from dynalay_env.cache import cached_default_model
@@ -130,21 +207,24 @@ def ensure_main_model(config: TrainConfig, run_dir: Path) -> Path:
 
 
 def make_train_env(config: TrainConfig, model_path: Path, n_envs: int):
-    """The batched SB3 VecEnv (with VecMonitor for episode statistics) of a run."""
+    """The batched SB3 VecEnv (with VecMonitor for episode statistics) of a run: one core, one main
+    model (in ``mode="cotrain"`` the model the core trains)."""
     from stable_baselines3.common.vec_env import VecMonitor
 
     from agents.sb3_vec_env import DynaLayVecEnv
 
-    venv = DynaLayVecEnv(n_envs, **env_options(config, str(model_path)))
+    venv = DynaLayVecEnv(n_envs, **env_options(config, str(model_path), training=True))
     return VecMonitor(venv)
 
 
-def val_evaluator(config: TrainConfig, model_path: Path, n_slots: int = 512):
-    """A function ``agent -> {"accuracy", "mean_compute"}`` over the whole ``val`` split."""
+def val_evaluator(config: TrainConfig, model_path: Path | Any, n_slots: int = 512):
+    """A function ``agent -> {"accuracy", "mean_compute"}`` over the whole ``val`` split.
+    ``model_path`` may be the model object itself: a co-trained run validates with the very model
+    being trained (frozen during the pass)."""
     from agents.evaluate import run_policy
     from dynalay_env.env import make_core
 
-    options = env_options(config, str(model_path))
+    options = env_options(config, model_path if not isinstance(model_path, Path) else str(model_path))
     core = make_core(n_slots, **{**options, "split": "val", "sample_mode": "sequential"})
 
     def evaluate(agent: Any) -> dict[str, float]:
@@ -162,6 +242,8 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
     from agents.algorithms import check_compatibility, get_algorithm, load_hyperparams, make_model
     from agents.callbacks import (
         AtomicCheckpointCallback,
+        CoTrainLogger,
+        CoTrainMetricsCallback,
         EpisodeMetricsCallback,
         PeriodicEvalCallback,
         atomic_save_model,
@@ -171,9 +253,11 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
 
     if not resume:  # validate before creating anything on disk
         check_compatibility(get_algorithm(config.algo).name, config.env_kwargs)
+        config.check_cotrain()
     config, run_dir = prepare_run_dir(config, resume)
     spec = get_algorithm(config.algo)
     check_compatibility(spec.name, config.env_kwargs)
+    config.check_cotrain()
     hyperparams = {**load_hyperparams(spec.name, config.env_id, config.hyperparams_file), **config.hyperparams}
     timesteps = int(config.timesteps or hyperparams.get("n_timesteps", 100_000))
     n_envs = int(config.n_envs or hyperparams.get("n_envs", 16))
@@ -183,11 +267,16 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
     model_path = ensure_main_model(config, run_dir)
     venv = make_train_env(config, model_path, n_envs)
     venv.seed(config.seed)
+    core = venv.venv.core
+    cotrainer = core.cotrainer
+    provenance_initial = core.provenance
 
     if resume:
         remove_stale_temporaries(run_dir)
     checkpoints = list_checkpoints(run_dir) if resume else []
     if checkpoints:
+        if cotrainer is not None:
+            restore_cotrain_state(cotrainer, checkpoints[-1])
         # tensorboard_log is stored in the zip: point it at this run folder, wherever it now lives.
         agent = spec.cls.load(checkpoints[-1], env=venv, device=config.device, tensorboard_log=str(run_dir / "tb"))
         buffer = replay_buffer_for(checkpoints[-1])
@@ -199,23 +288,145 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
         agent = make_model(spec.name, venv, hyperparams, seed=config.seed, device=config.device,
                            tensorboard_log=str(run_dir / "tb"))
     done = int(agent.num_timesteps)
-    remaining = max(0, timesteps - done)
-    core = venv.venv.core
-    callbacks = CallbackList([
+    checkpointer = AtomicCheckpointCallback(run_dir, config.checkpoint_freq)
+    # A co-trained run validates with the very model being trained (frozen during the pass).
+    evaluate_val = val_evaluator(config, core.model if cotrainer is not None else model_path)
+    callback_list = [
         EpisodeMetricsCallback(core.num_actions, core.max_steps),
-        PeriodicEvalCallback(val_evaluator(config, model_path), config.eval_freq, run_dir / "val_history.json"),
-        AtomicCheckpointCallback(run_dir, config.checkpoint_freq),
-    ])
+        PeriodicEvalCallback(evaluate_val, config.eval_freq, run_dir / "val_history.json"),
+        checkpointer,
+    ]
+    cotrain_logger = None
+    if cotrainer is not None:
+        cotrain_logger = CoTrainLogger(run_dir, cotrainer)
+        callback_list.append(CoTrainMetricsCallback(cotrain_logger))
+    callbacks = CallbackList(callback_list)
     start = time.perf_counter()
-    if remaining > 0:
-        agent.learn(total_timesteps=remaining, callback=callbacks, reset_num_timesteps=not checkpoints,
-                    tb_log_name=spec.name, progress_bar=config.progress_bar)
-    atomic_save_model(agent, run_dir / AGENT_NAME)
+    learn_kwargs = dict(callback=callbacks, tb_log_name=spec.name, progress_bar=config.progress_bar)
+    if config.schedule() == "alternate":
+        run_alternating_schedule(config, agent, core, timesteps, fresh=not checkpoints, learn_kwargs=learn_kwargs,
+                                 run_dir=run_dir, cotrain_logger=cotrain_logger, evaluate_val=evaluate_val,
+                                 keep=checkpointer.keep)
+    else:
+        if cotrainer is not None:
+            cotrainer.active = True  # concurrent: the model learns inside every env step
+        remaining = max(0, timesteps - done)
+        if remaining > 0:
+            agent.learn(total_timesteps=remaining, reset_num_timesteps=not checkpoints, **learn_kwargs)
     summary = {"algo": spec.name, "timesteps_requested": timesteps, "timesteps_done": int(agent.num_timesteps),
                "resumed_from": done if checkpoints else None, "wall_seconds": time.perf_counter() - start,
                "provenance": core.provenance}
+    if cotrainer is not None:
+        assert cotrain_logger is not None
+        cotrain_logger.log_updates()
+        cotrain_logger.close()
+        summary.update(save_cotrained_model(run_dir, core))
+        summary["provenance_initial"] = provenance_initial
+    atomic_save_model(agent, run_dir / AGENT_NAME)
     _write_json(run_dir / "train.json", summary)
     return agent, run_dir
+
+
+def restore_cotrain_state(cotrainer: Any, checkpoint: Path) -> Path:
+    """Load the main model and optimiser saved with the agent checkpoint ``checkpoint`` into
+    ``cotrainer`` (the training core's); returns the state file. A missing file is an error: the
+    agent would otherwise resume against the wrong model."""
+    from agents.callbacks import cotrain_state_for
+
+    state_path = cotrain_state_for(checkpoint)
+    if not state_path.is_file():
+        raise ValueError(f"--resume: {checkpoint.name} has no co-training state {state_path.name} beside it "
+                         f"(main model + optimiser of a mode=cotrain run); cannot resume the main model")
+    cotrainer.load(state_path)
+    return state_path
+
+
+def save_cotrained_model(run_dir: Path, core: Any) -> dict[str, Any]:
+    """Write the co-trained main model to ``main_model.pt`` (what ``evaluate`` and inference load)
+    and its full state, optimiser included, to ``cotrain_state.pt``; both atomic. Returns the
+    figures that go into ``train.json``."""
+    from dynalay_env.model import save_checkpoint
+
+    cotrainer = core.cotrainer
+    info = {"updates": cotrainer.updates, "episodes_seen": cotrainer.episodes_seen, "lr": cotrainer.lr,
+            "every": cotrainer.every, **cotrainer.extra}
+    cotrainer.save(run_dir / COTRAIN_STATE_NAME)
+    dataset_meta = {"name": core.dataset.name, "fingerprint": core.dataset.fingerprint,
+                    "input_shape": list(core.dataset.input_shape), "num_classes": core.dataset.num_classes}
+    provenance = save_checkpoint(run_dir / MODEL_NAME, core.model, dataset_meta,
+                                 extra={"cotrain": info, "initial_model": INITIAL_MODEL_NAME})
+    return {"provenance": provenance, "cotrain": info}
+
+
+def run_model_phase(core: Any, agent: Any, updates: int, deterministic: bool = False) -> list[Any]:
+    """``updates`` main-model optimiser steps on the paths of ``agent``'s current policy.
+
+    Every slot of ``core`` starts a fresh ``agent_train`` episode; the agent acts (sampling, as it
+    does in training, unless ``deterministic``) without learning, and the core's co-trainer takes one
+    step per ``cotrain_every`` finished episodes until ``updates`` steps are done. Episodes left over
+    are dropped, so the next phase learns from the policy of its own time. Returns the steps' stats.
+    """
+    from agents.evaluate import _predict
+
+    cotrainer = core.cotrainer
+    if cotrainer is None:
+        raise ValueError("run_model_phase needs a core in mode='cotrain'")
+    first = cotrainer.updates
+    cotrainer.clear_pending()
+    cotrainer.update_limit = first + updates
+    cotrainer.active = True
+    try:
+        obs = core.reset().cpu().numpy()
+        episode_start = np.ones(core.num_envs, dtype=bool)
+        state = None
+        while cotrainer.updates < first + updates:
+            actions, state = _predict(agent, obs, state, episode_start, core, deterministic)
+            out = core.step(actions)
+            done = np.flatnonzero(out.terminated.cpu().numpy())
+            episode_start = np.zeros(core.num_envs, dtype=bool)
+            if done.size:
+                core.reset(done)
+                episode_start[done] = True
+            obs = core.observations_tensor().cpu().numpy()
+    finally:
+        cotrainer.active = False
+        cotrainer.update_limit = None
+        cotrainer.clear_pending()
+    return [s for s in cotrainer.history if s.update > first]
+
+
+def run_alternating_schedule(config: TrainConfig, agent: Any, core: Any, timesteps: int, *, fresh: bool,
+                             learn_kwargs: dict[str, Any], run_dir: Path, cotrain_logger: Any,
+                             evaluate_val: Any, keep: int = 2) -> None:
+    """Agent phases of ``config.agent_phase`` timesteps (model frozen) and model phases of
+    ``config.model_phase`` optimiser steps, alternating, until the agent has ``timesteps``.
+
+    Model phase i follows the agent's crossing of ``(i + 1) * agent_phase`` timesteps; the run ends
+    with an agent phase, so there are ``(timesteps - 1) // agent_phase`` model phases. The number done
+    is checkpointed with the model (``cotrainer.extra["model_phases_done"]``), and a checkpoint is
+    written after every model phase, so a resumed run neither repeats nor skips one."""
+    from agents.callbacks import save_run_checkpoint
+
+    cotrainer = core.cotrainer
+    cotrainer.active = False
+    total_phases = max(0, (timesteps - 1) // config.agent_phase)
+    first_learn = fresh
+    while True:
+        owed = min(int(agent.num_timesteps) // config.agent_phase, total_phases)
+        if cotrainer.extra.get("model_phases_done", 0) < owed:
+            stats = run_model_phase(core, agent, config.model_phase)
+            cotrainer.extra["model_phases_done"] = cotrainer.extra.get("model_phases_done", 0) + 1
+            agent._last_obs = None  # the model phase played in the env: the next learn() resets it
+            cotrain_logger.log_updates()
+            cotrain_logger.log_phase(int(agent.num_timesteps), stats, evaluate_val(agent))
+            save_run_checkpoint(run_dir, agent, cotrainer, keep)
+            continue
+        if agent.num_timesteps >= timesteps:
+            break
+        boundary = min((int(agent.num_timesteps) // config.agent_phase + 1) * config.agent_phase, timesteps)
+        agent.learn(total_timesteps=boundary - int(agent.num_timesteps), reset_num_timesteps=first_learn,
+                    **learn_kwargs)
+        first_learn = False
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:

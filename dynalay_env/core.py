@@ -22,6 +22,15 @@ Example sampling is reproducible per slot. ``sample_mode="random"``: slot ``i``'
 seeded ``s, s+1, ...`` replays exactly the episodes of N single envs seeded the same way.
 ``"sequential"``: one cursor walks the split in order and hands the next example to each slot that
 resets (lowest slot first), so every example is visited exactly once per pass.
+
+Modes. ``frozen`` (default): the main model never changes, and the MDP is stationary and
+deterministic given the seeds. ``cotrain``: the main model keeps learning on the paths the agent
+chooses (:mod:`dynalay_env.cotrain`): every ``cotrain_every`` finished episodes, one batched
+optimiser step of size ``cotrain_lr`` on their path-robust cross-entropy, taken at the end of the
+``step()`` that finished them. The core holds the one model and the one optimiser; the compute
+normaliser and the observation bounds stay fixed. This mode is **non-stationary** by design (an
+example's observations and rewards drift as the model learns), so the determinism check and the
+batch-vs-single-env equivalence do not hold for it and are only tested in ``frozen`` mode.
 """
 
 from __future__ import annotations
@@ -43,7 +52,7 @@ from dynalay_env.rewards import Reward, RewardInputs, make_reward
 EXIT_ACTION = 0
 OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_action", "solver")
 SAMPLE_MODES: tuple[str, ...] = ("random", "sequential")
-MODES: tuple[str, ...] = ("frozen",)
+MODES: tuple[str, ...] = ("frozen", "cotrain")
 
 _MASK64 = (1 << 64) - 1
 
@@ -118,6 +127,11 @@ class DynaLayCore:
         compute_budget: action masks forbid layers whose worst case (``max_iter`` iterations) would
             take the episode's normalised compute above this budget.
         device: where states, data and the model live.
+        mode: ``frozen`` (the model is fixed) or ``cotrain`` (it keeps learning on the episodes'
+            paths, trained in place; needs ``split="agent_train"`` and a ``torch.nn.Module`` model with
+            trainable FPI layers; non-stationary, see the module docstring).
+        cotrain_lr: Adam step size of co-training (> 0; default 1e-4). ``cotrain`` mode only.
+        cotrain_every: M, finished episodes per co-training step (>= 1; default 64). ``cotrain`` only.
         provenance: id of (model, dataset, version), copied into ``info``.
         examples: ``(x [n, *input_shape], y [n])`` tensors to draw episodes from instead of a
             dataset split (e.g. a batch of raw inputs at inference time; ``y`` may be dummy labels).
@@ -129,7 +143,8 @@ class DynaLayCore:
                  observation_groups: Sequence[str] = OBSERVATION_GROUPS, mask_repeats: bool = False,
                  compute_budget: float | None = None, device: str | torch.device = "cpu",
                  mode: str = "frozen", provenance: str = "",
-                 examples: tuple[Tensor, Tensor] | None = None) -> None:
+                 examples: tuple[Tensor, Tensor] | None = None, cotrain_lr: float | None = None,
+                 cotrain_every: int | None = None) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         _choices("split", split, SPLITS)
@@ -220,6 +235,25 @@ class DynaLayCore:
         self._cursor = 0
         self._build_observation_layout()
         self.last_step_seconds = 0.0
+        self.cotrainer = self._make_cotrainer(cotrain_lr, cotrain_every)
+
+    def _make_cotrainer(self, lr: float | None, every: int | None) -> Any:
+        """The :class:`~dynalay_env.cotrain.CoTrainer` of ``cotrain`` mode (None when frozen)."""
+        from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, CoTrainer
+
+        if self.mode != "cotrain":
+            given = [name for name, v in (("cotrain_lr", lr), ("cotrain_every", every)) if v is not None]
+            if given:
+                raise ValueError(f"{' and '.join(given)} only {'applies' if len(given) == 1 else 'apply'} to "
+                                 f"mode='cotrain' (this env has mode={self.mode!r})")
+            return None
+        if self.dataset is None or self.split != "agent_train":
+            where = "examples=(x, y)" if self.dataset is None else f"split={self.split!r}"
+            raise ValueError(f"mode='cotrain' learns from the agent_train split only (DESIGN.md: val and test "
+                             f"are never trained on); got {where}. Evaluate with mode='frozen'.")
+        return CoTrainer(self.model, self.x, self.y,  # type: ignore[arg-type]
+                         lr=DEFAULT_COTRAIN_LR if lr is None else lr,
+                         every=DEFAULT_COTRAIN_EVERY if every is None else every)
 
     # ---- observation layout ----------------------------------------------------------------------
 
@@ -425,6 +459,11 @@ class DynaLayCore:
         info = self.info_arrays(prediction, correct)
         info["masked_action"] = masked.cpu().numpy()
         info["repeated"] = repeated.cpu().numpy()
+        if self.cotrainer is not None and self.cotrainer.active:
+            # After the step's outputs are computed: the model moves only between env steps.
+            done = np.flatnonzero(terminated.cpu().numpy())
+            if done.size:
+                self.cotrainer.add(info["example"][done], info["path"][done], info["correct"][done])
         return StepOutput(obs, reward.float(), terminated, info)
 
     # ---- observations, masks, info ---------------------------------------------------------------

@@ -24,6 +24,7 @@ def make_core(num_envs: int, *, dataset: str | Dataset = DEFAULT_DATASET,
               reward: str | Callable[..., Any] = "paper", reward_kwargs: dict[str, Any] | None = None,
               observation_groups: Sequence[str] = OBSERVATION_GROUPS, mask_repeats: bool = False,
               compute_budget: float | None = None, device: str = "cpu", mode: str = "frozen",
+              cotrain_lr: float | None = None, cotrain_every: int | None = None,
               **reward_params: Any) -> DynaLayCore:
     """Build the batched core from the same options every face of the env accepts.
 
@@ -44,12 +45,12 @@ def make_core(num_envs: int, *, dataset: str | Dataset = DEFAULT_DATASET,
     return DynaLayCore(fpi_model, ds, num_envs, split=split, sample_mode=sample_mode, max_steps=max_steps,
                        reward=reward, reward_kwargs=merged, observation_groups=observation_groups,
                        mask_repeats=mask_repeats, compute_budget=compute_budget, device=dev, mode=mode,
-                       provenance=provenance)
+                       provenance=provenance, cotrain_lr=cotrain_lr, cotrain_every=cotrain_every)
 
 
 ENV_OPTIONS: tuple[str, ...] = ("dataset", "model", "data_root", "split", "sample_mode", "max_steps", "reward",
                                 "reward_kwargs", "observation_groups", "mask_repeats", "compute_budget",
-                                "device", "mode")
+                                "device", "mode", "cotrain_lr", "cotrain_every")
 
 
 def observation_space_of(core: DynaLayCore) -> spaces.Box:
@@ -143,8 +144,22 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
     | ``mask_repeats`` | False | forbid re-applying the layer just applied |
     | ``compute_budget`` | None | forbid layers that could exceed this normalised compute |
     | ``device`` | ``"cpu"`` | ``cpu`` or ``cuda`` |
-    | ``mode`` | ``"frozen"`` | the main model is fixed |
+    | ``mode`` | ``"frozen"`` | ``frozen``: the main model is fixed; ``cotrain``: it keeps learning on the agent's paths (see below) |
+    | ``cotrain_lr`` | 1e-4 | ``cotrain`` only: Adam step size of the main model |
+    | ``cotrain_every`` | 64 | ``cotrain`` only: M, finished episodes per main-model optimiser step |
     | ``render_mode`` | None | ``"ansi"``: ``render()`` returns a one-line trace |
+
+    ## Co-training (``mode="cotrain"``)
+
+    The main model is trained in place while the agent plays: every ``cotrain_every`` (M) finished
+    episodes, one batched Adam step (``cotrain_lr``) on the head's cross-entropy at every state of
+    each episode's own path, with the FPI layers' backward pass (``dynalay_env.cotrain``). Episodes
+    must come from ``agent_train``. The compute normaliser and the observation bounds stay frozen.
+    The env is then **non-stationary**: the same seed and actions give other observations and rewards
+    once the model has moved, so Gymnasium's determinism check does not apply to this mode. Keep one
+    model per process: use ``gym.make_vec`` (one batched core), not a vector of single envs, each of
+    which would load and train its own copy. ``env.unwrapped.core.cotrainer`` holds the optimiser,
+    its checkpointable state (``state_dict()``) and the per-update statistics.
 
     ```python
     import gymnasium as gym, dynalay_env
