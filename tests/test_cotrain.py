@@ -37,8 +37,8 @@ from agents.training import (
     env_options,
     train,
 )
-from dynalay_env.cotrain import CoTrainer, load_state
 from dynalay_env.core import DynaLayCore
+from dynalay_env.cotrain import CoTrainer, load_state
 from dynalay_env.env import make_core
 from dynalay_env.model import MainModel, load_checkpoint, weights_hash
 from dynalay_env.pretrain import path_robust_loss
