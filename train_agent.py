@@ -103,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "written to main_model.pt at the end (the starting one stays as main_model_initial.pt); "
                        "tb/cotrain logs its updates. Evaluation always runs the model frozen.")
     c.add_argument("--cotrain", action="store_true", help="co-train the main model with the agent")
-    c.add_argument("--agent-phase", type=int, default=50_000, metavar="STEPS",
-                   help="agent timesteps per agent phase; best a multiple of n_steps x n_envs (default: %(default)s)")
+    c.add_argument("--agent-phase", type=int, default=49_152, metavar="STEPS",
+                   help="agent timesteps per agent phase; best a multiple of n_steps x n_envs, e.g. 12 PPO "
+                        "rollouts of 16 x 256 (default: %(default)s)")
     c.add_argument("--model-phase", type=int, default=16, metavar="UPDATES",
                    help="main-model optimiser steps per model phase, each on --cotrain-every episodes; 0 = no "
                         "phases, the model learns inside the agent's own training steps (default: %(default)s)")
@@ -218,7 +219,7 @@ def _train_config(args: argparse.Namespace) -> Any:
     cotrain = bool(getattr(args, "cotrain", False))
     return TrainConfig(algo=args.algo, env_id=env_id, dataset=args.dataset, data_root=args.data_root,
                        model=getattr(args, "model", None), env_kwargs=env_kwargs,
-                       cotrain=cotrain, agent_phase=getattr(args, "agent_phase", 50_000),
+                       cotrain=cotrain, agent_phase=getattr(args, "agent_phase", 49_152),
                        model_phase=getattr(args, "model_phase", 16),
                        timesteps=args.timesteps, n_envs=getattr(args, "n_envs", None), seed=args.seed,
                        device=args.device, run_dir=args.run_dir or f"runs/{args.algo}-{env_id}",

@@ -75,7 +75,7 @@ class TrainConfig:
     hyperparams_file: str | None = None
     progress_bar: bool = True
     cotrain: bool = False        # co-train the main model (env option mode: cotrain)
-    agent_phase: int = 50_000    # co-training: agent timesteps per agent phase (model frozen)
+    agent_phase: int = 49_152    # co-training: agent timesteps per agent phase (model frozen)
     model_phase: int = 16        # co-training: main-model optimiser steps per model phase; 0 = concurrent
 
     def uses_cotrain(self) -> bool:

@@ -40,7 +40,8 @@ ENV_OF = {"mnist1d": "DynaLay-MNIST1D-v0", "synthetic": "DynaLay-Synthetic-v0", 
 
 
 def model_figures(model: Any, dataset: Any) -> dict[str, Any]:
-    """Accuracy by depth and mean top-1 probability at the encoder state, on agent_train and test."""
+    """Accuracy by depth (in-order prefixes), accuracy of each one-layer path and mean top-1
+    probability at the encoder state, on agent_train and test."""
     from dynalay_env.pretrain import depth_accuracies
 
     out: dict[str, Any] = {}
@@ -48,8 +49,19 @@ def model_figures(model: Any, dataset: Any) -> dict[str, Any]:
         x, y = dataset.as_tensors(split)
         with torch.no_grad():
             top1 = torch.softmax(model.classify(model.encode(x)), 1).amax(1).mean()
-        out[split] = {"accuracy_by_depth": depth_accuracies(model, x, y), "encoder_top1_prob": float(top1)}
+            single = [float((model(x, [k]).argmax(1) == y).double().mean()) for k in range(model.num_layers)]
+        out[split] = {"accuracy_by_depth": depth_accuracies(model, x, y), "encoder_top1_prob": float(top1),
+                      "one_layer_path_accuracy": single}
     return out
+
+
+def top_path(report: dict[str, Any]) -> tuple[str, float]:
+    """The agent's most frequent test path and its share of the examples."""
+    from collections import Counter
+
+    counts = Counter(tuple(p) for p in report["examples"]["path"])
+    path, n = counts.most_common(1)[0]
+    return str(list(path)), n / sum(counts.values())
 
 
 def replay_accuracy(model: Any, dataset: Any, report: dict[str, Any]) -> tuple[float, float]:
@@ -151,6 +163,7 @@ def main() -> None:
                                                  "known_difficulty_correlation", "action_frequencies", "full_depth",
                                                  "best_fixed_path", "oracle", "vs_threshold", "vs_initial_threshold_hull",
                                                  "provenance")}
+            entry[mode]["top_path"] = top_path(r)
             entry[mode]["train_seconds"] = run["train_seconds"]
             entry[mode]["run_dir"] = run["run_dir"]
             rows.append((dataset, mode, r))
@@ -180,11 +193,16 @@ def main() -> None:
                 before, after = entry["model_initial"][split], c["model"][split]
                 acc = " ".join(f"{a:.3f}->{b:.3f}" for a, b in zip(before["accuracy_by_depth"],
                                                                     after["accuracy_by_depth"], strict=True))
-                print(f"  {split:11s} accuracy by depth 0..K: {acc}; encoder top-1 prob "
+                single = " ".join(f"[{k + 1}] {a:.3f}->{b:.3f}" for k, (a, b) in enumerate(zip(
+                    before["one_layer_path_accuracy"], after["one_layer_path_accuracy"], strict=True)))
+                print(f"  {split:11s} accuracy by depth 0..K: {acc}; one-layer paths: {single}; encoder top-1 prob "
                       f"{before['encoder_top1_prob']:.3f}->{after['encoder_top1_prob']:.3f}")
             a, b = c["cotrained_agent_paths_on_initial_model"], c["frozen_agent_paths_on_cotrained_model"]
             print(f"  co-trained agent's paths on the initial model: accuracy {a[0]:.4f} (compute {a[1]:.3f})")
             print(f"  frozen agent's paths on the co-trained model:  accuracy {b[0]:.4f} (compute {b[1]:.3f})")
+            path, share = entry[name]["top_path"]
+            path0, share0 = entry["frozen"]["top_path"]
+            print(f"  most frequent test path: co-trained agent {path} ({share:.0%}), frozen agent {path0} ({share0:.0%})")
     print(f"\nresults: {Path(args.out_dir) / f'results_t{args.timesteps}_seed{args.seed}.json'}")
     aggregate(Path(args.out_dir), args.timesteps)
 
@@ -204,7 +222,8 @@ def aggregate(out_dir: Path, timesteps: int) -> None:
                     value = run.get(key)
                     cell.setdefault(key, []).append(float("nan") if value is None else float(value))
                 cell.setdefault("own_threshold", []).append(run["vs_threshold"]["difference"])
-                if name != "frozen":
+                cell.setdefault("top_path_share", []).append(run.get("top_path", (None, float("nan")))[1])
+                if name != "frozen" and "one_layer_path_accuracy" in entry["model_initial"]["test"]:
                     c = entry["cotrained"][name]
                     cell.setdefault("model_effect", []).append(run["accuracy"] - c["cotrained_agent_paths_on_initial_model"][0])
                     cell.setdefault("test_full_depth_change", []).append(
@@ -212,6 +231,11 @@ def aggregate(out_dir: Path, timesteps: int) -> None:
                     cell.setdefault("agent_train_full_depth_change", []).append(
                         c["model"]["agent_train"]["accuracy_by_depth"][-1]
                         - entry["model_initial"]["agent_train"]["accuracy_by_depth"][-1])
+                    for split in ("test", "agent_train"):
+                        before = np.asarray(entry["model_initial"][split]["one_layer_path_accuracy"])
+                        after = np.asarray(c["model"][split]["one_layer_path_accuracy"])
+                        for k, d in enumerate(after - before):
+                            cell.setdefault(f"{split}_layer{k + 1}_change", []).append(float(d))
 
     def ms(values: list[float] | None, digits: int = 4) -> str:
         if not values:
@@ -223,14 +247,24 @@ def aggregate(out_dir: Path, timesteps: int) -> None:
 
     print(f"\nmean ± sd over {len(files)} seed(s) ({', '.join(f.stem.split('_')[-1] for f in files)}), test split")
     print("| dataset | main model | accuracy | compute | Spearman vs oracle difficulty | Spearman vs known noise | "
-          "agent - initial model's threshold hull | agent - own model's threshold | model's share of the accuracy "
-          "(co-trained agent: co-trained - initial model, same paths) | full-depth accuracy change test / agent_train |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "agent - initial model's threshold hull | agent - own model's threshold | share of the top path | "
+          "model's share of the accuracy (co-trained agent: co-trained - initial model, same paths) | "
+          "full-depth accuracy change test / agent_train |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for (dataset, name), cell in table.items():
         print(f"| {dataset} | {name} | {ms(cell['accuracy'])} | {ms(cell['mean_compute'], 3)} | "
               f"{ms(cell['difficulty_correlation'], 3)} | {ms(cell['known_difficulty_correlation'], 3)} | "
-              f"{ms(cell['vs_initial_threshold_hull'])} | {ms(cell['own_threshold'])} | {ms(cell.get('model_effect'))} | "
+              f"{ms(cell['vs_initial_threshold_hull'])} | {ms(cell['own_threshold'])} | {ms(cell['top_path_share'], 2)} | "
+              f"{ms(cell.get('model_effect'))} | "
               f"{ms(cell.get('test_full_depth_change'))} / {ms(cell.get('agent_train_full_depth_change'))} |")
+    print("\naccuracy change of each one-layer path [k], co-trained - initial model, test / agent_train")
+    for (dataset, name), cell in table.items():
+        if name == "frozen":
+            continue
+        layers = sorted({key.split("_")[1] for key in cell if key.startswith("test_layer")})
+        print(f"  {dataset} {name}: " + "; ".join(
+            f"[{layer[5:]}] {ms(cell[f'test_{layer}_change'])} / {ms(cell[f'agent_train_{layer}_change'])}"
+            for layer in layers))
 
 
 if __name__ == "__main__":
