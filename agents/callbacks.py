@@ -110,29 +110,28 @@ class PeriodicEvalCallback(BaseCallback):
         return True
 
 
-def atomic_save_model(model: Any, path: Path) -> None:
-    """``model.save`` to a temporary ``.zip`` in the same folder, then rename (SB3's own save and
-    ``CheckpointCallback`` write in place, which a crash can leave half-written)."""
+def atomic_save(path: Path, write: Callable[[str], Any]) -> None:
+    """Run ``write(tmp_path)`` on a temporary file beside ``path`` (same suffix), then rename it over
+    ``path``: a reader never sees a half-written file, and a failure leaves the old one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".zip")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     try:
-        model.save(tmp)
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_save_model(model: Any, path: Path) -> None:
+    """``model.save`` atomically (SB3's own save and ``CheckpointCallback`` write in place, which a
+    crash can leave half-written)."""
+    atomic_save(path, model.save)
 
 
 def atomic_save_replay_buffer(model: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".pkl")
-    os.close(fd)
-    try:
-        model.save_replay_buffer(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save(path, model.save_replay_buffer)
 
 
 class AtomicCheckpointCallback(BaseCallback):
