@@ -144,3 +144,16 @@ def write_hyperparams(path: Path, entry: dict[str, Any], env_id: str = ENV_ID) -
 
     path.write_text(yaml.safe_dump({env_id: entry}))
     return path
+
+
+def scalar_tags(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of every TensorBoard event file under ``run_dir/tb``: tag -> [(step, value)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[tuple[int, float]]] = {}
+    for folder in sorted({p.parent for p in (run_dir / "tb").rglob("events.out.tfevents.*")}):
+        acc = EventAccumulator(str(folder))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
+    return out

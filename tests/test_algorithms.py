@@ -38,6 +38,7 @@ from agents.algorithms import (
 )
 from agents.sb3_vec_env import DynaLayVecEnv
 from dynalay_env.env import make_core
+from tests.vec_fixtures import one_torch_thread
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ["ppo", "a2c", "dqn", "qrdqn", "trpo", "ars", "ppo_lstm", "maskable_ppo"]
@@ -62,12 +63,8 @@ TINY_STEPS = 300
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread() -> Iterator[None]:
     """Tiny networks and 8 envs: torch's intra-op threads cost more than they give (restored after)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

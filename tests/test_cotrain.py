@@ -48,6 +48,7 @@ from tests.agent_fixtures import (
     TINY_PPO,
     digits_checkpoint,
     hidden_files,
+    scalar_tags,
     train_config,
     write_hyperparams,
 )
@@ -55,19 +56,6 @@ from tests.env_fixtures import no_default_model_training, reset_flops, step_flop
 from tests.vec_fixtures import one_torch_thread, random_actions, tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def scalar_tags(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of every TensorBoard event file under ``run_dir/tb``: tag -> [(step, value)]."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out: dict[str, list[tuple[int, float]]] = {}
-    for folder in sorted({p.parent for p in (run_dir / "tb").rglob("events.out.tfevents.*")}):
-        acc = EventAccumulator(str(folder))
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return out
 
 
 def private_model(dataset: str = "digits") -> MainModel:

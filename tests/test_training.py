@@ -33,6 +33,7 @@ from tests.agent_fixtures import (
     digits_checkpoint,
     fresh_run,
     hidden_files,
+    scalar_tags,
     train_config,
     trained_ppo_run,
     write_hyperparams,
@@ -40,19 +41,6 @@ from tests.agent_fixtures import (
 from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse)
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def scalar_tags(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
-    """Every scalar of every TensorBoard event file under ``run_dir/tb``: tag -> [(step, value)]."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    out: dict[str, list[tuple[int, float]]] = {}
-    for folder in sorted({p.parent for p in (run_dir / "tb").rglob("events.out.tfevents.*")}):
-        acc = EventAccumulator(str(folder))
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
-    return out
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
