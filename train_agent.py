@@ -4,6 +4,7 @@
   pretrain   path-robust pre-training of the main model (main_model.pt, pretrain.json)
   train      train an RL agent (SB3 / sb3-contrib) on a DynaLay env, into a resumable run folder
   evaluate   evaluate a trained run on a split against every baseline (report.json/.md, figures)
+  sweep      reward-shaping study: multi-objective Optuna sweep, Pareto front vs baselines
   demo       the main job end to end: pre-train, train PPO, evaluate on test, print the table
 
 Examples::
@@ -15,6 +16,9 @@ Examples::
     python train_agent.py train --cotrain --agent-phase 49152 --model-phase 16 --cotrain-lr 1e-4 \
         --timesteps 196608 --run-dir runs/ppo-cotrain      # the main model learns too
     python train_agent.py evaluate --run-dir runs/ppo --split test --validate
+    python train_agent.py sweep --n-trials 12 --workers 2 --run-dir runs/sweep
+    python train_agent.py sweep --storage postgresql://user:pw@host/db --study-name s1 --workers 2 \\
+        --artifact-dir /shared/artifacts        # on every machine: workers join one study
     python train_agent.py demo --run-dir runs/demo
 """
 
@@ -122,6 +126,50 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--validate", action="store_true",
                    help="replay the paths recorded in the run's report.json and check predictions and costs")
     e.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+
+    s = sub.add_parser(
+        "sweep", help="reward-shaping study: multi-objective Optuna sweep (val accuracy up, compute down)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train one agent per trial with a drawn reward, score it on val (accuracy, mean normalised "
+                    "compute), re-evaluate the Pareto trials on test against the baselines; writes sweep.json, "
+                    "sweep.md and sweep.png into --run-dir. Re-running the command resumes the study.\n\n"
+                    "Ranges: LOW,HIGH (uniform), LOW,HIGH,log (log-uniform) or one value (fixed).")
+    _add_common(s)
+    s.add_argument("--env", default=None, help="env id (default: from --dataset)")
+    s.add_argument("--model", default=None, help="main-model checkpoint (default: the cached default model)")
+    s.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY:VALUE",
+                   help="env options fixed for every trial, e.g. mask_repeats:true")
+    s.add_argument("--study-name", default="reward-shaping", help="study name in the storage (default: %(default)s)")
+    s.add_argument("--storage", default=None,
+                   help="RDB URL shared by all workers, e.g. postgresql://user:pw@host:5432/db "
+                        "(default: sqlite:///<run-dir>/study.db)")
+    s.add_argument("--artifact-dir", default=None,
+                   help="where trials store their agents (default: <run-dir>/artifacts; a folder every machine sees "
+                        "when workers run on several)")
+    s.add_argument("--n-trials", type=int, default=12, help="completed trials of the whole study (default: %(default)s)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default: %(default)s)")
+    s.add_argument("--timesteps", type=int, default=60_000, help="agent timesteps per trial (default: %(default)s)")
+    s.add_argument("--n-envs", type=int, default=None, help="parallel episodes (default: hyperparams n_envs)")
+    s.add_argument("--reward-kinds", default="paper,logprob,blockdrop",
+                   help="reward kinds to search, comma-separated (default: %(default)s)")
+    s.add_argument("--lambda-compute", default="0.01,1,log", help="range of lambda_compute (default: %(default)s)")
+    s.add_argument("--mu-redundant", default="0,0.2", help="range of mu_redundant (default: %(default)s)")
+    s.add_argument("--correct-reward", default="0.5,1.5", help="range of correct_reward (default: %(default)s)")
+    s.add_argument("--wrong-reward", default="-1.5,0", help="range of wrong_reward (default: %(default)s)")
+    s.add_argument("--algos", default="ppo", help="algorithms to search, comma-separated (default: %(default)s)")
+    s.add_argument("--learning-rate", default=None, help="range of the agent's learning rate, e.g. 1e-4,3e-3,log "
+                                                         "(default: the hyperparameter file's)")
+    s.add_argument("--hyperparams", default=None, help="rl-zoo3-style YAML (default: hyperparams/<algo>.yml)")
+    s.add_argument("--sampler", default="tpe", help="tpe, nsga2 or random (default: %(default)s)")
+    s.add_argument("--heartbeat-interval", type=int, default=10,
+                   help="seconds between a running trial's heartbeats (default: %(default)s)")
+    s.add_argument("--grace-period", type=int, default=None,
+                   help="seconds without heartbeat after which a trial is failed and retried (default: 3 heartbeats)")
+    s.add_argument("--max-retry", type=int, default=2, help="retries of a trial whose worker died (default: %(default)s)")
+    s.add_argument("--hv-reference", default=None, metavar="ACC,COMPUTE",
+                   help="hypervolume reference point (default: per split, the always-EXIT accuracy and the most "
+                        "expensive fixed path's compute)")
+    s.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
 
     d = sub.add_parser("demo", help="pre-train (if needed), train PPO on agent_train, evaluate on test "
                                     "against the baselines, print the table")
@@ -327,6 +375,71 @@ def print_report_table(report: dict) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# sweep
+# --------------------------------------------------------------------------------------------------
+
+
+def _sweep_config(args: argparse.Namespace) -> Any:
+    from agents.sweep import SweepConfig
+    from dynalay_env import ENV_IDS
+
+    if args.env and args.env not in ENV_IDS:
+        raise ValueError(f"unknown env id {args.env!r}; valid ids: {', '.join(ENV_IDS)}")
+    env_id = args.env or next((i for i, d in ENV_IDS.items() if d == (args.dataset or DEFAULT_DATASET)), "DynaLay-v0")
+    hv_reference = None
+    if args.hv_reference:
+        try:
+            hv_reference = tuple(float(v) for v in str(args.hv_reference).split(","))
+        except ValueError:
+            raise ValueError(f"--hv-reference expects ACC,COMPUTE numbers, got {args.hv_reference!r}") from None
+    return SweepConfig(
+        study_name=args.study_name, run_dir=args.run_dir or "runs/sweep", storage=args.storage,
+        artifact_dir=args.artifact_dir, env_id=env_id, dataset=args.dataset, data_root=args.data_root,
+        model=args.model, env_kwargs=parse_env_kwargs(args.env_kwargs), n_trials=args.n_trials,
+        workers=args.workers, timesteps=args.timesteps, n_envs=args.n_envs, seed=args.seed, device=args.device,
+        threads=args.threads, reward_kinds=args.reward_kinds, lambda_compute=args.lambda_compute,
+        mu_redundant=args.mu_redundant, correct_reward=args.correct_reward, wrong_reward=args.wrong_reward,
+        algos=args.algos, learning_rate=args.learning_rate, hyperparams_file=args.hyperparams, sampler=args.sampler,
+        heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, max_retry=args.max_retry,
+        hv_reference=hv_reference, n_boot=args.n_boot)
+
+
+def cmd_sweep(args: argparse.Namespace) -> dict:
+    from agents.sweep import run_sweep
+
+    config = _sweep_config(args).validate()
+    print(f"study {config.study_name!r}: {config.n_trials} trials of {config.timesteps} timesteps, "
+          f"{config.workers} worker(s) here, storage {config.storage or config.storage_url()}")
+    report = run_sweep(config)
+    print_sweep_table(report)
+    run_dir = Path(config.run_dir)
+    print(f"report: {run_dir / 'sweep.json'}, {run_dir / 'sweep.md'}, {run_dir / 'sweep.png'}")
+    return report
+
+
+def print_sweep_table(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from agents.sweep import format_choice
+
+    counts = report["counts"]
+    table = Table(title=f"Pareto trials of {report['study_name']} ({counts['complete']} complete, {counts['fail']} "
+                        f"failed; compute 1.0 = full depth)")
+    for col in ("trial", "reward", "val acc", "val compute", "test acc", "test compute", "vs threshold"):
+        table.add_column(col, justify="left" if col in ("trial", "reward") else "right")
+    for p in report["pareto"]:
+        v = p["test_vs_confidence"]
+        table.add_row(str(p["number"]), format_choice(p), f"{p['val_accuracy']:.4f}", f"{p['val_mean_compute']:.3f}",
+                      f"{p['test_accuracy']:.4f}", f"{p['test_mean_compute']:.3f}",
+                      f"{v['difference']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]")
+    Console(width=160).print(table)
+    for split, h in report["hypervolume"].items():
+        print(f"hypervolume on {split}: agent front {h['agent_front']:.5f}, confidence-threshold front "
+              f"{h['confidence_threshold_front']:.5f} (reference {h['reference_point']})")
+
+
+# --------------------------------------------------------------------------------------------------
 # demo
 # --------------------------------------------------------------------------------------------------
 
@@ -382,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(available_datasets()))
             return 0
-        {"pretrain": cmd_pretrain, "train": cmd_train, "evaluate": cmd_evaluate, "demo": cmd_demo}[args.command](args)
+        {"pretrain": cmd_pretrain, "train": cmd_train, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
+         "demo": cmd_demo}[args.command](args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

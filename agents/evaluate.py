@@ -27,6 +27,7 @@ from agents.baselines import (
     FixedPathPolicy,
     OraclePolicy,
     OracleSearch,
+    RandomPolicy,
     StablePredictionPolicy,
     calibrate_random,
     oracle_search,
@@ -348,6 +349,24 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
     return report
 
 
+#: Exit probabilities of the random-policy curve (:func:`baseline_curves`).
+RANDOM_EXIT_GRID: tuple[float, ...] = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9)
+
+
+def baseline_curves(core: DynaLayCore, seed: int = 0) -> dict[str, list[EpisodeRecords]]:
+    """Every non-learned policy's accuracy/compute points on ``core``'s split (a sequential core):
+    ``fixed_paths`` (:func:`candidate_paths`), ``confidence`` (``TAU_GRID``), ``entropy``
+    (``ENTROPY_GRID``), ``random`` (``RANDOM_EXIT_GRID``) and ``oracle`` (one point)."""
+    search = oracle_search(core.model, core.x, core.y, core.max_steps, allow_repeats=not core.mask_repeats)
+    return {
+        "fixed_paths": [run_policy(core, FixedPathPolicy(p)) for p in candidate_paths(core.num_layers, core.max_steps)],
+        "confidence": [run_policy(core, ConfidencePolicy(t)) for t in TAU_GRID],
+        "entropy": [run_policy(core, EntropyPolicy(v)) for v in ENTROPY_GRID],
+        "random": [run_policy(core, RandomPolicy(p, seed)) for p in RANDOM_EXIT_GRID],
+        "oracle": [run_policy(core, OraclePolicy(search))],
+    }
+
+
 def candidate_paths(num_layers: int, max_steps: int) -> list[tuple[int, ...]]:
     """The fixed paths compared: layers 1..d for d = 0..K, then the full path with repeats of K."""
     paths = [tuple(range(1, d + 1)) for d in range(num_layers + 1)]
@@ -487,7 +506,7 @@ def plot_report(run_dir: Path, report: dict[str, Any], focus: EpisodeRecords, ba
     return out
 
 
-__all__ = ["EpisodeRecords", "run_policy", "evaluate", "vs_threshold", "upper_hull", "hull_accuracy_at",
+__all__ = ["EpisodeRecords", "run_policy", "evaluate", "baseline_curves", "vs_threshold", "upper_hull", "hull_accuracy_at",
            "difficulty_stats", "candidate_paths", "replay_paths", "validate_report"]
 
 

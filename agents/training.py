@@ -118,11 +118,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training option(s) {sorted(unknown)}; valid: {sorted(known)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "training")
+
+
+def config_from_dict(cls: type, d: dict[str, Any], what: str) -> Any:
+    """``cls(**d)`` for a config dataclass, refusing unknown keys with the list of valid ones."""
+    known = {f.name for f in fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {what} option(s) {sorted(unknown)}; valid: {sorted(known)}")
+    return cls(**d)
 
 
 def env_options(config: TrainConfig, model_path: Any, training: bool = False) -> dict[str, Any]:

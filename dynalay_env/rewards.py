@@ -137,6 +137,15 @@ REWARDS: dict[str, Callable[[RewardInputs, RewardParams], Tensor]] = {
 }
 
 
+#: The :class:`RewardParams` each built-in reward reads (shaping aside): what a study of that reward
+#: should vary. ``blockdrop`` prices compute through ``1 - c^2`` and has no knob for it.
+REWARD_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "paper": ("lambda_compute", "mu_redundant", "correct_reward", "wrong_reward"),
+    "blockdrop": ("wrong_reward",),
+    "logprob": ("lambda_compute",),
+}
+
+
 def available_rewards() -> list[str]:
     return list(REWARDS)
 
