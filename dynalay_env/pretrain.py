@@ -92,7 +92,7 @@ def path_robust_loss(model: MainModel, x: Tensor, y: Tensor, path: list[int], la
 @torch.no_grad()
 def depth_accuracies(model: MainModel, x: Tensor, y: Tensor, batch_size: int = 2048) -> list[float]:
     """Accuracy after the in-order prefix of each depth: index d = layers 1..d applied (0 = encoder)."""
-    correct = torch.zeros(model.num_layers + 1)
+    correct = torch.zeros(model.num_layers + 1, device=x.device)
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         x_emb = model.encode(xb)
