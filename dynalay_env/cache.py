@@ -34,8 +34,28 @@ def model_cache_dir() -> Path:
 
 
 def default_model_path(dataset: Dataset) -> Path:
-    """Cache path of the default model for ``dataset``: keyed by name, data fingerprint and version."""
-    return model_cache_dir() / f"{dataset.name}-{dataset.fingerprint}-v{__version__}" / "main_model.pt"
+    """Cache path of the default model for ``dataset``: keyed by name, data fingerprint, package
+    version and :func:`recipe_fingerprint` (so a changed recipe or layer never serves a stale model)."""
+    key = f"{dataset.name}-{dataset.fingerprint}-v{__version__}-{recipe_fingerprint(dataset)}"
+    return model_cache_dir() / key / "main_model.pt"
+
+
+def recipe_fingerprint(dataset: Dataset) -> str:
+    """Hash of what makes the default model: its config, the dataset's pre-training recipe, and the
+    source of the modules that define and train it (fpi, model, pretrain)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    from dynalay_env import fpi, model, pretrain
+
+    digest = hashlib.sha256()
+    config = model.default_config(dataset.input_shape, dataset.num_classes)
+    digest.update(json.dumps([config.to_dict(), asdict(pretrain.recipe_for(dataset.name))], sort_keys=True,
+                             default=str).encode())
+    for module in (fpi, model, pretrain):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def cached_default_model(dataset: Dataset, data_root: str | os.PathLike | None = None,

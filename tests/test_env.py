@@ -612,3 +612,18 @@ def test_default_model_is_trained_once_and_cached(tmp_path: Path, monkeypatch: p
     shared = default_model_path(ds)
     assert shared.is_file() and not list(shared.parent.glob(".train-*"))
     print(f"two processes at once: {both_seconds:.1f} s")
+
+
+def test_default_model_cache_key_changes_with_the_recipe(monkeypatch):
+    """A changed pre-training recipe (or layer code) must not be served the model of the old one."""
+    import dataclasses
+
+    from dynalay_env import pretrain
+    from dynalay_env.cache import default_model_path
+
+    ds = load_dataset("digits")
+    before = default_model_path(ds)
+    assert default_model_path(ds) == before  # deterministic
+    original = pretrain.recipe_for
+    monkeypatch.setattr(pretrain, "recipe_for", lambda name: dataclasses.replace(original(name), epochs=3))
+    assert default_model_path(ds) != before
