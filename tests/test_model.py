@@ -401,3 +401,14 @@ def test_weights_hash_format() -> None:
     digest = weights_hash(tiny_model())
     assert len(digest) == 16 and int(digest, 16) >= 0
     assert weights_hash(tiny_model(seed=1)) != digest
+
+
+def test_atomic_write_gives_the_mode_a_plain_open_would(tmp_path: Path) -> None:
+    """mkstemp's private 0600 must not leak into reports and checkpoints others should read."""
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "report.json", b"{}")
+        (tmp_path / "plain.json").write_bytes(b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == (tmp_path / "plain.json").stat().st_mode & 0o777 == 0o644
