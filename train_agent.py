@@ -146,9 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--artifact-dir", default=None,
                    help="where trials store their agents (default: <run-dir>/artifacts; a folder every machine sees "
                         "when workers run on several)")
-    s.add_argument("--n-trials", type=int, default=12, help="completed trials of the whole study (default: %(default)s)")
+    s.add_argument("--n-trials", type=int, default=16, help="completed trials of the whole study (default: %(default)s)")
     s.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default: %(default)s)")
-    s.add_argument("--timesteps", type=int, default=60_000, help="agent timesteps per trial (default: %(default)s)")
+    s.add_argument("--timesteps", type=int, default=100_000, help="agent timesteps per trial (default: %(default)s)")
     s.add_argument("--n-envs", type=int, default=None, help="parallel episodes (default: hyperparams n_envs)")
     s.add_argument("--reward-kinds", default="paper,logprob,blockdrop",
                    help="reward kinds to search, comma-separated (default: %(default)s)")

@@ -67,7 +67,8 @@ SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "random")
 STUDY_DB = "study.db"
 REPORT_NAME = "sweep.json"
 #: Keys of SweepConfig that may differ between the workers of one study (machine-local choices).
-LOCAL_KEYS: frozenset[str] = frozenset({"run_dir", "storage", "artifact_dir", "workers", "threads", "device",
+#: ``model`` is a path, which differs between machines; the model itself is checked by its provenance.
+LOCAL_KEYS: frozenset[str] = frozenset({"run_dir", "storage", "artifact_dir", "model", "workers", "threads", "device",
                                         "n_trials", "heartbeat_interval", "grace_period", "max_retry",
                                         "hv_reference", "eval_slots", "n_boot", "data_root"})
 SEARCHED_REWARD_PARAMS: tuple[str, ...] = ("lambda_compute", "mu_redundant", "correct_reward", "wrong_reward")
@@ -156,9 +157,9 @@ class SweepConfig:
     data_root: str | None = None
     model: str | None = None
     env_kwargs: dict[str, Any] = field(default_factory=dict)
-    n_trials: int = 12
+    n_trials: int = 16
     workers: int = 1
-    timesteps: int = 60_000
+    timesteps: int = 100_000
     n_envs: int | None = None
     seed: int = 0
     device: str = "cpu"
@@ -789,48 +790,77 @@ BASELINE_STYLES: dict[str, tuple[str, str]] = {
 
 
 def plot_report(report: dict[str, Any], path: Path) -> Path:
-    """Accuracy against compute: val (every trial, coloured by lambda_compute, Pareto front in red)
-    and test (the Pareto trials re-evaluated), each over that split's baseline curves."""
+    """Three panels: val accuracy against compute (every trial, coloured by ``lambda_compute``, the
+    Pareto front in red) and test (the Pareto trials re-evaluated), each over that split's baseline
+    curves, with compute on a log axis; and each trial's val compute against its ``lambda_compute``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
-    for ax, split in zip(axes, ("val", "test"), strict=True):
-        for name, (style, label) in BASELINE_STYLES.items():
-            points = sorted((b["mean_compute"], b["accuracy"]) for b in report["baselines"][split][name])
-            ax.plot([p[0] for p in points], [p[1] for p in points], style, ms=4, lw=1, alpha=0.8, label=label)
-        h = report["hypervolume"][split]
-        ax.set_title(f"{split}: hypervolume agent {h['agent_front']:.4f} vs confidence "
-                     f"{h['confidence_threshold_front']:.4f}")
-        ax.set_xlabel("mean normalised compute (1.0 = full depth)")
-        ax.grid(alpha=0.3)
     trials = [t for t in report["trials"] if t["state"] == "COMPLETE"]
     lambdas = [t["choice"]["reward_params"].get("lambda_compute") for t in trials]
-    with_lambda = [t for t, lam in zip(trials, lambdas, strict=True) if lam]
-    if with_lambda:
-        values = [t["choice"]["reward_params"]["lambda_compute"] for t in with_lambda]
-        scatter = axes[0].scatter([t["values"][1] for t in with_lambda], [t["values"][0] for t in with_lambda],
-                                  c=values, cmap="viridis", norm=LogNorm(min(values), max(max(values), min(values) * 1.01)),
-                                  s=36, edgecolors="k", linewidths=0.4, zorder=3, label="trials (colour: lambda_compute)")
-        fig.colorbar(scatter, ax=axes[0], label="lambda_compute")
-    others = [t for t, lam in zip(trials, lambdas, strict=True) if not lam]
-    if others:
-        axes[0].scatter([t["values"][1] for t in others], [t["values"][0] for t in others], marker="P", c="tab:gray",
-                        s=40, zorder=3, label="trials without lambda (blockdrop)")
+    known = [lam for lam in lambdas if lam]
+    norm = LogNorm(min(known), max(max(known), min(known) * 1.01)) if known else None
+    by_number = {t["number"]: lam for t, lam in zip(trials, lambdas, strict=True)}
+    fig, axes = plt.subplots(1, 3, figsize=(19, 5.4), gridspec_kw={"width_ratios": [1, 1, 0.8]}, layout="constrained")
+
+    def scatter(ax: Any, points: list[tuple[float, float, float | None]], label: str) -> Any:
+        coloured = [p for p in points if p[2]]
+        mappable = None
+        if coloured:
+            mappable = ax.scatter([p[0] for p in coloured], [p[1] for p in coloured], c=[p[2] for p in coloured],
+                                  cmap="viridis", norm=norm, s=42, edgecolors="k", linewidths=0.5, zorder=5,
+                                  label=f"{label} (colour: lambda_compute)")
+        plain = [p for p in points if not p[2]]
+        if plain:
+            ax.scatter([p[0] for p in plain], [p[1] for p in plain], marker="P", c="tab:gray", edgecolors="k",
+                       linewidths=0.5, s=52, zorder=5, label=f"{label} without lambda (blockdrop)")
+        return mappable
+
+    for ax, split in zip(axes[:2], ("val", "test"), strict=True):
+        for name, (style, label) in BASELINE_STYLES.items():
+            points = sorted((b["mean_compute"], b["accuracy"]) for b in report["baselines"][split][name])
+            ax.plot([p[0] for p in points], [p[1] for p in points], style, ms=4, lw=1, alpha=0.7, label=label)
+        h = report["hypervolume"][split]
+        ax.set_title(f"{split}: hypervolume agents {h['agent_front']:.4f}, confidence threshold "
+                     f"{h['confidence_threshold_front']:.4f}", fontsize=10)
+        ax.set_xscale("log")
+        ax.set_xlabel("mean normalised compute (1.0 = full depth; log scale)")
+        ax.set_ylabel(f"{split} accuracy")
+        ax.grid(alpha=0.3, which="both")
     front = sorted((t["values"][1], t["values"][0]) for t in trials if t["pareto"])
-    axes[0].plot([f[0] for f in front], [f[1] for f in front], "r*-", ms=12, lw=1.5, zorder=4, label="Pareto front")
-    test_front = sorted((p["test_mean_compute"], p["test_accuracy"]) for p in report["pareto"])
-    axes[1].plot([f[0] for f in test_front], [f[1] for f in test_front], "r*-", ms=12, lw=1.5, zorder=4,
-                 label="Pareto trials on test")
-    axes[0].set_ylabel("accuracy")
-    for ax in axes:
+    axes[0].plot([f[0] for f in front], [f[1] for f in front], "r-", lw=2.5, alpha=0.6, zorder=4, label="Pareto front")
+    mappable = scatter(axes[0], [(t["values"][1], t["values"][0], lam) for t, lam in zip(trials, lambdas, strict=True)],
+                       "trials")
+    test_front = sorted((p["test_mean_compute"], p["test_accuracy"], by_number[p["number"]]) for p in report["pareto"])
+    axes[1].plot([f[0] for f in test_front], [f[1] for f in test_front], "r-", lw=2.5, alpha=0.6, zorder=4,
+                 label="Pareto trials re-evaluated")
+    scatter(axes[1], test_front, "Pareto trials")
+    for ax in axes[:2]:
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"Reward-shaping study {report['study_name']} on {report['dataset']}: accuracy vs compute")
+
+    ax = axes[2]
+    for kind, marker in (("paper", "o"), ("logprob", "s")):
+        points = [(t["choice"]["reward_params"]["lambda_compute"], t["values"][1]) for t in trials
+                  if t["choice"]["reward"] == kind]
+        if points:
+            ax.scatter(*zip(*points, strict=True), marker=marker, s=42, edgecolors="k", linewidths=0.5,
+                       label=f"{kind} reward")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("lambda_compute (price of one full-depth compute)")
+    ax.set_ylabel("val mean normalised compute")
+    ax.set_title("how lambda_compute moves the operating point", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    if mappable is not None:
+        fig.colorbar(mappable, ax=axes[1], label="lambda_compute")
+    fig.suptitle(f"Reward-shaping study '{report['study_name']}' on {report['dataset']}: "
+                 f"{report['counts']['complete']} trials", fontsize=12)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
     tmp.replace(path)
     return path
