@@ -266,7 +266,7 @@ class MainModel(nn.Module):
         costs = self.cost_table()
         x_emb = self.encode(x)
         z = x_emb
-        total = torch.full((x.shape[0],), float(costs.encoder + costs.head), dtype=torch.float64)
+        total = torch.full((x.shape[0],), float(costs.encoder + costs.head), dtype=torch.float64, device=x.device)
         for k in range(self.num_layers):
             result = self.apply_layer(k, z, x_emb)
             z = result.state
