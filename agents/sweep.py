@@ -254,8 +254,17 @@ class SweepConfig:
         return config_from_dict(cls, d, "sweep")
 
     def identity(self) -> dict[str, Any]:
-        """What every worker of one study must agree on."""
-        return {k: v for k, v in self.to_dict().items() if k not in LOCAL_KEYS}
+        """What every worker of one study must agree on (a hyperparameter file by its content: its
+        path may differ between machines)."""
+        out = {k: v for k, v in self.to_dict().items() if k not in LOCAL_KEYS}
+        if self.hyperparams_file:
+            import hashlib
+
+            path = Path(self.hyperparams_file)
+            if not path.is_file():
+                raise ValueError(f"hyperparams_file {path} not found")
+            out["hyperparams_file"] = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return out
 
 
 def _as_names(value: Any, what: str) -> list[str]:
@@ -680,7 +689,13 @@ def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str,
         for t in sorted((t for t in complete if t.number in pareto_numbers), key=lambda t: t.values[1]):
             choice = t.user_attrs["choice"]
             local = Path(tmp) / f"trial_{t.number}.zip"
-            download_artifact(artifact_store=store, file_path=str(local), artifact_id=t.user_attrs["agent_artifact"])
+            try:
+                download_artifact(artifact_store=store, file_path=str(local),
+                                  artifact_id=t.user_attrs["agent_artifact"])
+            except Exception as exc:  # noqa: BLE001 - the store raises its own types
+                raise ValueError(f"the agent of Pareto trial {t.number} (run by {t.user_attrs.get('worker')}) is "
+                                 f"not in the artifact store {config.artifact_path()}: {exc}. Workers on several "
+                                 f"machines need one shared --artifact-dir") from exc
             agent = get_algorithm(choice["algo"]).cls.load(local, device=config.device)
             records = run_policy(cores["test"], agent, name=f"trial {t.number}")
             versus = vs_threshold(records, baselines["test"]["confidence"], n_boot=config.n_boot, seed=config.seed)
@@ -834,7 +849,8 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
     axes[0].plot([f[0] for f in front], [f[1] for f in front], "r-", lw=2.5, alpha=0.6, zorder=4, label="Pareto front")
     mappable = scatter(axes[0], [(t["values"][1], t["values"][0], lam) for t, lam in zip(trials, lambdas, strict=True)],
                        "trials")
-    test_front = sorted((p["test_mean_compute"], p["test_accuracy"], by_number[p["number"]]) for p in report["pareto"])
+    test_front = sorted(((p["test_mean_compute"], p["test_accuracy"], by_number[p["number"]]) for p in report["pareto"]),
+                        key=lambda point: point[:2])  # lambda may be None (blockdrop): never compared
     axes[1].plot([f[0] for f in test_front], [f[1] for f in test_front], "r-", lw=2.5, alpha=0.6, zorder=4,
                  label="Pareto trials re-evaluated")
     scatter(axes[1], test_front, "Pareto trials")

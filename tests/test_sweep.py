@@ -171,6 +171,65 @@ def test_worker_completes_resumes_and_extends_a_study(tmp_path):
         assert counts["complete"] == total and counts["total"] == total and counts["fail"] == 0
 
 
+def test_ctrl_c_fails_the_trial_and_queues_its_retry(tmp_path):
+    config = _config(tmp_path, n_trials=2)
+    open_study(config, open_storage(config), "prov")
+
+    def interrupted(trial: optuna.trial.Trial) -> tuple[float, float]:
+        claim_slot(trial, 2)
+        trial.suggest_float("lambda_compute", 0.01, 1.0, log=True)
+        raise KeyboardInterrupt
+
+    runner = type("Runner", (), {"current": 0, "__call__": lambda self, trial: interrupted(trial)})()
+    with pytest.raises(KeyboardInterrupt):
+        run_worker(config, Path("unused.pt"), "prov", objective=runner)
+    study = _load(config.storage_url())
+    failed, retry = study.get_trials()
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert retry.state == optuna.trial.TrialState.WAITING and retry.params == failed.params
+    assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == failed.number
+
+
+def test_joining_workers_compare_hyperparameter_files_by_content(tmp_path):
+    first, second = tmp_path / "a.yml", tmp_path / "b.yml"
+    first.write_text("x: 1\n")
+    second.write_text("x: 1\n")
+    assert _config(tmp_path, hyperparams_file=str(first)).identity() == \
+        _config(tmp_path, hyperparams_file=str(second)).identity()
+    second.write_text("x: 2\n")
+    assert _config(tmp_path, hyperparams_file=str(first)).identity() != \
+        _config(tmp_path, hyperparams_file=str(second)).identity()
+
+
+def test_figure_and_table_handle_ties_and_rewards_without_lambda(tmp_path):
+    from agents.sweep import plot_report, render_markdown
+
+    def trial(number, kind, params, values):
+        return {"number": number, "state": "COMPLETE", "pareto": True, "values": values,
+                "choice": {"algo": "ppo", "reward": kind, "reward_params": params, "hyperparams": {}}}
+
+    trials = [trial(0, "blockdrop", {"wrong_reward": -1.0}, [0.9, 0.1]),
+              trial(1, "paper", {"lambda_compute": 0.5, "mu_redundant": 0.0, "correct_reward": 1.0,
+                                 "wrong_reward": -1.0}, [0.9, 0.1]),  # the same point as trial 0
+              trial(2, "logprob", {"lambda_compute": 0.05}, [0.95, 0.6])]
+    point = {"accuracy": 0.8, "mean_compute": 0.3, "params": {"path": []}}
+    versus = {"difference": 0.01, "ci95": [-0.01, 0.03]}
+    report = {"study_name": "s", "dataset": "digits", "storage": "sqlite://", "study_wall_seconds": 1.0,
+              "mean_trial_seconds": 1.0, "counts": {"complete": 3, "fail": 0, "surplus": 0}, "trials": trials,
+              "pareto": [{"number": t["number"], **t["choice"], "val_accuracy": t["values"][0],
+                          "val_mean_compute": t["values"][1], "test_accuracy": 0.9, "test_mean_compute": 0.1,
+                          "test_vs_confidence": versus} for t in trials],
+              "hypervolume": {split: {"reference_point": {"accuracy": 0.7, "mean_compute": 2.0}, "agent_front": 0.1,
+                                      "confidence_threshold_front": 0.1, "agent_points": "x"}
+                              for split in ("val", "test")},
+              "baselines": {split: {name: [point] for name in ("fixed_paths", "confidence", "entropy", "random",
+                                                                "oracle")} for split in ("val", "test")}}
+    plot_report(report, tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    table = render_markdown(report)
+    assert "ppo blockdrop(wrong_reward=-1)" in table and "ppo logprob(lambda_compute=0.05)" in table
+
+
 # ---- the real command (slow) -----------------------------------------------------------------------------
 
 
