@@ -97,9 +97,9 @@ class SearchRange:
         """From ``"LOW,HIGH"``, ``"LOW,HIGH,log"``, one number (fixed), a list of those parts, or a
         SearchRange. Empty, inverted or non-numeric ranges raise ``ValueError`` naming ``name``."""
         if isinstance(value, SearchRange):
-            parts: list[Any] = [value.low, value.high] + (["log"] if value.log else [])
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            parts = [value]
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts: list[Any] = [value]
         elif isinstance(value, str):
             parts = [p.strip() for p in value.split(",")]
         elif isinstance(value, (list, tuple)):
@@ -127,7 +127,10 @@ class SearchRange:
             raise ValueError(f"{name}: a log range needs LOW > 0, got [{low}, {high}]")
         return cls(low, high, log)
 
-    def to_json(self) -> list[Any]:
+    def to_json(self) -> float | list[Any]:
+        """What :meth:`parse` reads back: one number when fixed, else ``[low, high(, "log")]``."""
+        if self.fixed:
+            return self.low
         return [self.low, self.high] + (["log"] if self.log else [])
 
     def suggest(self, trial: Any, name: str) -> float:

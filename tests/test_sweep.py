@@ -54,6 +54,14 @@ def test_search_range_forms():
     assert fixed.suggest(None, "x") == 0.3  # a fixed value is not a dimension of the study
 
 
+def test_a_validated_config_survives_validation_and_the_trip_to_a_worker():
+    config = SweepConfig(reward_kinds="paper", correct_reward="1", lambda_compute="0.01,1,log",
+                         learning_rate="3e-4").validate()
+    assert config.validate().to_dict() == config.to_dict()
+    again = SweepConfig.from_dict(config.to_dict()).validate()  # what a spawned worker rebuilds
+    assert again == config and again.correct_reward.fixed and again.lambda_compute.log
+
+
 @pytest.mark.parametrize(("text", "problem"), [
     ("", "empty range"), ("0.1,", "empty range"), (",", "empty range"), ("0.1,0.1", "empty range"),
     ("1,0.1", "inverted range"), ("0,1,log", "LOW > 0"), ("a,b", "must be numbers"), ("0,1,lin", "must be 'log'"),
