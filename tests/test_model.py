@@ -405,10 +405,6 @@ def test_weights_hash_format() -> None:
 
 def test_atomic_write_gives_the_mode_a_plain_open_would(tmp_path: Path) -> None:
     """mkstemp's private 0600 must not leak into reports and checkpoints others should read."""
-    old = os.umask(0o022)
-    try:
-        atomic_write_bytes(tmp_path / "report.json", b"{}")
-        (tmp_path / "plain.json").write_bytes(b"{}")
-    finally:
-        os.umask(old)
-    assert (tmp_path / "report.json").stat().st_mode & 0o777 == (tmp_path / "plain.json").stat().st_mode & 0o777 == 0o644
+    atomic_write_bytes(tmp_path / "report.json", b"{}")
+    (tmp_path / "plain.json").write_bytes(b"{}")
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == (tmp_path / "plain.json").stat().st_mode & 0o777
