@@ -5,6 +5,9 @@ single ``DynaLayEnv`` and with SB3's own ``DummyVecEnv`` of them (same-step auto
 sb3-contrib algorithms and evaluation helpers must run on it unchanged.
 """
 
+# Tests take the imported fixtures as parameters of the same name (pytest); not redefinitions.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,33 +22,17 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
 
 from agents.sb3_vec_env import DynaLayVecEnv
 from dynalay_env.env import DynaLayEnv
-from tests.vec_fixtures import (
+from tests.vec_fixtures import (  # noqa: F401  (_one_thread, digits_model, any_model: fixtures)
     ATOL,
     COMPARED_INFO_KEYS,
+    _one_thread,
+    any_model,
     assert_info_matches,
-    one_torch_thread,
+    digits_model,
     random_actions,
-    tiny_model,
 )
 
 N = 8
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def digits_model():
-    return tiny_model("digits")
-
-
-@pytest.fixture(scope="module", params=["digits", "synthetic"])
-def any_model(request):
-    """(model, dataset): the mlp model on digits and the conv1d model on synthetic."""
-    return tiny_model(request.param)
 
 
 def make_venv(model_and_data, num_envs: int = N, **options) -> DynaLayVecEnv:

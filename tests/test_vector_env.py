@@ -4,6 +4,9 @@ Checked against N single ``DynaLayEnv`` and against Gymnasium's own ``SyncVector
 so the batched core and the single env are one MDP.
 """
 
+# Tests take the imported fixtures as parameters of the same name (pytest); not redefinitions.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import gymnasium as gym
@@ -18,34 +21,18 @@ from gymnasium.wrappers.vector import NormalizeObservation, RecordEpisodeStatist
 import dynalay_env  # noqa: F401  (registers the env ids)
 from dynalay_env.env import DynaLayEnv
 from dynalay_env.vector_env import DynaLayVectorEnv
-from tests.vec_fixtures import (
+from tests.vec_fixtures import (  # noqa: F401  (_one_thread, digits_model, any_model: fixtures)
     ATOL,
     COMPARED_INFO_KEYS,
+    _one_thread,
+    any_model,
     assert_info_matches,
+    digits_model,
     info_at,
-    one_torch_thread,
     random_actions,
-    tiny_model,
 )
 
 N = 8
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def digits_model():
-    return tiny_model("digits")
-
-
-@pytest.fixture(scope="module", params=["digits", "synthetic"])
-def any_model(request):
-    """(model, dataset): the mlp model on digits and the conv1d model on synthetic."""
-    return tiny_model(request.param)
 
 
 def make_venv(model_and_data, num_envs: int = N, **options) -> DynaLayVectorEnv:

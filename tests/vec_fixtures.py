@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from dynalay_env.data import Dataset, load_dataset
@@ -70,3 +71,23 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+# Fixtures of the vector-env test modules (import them by name into a module to use them there).
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def digits_model() -> tuple[MainModel, Dataset]:
+    return tiny_model("digits")
+
+
+@pytest.fixture(scope="module", params=["digits", "synthetic"])
+def any_model(request: pytest.FixtureRequest) -> tuple[MainModel, Dataset]:
+    """(model, dataset): the mlp model on digits and the conv1d model on synthetic."""
+    return tiny_model(request.param)
