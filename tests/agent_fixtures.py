@@ -18,8 +18,14 @@ from __future__ import annotations
 
 import atexit
 import functools
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,9 @@ from dynalay_env.core import DynaLayCore
 from dynalay_env.env import make_core
 from tests.vec_fixtures import tiny_model
 
+REPO = Path(__file__).resolve().parent.parent
+#: ``python train_agent.py``: the CLI as a user runs it.
+CLI = [sys.executable, str(REPO / "train_agent.py")]
 ENV_ID = "DynaLay-Digits-v0"
 N_ENVS = 8
 #: Tiny PPO: one rollout = n_steps x n_envs = 128 env steps; two epochs of two minibatches.
@@ -157,3 +166,29 @@ def scalar_tags(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
         for tag in acc.Tags()["scalars"]:
             out.setdefault(tag, []).extend((e.step, e.value) for e in acc.Scalars(tag))
     return out
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment of a CLI subprocess: one torch thread and a private default-model cache."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "DYNALAY_MODEL_CACHE": str(tmp_path / "model_cache")}
+
+
+def sigkill_when(argv: list[str], env: dict[str, str], log_path: Path, ready: Callable[[], bool],
+                 timeout: float = 180.0) -> None:
+    """Run ``argv`` (from the repository root) until ``ready()`` holds, then SIGKILL it: a crash at a
+    moment of the test's choosing. Fails, with the process's output, if it ends first or ``ready``
+    never holds within ``timeout`` seconds."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while proc.poll() is None and not ready() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert proc.poll() is None, f"the process ended before it was killed:\n{log_path.read_text()}"
+            assert ready(), f"not ready within {timeout} s:\n{log_path.read_text()}"
+            os.kill(proc.pid, signal.SIGKILL)
+            assert proc.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()

@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +39,21 @@ from dynalay_env.env import make_core
 from dynalay_env.model import MainModel, load_checkpoint, weights_hash
 from dynalay_env.pretrain import path_robust_loss
 from tests.agent_fixtures import (
+    CLI,
     ENV_ID,
     N_ENVS,
+    REPO,
     TINY_PPO,
+    cli_env,
     digits_checkpoint,
     hidden_files,
     scalar_tags,
+    sigkill_when,
     train_config,
     write_hyperparams,
 )
 from tests.env_fixtures import no_default_model_training, reset_flops, step_flops  # noqa: F401  (autouse)
 from tests.vec_fixtures import one_torch_thread, random_actions, tiny_model
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def private_model(dataset: str = "digits") -> MainModel:
@@ -483,31 +481,19 @@ def test_sigkill_cotrain_run_then_resume_keeps_model_and_optimiser(tmp_path: Pat
     total, phase = 4096, 1024
     hyperparams = write_hyperparams(tmp_path / "hp.yml", dict(TINY_PPO))
     run_dir = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DYNALAY_MODEL_CACHE": str(tmp_path / "model_cache")}
-    cli = [sys.executable, str(REPO / "train_agent.py"), "train"]
-    log = open(tmp_path / "first.log", "wb")  # closed in the finally below
-    proc = subprocess.Popen(cli + ["--env", ENV_ID, "--model", str(digits_checkpoint()), "--timesteps", str(total),
-                                   "--n-envs", str(N_ENVS), "--checkpoint-freq", "256", "--eval-freq", "2048",
-                                   "--hyperparams", str(hyperparams), "--no-progress", "--run-dir", str(run_dir),
-                                   "--cotrain", "--agent-phase", str(phase), "--model-phase", "4",
-                                   "--cotrain-every", "16", "--cotrain-lr", "1e-3"],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        # Wait for a checkpoint taken after the first model phase, then kill.
-        deadline = time.monotonic() + 180
-        while proc.poll() is None and time.monotonic() < deadline:
-            steps = [int(p.name.split("_")[1]) for p in list_checkpoints(run_dir)]
-            if steps and steps[-1] > phase:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, f"training ended before it was killed:\n{(tmp_path / 'first.log').read_text()}"
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+    env = cli_env(tmp_path)
+    cli = [*CLI, "train"]
+
+    def after_first_model_phase() -> bool:
+        steps = [int(p.name.split("_")[1]) for p in list_checkpoints(run_dir)]
+        return bool(steps) and steps[-1] > phase
+
+    sigkill_when(cli + ["--env", ENV_ID, "--model", str(digits_checkpoint()), "--timesteps", str(total),
+                        "--n-envs", str(N_ENVS), "--checkpoint-freq", "256", "--eval-freq", "2048",
+                        "--hyperparams", str(hyperparams), "--no-progress", "--run-dir", str(run_dir),
+                        "--cotrain", "--agent-phase", str(phase), "--model-phase", "4",
+                        "--cotrain-every", "16", "--cotrain-lr", "1e-3"],
+                 env, tmp_path / "first.log", ready=after_first_model_phase)
     assert not (run_dir / "agent.zip").exists()
     newest = list_checkpoints(run_dir)[-1]
     killed_at = int(newest.name.split("_")[1])

@@ -12,12 +12,9 @@ import json
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,9 +32,18 @@ from agents.sweep import (
     run_worker,
     suggest,
 )
-from tests.agent_fixtures import ENV_ID, N_ENVS, TINY_PPO, digits_checkpoint, write_hyperparams
+from tests.agent_fixtures import (
+    CLI,
+    ENV_ID,
+    N_ENVS,
+    REPO,
+    TINY_PPO,
+    cli_env,
+    digits_checkpoint,
+    sigkill_when,
+    write_hyperparams,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 quiet_optuna()
 
 
@@ -242,13 +248,9 @@ def test_figure_and_table_handle_ties_and_rewards_without_lambda(tmp_path):
 
 
 def _sweep_cli(run_dir: Path, hyperparams: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(REPO / "train_agent.py"), "sweep", "--env", ENV_ID,
+    return [*CLI, "sweep", "--env", ENV_ID,
             "--model", str(digits_checkpoint()), "--run-dir", str(run_dir), "--hyperparams", str(hyperparams),
             "--n-envs", str(N_ENVS), "--n-boot", "50", "--heartbeat-interval", "1", "--grace-period", "3", *extra]
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "DYNALAY_MODEL_CACHE": str(tmp_path / "model_cache")}
 
 
 def _load(storage_url: str, name: str = "reward-shaping") -> optuna.Study:
@@ -300,7 +302,7 @@ def test_two_local_workers_share_one_study_then_a_rerun_extends_it(tmp_path):
     run_dir = tmp_path / "sweep"
     done = subprocess.run(_sweep_cli(run_dir, hyperparams, "--n-trials", "4", "--workers", "2",
                                      "--timesteps", "2048"),
-                          cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=400)
+                          cwd=REPO, env=cli_env(tmp_path), capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout + done.stderr
     url = f"sqlite:///{run_dir / 'study.db'}"
     complete = _check_complete_study(_load(url), 4)
@@ -309,7 +311,7 @@ def test_two_local_workers_share_one_study_then_a_rerun_extends_it(tmp_path):
     first_values = {t.number: t.values for t in complete}
 
     again = subprocess.run(_sweep_cli(run_dir, hyperparams, "--n-trials", "5", "--timesteps", "2048"),
-                           cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=400)
+                           cwd=REPO, env=cli_env(tmp_path), capture_output=True, text=True, timeout=400)
     assert again.returncode == 0, again.stdout + again.stderr
     complete = _check_complete_study(_load(url), 5)
     assert {t.number: t.values for t in complete if t.number in first_values} == first_values
@@ -322,27 +324,13 @@ def test_a_worker_killed_mid_trial_leaves_it_failed_and_a_restart_finishes_the_s
     run_dir = tmp_path / "sweep"
     url = f"sqlite:///{run_dir / 'study.db'}"
     cli = _sweep_cli(run_dir, hyperparams, "--n-trials", "2", "--timesteps", "24576")
-    log = open(tmp_path / "first.log", "wb")  # closed in the finally below
-    proc = subprocess.Popen(cli, cwd=REPO, env=_env(tmp_path), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 240
-        while proc.poll() is None and time.monotonic() < deadline:
-            if list(run_dir.glob("trials/*/trial_*/checkpoints/agent_*_steps.zip")):
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, f"the sweep ended before a checkpoint:\n{(tmp_path / 'first.log').read_text()}"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+    sigkill_when(cli, cli_env(tmp_path), tmp_path / "first.log", timeout=240,
+                 ready=lambda: bool(list(run_dir.glob("trials/*/trial_*/checkpoints/agent_*_steps.zip"))))
     running = _load(url).get_trials(states=(optuna.trial.TrialState.RUNNING,))
     assert len(running) == 1, "the killed worker's trial should still look running"
     killed = running[0].number
 
-    done = subprocess.run(cli, cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=400)
+    done = subprocess.run(cli, cwd=REPO, env=cli_env(tmp_path), capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stdout + done.stderr
     study = _load(url)
     _check_complete_study(study, 2)
@@ -418,7 +406,7 @@ def test_two_machines_share_a_postgresql_study(tmp_path, postgres_url):
     procs = [subprocess.Popen(_sweep_cli(run_dir, hyperparams, "--n-trials", "4", "--timesteps", "2048",
                                          "--storage", postgres_url, "--study-name", "shared",
                                          "--artifact-dir", str(artifacts)),
-                              cwd=REPO, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                              cwd=REPO, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for run_dir in machines]
     outputs = [p.communicate(timeout=400)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)

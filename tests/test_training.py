@@ -4,11 +4,7 @@ validation logs; and the acceptance test: SIGKILL a CLI training run, resume it,
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,25 +18,27 @@ from agents.callbacks import AtomicCheckpointCallback, EpisodeMetricsCallback, l
 from agents.training import CONFIG_NAME, TrainConfig, load_run, prepare_run_dir, train
 from dynalay_env.model import load_checkpoint, weights_hash
 from tests.agent_fixtures import (
+    CLI,
     ENV_ID,
     N_ENVS,
+    REPO,
     ROLLOUT,
     RUN_CHECKPOINT_FREQ,
     RUN_EVAL_FREQ,
     RUN_TIMESTEPS,
     TINY_PPO,
+    cli_env,
     copy_run,
     digits_checkpoint,
     fresh_run,
     hidden_files,
     scalar_tags,
+    sigkill_when,
     train_config,
     trained_ppo_run,
     write_hyperparams,
 )
 from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse)
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:
@@ -319,26 +317,12 @@ def test_sigkill_mid_training_then_resume_finishes_the_run(tmp_path):
     total = 8192
     hyperparams = write_hyperparams(tmp_path / "hp.yml", dict(TINY_PPO))
     run_dir = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DYNALAY_MODEL_CACHE": str(tmp_path / "model_cache")}
-    cli = [sys.executable, str(REPO / "train_agent.py"), "train"]
-    log = open(tmp_path / "first.log", "wb")  # closed in the finally below
-    proc = subprocess.Popen(cli + ["--env", ENV_ID, "--model", str(digits_checkpoint()), "--timesteps", str(total),
-                                   "--n-envs", str(N_ENVS), "--checkpoint-freq", "256", "--eval-freq", "2048",
-                                   "--hyperparams", str(hyperparams), "--no-progress", "--run-dir", str(run_dir)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 180
-        while not list_checkpoints(run_dir) and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert proc.poll() is None, f"training ended before its first checkpoint:\n{(tmp_path / 'first.log').read_text()}"
-        assert list_checkpoints(run_dir), "no checkpoint within 180 s"
-        os.kill(proc.pid, signal.SIGKILL)
-        assert proc.wait(timeout=30) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        log.close()
+    env = cli_env(tmp_path)
+    cli = [*CLI, "train"]
+    sigkill_when(cli + ["--env", ENV_ID, "--model", str(digits_checkpoint()), "--timesteps", str(total),
+                        "--n-envs", str(N_ENVS), "--checkpoint-freq", "256", "--eval-freq", "2048",
+                        "--hyperparams", str(hyperparams), "--no-progress", "--run-dir", str(run_dir)],
+                 env, tmp_path / "first.log", ready=lambda: bool(list_checkpoints(run_dir)))
     killed_at = checkpoint_steps(run_dir)[-1]
     assert killed_at < total and not (run_dir / "agent.zip").exists()
 
