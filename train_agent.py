@@ -486,7 +486,6 @@ def _sweep_config(args: argparse.Namespace) -> Any:
 
 def cmd_sweep(args: argparse.Namespace) -> dict:
     from agents.sweep import run_sweep
-
     from agents.training import check_env_builds
 
     config = _sweep_config(args).validate()
