@@ -428,18 +428,22 @@ LEARN: dict[str, dict] = {
     "maskable_ppo": dict(n_steps=32, batch_size=256, n_epochs=10, learning_rate=1e-3),
     "ppo_lstm": dict(n_steps=32, batch_size=256, n_epochs=10, learning_rate=1e-3),
     "trpo": dict(n_steps=32, batch_size=256, n_critic_updates=10),
+    "a2c": dict(n_steps=8, learning_rate=3e-3),
+    "dqn": dict(learning_starts=512, buffer_size=20_000, batch_size=128, train_freq=1, gradient_steps=2,
+                target_update_interval=128, learning_rate=1e-3, exploration_fraction=0.3),
 }
 #: Algorithms smoke-tested only (built, trained and evaluated above), and why.
 SMOKE_ONLY: dict[str, str] = {
-    "a2c": "at 8,192 steps it beat the matched random policy in 1 of 3 seeds (it settles on EXIT)",
-    "dqn": "at 8,192 steps the margin was -0.008 to +0.027 over 3 seeds: too few updates for a Q-function",
-    "qrdqn": "at 8,192 steps the margin was +0.004 to +0.059 over 3 seeds: too few updates for a Q-function",
-    "ars": "a random search over linear policies: at 8,192 steps 2 of 3 seeds stayed near always-EXIT",
+    "qrdqn": ("with DQN's settings, its margin over seeds 0-2 was +0.009, +0.017, +0.031: a "
+              "distributional Q-function needs more than this budget to separate clearly"),
+    "ars": ("a random search over linear policies: margins +0.001 and +0.073 at seeds 0 and 1, and seed 2 "
+            "spent more compute than a random policy reaches; not reliable at this budget"),
 }
 #: How much more accurate than the matched random policy a learned agent must be on val (1,250 examples).
 MARGIN = 0.015
-#: Seeds 0, 1 and 2 each beat the margin for every algorithm in LEARN (smallest margin +0.024), except
-#: MaskablePPO's seed 0, which spends 1.40 compute: more than any random policy reaches (1.21).
+#: Measured over seeds 0, 1 and 2 (this module's budget and settings): every algorithm in LEARN beat the
+#: margin at every seed (smallest margin +0.033), except at seed 0 MaskablePPO and A2C, which spent
+#: 1.40 and 1.75 compute: more than any random policy reaches (1.21), so there is nothing to match.
 LEARN_SEED = 1
 
 
@@ -460,6 +464,7 @@ def synthetic_model():
     return model.eval(), dataset
 
 
+@pytest.mark.slow  # about 10 s per algorithm on 2 busy cores, plus the model's 10 s: `make test` runs it
 @pytest.mark.parametrize("name", list(LEARN))
 def test_algorithm_beats_the_matched_compute_random_policy(name: str, synthetic_model) -> None:
     model, dataset = synthetic_model
