@@ -235,7 +235,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         values = yaml.safe_load(path.read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"--config {path} must hold a mapping of option: value")
-        subparser = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+        subparser = _subparsers(parser)[args.command]
         valid = {a.dest for a in subparser._actions if a.dest != "help"}
         unknown = set(values) - valid
         if unknown:
