@@ -251,7 +251,7 @@ class CoTrainer:
 
     def save(self, path: Any) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (temporary file + rename)."""
-        from dynalay_env.model import atomic_write_bytes
+        from dynalay_env.atomic import atomic_write_bytes
 
         atomic_write_bytes(path, self.to_bytes())
 
