@@ -1,7 +1,7 @@
 """Dataset registry of DynaLay-Gym.
 
-Every dataset is returned as one :class:`Dataset` holding the four shared splits (see DESIGN.md,
-"Definitions everyone shares"):
+Every dataset is returned as one :class:`Dataset` holding the four shared splits (see docs/design.md,
+"Splits"):
 
 * ``model_train`` fits the main model,
 * ``agent_train`` is where agents learn (the env's default split),

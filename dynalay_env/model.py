@@ -189,7 +189,7 @@ class MainModel(nn.Module):
             for i, spec in enumerate(config.layers))
         self.head_hidden = nn.Linear(self.introspection_dim, config.head_hidden)
         self.head_out = nn.Linear(config.head_hidden, config.num_classes)
-        # Fixed at pre-training time on `val`; co-training never moves it (DESIGN.md).
+        # Fixed at pre-training time on `val`; co-training never moves it (docs/design.md).
         self.register_buffer("compute_normalizer", torch.zeros((), dtype=torch.float64))
 
     # ---- interface -------------------------------------------------------------------------------
