@@ -173,7 +173,8 @@ def test_nothing_in_the_package_writes_around_the_helper():
     pattern = re.compile(r"os\.replace\(|os\.rename\(|mkstemp\(|\.write_bytes\(|\.write_text\(|shutil\.copy"
                          r"|\.savefig\((?!tmp\b)|\b(agent|model)\.save(_replay_buffer)?\(|open\((?!tmp\b)[^)]*[\"'][wa]b?[\"']")
     offenders = []
-    for path in sorted([*(REPO / "dynalay_env").glob("*.py"), *(REPO / "agents").glob("*.py"), REPO / "train_agent.py"]):
+    for path in sorted([*(REPO / "dynalay_env").glob("*.py"), *(REPO / "agents").glob("*.py"),
+                        *(REPO / "benchmarks").glob("*.py"), REPO / "train_agent.py"]):
         if path.name == "atomic.py":
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
