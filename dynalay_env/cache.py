@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from dynalay_env.data import Dataset
-from dynalay_env.model import FPIModel, MainModel, load_checkpoint, provenance_hash
+from dynalay_env.model import FPIModel, MainModel, load_checkpoint, provenance_hash, recipe_version
 
 MODEL_CACHE_ENV = "DYNALAY_MODEL_CACHE"
 logger = logging.getLogger(__name__)
@@ -36,14 +36,8 @@ def default_model_path(dataset: Dataset) -> Path:
     """Cache path of the default model for ``dataset``: keyed by name, data fingerprint, the recipe
     version and :func:`recipe_fingerprint`, so a changed recipe never serves a stale model, while a
     change that leaves the numerics alone (a comment, a refactor) never retrains one."""
-    key = f"{dataset.name}-{dataset.fingerprint}-r{_recipe_version()}-{recipe_fingerprint(dataset)}"
+    key = f"{dataset.name}-{dataset.fingerprint}-r{recipe_version()}-{recipe_fingerprint(dataset)}"
     return model_cache_dir() / key / "main_model.pt"
-
-
-def _recipe_version() -> int:
-    import dynalay_env  # read at call time, so the one constant in dynalay_env/__init__.py rules
-
-    return dynalay_env.RECIPE_VERSION
 
 
 def recipe_fingerprint(dataset: Dataset) -> str:
@@ -57,7 +51,7 @@ def recipe_fingerprint(dataset: Dataset) -> str:
     from dynalay_env import model, pretrain
 
     config = model.default_config(dataset.input_shape, dataset.num_classes)
-    payload = {"recipe_version": _recipe_version(), "model_config": config.to_dict(),
+    payload = {"recipe_version": recipe_version(), "model_config": config.to_dict(),
                "pretrain_config": asdict(pretrain.recipe_for(dataset.name)),
                "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]

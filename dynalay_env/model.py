@@ -322,7 +322,7 @@ def provenance_hash(model: MainModel, dataset_fingerprint: str) -> str:
 
 
 def recipe_version() -> int:
-    """The current ``dynalay_env.RECIPE_VERSION`` (read at call time)."""
+    """The current ``dynalay_env.RECIPE_VERSION`` (read at call time, so the one constant rules)."""
     import dynalay_env
 
     return dynalay_env.RECIPE_VERSION
@@ -366,8 +366,7 @@ def provenance_of(model: FPIModel, dataset: Any = None) -> dict[str, Any]:
             "weights_hash": weights, "config_hash": config_hash(model.config),
             "dataset": {"name": name, "fingerprint": fingerprint},
             "package_version": saved.get("package_version") if unchanged else package_version(),
-            "recipe_version": saved.get("recipe_version") if unchanged else getattr(model, "recipe_version",
-                                                                                    recipe_version())}
+            "recipe_version": getattr(model, "recipe_version", recipe_version())}
 
 
 def format_provenance(record: dict[str, Any]) -> str:
@@ -459,5 +458,5 @@ def load_checkpoint(path: str | os.PathLike, *, expected_dataset: str | None = N
     model.recipe_version = payload.get("recipe_version")
     setattr(model, _SAVED_PROVENANCE, {
         "id": payload["provenance"], "weights_hash": payload["weights_hash"], "dataset": dict(dataset),
-        "package_version": payload.get("package_version"), "recipe_version": model.recipe_version})
+        "package_version": payload.get("package_version")})
     return Checkpoint(model.to(device), dataset, payload["provenance"], payload.get("extra", {}))
