@@ -83,8 +83,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if not tmp.is_file():
             raise FileNotFoundError(f"the writer did not write the temporary file {tmp} for {path}")
-        with open(tmp, "rb+") as fh:  # the writer may have closed it without fsync
-            os.fsync(fh.fileno())
+        fd = os.open(tmp, os.O_RDONLY)  # the writer may have closed it without fsync
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         # mkstemp makes the file private (0600); give it the mode a plain open() would.
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
