@@ -35,8 +35,6 @@ from __future__ import annotations
 import collections.abc
 import json
 import math
-import os
-import shutil
 import time
 import types
 import typing
@@ -47,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from dynalay_env import ENV_IDS
+from dynalay_env.atomic import atomic_copy, atomic_write_json, stale_temporaries
 
 CONFIG_NAME = "config.json"
 AGENT_NAME = "agent.zip"
@@ -308,9 +307,7 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Pat
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    from dynalay_env.model import atomic_write_bytes
-
-    atomic_write_bytes(path, json.dumps(payload, indent=2, default=str).encode())
+    atomic_write_json(path, payload, default=str)
 
 
 def ensure_main_model(config: TrainConfig, run_dir: Path) -> Path:
@@ -324,9 +321,7 @@ def ensure_main_model(config: TrainConfig, run_dir: Path) -> Path:
         initial = run_dir / INITIAL_MODEL_NAME
         if not initial.is_file():
             source = _copy_main_model(config, target) if not target.is_file() else target
-            tmp = initial.with_name(f".{initial.name}.tmp")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, initial)
+            atomic_copy(source, initial)
         return initial
     if target.is_file():
         return target
@@ -341,10 +336,7 @@ def _copy_main_model(config: TrainConfig, target: Path) -> Path:
 
         source = str(cached_default_model(load_dataset(config.dataset_name(), data_root=config.data_root),
                                           data_root=config.data_root))
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-    return target
+    return atomic_copy(source, target)
 
 
 def make_train_env(config: TrainConfig, model_path: Path, n_envs: int):
@@ -391,6 +383,7 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
         list_checkpoints,
         replay_buffer_for,
     )
+    from dynalay_env.model import provenance_of
 
     if not resume:  # validate before creating anything on disk
         config.check_options()
@@ -413,6 +406,7 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
     core = venv.venv.core
     cotrainer = core.cotrainer
     provenance_initial = core.provenance
+    model_provenance_initial = provenance_of(core.model, core.dataset)
 
     if resume:
         remove_stale_temporaries(run_dir)
@@ -465,6 +459,8 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
         cotrain_logger.close()
         summary.update(save_cotrained_model(run_dir, core))
         summary["provenance_initial"] = provenance_initial
+        summary["model_provenance_initial"] = model_provenance_initial
+    summary["model_provenance"] = provenance_of(core.model, core.dataset)
     atomic_save_model(agent, run_dir / AGENT_NAME)
     _write_json(run_dir / "train.json", summary)
     return agent, run_dir
@@ -576,10 +572,10 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     """Delete the hidden temporaries a killed save can leave (a SIGKILL skips every cleanup)."""
     removed = []
     for folder in (run_dir, run_dir / "checkpoints"):
-        for pattern in (".*.zip", ".*.pkl", ".*.tmp", ".*.tmp.png"):
-            for path in folder.glob(pattern):
-                path.unlink(missing_ok=True)
-                removed.append(path)
+        # stale_temporaries: the helper's own names; .zip/.pkl: those of runs written by older versions.
+        for path in sorted({*stale_temporaries(folder), *folder.glob(".*.zip"), *folder.glob(".*.pkl")}):
+            path.unlink(missing_ok=True)
+            removed.append(path)
     return removed
 
 

@@ -363,6 +363,9 @@ def test_alternating_run_writes_the_cotrained_model_and_logs(tmp_path: Path) -> 
     assert_same_tensors(state["model"], final.model.state_dict())
     summary = json.loads((run_dir / "train.json").read_text())
     assert summary["provenance"] == final.provenance and summary["provenance_initial"] == initial.provenance
+    # The co-trained model's identity is recomputed from its new weights and matches its checkpoint.
+    assert summary["model_provenance"]["id"] == final.provenance
+    assert summary["model_provenance_initial"]["id"] == initial.provenance
     # Each kept agent checkpoint has its model + optimiser beside it.
     for ckpt in list_checkpoints(run_dir):
         assert cotrain_state_for(ckpt).is_file()

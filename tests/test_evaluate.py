@@ -284,6 +284,9 @@ def test_report_has_the_required_keys(evaluated):
     assert saved["split"] == "test" and saved["seed"] == 3 and saved["policy"] == "confidence_agent"
     assert saved["n_examples"] == 359 == len(saved["examples"]["example"])
     assert saved["provenance"] == seq_core(1, "test").provenance
+    provenance = saved["model_provenance"]  # the full identity of the main model, beside its id
+    assert provenance["id"] == saved["provenance"] and provenance["dataset"]["name"] == "digits"
+    assert {"weights_hash", "config_hash", "package_version", "recipe_version"} <= set(provenance)
     assert set(saved["full_depth"]) >= {"accuracy", "mean_compute"}
     assert saved["full_depth"]["mean_compute"] == pytest.approx(1.0, abs=0.1)  # 1.0 = full depth on val
     assert set(saved["vs_threshold"]) >= {"difference", "ci95"} and len(saved["vs_threshold"]["ci95"]) == 2
@@ -325,7 +328,7 @@ def test_report_figures_are_consistent(evaluated):
 def test_report_files_are_written_atomically(evaluated):
     report, run_dir = evaluated
     md = (run_dir / "report.md").read_text()
-    assert "confidence_agent" in md and "oracle" in md
+    assert "confidence_agent" in md and "oracle" in md and f"Main model `{report['provenance']}`" in md
     for name in FIGURES:
         data = (run_dir / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 1000, name
