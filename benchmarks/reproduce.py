@@ -86,6 +86,7 @@ def model_provenance(dataset_name: str, progress: bool = False) -> dict[str, Any
     """The pinned default model of ``dataset_name`` (pre-trained into the cache on first use) and
     where it comes from: provenance hash (weights + config + data fingerprint), weights hash,
     dataset fingerprint, package version and recipe version (``None`` where the package has none)."""
+    import dynalay_env
     from dynalay_env import __version__, cache
     from dynalay_env.data import load_dataset
     from dynalay_env.model import load_checkpoint, weights_hash
@@ -95,7 +96,7 @@ def model_provenance(dataset_name: str, progress: bool = False) -> dict[str, Any
     ckpt = load_checkpoint(path, expected_dataset=dataset.name)
     return {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint, "provenance": ckpt.provenance,
             "weights_hash": weights_hash(ckpt.model), "package_version": __version__,
-            "recipe_version": getattr(cache, "RECIPE_VERSION", None),
+            "recipe_version": getattr(dynalay_env, "RECIPE_VERSION", getattr(cache, "RECIPE_VERSION", None)),
             "cache_key": path.parent.name, "path": str(path)}
 
 
@@ -114,7 +115,7 @@ def local_paths() -> list[tuple[str, str]]:
 
     pairs = [(str(model_cache_dir().resolve()), "$DYNALAY_MODEL_CACHE"), (str(model_cache_dir()), "$DYNALAY_MODEL_CACHE"),
              (str(ROOT) + "/", ""), (str(ROOT), "."), (sys.executable, "python"), (str(Path.home()), "~")]
-    return sorted(pairs, key=lambda p: -len(p[0]))
+    return sorted((p for p in pairs if len(p[0]) > 1), key=lambda p: -len(p[0]))  # never "/" alone
 
 
 def scrub(text: str) -> str:
@@ -233,7 +234,7 @@ def render_pretrain(r: dict[str, Any]) -> str:
     acc = r["accuracy_by_depth"]
     ranks = ", ".join(str(layer["rank"]) for layer in r["model_config"]["layers"])
     it = r["costs_flops"]["iteration"]
-    return (f"The default main model (pre-trained in {r['train_seconds']:.0f} s on one thread, "
+    return (f"The default main model (pre-trained into the cache in {r['train_seconds']:.0f} s on one thread, "
             f"{r['epochs_run']} epochs): the head on the encoder state is right {100 * acc[0]:.1f}% of the time on "
             f"`{r['split']}`, after layers 1, 1-2, 1-2-3: "
             + ", ".join(f"{100 * a:.1f}%" for a in acc[1:])
@@ -520,6 +521,7 @@ class Runner:
         self.command = command
         self.done: set[str] = set()   # current at the end: run now or skipped
         self.ran: set[str] = set()    # run now
+        self.final_ids: set[int] = set()  # ids of the final jobs queued (they go first)
         self.failed: set[str] = set()
         self.env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -542,6 +544,9 @@ class Runner:
                     if state is not None:
                         states[name] = state
                         queue += [(name, job) for job in state.pop("jobs")]
+                        # One-slot jobs of every ready part pack the slots before a job that needs
+                        # them all: PARTS order (a stable sort), a part's final job first.
+                        queue.sort(key=lambda item: (not self.is_final(item), list(PARTS).index(item[0])))
                         if state["left"] == 0:
                             self.next_stage(name, state, queue)
             free = self.slots - sum(min(job.slots, self.slots) for _, _, job, _, _ in running)
@@ -559,20 +564,26 @@ class Runner:
                 state = states[name]
                 state["job_seconds"].append(time.perf_counter() - started)
                 if proc.returncode != 0:
-                    state["error"] = f"`{command_line(job.argv)}` exited {proc.returncode} (log: {state['log']})"
+                    state["error"] = f"`{command_line(job.argv)}` exited {proc.returncode} (log: {log.name})"
+                    state["failed_log"] = log.name
                 state["left"] -= 1
                 if state["left"] == 0:
                     self.next_stage(name, state, queue)
         return 1 if self.failed else 0
 
+    def is_final(self, item: tuple[str, Job]) -> bool:
+        return id(item[1]) in self.final_ids
+
     def next_stage(self, name: str, state: dict[str, Any], queue: list[tuple[str, Job]]) -> None:
         """After a part's jobs: its next final job, or its results files, or its failure."""
         if "error" in state:
             print(f"[reproduce] {name}: FAILED: {state['error']}", flush=True)
-            print(Path(state["log"]).read_text(errors="replace")[-3000:], flush=True)
+            print(Path(state["failed_log"]).read_text(errors="replace")[-3000:], flush=True)
             self.failed.add(name)
         elif state["final"]:
-            queue.insert(0, (name, state["final"].pop(0)))
+            job = state["final"].pop(0)
+            self.final_ids.add(id(job))
+            queue.insert(0, (name, job))
             state["left"] = 1
         else:
             self.finish(PARTS[name], state)
@@ -598,11 +609,12 @@ class Runner:
             return None
         print(f"[reproduce] {part.name}: {len(jobs)} job(s), {len(final)} final", flush=True)
         return {"jobs": jobs, "final": list(final), "argv": [j.argv for j in jobs + final], "left": len(jobs),
-                "start": time.perf_counter(), "job_seconds": [], "log": str(work / "reproduce.log")}
+                "start": time.perf_counter(), "job_seconds": [], "work": work, "launched": 0}
 
     def launch(self, name: str, job: Job, state: dict[str, Any]) -> tuple[subprocess.Popen, str, Job, Any, float]:
-        log = open(state["log"], "a")  # noqa: SIM115 - closed when the job is reaped
-        log.write(f"\n$ {command_line(job.argv)}\n")
+        state["launched"] += 1  # one log per job: parallel jobs would interleave their lines
+        log = open(state["work"] / f"job{state['launched']}.log", "w")  # noqa: SIM115 - closed when reaped
+        log.write(f"$ {command_line(job.argv)}\n")
         log.flush()
         print(f"[reproduce] {name}: $ {command_line(job.argv)}", flush=True)
         proc = subprocess.Popen(job.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
