@@ -109,11 +109,15 @@ def machine() -> dict[str, Any]:
             "torch_threads_per_job": 1}
 
 
+# Folders given as absolute paths on the command line (--out, --work) and their portable names.
+EXTRA_PATHS: list[tuple[str, str]] = []
+
+
 def local_paths() -> list[tuple[str, str]]:
     """(machine-local prefix, its portable name), longest first, for :func:`scrub`."""
     from dynalay_env.cache import model_cache_dir
 
-    pairs = [(str(model_cache_dir().resolve()), "$DYNALAY_MODEL_CACHE"), (str(model_cache_dir()), "$DYNALAY_MODEL_CACHE"),
+    pairs = EXTRA_PATHS + [(str(model_cache_dir().resolve()), "$DYNALAY_MODEL_CACHE"), (str(model_cache_dir()), "$DYNALAY_MODEL_CACHE"),
              (str(ROOT) + "/", ""), (str(ROOT), "."), (sys.executable, "python"), (str(Path.home()), "~")]
     return sorted((p for p in pairs if len(p[0]) > 1), key=lambda p: -len(p[0]))  # never "/" alone
 
@@ -429,7 +433,7 @@ def adaptive_jobs(ctx: Context, part: Part) -> list[Job]:
 
 def collect_adaptive(ctx: Context, part: Part, meta: dict[str, Any]) -> None:
     data = json.loads((ctx.part_dir(part) / "adaptive.json").read_text())
-    data["agent"] = f"PPO seed {ctx.budget['agent_seeds'][0]} of agent_seeds"
+    data["agent"] = f"PPO seed-{ctx.budget['agent_seeds'][0]} agent of the agent table"
     out_json, out_md = part.outputs(ctx)
     write_json(ctx.out / out_json, {"reproduce": meta, **data})
     write_text(ctx.out / out_md, header_md(meta) + render_adaptive(data) + "\n")
@@ -438,7 +442,7 @@ def collect_adaptive(ctx: Context, part: Part, meta: dict[str, Any]) -> None:
 def render_adaptive(d: dict[str, Any]) -> str:
     rows = {r["policy"]: r for r in d["rows"]}
     agent, full = rows["agent"], rows["full depth"]
-    return (f"`AdaptiveClassifier` with the {d['agent']} agent classifies the {d['n_examples']:,} `{d['split']}` inputs "
+    return (f"`AdaptiveClassifier` with the {d['agent']} classifies the {d['n_examples']:,} `{d['split']}` inputs "
             f"in {agent['time_vs_full_depth']:.2f}x the wall-clock time of full-depth inference at the same batch "
             f"size ({agent['seconds']:.3f} s vs {full['seconds']:.3f} s, accuracy {agent['accuracy']:.4f} vs "
             f"{full['accuracy']:.4f}, one thread, median of {d['repeats']}, "
@@ -613,6 +617,7 @@ class Runner:
 
     def launch(self, name: str, job: Job, state: dict[str, Any]) -> tuple[subprocess.Popen, str, Job, Any, float]:
         state["launched"] += 1  # one log per job: parallel jobs would interleave their lines
+        state.setdefault("first_launch", time.perf_counter())
         log = open(state["work"] / f"job{state['launched']}.log", "w")  # noqa: SIM115 - closed when reaped
         log.write(f"$ {command_line(job.argv)}\n")
         log.flush()
@@ -625,7 +630,8 @@ class Runner:
         try:
             meta = {**meta_of(ctx, part, state["argv"]), "part": part.name,
                     "command": f"{self.command} --only {part.name}", "budget": "quick" if ctx.quick else "full",
-                    "machine": machine(), "wall_seconds": time.perf_counter() - state["start"],
+                    # from its first job's start (not its wait for free slots) to its results files
+                    "machine": machine(), "wall_seconds": time.perf_counter() - state.get("first_launch", state["start"]),
                     "job_seconds": state["job_seconds"],
                     "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
             part.collect(ctx, part, meta)
@@ -738,16 +744,19 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     work = Path(args.work) if args.work else Path("runs/reproduce-quick" if args.quick else "runs/reproduce")
+    for folder, name in ((work, "$REPRODUCE_WORK"), (out, "$REPRODUCE_OUT")):
+        if folder.is_absolute():  # recorded by its option's name, not by this machine's path
+            EXTRA_PATHS.append((str(folder), name))
     ctx = Context(out=out, work=work, budget=QUICK if args.quick else FULL, quick=args.quick)
     selected = set(args.only or [name for name, part in PARTS.items() if part.enabled(ctx)])
     names = needed(sorted(selected, key=list(PARTS).index), ctx)
     command = "python benchmarks/reproduce.py" + (" --quick" if args.quick else "") + (
-        f" --out {out}" if args.out else "")
+        f" --out {out}" if args.out else "") + (f" --work {work}" if args.work else "")
     start = time.perf_counter()
     runner = Runner(ctx, names, selected, args.force, args.jobs, command)
     rc = runner.run()
     wall = time.perf_counter() - start
-    if rc == 0 and not args.only:  # the whole pipeline: its total wall time goes in the README
+    if rc == 0 and not args.only and runner.ran:  # the whole pipeline's wall time goes in the README
         write_json(out / "reproduce.json", {"reproduce": {
             "command": command, "wall_seconds": wall, "jobs": args.jobs, "machine": machine(),
             "parts_run": sorted(runner.ran, key=list(PARTS).index),

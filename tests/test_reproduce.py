@@ -123,7 +123,7 @@ def test_readme_blocks_are_rendered_from_the_results_files(tmp_path):
             "<!-- results:env_throughput -->\n<!-- /results:env_throughput -->\nend\n")
     missing = reproduce.rewrite_readme(text, tmp_path)
     assert "old text" not in missing and missing.count(reproduce.MISSING) == 2
-    data = {"reproduce": {"wall_seconds": 1.0}, "agent": "PPO seed 0 of agent_seeds", "dataset": "mnist1d",
+    data = {"reproduce": {"wall_seconds": 1.0}, "agent": "PPO seed-0 agent", "dataset": "mnist1d",
             "split": "test", "n_examples": 2000, "repeats": 5,
             "rows": [{"policy": "agent", "accuracy": 0.929, "mean_compute": 0.277, "seconds": 0.14,
                       "time_vs_full_depth": 0.628},
