@@ -74,15 +74,13 @@ def main() -> None:
         print(f"{name:<24} | {acc:>8.4f} | {float(np.mean(result.compute)):>12.3f} | {t:>8.3f} | {t / base:>17.2f}x")
     print(f"{'full depth':<24} | {full_acc:>8.4f} | {1.0:>12.3f} | {base:>8.3f} | {1.0:>17.2f}x")
     if args.json:
-        import json
-
-        from dynalay_env.model import atomic_write_bytes
+        from dynalay_env.atomic import atomic_write_json
 
         rows.append({"policy": "full depth", "accuracy": full_acc, "mean_compute": 1.0, "seconds": base,
                      "time_vs_full_depth": 1.0})
         out = {"dataset": dataset.name, "split": args.split, "n_examples": len(y_np), "batch_size": args.batch_size,
                "repeats": args.repeats, "torch_threads": torch.get_num_threads(), "rows": rows}
-        atomic_write_bytes(args.json, json.dumps(out, indent=2).encode())
+        atomic_write_json(args.json, out)
 
 
 if __name__ == "__main__":

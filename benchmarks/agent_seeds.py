@@ -83,7 +83,7 @@ def main() -> None:
 def write_json(path: Path, args: argparse.Namespace, root: Path, rows: list[tuple[str, list[dict]]]) -> None:
     """Every run's headline figures, its training wall time (``train.json``) and the baselines of
     the first report (the same main model and split for every run)."""
-    from dynalay_env.model import atomic_write_bytes
+    from dynalay_env.atomic import atomic_write_json
 
     keys = ("accuracy", "mean_compute", "mean_steps", "difficulty_correlation", "vs_threshold", "provenance")
     runs = {}
@@ -96,7 +96,7 @@ def write_json(path: Path, args: argparse.Namespace, root: Path, rows: list[tupl
     first = rows[0][1][0]
     out = {"env": args.env, "split": first["split"], "n_examples": first["n_examples"], "seeds": args.seeds,
            "runs": runs, **{k: first[k] for k in ("best_fixed_path", "full_depth", "oracle")}}
-    atomic_write_bytes(path, json.dumps(out, indent=2, default=float).encode())
+    atomic_write_json(path, out, default=float)
 
 
 if __name__ == "__main__":

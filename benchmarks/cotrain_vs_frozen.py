@@ -268,7 +268,7 @@ def aggregate(out_dir: Path, timesteps: int, json_path: str | None = None) -> No
               f"{ms(cell.get('model_effect'))} | "
               f"{ms(cell.get('test_full_depth_change'))} / {ms(cell.get('agent_train_full_depth_change'))} |")
     if json_path:
-        from dynalay_env.model import atomic_write_bytes
+        from dynalay_env.atomic import atomic_write_json
 
         def stats(values: list[float]) -> dict[str, Any]:
             v = np.asarray(values, dtype=float)
@@ -279,7 +279,7 @@ def aggregate(out_dir: Path, timesteps: int, json_path: str | None = None) -> No
         summary = {"timesteps": timesteps, "seeds": [int(f.stem.split("seed")[-1]) for f in files],
                    "rows": [{"dataset": dataset, "main_model": name, **{k: stats(v) for k, v in cell.items()}}
                             for (dataset, name), cell in table.items()]}
-        atomic_write_bytes(json_path, json.dumps(summary, indent=2).encode())
+        atomic_write_json(json_path, summary)
     print("\naccuracy change of each one-layer path [k], co-trained - initial model, test / agent_train")
     for (dataset, name), cell in table.items():
         if name == "frozen":

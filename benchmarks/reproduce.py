@@ -33,6 +33,7 @@ their own commands and files.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -84,19 +85,19 @@ ENV_OF = {"mnist1d": "DynaLay-MNIST1D-v0", "synthetic": "DynaLay-Synthetic-v0"}
 
 def model_provenance(dataset_name: str, progress: bool = False) -> dict[str, Any]:
     """The pinned default model of ``dataset_name`` (pre-trained into the cache on first use) and
-    where it comes from: provenance hash (weights + config + data fingerprint), weights hash,
-    dataset fingerprint, package version and recipe version (``None`` where the package has none)."""
-    import dynalay_env
-    from dynalay_env import __version__, cache
+    where it comes from (:func:`dynalay_env.model.provenance_of`): provenance id (weights, config,
+    data fingerprint, package version), weights and config hashes, dataset fingerprint, package and
+    recipe version, and the cache key. ``path`` is this machine's; it is never written to a file."""
+    from dynalay_env import cache
     from dynalay_env.data import load_dataset
-    from dynalay_env.model import load_checkpoint, weights_hash
+    from dynalay_env.model import load_checkpoint, provenance_of
 
     dataset = load_dataset(dataset_name)
     path = cache.cached_default_model(dataset, progress=progress)
-    ckpt = load_checkpoint(path, expected_dataset=dataset.name)
-    return {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint, "provenance": ckpt.provenance,
-            "weights_hash": weights_hash(ckpt.model), "package_version": __version__,
-            "recipe_version": getattr(dynalay_env, "RECIPE_VERSION", getattr(cache, "RECIPE_VERSION", None)),
+    p = provenance_of(load_checkpoint(path, expected_dataset=dataset.name).model, dataset)
+    return {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint, "provenance": p["id"],
+            "weights_hash": p["weights_hash"], "config_hash": p["config_hash"],
+            "package_version": p["package_version"], "recipe_version": p["recipe_version"],
             "cache_key": path.parent.name, "path": str(path)}
 
 
@@ -135,9 +136,9 @@ def command_line(argv: list[str]) -> str:
 
 def write_text(path: Path, text: str) -> None:
     """Atomic write (a reader sees the old file or the new one), machine-local paths scrubbed."""
-    from dynalay_env.model import atomic_write_bytes
+    from dynalay_env.atomic import atomic_write_text
 
-    atomic_write_bytes(path, scrub(text).encode())
+    atomic_write_text(path, scrub(text))
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -205,7 +206,8 @@ def meta_of(ctx: Context, part: Part, argv: list[list[str]]) -> dict[str, Any]:
 
 
 def header_md(meta: dict[str, Any]) -> str:
-    models = "; ".join(f"{d}: provenance `{m['provenance']}`, weights `{m['weights_hash'][:12]}`, data "
+    models = "; ".join(f"{d}: provenance `{m['provenance']}`, weights `{m['weights_hash'][:12]}`, config "
+                       f"`{m.get('config_hash')}`, data "
                        f"`{m['dataset_fingerprint']}`, package {m['package_version']}, recipe {m['recipe_version']}"
                        for d, m in meta["models"].items())
     mach = meta["machine"]
@@ -369,9 +371,9 @@ def collect_sweep(ctx: Context, part: Part, meta: dict[str, Any]) -> None:
     out_json, out_md, out_png = part.outputs(ctx)
     write_json(ctx.out / out_json, {"reproduce": meta, **report, "figure": out_png})
     write_text(ctx.out / out_md, header_md(meta) + (run / "sweep.md").read_text())
-    from dynalay_env.model import atomic_write_bytes
+    from dynalay_env.atomic import atomic_copy
 
-    atomic_write_bytes(ctx.out / out_png, (run / "sweep.png").read_bytes())
+    atomic_copy(run / "sweep.png", ctx.out / out_png)
 
 
 def render_sweep(d: dict[str, Any]) -> str:
@@ -566,10 +568,12 @@ class Runner:
                 running.remove(item)
                 log.close()
                 state = states[name]
+                commit, log_path = state["commits"].pop(id(log))
+                commit.close()  # the log file, in place
                 state["job_seconds"].append(time.perf_counter() - started)
                 if proc.returncode != 0:
-                    state["error"] = f"`{command_line(job.argv)}` exited {proc.returncode} (log: {log.name})"
-                    state["failed_log"] = log.name
+                    state["error"] = f"`{command_line(job.argv)}` exited {proc.returncode} (log: {log_path})"
+                    state["failed_log"] = log_path
                 state["left"] -= 1
                 if state["left"] == 0:
                     self.next_stage(name, state, queue)
@@ -618,7 +622,15 @@ class Runner:
     def launch(self, name: str, job: Job, state: dict[str, Any]) -> tuple[subprocess.Popen, str, Job, Any, float]:
         state["launched"] += 1  # one log per job: parallel jobs would interleave their lines
         state.setdefault("first_launch", time.perf_counter())
-        log = open(state["work"] / f"job{state['launched']}.log", "w")  # noqa: SIM115 - closed when reaped
+        # The log is written to the atomic helper's temporary (visible while the job runs) and put in
+        # place when the job is reaped.
+        from dynalay_env.atomic import atomic_path
+
+        path = state["work"] / f"job{state['launched']}.log"
+        commit = contextlib.ExitStack()
+        tmp = commit.enter_context(atomic_path(path))
+        log = open(tmp, "w")  # noqa: SIM115 - closed when the job is reaped
+        state.setdefault("commits", {})[id(log)] = (commit, path)
         log.write(f"$ {command_line(job.argv)}\n")
         log.flush()
         print(f"[reproduce] {name}: $ {command_line(job.argv)}", flush=True)
