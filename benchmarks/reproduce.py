@@ -44,10 +44,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script: import the project from this checkout
@@ -150,21 +149,22 @@ def write_json(path: Path, data: Any) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Job:
+# NamedTuples and a plain class, not dataclasses: dataclasses need the module in sys.modules, and
+# tools load this script by path (importlib) without registering it.
+class Job(NamedTuple):
     """One command line; ``slots``: how many of the ``--jobs`` slots it occupies (2 = alone on 2 cores)."""
 
     argv: list[str]
     slots: int = 1
 
 
-@dataclass
 class Context:
-    out: Path               # where the results files go
-    work: Path              # run folders of this budget (relative to the repository)
-    budget: dict[str, Any]
-    quick: bool
-    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """One run's settings: ``out`` the results folder, ``work`` the run folders of this budget,
+    ``budget`` FULL or QUICK, and the models resolved so far (dataset -> :func:`model_provenance`)."""
+
+    def __init__(self, out: Path, work: Path, budget: dict[str, Any], quick: bool) -> None:
+        self.out, self.work, self.budget, self.quick = out, work, budget, quick
+        self.models: dict[str, dict[str, Any]] = {}
 
     def model(self, dataset: str) -> dict[str, Any]:
         if dataset not in self.models:
@@ -179,8 +179,9 @@ class Context:
         return self.work / part.name / key
 
 
-@dataclass
-class Part:
+class Part(NamedTuple):
+    """A study: its jobs (command lines), how its results files are written, what it needs."""
+
     name: str
     help: str
     datasets: Callable[[Context], list[str]]
@@ -674,7 +675,7 @@ BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z0-9_]+) -->\n)(?P<body>.*?)(<!--
 def render_total(d: dict[str, Any]) -> str:
     r = d["reproduce"]
     skipped = f", and found {len(r['parts_skipped'])} part(s) current" if r["parts_skipped"] else ""
-    return (f"The last full run (`{r['command']}`) took {r['wall_seconds'] / 60:.1f} min on "
+    return (f"The last full run (`{r['command'].removeprefix('python ')}`) took {r['wall_seconds'] / 60:.1f} min on "
             f"{r['machine']['cpu_count']} CPUs ({r['machine']['processor']}), {r['jobs']} jobs at a time: it ran "
             f"{len(r['parts_run'])} part(s){skipped}.")
 
@@ -689,7 +690,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "cotrain_vs_frozen": ("cotrain_vs_frozen_cpu.json", render_cotrain),
     "env_throughput": ("env_throughput_cpu.json", render_throughput),
 }
-MISSING = "_Not generated yet: run `make results`, then `python benchmarks/reproduce.py --readme`._"
+MISSING = "_Not generated yet: run `make results` (it runs `.venv/bin/python benchmarks/reproduce.py --readme` last)._"
 
 
 def render_block(name: str, results: Path) -> str:
