@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo pretrain test test-fast lint clean
+.PHONY: install demo pretrain test test-fast lint clean results results-quick
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,16 @@ test: $(STAMP)
 ## Day-to-day subset: everything but the slow end-to-end tests.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+## Every CPU number and figure of the README's results sections, into benchmarks/results/, then the
+## README's generated blocks (resumable: current parts are skipped; see benchmarks/reproduce.py).
+results: $(STAMP)
+	$(PY) benchmarks/reproduce.py
+	$(PY) benchmarks/reproduce.py --readme
+
+## The same pipeline with fewer steps and seeds, into benchmarks/results/quick/ (ignored by git).
+results-quick: $(STAMP)
+	$(PY) benchmarks/reproduce.py --quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -734,7 +734,7 @@ def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str,
     durations = [t.duration.total_seconds() for t in complete if t.duration]
     return {
         "study_name": config.study_name,
-        "storage": masked_url(config.storage_url()),
+        "storage": report_storage(config),
         "objectives": dict(zip(OBJECTIVE_NAMES, DIRECTIONS, strict=True)),
         "config": config.to_dict(),
         "dataset": config.dataset_name(),
@@ -751,6 +751,14 @@ def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str,
     }
 
 
+def report_storage(config: SweepConfig) -> str:
+    """The storage as a report names it: the default SQLite file relative to the run folder (a report
+    must not carry a machine-local absolute path), any other URL with its password hidden."""
+    if config.storage is None:
+        return f"sqlite:///{STUDY_DB} (in the run folder)"
+    return masked_url(config.storage)
+
+
 def _study_span(trials: list[Any]) -> float | None:
     """Seconds from the first trial's start to the last one's end (all workers together)."""
     starts = [t.datetime_start for t in trials if t.datetime_start]
@@ -762,7 +770,7 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> dict[str, Path]:
     """``sweep.json``, ``sweep.md`` and ``sweep.png``, each written atomically."""
     paths = {"json": run_dir / REPORT_NAME, "md": run_dir / "sweep.md", "png": run_dir / "sweep.png"}
     plot_report(report, paths["png"])
-    report["figure"] = str(paths["png"])
+    report["figure"] = paths["png"].name  # beside sweep.json: no machine-local path in the report
     atomic_write_json(paths["json"], report, default=str)
     atomic_write_text(paths["md"], render_markdown(report))
     return paths

@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tau", type=float, default=None, help="also time ConfidencePolicy(tau)")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
     from agents.baselines import ConfidencePolicy
@@ -64,11 +65,22 @@ def main() -> None:
     print(f"# {len(y_np)} {dataset.name}/{args.split} examples, batch {args.batch_size}, "
           f"torch threads {torch.get_num_threads()}, median of {args.repeats}")
     print(f"{'policy':<24} | {'accuracy':>8} | {'mean compute':>12} | {'seconds':>8} | {'time vs full depth':>18}")
+    rows = []
     for name, result in results.items():
         t = statistics.median(times[name])
         acc = float((result.prediction == y_np).mean())
+        rows.append({"policy": name, "accuracy": acc, "mean_compute": float(np.mean(result.compute)), "seconds": t,
+                     "time_vs_full_depth": t / base})
         print(f"{name:<24} | {acc:>8.4f} | {float(np.mean(result.compute)):>12.3f} | {t:>8.3f} | {t / base:>17.2f}x")
     print(f"{'full depth':<24} | {full_acc:>8.4f} | {1.0:>12.3f} | {base:>8.3f} | {1.0:>17.2f}x")
+    if args.json:
+        from dynalay_env.atomic import atomic_write_json
+
+        rows.append({"policy": "full depth", "accuracy": full_acc, "mean_compute": 1.0, "seconds": base,
+                     "time_vs_full_depth": 1.0})
+        out = {"dataset": dataset.name, "split": args.split, "n_examples": len(y_np), "batch_size": args.batch_size,
+               "repeats": args.repeats, "torch_threads": torch.get_num_threads(), "rows": rows}
+        atomic_write_json(args.json, out)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,9 @@ so an interrupted study resumes where it stopped: finished runs and reports are 
 
     python benchmarks/agent_seeds.py --root runs/seeds --model runs/demo/pretrain/main_model.pt
     # ~2 min per (algo, seed) for 200k steps on 2 CPU cores, plus ~35 s of evaluation each
+
+``--json FILE`` also writes the figures (every seed's report summary, training wall time and
+provenance) for ``benchmarks/reproduce.py``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from train_agent import main as cli
 
 
 def run(root: Path, algo: str, seed: int, env: str, model: str | None, extra: list[str]) -> dict:
+    """Train (unless ``agent.zip`` exists) and evaluate (unless ``report.json`` exists) one run;
+    returns its report."""
     run_dir = root / f"{algo}-{seed}"
     if not (run_dir / "agent.zip").is_file():
         args = ["train", "--algo", algo, "--env", env, "--seed", str(seed), "--run-dir", str(run_dir), "--no-progress",
@@ -45,11 +50,16 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="main-model checkpoint (default: the cached default model)")
     parser.add_argument("--algos", nargs="+", default=["ppo", "dqn", "maskable_ppo"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--timesteps", type=int, default=None,
+                        help="agent timesteps per run (default: the algorithm's hyperparams file)")
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
     root = Path(args.root)
     rows = []
     for algo in args.algos:
         extra = ["--env-kwargs", "mask_repeats:true"] if algo == "maskable_ppo" else []
+        if args.timesteps is not None:
+            extra += ["--timesteps", str(args.timesteps)]
         reports = [run(root, algo, seed, args.env, args.model, extra) for seed in args.seeds]
         rows.append((algo, reports))
     first = rows[0][1][0]
@@ -66,6 +76,27 @@ def main() -> None:
     print(f"| best fixed path {best['params']['path']} | {best['accuracy']:.4f} | {best['mean_compute']:.3f} | | |")
     print(f"| full depth | {first['full_depth']['accuracy']:.4f} | {first['full_depth']['mean_compute']:.3f} | | |")
     print(f"| oracle | {first['oracle']['accuracy']:.4f} | {first['oracle']['mean_compute']:.3f} | | |")
+    if args.json:
+        write_json(Path(args.json), args, root, rows)
+
+
+def write_json(path: Path, args: argparse.Namespace, root: Path, rows: list[tuple[str, list[dict]]]) -> None:
+    """Every run's headline figures, its training wall time (``train.json``) and the baselines of
+    the first report (the same main model and split for every run)."""
+    from dynalay_env.atomic import atomic_write_json
+
+    keys = ("accuracy", "mean_compute", "mean_steps", "difficulty_correlation", "vs_threshold", "provenance")
+    runs = {}
+    for algo, reports in rows:
+        runs[algo] = []
+        for seed, report in zip(args.seeds, reports, strict=True):
+            train = json.loads((root / f"{algo}-{seed}" / "train.json").read_text())
+            runs[algo].append({"seed": seed, **{k: report.get(k) for k in keys},
+                               "timesteps": train["timesteps_done"], "train_wall_seconds": train["wall_seconds"]})
+    first = rows[0][1][0]
+    out = {"env": args.env, "split": first["split"], "n_examples": first["n_examples"], "seeds": args.seeds,
+           "runs": runs, **{k: first[k] for k in ("best_fixed_path", "full_depth", "oracle")}}
+    atomic_write_json(path, out, default=float)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ To say *why* co-training helps or not, it also measures:
     python benchmarks/cotrain_vs_frozen.py --model mnist1d=/tmp/pt_mnist1d/main_model.pt \\
         --model synthetic=/tmp/pt_syn/main_model.pt --timesteps 196608 --out-dir runs/cotrain_vs_frozen
 
-Results: printed, and written to ``<out-dir>/results.json``.
+Results: printed, and written to ``<out-dir>/results_t<T>_seed<S>.json``. ``--aggregate-only --json FILE``
+writes the mean and sd over every seed run so far (for ``benchmarks/reproduce.py``).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def run_one(dataset: str, model_path: str, variant: tuple[float, int] | None, ar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", required=True, metavar="DATASET=PATH",
+    parser.add_argument("--model", action="append", metavar="DATASET=PATH",
                         help="pre-trained main model of a dataset (repeat per dataset; sets the datasets compared)")
     parser.add_argument("--timesteps", type=int, default=196_608, help="agent budget of both runs")
     parser.add_argument("--agent-phase", type=int, default=49_152)
@@ -117,8 +118,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--out-dir", default="runs/cotrain_vs_frozen")
+    parser.add_argument("--aggregate-only", action="store_true",
+                        help="only summarise the seed runs already in --out-dir (no training)")
+    parser.add_argument("--json", default=None, help="also write the summary over seeds to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.aggregate_only:
+        aggregate(Path(args.out_dir), args.timesteps, args.json)
+        return
+    if not args.model:
+        parser.error("give --model DATASET=PATH at least once (or --aggregate-only)")
 
     from dynalay_env.atomic import atomic_write_json
     from dynalay_env.data import load_dataset
@@ -204,11 +213,12 @@ def main() -> None:
             path0, share0 = entry["frozen"]["top_path"]
             print(f"  most frequent test path: co-trained agent {path} ({share:.0%}), frozen agent {path0} ({share0:.0%})")
     print(f"\nresults: {Path(args.out_dir) / f'results_t{args.timesteps}_seed{args.seed}.json'}")
-    aggregate(Path(args.out_dir), args.timesteps)
+    aggregate(Path(args.out_dir), args.timesteps, args.json)
 
 
-def aggregate(out_dir: Path, timesteps: int) -> None:
-    """Mean and standard deviation over every seed run so far (``results_t<T>_seed*.json``)."""
+def aggregate(out_dir: Path, timesteps: int, json_path: str | None = None) -> None:
+    """Mean and standard deviation over every seed run so far (``results_t<T>_seed*.json``),
+    printed and, with ``json_path``, written as JSON (every cell's per-seed values, mean and sd)."""
     files = sorted(out_dir.glob(f"results_t{timesteps}_seed*.json"))
     table: dict[tuple[str, str], dict[str, list[float]]] = {}
     for f in files:
@@ -257,6 +267,19 @@ def aggregate(out_dir: Path, timesteps: int) -> None:
               f"{ms(cell['vs_initial_threshold_hull'])} | {ms(cell['own_threshold'])} | {ms(cell['top_path_share'], 2)} | "
               f"{ms(cell.get('model_effect'))} | "
               f"{ms(cell.get('test_full_depth_change'))} / {ms(cell.get('agent_train_full_depth_change'))} |")
+    if json_path:
+        from dynalay_env.atomic import atomic_write_json
+
+        def stats(values: list[float]) -> dict[str, Any]:
+            v = np.asarray(values, dtype=float)
+            nan = bool(np.all(np.isnan(v)))
+            return {"values": [None if x != x else x for x in v.tolist()],
+                    "mean": None if nan else float(np.nanmean(v)), "sd": None if nan else float(np.nanstd(v))}
+
+        summary = {"timesteps": timesteps, "seeds": [int(f.stem.split("seed")[-1]) for f in files],
+                   "rows": [{"dataset": dataset, "main_model": name, **{k: stats(v) for k, v in cell.items()}}
+                            for (dataset, name), cell in table.items()]}
+        atomic_write_json(json_path, summary)
     print("\naccuracy change of each one-layer path [k], co-trained - initial model, test / agent_train")
     for (dataset, name), cell in table.items():
         if name == "frozen":

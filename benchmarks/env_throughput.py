@@ -216,7 +216,9 @@ def main() -> None:
     if args.json:
         from dynalay_env.atomic import atomic_write_json
 
-        atomic_write_json(args.json, {"sizes": table, "ppo_seconds": ppo})
+        atomic_write_json(args.json, {"sizes": table, "ppo_seconds": ppo, "device": args.device,
+                                      "torch_threads": torch.get_num_threads(),
+                                      "ppo": {"timesteps": args.ppo_timesteps, "n_envs": args.ppo_envs}})
 
 
 if __name__ == "__main__":
