@@ -10,12 +10,14 @@ episode_start, deterministic)`` returns ``(actions [N], state)`` exactly like ``
   :func:`calibrate_random` picks ``p_exit`` so that its mean compute matches a target;
 * :class:`ConfidencePolicy` -- EXIT once the head's top-1 probability ``>= tau``;
 * :class:`EntropyPolicy`   -- EXIT once the head's normalised entropy ``<= h``;
+* :class:`MarginPolicy`    -- EXIT once the head's top-1 minus top-2 probability ``>= m``;
 * :class:`StablePredictionPolicy` -- EXIT once the prediction has not changed for ``k`` steps;
 * :class:`OraclePolicy`    -- the cheapest correct path of each example, found by exhaustive search
   (the upper bound of what introspection could buy).
 
 The thresholded policies continue along ``layer_order`` (default: layers 1..K, then layer K
-repeated) while they do not exit.
+repeated) while they do not exit. Their whole accuracy/compute curves along the full-depth order
+come from one recorded pass in :mod:`agents.curves`, not from a run per threshold.
 """
 
 from __future__ import annotations
@@ -154,6 +156,24 @@ class EntropyPolicy(_OrderedPolicy):
         probs = torch.softmax(core.logits, 1)
         entropy = -(probs * probs.clamp_min(1e-12).log()).sum(1) / math.log(max(core.num_classes, 2))
         return entropy <= self.h
+
+
+class MarginPolicy(_OrderedPolicy):
+    """EXIT when the head's top-1 minus top-2 probability at the current state is ``>= m``."""
+
+    name = "margin"
+
+    def __init__(self, m: float, layer_order: Sequence[int] | None = None) -> None:
+        super().__init__(layer_order)
+        self.m = float(m)
+
+    def params(self) -> dict[str, Any]:
+        return {"m": self.m}
+
+    def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
+        top = torch.softmax(core.logits, 1).topk(min(2, core.num_classes), dim=1).values
+        margin = top[:, 0] - top[:, 1] if core.num_classes > 1 else top[:, 0]
+        return margin >= self.m
 
 
 class StablePredictionPolicy(_OrderedPolicy):
