@@ -50,6 +50,7 @@ class Statistic:
     param: str           # the threshold's name in params and reports
     higher: bool         # True: exit when the value is >= the threshold
     rule: str            # the rule in words
+    minimum: float | None = None  # smallest meaningful threshold (points below it are dropped)
 
 
 STATISTICS: dict[str, Statistic] = {
@@ -57,7 +58,8 @@ STATISTICS: dict[str, Statistic] = {
     "entropy": Statistic("entropy", "h", False, "exit when the entropy / log(num_classes) <= h"),
     "margin": Statistic("margin", "m", True, "exit when the top-1 minus the top-2 probability >= m"),
     "stable_prediction": Statistic("stable_prediction", "k", True,
-                                   "exit when the prediction has stayed the same for >= k consecutive steps"),
+                                   "exit when the prediction has stayed the same for >= k consecutive steps",
+                                   minimum=1),
 }
 
 
@@ -296,13 +298,22 @@ def exact_curve(record: DepthRecord, statistic: str, decision_flops: float = 0.0
     event_point = event_group + 1
     delta_correct = correct[rows, after] - correct[rows, cols]
     delta_compute = compute[rows, after] - compute[rows, cols]
+    base_correct, base_compute = correct[:, 0].copy(), compute[:, 0].copy()
+    if stat.minimum is not None:  # e.g. k = 0 (exit at once) is no stable-prediction rule
+        dropped = int(np.searchsorted(thresholds, stat.minimum))
+        folded = event_point <= dropped  # events already applied at the first kept point
+        np.add.at(base_correct, rows[folded], delta_correct[folded])
+        np.add.at(base_compute, rows[folded], delta_compute[folded])
+        keep = ~folded
+        thresholds, rows, event_point = thresholds[dropped:], rows[keep], event_point[keep] - dropped
+        delta_correct, delta_compute = delta_correct[keep], delta_compute[keep]
     m = thresholds.size
-    accuracy = (correct[:, 0].sum() + np.concatenate([[0.0], np.cumsum(np.bincount(
+    accuracy = (base_correct.sum() + np.concatenate([[0.0], np.cumsum(np.bincount(
         event_point, delta_correct, minlength=m)[1:])])) / n
-    mean_compute = (compute[:, 0].sum() + np.concatenate([[0.0], np.cumsum(np.bincount(
+    mean_compute = (base_compute.sum() + np.concatenate([[0.0], np.cumsum(np.bincount(
         event_point, delta_compute, minlength=m)[1:])])) / n
     return ExactCurve(statistic, thresholds * (1.0 if stat.higher else -1.0), accuracy, mean_compute,
-                      float(decision_flops), correct[:, 0], compute[:, 0], rows, delta_correct, delta_compute,
+                      float(decision_flops), base_correct, base_compute, rows, delta_correct, delta_compute,
                       event_point)
 
 
@@ -402,8 +413,10 @@ def vs_curve(agent: EpisodeRecords, curve: ExactCurve, n_boot: int = 1000, seed:
     point = float(agent.accuracy - hull_accuracy_at(curve.mean_compute, curve.accuracy, agent.mean_compute))
     rng = np.random.default_rng(seed)
     # The same resamples as agents.evaluate.vs_threshold draws, as example counts.
-    weights = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]).astype(np.float64)
-    boots = []
+    weights = np.zeros((n_boot, n))
+    for b in range(n_boot):
+        weights[b] = np.bincount(rng.integers(0, n, n), minlength=n)
+    boots = [np.zeros(0)]
     for start in range(0, n_boot, chunk):
         w = weights[start:start + chunk]
         acc, comp = curve.weighted(w)

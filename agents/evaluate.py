@@ -470,7 +470,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if "curves" in report:
         lines += ["", "| threshold rule | distinct thresholds | chosen on val |", "|---|---:|---:|"]
         chosen = report.get("thresholds_chosen_on_val", {})
-        lines += [f"| {c['rule']} | {c['n_thresholds']} | {chosen.get(c['param'], '')} |"
+        lines += [f"| {c['rule']} | {c['n_thresholds']} | {chosen.get(c['param'], float('nan')):.4g} |"
                   for c in report["curves"].values()]
     if "curves_note" in report:
         lines += ["", report["curves_note"]]

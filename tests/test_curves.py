@@ -58,14 +58,12 @@ def test_the_record_follows_the_full_depth_order(record):
 @pytest.mark.parametrize("statistic", list(STATISTICS))
 def test_the_analytic_sweep_matches_brute_force_runs_of_the_exit_rule(core, record, statistic):
     curve = exact_curve(record, statistic)
-    assert len(curve) == np.unique(curve.threshold).size > 3
+    assert len(curve) == np.unique(curve.threshold).size >= 3
     assert (np.diff(curve.mean_compute) >= -1e-12).all()
     # A few thresholds across the curve, the last one (never exits early) included.
     picks = np.unique(np.r_[np.linspace(0, len(curve) - 1, 4).astype(int), len(curve) - 1])
     for j in picks:
         threshold = curve.threshold[j]
-        if statistic == "stable_prediction" and threshold < 1:
-            continue  # k = 0 exits at once; the policy class requires k >= 1
         brute = run_policy(core, POLICIES[statistic](threshold, layer_order=ORDER))
         exact = records_at_threshold(record, statistic, threshold)
         np.testing.assert_array_equal(exact.prediction, brute.prediction)
@@ -85,7 +83,8 @@ def test_every_threshold_lands_on_a_point_of_the_curve(record, statistic):
     higher = STATISTICS[statistic].higher
     rng = np.random.default_rng(0)
     values = record.statistics[statistic]
-    for t in rng.uniform(values.min() - 0.1, values.max() + 0.1, 25):
+    low = values.min() - 0.1 if STATISTICS[statistic].minimum is None else STATISTICS[statistic].minimum  # k >= 1
+    for t in rng.uniform(low, values.max() + 0.1, 25):
         direction = curve.threshold >= t if higher else curve.threshold <= t
         j = np.flatnonzero(direction)[0] if direction.any() else len(curve) - 1  # the last covers all beyond
         got = records_at_threshold(record, statistic, float(t))
@@ -131,6 +130,11 @@ def test_the_exact_bootstrap_refits_the_hull_as_the_per_threshold_bootstrap_does
     assert exact["difference"] == pytest.approx(brute["difference"], abs=1e-12)
     np.testing.assert_allclose(exact["ci95"], brute["ci95"], atol=1e-9)
     assert "favours the threshold" in exact["hull_fitted_on"]
+    stable = exact_curve(record, "stable_prediction")  # k >= 1 only, its bootstrap refits exactly too
+    assert stable.threshold.tolist() == [1, 2, 3]  # 3 = never early (3 layers)
+    points = [records_at_threshold(record, "stable_prediction", k) for k in stable.threshold]
+    exact, brute = vs_curve(agent, stable, n_boot=40, seed=5), vs_threshold(agent, points, n_boot=40, seed=5)
+    np.testing.assert_allclose(exact["ci95"], brute["ci95"], atol=1e-9)
 
 
 def test_vs_curve_refuses_records_of_another_split(core, record):
