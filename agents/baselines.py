@@ -22,7 +22,6 @@ come from one recorded pass in :mod:`agents.curves`, not from a run per threshol
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.curves import head_statistics
 from dynalay_env.core import DynaLayCore
 
 
@@ -137,7 +137,7 @@ class ConfidencePolicy(_OrderedPolicy):
         return {"tau": self.tau}
 
     def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
-        return torch.softmax(core.logits, 1).amax(1) >= self.tau
+        return head_statistics(core.logits)["confidence"] >= self.tau
 
 
 class EntropyPolicy(_OrderedPolicy):
@@ -153,9 +153,7 @@ class EntropyPolicy(_OrderedPolicy):
         return {"h": self.h}
 
     def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
-        probs = torch.softmax(core.logits, 1)
-        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(1) / math.log(max(core.num_classes, 2))
-        return entropy <= self.h
+        return head_statistics(core.logits)["entropy"] <= self.h
 
 
 class MarginPolicy(_OrderedPolicy):
@@ -171,9 +169,7 @@ class MarginPolicy(_OrderedPolicy):
         return {"m": self.m}
 
     def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
-        top = torch.softmax(core.logits, 1).topk(min(2, core.num_classes), dim=1).values
-        margin = top[:, 0] - top[:, 1] if core.num_classes > 1 else top[:, 0]
-        return margin >= self.m
+        return head_statistics(core.logits)["margin"] >= self.m
 
 
 class StablePredictionPolicy(_OrderedPolicy):

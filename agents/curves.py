@@ -102,9 +102,9 @@ class DepthRecord:
         return self.prediction == self.label[:, None]
 
 
-def _head_statistics(logits: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Confidence, normalised entropy and margin ``[N]`` of logits ``[N, C]``, computed as the
-    baseline policies compute them (so a threshold means the same in both)."""
+def head_statistics(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Confidence, normalised entropy and margin ``[N]`` of logits ``[N, C]``; the baseline
+    policies use this too, so a threshold means the same in a curve and in a policy."""
     probs = torch.softmax(logits, 1)
     num_classes = logits.shape[1]
     entropy = -(probs * probs.clamp_min(1e-12).log()).sum(1) / math.log(max(num_classes, 2))
@@ -151,7 +151,7 @@ def record_depths(model: Any, x: torch.Tensor, y: torch.Tensor, max_steps: int, 
                                           "confidence": [], "entropy": [], "margin": []}
     for i in range(0, x.shape[0], batch_size):
         logits, flops, iterations = _walk(model, x[i:i + batch_size], order)
-        stats = [_head_statistics(lg) for lg in logits]
+        stats = [head_statistics(lg) for lg in logits]
         parts["prediction"].append(torch.stack([lg.argmax(1) for lg in logits], 1).cpu().numpy())
         parts["flops"].append(flops.cpu().numpy())
         parts["iterations"].append(iterations.cpu().numpy())
@@ -430,6 +430,6 @@ def vs_curve(agent: EpisodeRecords, curve: ExactCurve, n_boot: int = 1000, seed:
             "hull_fitted_on": "the compared split itself (this favours the threshold rule)"}
 
 
-__all__ = ["STATISTICS", "DepthRecord", "ExactCurve", "record_depths", "record_core", "exact_curve", "exit_depths",
+__all__ = ["STATISTICS", "head_statistics", "DepthRecord", "ExactCurve", "record_depths", "record_core", "exact_curve", "exit_depths",
            "exit_flops", "choose_threshold", "records_at_threshold", "records_at_exits", "prefix_oracle", "vs_curve",
            "full_depth_order"]

@@ -508,9 +508,10 @@ def plot_report(run_dir: Path, report: dict[str, Any], focus: EpisodeRecords, ba
     ax.plot(hc, ha, "k:", lw=1, label="confidence hull (fitted on this split)")
     fixed = [b for b in baselines if b.policy == "fixed_path"]
     ax.plot([b.mean_compute for b in fixed], [b.accuracy for b in fixed], "k^", label="fixed paths")
+    point_labels = {"random": "random", "oracle": "path oracle", "prefix_oracle": "prefix oracle"}
     for b in baselines:
-        if b.policy in ("random", "oracle", "prefix_oracle"):
-            ax.plot(b.mean_compute, b.accuracy, "D", label={"oracle": "path oracle"}.get(b.policy, b.policy))
+        if b.policy in point_labels:
+            ax.plot(b.mean_compute, b.accuracy, "D", label=point_labels[b.policy])
     if "vs_threshold" in report:
         ax.plot(focus.mean_compute, focus.accuracy, "r*", ms=14, label=focus.policy)
     ax.set_xlabel("mean normalised compute (1.0 = full depth)")
