@@ -195,7 +195,7 @@ def difficulty_stats(records: EpisodeRecords, search: OracleSearch) -> dict[str,
     solvable = search.solvable
     difficulty = search.min_compute
     rho = float("nan")
-    if solvable.sum() > 2 and np.std(records.compute[solvable]) > 0 and np.std(difficulty[solvable]) > 0:
+    if solvable.sum() > 2 and np.ptp(records.compute[solvable]) > 0 and np.ptp(difficulty[solvable]) > 0:
         rho = float(spearmanr(difficulty[solvable], records.compute[solvable]).statistic)
     buckets: list[dict[str, Any]] = []
     if solvable.any():
