@@ -222,11 +222,15 @@ class SweepConfig:
                              f"({self.heartbeat_interval} s), or live trials would be failed as stale")
         if self.env_id not in ENV_IDS:
             raise ValueError(f"unknown env id {self.env_id!r}; valid ids: {', '.join(ENV_IDS)}")
-        clash = sorted(set(self.env_kwargs) & {"reward", "reward_kwargs", "split", "sample_mode", "model",
+        from agents.training import check_env_kwargs, take_flag_options
+
+        take_flag_options(self)  # model, dataset, data_root and device: their own fields, given once
+        clash = sorted(set(self.env_kwargs) & {"reward", "reward_kwargs", "split", "sample_mode",
                                                *SEARCHED_REWARD_PARAMS})
         if clash:
             raise ValueError(f"env_kwargs may not set {clash}: the sweep sets them per trial (use the range "
                              f"options, e.g. --lambda-compute 0.1 to fix a parameter)")
+        check_env_kwargs(self.env_kwargs)
         if self.hv_reference is not None:
             ref = tuple(float(v) for v in self.hv_reference)
             if len(ref) != 2:

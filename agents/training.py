@@ -32,8 +32,12 @@ evaluation use the model in ``frozen`` mode.
 
 from __future__ import annotations
 
+import collections.abc
 import json
+import math
 import time
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -50,6 +54,9 @@ INITIAL_MODEL_NAME = "main_model_initial.pt"
 COTRAIN_STATE_NAME = "cotrain_state.pt"
 #: Env options that only concern co-training; evaluation envs drop them (and run ``frozen``).
 COTRAIN_OPTIONS: tuple[str, ...] = ("mode", "cotrain_lr", "cotrain_every")
+#: Env options that a run also takes as its own field (and the CLI as a flag): given in ``env_kwargs``
+#: they move to that field, and a clash between the two is refused (:func:`take_flag_options`).
+FLAG_OPTIONS: tuple[str, ...] = ("model", "dataset", "data_root", "device")
 
 
 @dataclass
@@ -119,6 +126,12 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         return config_from_dict(cls, d, "training")
 
+    def check_options(self) -> None:
+        """Resolve the options given twice (:func:`take_flag_options`) and check every env option's
+        type (:func:`check_env_kwargs`); ``ValueError`` names the bad one."""
+        take_flag_options(self)
+        check_env_kwargs(self.env_kwargs)
+
 
 def config_from_dict(cls: type, d: dict[str, Any], what: str) -> Any:
     """``cls(**d)`` for a config dataclass, refusing unknown keys with the list of valid ones."""
@@ -127,6 +140,129 @@ def config_from_dict(cls: type, d: dict[str, Any], what: str) -> Any:
     if unknown:
         raise ValueError(f"unknown {what} option(s) {sorted(unknown)}; valid: {sorted(known)}")
     return cls(**d)
+
+
+def take_flag_options(config: Any) -> None:
+    """Move :data:`FLAG_OPTIONS` out of ``config.env_kwargs`` into ``config``'s own fields.
+
+    ``config`` is a :class:`TrainConfig` or a sweep config (fields ``env_id``, ``env_kwargs`` and one
+    per flag option). An option given both ways with different values is refused, naming the flag to
+    use; ``device`` counts as given whenever it differs from the field (whose default is ``cpu``). A
+    dataset that contradicts the env id's own dataset is refused too."""
+    kwargs = dict(config.env_kwargs)
+    for key in FLAG_OPTIONS:
+        if key not in kwargs:
+            continue
+        value = kwargs.pop(key)
+        flag = "--" + key.replace("_", "-")
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"--env-kwargs {key}: expected a non-empty string, got {value!r}; "
+                             f"give it as {flag}")
+        current = getattr(config, key)
+        if current is None:
+            setattr(config, key, value)
+        elif current != value:
+            raise ValueError(f"{key} is given twice, as {flag} {current}{' (the default)' if key == 'device' else ''} "
+                             f"and as --env-kwargs {key}:{value}; give it once, as {flag}")
+    config.env_kwargs = kwargs
+    fixed = ENV_IDS.get(config.env_id)
+    if fixed and config.dataset and config.dataset != fixed:
+        own = next((i for i, d in ENV_IDS.items() if d == config.dataset), None)
+        raise ValueError(f"env {config.env_id} is the dataset {fixed!r}, but the dataset {config.dataset!r} was "
+                         f"given; use --env {own or 'DynaLay-v0'} (or --dataset {config.dataset} alone)")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a YAML-read ``value`` fits the type annotation ``hint`` of an env option."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in args)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if origin in (collections.abc.Sequence, list, tuple):
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return False  # callables and other objects cannot come from a command line
+
+
+def _expected(hint: Any) -> str:
+    """What a user may write for an option of type ``hint`` (in ``key:value`` YAML)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        words = [w for w in (_expected(h) for h in args) if w]
+        return " or ".join(dict.fromkeys(words))
+    if origin in (collections.abc.Sequence, list, tuple):
+        return f"a list of {_expected(args[0]).removeprefix('a ')}s, e.g. [a, b]"
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+            type(None): "nothing (key: with no value)", dict: "a mapping, e.g. {key: value}"}.get(
+        origin if origin is dict else hint, "")
+
+
+def env_option_types() -> dict[str, Any]:
+    """The type annotation of every env option, read from the env's own signatures (``make_core``
+    and :class:`~dynalay_env.rewards.RewardParams`): one source of truth for what each accepts."""
+    from dynalay_env.env import make_core
+    from dynalay_env.rewards import RewardParams
+
+    hints = typing.get_type_hints(make_core)
+    for key in ("num_envs", "reward_params", "return"):
+        hints.pop(key, None)
+    return {**hints, **typing.get_type_hints(RewardParams)}
+
+
+def check_env_kwargs(env_kwargs: dict[str, Any]) -> None:
+    """Refuse an unknown env option, or a value of the wrong type, with a ``ValueError`` naming the
+    option and what it expects; then let the env's reward check the reward's values (a bad name, a
+    negative ``lambda_compute``, ...). The env checks the other values when it is built."""
+    from dynalay_env.env import REWARD_PARAM_NAMES
+    from dynalay_env.rewards import make_reward
+
+    types_of = env_option_types()
+    for key, value in env_kwargs.items():
+        if key not in types_of:
+            raise ValueError(f"--env-kwargs: unknown env option {key!r}; valid options: {', '.join(sorted(types_of))}")
+        if not _fits(value, types_of[key]):
+            raise ValueError(f"--env-kwargs {key}: expected {_expected(types_of[key])}, got {value!r}")
+    reward_kwargs = env_kwargs.get("reward_kwargs") or {}
+    for key, value in reward_kwargs.items():  # unknown names: make_reward lists the valid ones
+        if key in REWARD_PARAM_NAMES and not _fits(value, types_of[key]):
+            raise ValueError(f"--env-kwargs reward_kwargs.{key}: expected {_expected(types_of[key])}, "
+                             f"got {value!r}")
+    params = {**reward_kwargs, **{k: v for k, v in env_kwargs.items() if k in REWARD_PARAM_NAMES}}
+    try:
+        make_reward(env_kwargs.get("reward", "paper"), **params)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--env-kwargs: {exc}") from None
+
+
+def check_env_builds(options: dict[str, Any]) -> None:
+    """Build a one-episode core from ``options`` (what :func:`env_options` returns), so that the env's
+    own checks refuse a bad value, a foreign or corrupt model, or a missing data file before a run
+    creates anything on disk. Its errors come back as ``ValueError``/``FileNotFoundError``."""
+    from dynalay_env.env import make_core
+    from dynalay_env.model import CheckpointError
+
+    try:
+        make_core(1, **options)
+    except TypeError as exc:
+        raise ValueError(f"--env-kwargs: {exc}") from None
+    except CheckpointError as exc:
+        message = str(exc)
+        if "\n" in message:  # torch's own unpickling story: keep the verdict, drop the multi-line advice
+            message = message.split(" (", 1)[0]
+        raise CheckpointError(f"main model: {message}; pass a main_model.pt written by `train_agent.py pretrain` "
+                              f"for this dataset") from None
 
 
 def env_options(config: TrainConfig, model_path: Any, training: bool = False) -> dict[str, Any]:
@@ -250,8 +386,10 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
     from dynalay_env.model import provenance_of
 
     if not resume:  # validate before creating anything on disk
+        config.check_options()
         check_compatibility(get_algorithm(config.algo).name, config.env_kwargs)
         config.check_cotrain()
+        check_env_builds(env_options(config, config.model, training=True))
     config, run_dir = prepare_run_dir(config, resume)
     spec = get_algorithm(config.algo)
     check_compatibility(spec.name, config.env_kwargs)

@@ -187,6 +187,28 @@ def test_vs_threshold_detects_a_clearly_worse_agent(threshold_curve):
     assert result["ci95"][1] < 0 and not result["beats_threshold"]
 
 
+def test_vs_threshold_bootstrap_is_paired_over_examples():
+    """Agent and threshold point right on the same hard-to-guess examples, the agent on 8 more: the
+    difference is +0.02 on every resample of the examples, so a paired interval is narrow and above 0.
+    An unpaired bootstrap (agent and curve resampled apart) would spread about +-0.06 around it and
+    include 0 (two accuracies near 0.7 from 400 examples each)."""
+    rng = np.random.default_rng(5)
+    n = 400
+    shared = rng.random(n) < 0.7
+    curve = [make_records(rng.random(n) < 0.5, 0.1, "t0"), make_records(shared, 1.0, "t1")]
+    better = shared.copy()
+    better[np.flatnonzero(~shared)[:8]] = True
+    result = vs_threshold(make_records(better, 1.0, "agent"), curve, n_boot=400, seed=0)
+    assert result["difference"] == pytest.approx(8 / n)
+    low, high = result["ci95"]
+    assert 0 < low <= 8 / n <= high
+    assert high - low < 0.03, f"interval [{low:.4f}, {high:.4f}] is as wide as an unpaired bootstrap's"
+    assert result["beats_threshold"]
+    # The same agent compared with itself: zero on every resample, so the paired interval is a point.
+    same = vs_threshold(make_records(shared, 1.0, "agent"), curve, n_boot=200, seed=0)
+    assert same["ci95"] == [pytest.approx(0.0, abs=1e-12)] * 2
+
+
 # ---- difficulty and action statistics ------------------------------------------------------------
 
 
@@ -280,7 +302,8 @@ def test_report_has_the_required_keys(evaluated):
         assert len(curve["threshold"]) == len(curve["accuracy"]) == len(curve["mean_compute"]) == curve["n_thresholds"]
         assert curve["param"] == param and param in saved["thresholds_chosen_on_val"]
     assert len(saved["curves"]["confidence"]["threshold"]) > 100
-    assert saved["mean_flops"] == pytest.approx(saved["mean_compute"] * saved["flops_per_unit_compute"])
+    # The compute unit is the model's own normaliser (mean full-depth FLOPs on val, fixed at pre-training).
+    assert saved["flops_per_unit_compute"] == pytest.approx(digits_model().cost_table().normalizer)
     for baseline in saved["baselines"]:
         assert set(baseline) >= {"name", "params", "accuracy", "mean_compute"}
     names = {b["name"] for b in saved["baselines"]}
@@ -311,6 +334,7 @@ def test_report_figures_are_consistent(evaluated):
     agent = run_policy(make_eval_core("test"), eval_agent())
     assert report["accuracy"] == pytest.approx(agent.accuracy)
     assert report["mean_compute"] == pytest.approx(agent.mean_compute)
+    assert report["mean_flops"] == pytest.approx(agent.flops.mean())
     assert report["examples"]["prediction"] == agent.prediction.tolist()
 
 
