@@ -443,8 +443,11 @@ def print_report_table(report: dict) -> None:
         v = report["vs_threshold"]
         table.add_row("confidence threshold at the agent's compute",
                       f"{report['accuracy'] - v['difference']:.4f}", f"{v['agent_mean_compute']:.3f}")
-    table.add_row("oracle (cheapest correct path)", f"{report['oracle']['accuracy']:.4f}",
+    table.add_row("path oracle (cheapest correct path)", f"{report['oracle']['accuracy']:.4f}",
                   f"{report['oracle']['mean_compute']:.3f}")
+    if "prefix_oracle" in report:
+        table.add_row("prefix oracle (cheapest correct prefix of 1..K)", f"{report['prefix_oracle']['accuracy']:.4f}",
+                      f"{report['prefix_oracle']['mean_compute']:.3f}")
     Console().print(table)
     if "vs_threshold" in report:
         v = report["vs_threshold"]

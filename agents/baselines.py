@@ -10,17 +10,18 @@ episode_start, deterministic)`` returns ``(actions [N], state)`` exactly like ``
   :func:`calibrate_random` picks ``p_exit`` so that its mean compute matches a target;
 * :class:`ConfidencePolicy` -- EXIT once the head's top-1 probability ``>= tau``;
 * :class:`EntropyPolicy`   -- EXIT once the head's normalised entropy ``<= h``;
+* :class:`MarginPolicy`    -- EXIT once the head's top-1 minus top-2 probability ``>= m``;
 * :class:`StablePredictionPolicy` -- EXIT once the prediction has not changed for ``k`` steps;
 * :class:`OraclePolicy`    -- the cheapest correct path of each example, found by exhaustive search
   (the upper bound of what introspection could buy).
 
 The thresholded policies continue along ``layer_order`` (default: layers 1..K, then layer K
-repeated) while they do not exit.
+repeated) while they do not exit. Their whole accuracy/compute curves along the full-depth order
+come from one recorded pass in :mod:`agents.curves`, not from a run per threshold.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.curves import head_statistics
 from dynalay_env.core import DynaLayCore
 
 
@@ -135,7 +137,7 @@ class ConfidencePolicy(_OrderedPolicy):
         return {"tau": self.tau}
 
     def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
-        return torch.softmax(core.logits, 1).amax(1) >= self.tau
+        return head_statistics(core.logits)["confidence"] >= self.tau
 
 
 class EntropyPolicy(_OrderedPolicy):
@@ -151,9 +153,23 @@ class EntropyPolicy(_OrderedPolicy):
         return {"h": self.h}
 
     def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
-        probs = torch.softmax(core.logits, 1)
-        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(1) / math.log(max(core.num_classes, 2))
-        return entropy <= self.h
+        return head_statistics(core.logits)["entropy"] <= self.h
+
+
+class MarginPolicy(_OrderedPolicy):
+    """EXIT when the head's top-1 minus top-2 probability at the current state is ``>= m``."""
+
+    name = "margin"
+
+    def __init__(self, m: float, layer_order: Sequence[int] | None = None) -> None:
+        super().__init__(layer_order)
+        self.m = float(m)
+
+    def params(self) -> dict[str, Any]:
+        return {"m": self.m}
+
+    def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
+        return head_statistics(core.logits)["margin"] >= self.m
 
 
 class StablePredictionPolicy(_OrderedPolicy):

@@ -2,9 +2,11 @@
 
 :func:`run_policy` drives a ``DynaLayCore`` in ``sequential`` mode with N slots: every slot that
 finishes takes the next example until all ``n`` have been seen once, so a learned policy and every
-baseline are judged on the same examples. :func:`evaluate` adds the baselines, the confidence-
-threshold curve chosen on ``val``, the oracle, difficulty and the agent-vs-threshold bootstrap, and
-writes ``report.json``, ``report.md`` and PNG figures into the run folder.
+baseline are judged on the same examples. :func:`evaluate` adds the baselines, the exact threshold
+curves (:mod:`agents.curves`: every distinct threshold, from one recorded pass) with their
+operating points chosen on ``val``, the path and prefix oracles, difficulty and the
+agent-vs-threshold bootstrap, and writes ``report.json``, ``report.md`` and PNG figures into the run
+folder.
 """
 
 from __future__ import annotations
@@ -21,23 +23,26 @@ import torch
 
 from agents.baselines import (
     BaselinePolicy,
-    ConfidencePolicy,
-    EntropyPolicy,
     FixedPathPolicy,
     OraclePolicy,
     OracleSearch,
     RandomPolicy,
-    StablePredictionPolicy,
     calibrate_random,
     oracle_search,
+)
+from agents.curves import (
+    STATISTICS,
+    ExactCurve,
+    choose_threshold,
+    exact_curve,
+    prefix_oracle,
+    record_core,
+    records_at_threshold,
+    vs_curve,
 )
 from dynalay_env.atomic import atomic_path, atomic_write_json, atomic_write_text
 from dynalay_env.core import DynaLayCore
 from dynalay_env.model import format_provenance, provenance_of
-
-TAU_GRID: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995,
-                               0.999, 1.01)
-ENTROPY_GRID: tuple[float, ...] = (-0.01, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.01)
 
 
 @dataclass
@@ -190,7 +195,7 @@ def difficulty_stats(records: EpisodeRecords, search: OracleSearch) -> dict[str,
     solvable = search.solvable
     difficulty = search.min_compute
     rho = float("nan")
-    if solvable.sum() > 2 and np.std(records.compute[solvable]) > 0 and np.std(difficulty[solvable]) > 0:
+    if solvable.sum() > 2 and np.ptp(records.compute[solvable]) > 0 and np.ptp(difficulty[solvable]) > 0:
         rho = float(spearmanr(difficulty[solvable], records.compute[solvable]).statistic)
     buckets: list[dict[str, Any]] = []
     if solvable.any():
@@ -262,16 +267,18 @@ def _best(records: Sequence[EpisodeRecords]) -> EpisodeRecords:
     return max(records, key=lambda r: (r.accuracy, -r.mean_compute))
 
 
-def choose_on_val(make_core: Callable[[str], DynaLayCore], family: Callable[[float], BaselinePolicy],
-                  grid: Sequence[float], target_accuracy: float) -> tuple[float, list[EpisodeRecords]]:
-    """Run ``family(v)`` for every ``v`` in ``grid`` on ``val`` and return the cheapest ``v``
-    reaching ``target_accuracy`` (else the most accurate), with the val curve."""
-    core = make_core("val")
-    curve = [run_policy(core, family(v)) for v in grid]
-    reaching = [(r.mean_compute, v) for r, v in zip(curve, grid, strict=True) if r.accuracy >= target_accuracy]
-    if reaching:
-        return min(reaching)[1], curve
-    return grid[int(np.argmax([r.accuracy for r in curve]))], curve
+def threshold_baselines(core: DynaLayCore, val_core: DynaLayCore) -> tuple[dict[str, ExactCurve],
+                                                                             dict[str, EpisodeRecords],
+                                                                             EpisodeRecords]:
+    """One recorded pass on ``core``'s split and one on ``val``: the exact curve of every statistic
+    on the split, each rule's operating point (the cheapest threshold that reaches full-depth
+    accuracy on ``val``, else the most accurate one there) played on the split, and the prefix oracle."""
+    record, val_record = record_core(core), record_core(val_core)
+    target = float(val_record.correct[:, -1].mean())  # full depth of the order, on val
+    curves = {name: exact_curve(record, name) for name in STATISTICS}
+    chosen = {name: records_at_threshold(record, name, choose_threshold(exact_curve(val_record, name), target))
+              for name in STATISTICS}
+    return curves, chosen, prefix_oracle(record)
 
 
 def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, agent_name: str = "agent",
@@ -281,7 +288,8 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
     against every baseline, and write the report into ``run_dir`` if given.
 
     ``make_core(split)`` must return a *sequential* core over that split (same model, reward and
-    options as the agent's env). Thresholds (tau, h, k) are chosen on ``val``, never on ``split``.
+    options as the agent's env). Thresholds (tau, h, m, k) are chosen on ``val``, never on ``split``;
+    the curves and their hull are those of ``split`` itself (which favours the thresholds).
     """
     core = make_core(split)
     model = core.model
@@ -292,19 +300,7 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
     fixed = [run_policy(core, FixedPathPolicy(p)) for p in candidate_paths(k_layers, max_steps)]
     best_fixed = _best(fixed)
 
-    # Thresholds on val: the cheapest setting that matches full-depth accuracy on val.
-    val_full = run_policy(make_core("val"), FixedPathPolicy(tuple(range(1, k_layers + 1))))
-    tau, _ = choose_on_val(make_core, ConfidencePolicy, TAU_GRID, val_full.accuracy)
-    h, _ = choose_on_val(make_core, EntropyPolicy, ENTROPY_GRID, val_full.accuracy)
-    k_stable, _ = choose_on_val(make_core, lambda k: StablePredictionPolicy(int(k)), (1, 2, 3), val_full.accuracy)
-
-    confidence_curve = [run_policy(core, ConfidencePolicy(t)) for t in TAU_GRID]
-    entropy_curve = [run_policy(core, EntropyPolicy(v)) for v in ENTROPY_GRID]
-    chosen = {
-        "confidence": run_policy(core, ConfidencePolicy(tau)),
-        "entropy": run_policy(core, EntropyPolicy(h)),
-        "stable_prediction": run_policy(core, StablePredictionPolicy(int(k_stable))),
-    }
+    curves, chosen, prefix = threshold_baselines(core, make_core("val"))
     search = oracle_search(model, x, y, max_steps, allow_repeats=not core.mask_repeats)
     oracle = run_policy(core, OraclePolicy(search))
 
@@ -316,7 +312,7 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
     random_policy = calibrate_random(lambda p: run_policy(val_core, p).mean_compute, target, seed=seed)
     random_records = run_policy(core, random_policy)
 
-    baselines = fixed + [chosen["confidence"], chosen["entropy"], chosen["stable_prediction"], random_records, oracle]
+    baselines = fixed + list(chosen.values()) + [random_records, oracle, prefix]
     report: dict[str, Any] = {
         "dataset": getattr(core.dataset, "name", None),
         **(metadata or {}),
@@ -327,27 +323,29 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
         "n_examples": int(core.num_examples),
         "full_depth": {"accuracy": full_depth.accuracy, "mean_compute": full_depth.mean_compute},
         "best_fixed_path": best_fixed.summary(),
-        "thresholds_chosen_on_val": {"tau": tau, "h": h, "k": int(k_stable)},
-        "oracle": {"accuracy": oracle.accuracy, "mean_compute": oracle.mean_compute,
+        "thresholds_chosen_on_val": {STATISTICS[name].param: r.params[STATISTICS[name].param]
+                                     for name, r in chosen.items()},
+        "oracle": {"kind": "path", "accuracy": oracle.accuracy, "mean_compute": oracle.mean_compute,
                    "paths_searched": search.paths_searched, "search_seconds": search.search_seconds,
                    "search_flops": search.search_flops,
                    "unsolvable_share": float((~search.solvable).mean())},
+        "prefix_oracle": prefix_oracle_summary(prefix),
         "baselines": [b.summary() for b in baselines],
-        "curves": {"confidence": [r.summary() for r in confidence_curve],
-                   "entropy": [r.summary() for r in entropy_curve]},
+        "curves": {name: curve.to_json() for name, curve in curves.items()},
+        "curves_note": CURVES_NOTE,
     }
     focus = agent_records or chosen["confidence"]
     report.update(policy_report(focus, core, search))
     report["policy"] = focus.policy
     if agent_records is not None:
-        report["vs_threshold"] = vs_threshold(agent_records, confidence_curve, n_boot=n_boot, seed=seed)
+        report["vs_threshold"] = vs_curve(agent_records, curves["confidence"], n_boot=n_boot, seed=seed)
         report["policy_flops_per_step"] = policy_flops_per_step(agent, core.observation_dim)
         report["examples"] = {"example": agent_records.example.tolist(),
                               "path": [p[p > 0].tolist() for p in agent_records.path],
                               "prediction": agent_records.prediction.tolist(),
                               "flops": agent_records.flops.tolist()}
     if run_dir is not None:
-        write_report(Path(run_dir), report, focus, baselines, confidence_curve, entropy_curve, search, figures)
+        write_report(Path(run_dir), report, focus, baselines, curves, search, figures)
     return report
 
 
@@ -355,17 +353,35 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
 RANDOM_EXIT_GRID: tuple[float, ...] = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9)
 
 
-def baseline_curves(core: DynaLayCore, seed: int = 0) -> dict[str, list[EpisodeRecords]]:
-    """Every non-learned policy's accuracy/compute points on ``core``'s split (a sequential core):
-    ``fixed_paths`` (:func:`candidate_paths`), ``confidence`` (``TAU_GRID``), ``entropy``
-    (``ENTROPY_GRID``), ``random`` (``RANDOM_EXIT_GRID``) and ``oracle`` (one point)."""
+#: Explains the curves and the hull in every report.
+CURVES_NOTE = ("Threshold curves use every distinct value of the statistic on this split, from one recorded pass along "
+               "the full-depth order (exit at the first depth whose statistic passes, else at full depth). The hull "
+               "the policy is compared with is fitted on this same split, which favours the threshold rule. "
+               "oracle = path oracle (cheapest correct path of at most max_steps layers; it also counts paths right "
+               "by luck); prefix_oracle = cheapest correct prefix of the full-depth order (the bound for exit-only "
+               "policies).")
+
+
+def prefix_oracle_summary(prefix: EpisodeRecords) -> dict[str, Any]:
+    """The prefix oracle's figures for reports (see :func:`agents.curves.prefix_oracle`)."""
+    return {"kind": "prefix", "order": prefix.params["order"], "accuracy": prefix.accuracy,
+            "mean_compute": prefix.mean_compute, "unsolvable_share": float((~prefix.extra["solvable"]).mean())}
+
+
+def baseline_curves(core: DynaLayCore, seed: int = 0) -> dict[str, Any]:
+    """Every non-learned policy's accuracy/compute on ``core``'s split (a sequential core).
+    Lists of :class:`EpisodeRecords`: ``fixed_paths`` (:func:`candidate_paths`), ``random``
+    (``RANDOM_EXIT_GRID``), ``oracle`` (the path oracle) and ``prefix_oracle`` (one point each);
+    :class:`agents.curves.ExactCurve`: ``confidence``, ``entropy``, ``margin`` and
+    ``stable_prediction`` (every distinct threshold, one recorded pass)."""
     search = oracle_search(core.model, core.x, core.y, core.max_steps, allow_repeats=not core.mask_repeats)
+    record = record_core(core)
     return {
         "fixed_paths": [run_policy(core, FixedPathPolicy(p)) for p in candidate_paths(core.num_layers, core.max_steps)],
-        "confidence": [run_policy(core, ConfidencePolicy(t)) for t in TAU_GRID],
-        "entropy": [run_policy(core, EntropyPolicy(v)) for v in ENTROPY_GRID],
+        **{name: exact_curve(record, name) for name in STATISTICS},
         "random": [run_policy(core, RandomPolicy(p, seed)) for p in RANDOM_EXIT_GRID],
         "oracle": [run_policy(core, OraclePolicy(search))],
+        "prefix_oracle": [prefix_oracle(record)],
     }
 
 
@@ -399,14 +415,17 @@ def policy_report(records: EpisodeRecords, core: DynaLayCore, search: OracleSear
     }
 
 
+#: Line styles of the exact curves in the figures.
+CURVE_STYLES: dict[str, str] = {"confidence": "-", "entropy": "--", "margin": "-.", "stable_prediction": "o:"}
+
+
 def write_report(run_dir: Path, report: dict[str, Any], focus: EpisodeRecords, baselines: Sequence[EpisodeRecords],
-                 confidence_curve: Sequence[EpisodeRecords], entropy_curve: Sequence[EpisodeRecords],
-                 search: OracleSearch, figures: bool = True) -> dict[str, Path]:
+                 curves: dict[str, ExactCurve], search: OracleSearch, figures: bool = True) -> dict[str, Path]:
     """Write report.json, report.md and the PNG figures atomically; returns their paths."""
     run_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": run_dir / "report.json", "md": run_dir / "report.md"}
     if figures:
-        paths.update(plot_report(run_dir, report, focus, baselines, confidence_curve, entropy_curve, search))
+        paths.update(plot_report(run_dir, report, focus, baselines, curves, search))
         report["figures"] = {k: str(v) for k, v in paths.items() if k not in ("json", "md")}
     atomic_write_json(paths["json"], _jsonable(report))
     atomic_write_text(paths["md"], render_markdown(report))
@@ -442,6 +461,19 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", f"**Against confidence thresholding at the same compute:** {v['difference']:+.4f} accuracy "
                       f"(95% paired bootstrap CI [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]); "
                       + ("beats thresholding." if v["beats_threshold"] else "does not beat thresholding.")]
+    oracles = [(label, report[key]) for key, label in (("oracle", "path oracle"), ("prefix_oracle", "prefix oracle"))
+               if key in report]
+    if oracles:
+        lines += ["", "| oracle | accuracy | mean compute | no correct answer |", "|---|---:|---:|---:|"]
+        lines += [f"| {label} | {o['accuracy']:.4f} | {o['mean_compute']:.3f} | {o['unsolvable_share']:.4f} |"
+                  for label, o in oracles]
+    if "curves" in report:
+        lines += ["", "| threshold rule | distinct thresholds | chosen on val |", "|---|---:|---:|"]
+        chosen = report.get("thresholds_chosen_on_val", {})
+        lines += [f"| {c['rule']} | {c['n_thresholds']} | {chosen.get(c['param'], float('nan')):.4g} |"
+                  for c in report["curves"].values()]
+    if "curves_note" in report:
+        lines += ["", report["curves_note"]]
     lines += ["", f"Difficulty correlation (Spearman, compute vs the oracle's minimum compute): "
                   f"{report['difficulty_correlation']}", ""]
     for name, path in report.get("figures", {}).items():
@@ -450,8 +482,7 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def plot_report(run_dir: Path, report: dict[str, Any], focus: EpisodeRecords, baselines: Sequence[EpisodeRecords],
-                confidence_curve: Sequence[EpisodeRecords], entropy_curve: Sequence[EpisodeRecords],
-                search: OracleSearch) -> dict[str, Path]:
+                curves: dict[str, ExactCurve], search: OracleSearch) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -469,14 +500,18 @@ def plot_report(run_dir: Path, report: dict[str, Any], focus: EpisodeRecords, ba
         return path
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for curve, label, style in ((confidence_curve, "confidence threshold", "o-"), (entropy_curve, "entropy threshold", "s--")):
-        pts = sorted((r.mean_compute, r.accuracy) for r in curve)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, ms=3, label=label)
+    for name, style in CURVE_STYLES.items():
+        curve = curves[name]
+        ax.plot(curve.mean_compute, curve.accuracy, style, ms=3, lw=1, alpha=0.8,
+                label=f"{name} threshold ({len(curve)} values)")
+    hc, ha = curves["confidence"].hull()
+    ax.plot(hc, ha, "k:", lw=1, label="confidence hull (fitted on this split)")
     fixed = [b for b in baselines if b.policy == "fixed_path"]
     ax.plot([b.mean_compute for b in fixed], [b.accuracy for b in fixed], "k^", label="fixed paths")
+    point_labels = {"random": "random", "oracle": "path oracle", "prefix_oracle": "prefix oracle"}
     for b in baselines:
-        if b.policy in ("random", "oracle", "stable_prediction"):
-            ax.plot(b.mean_compute, b.accuracy, "D", label=b.policy)
+        if b.policy in point_labels:
+            ax.plot(b.mean_compute, b.accuracy, "D", label=point_labels[b.policy])
     if "vs_threshold" in report:
         ax.plot(focus.mean_compute, focus.accuracy, "r*", ms=14, label=focus.policy)
     ax.set_xlabel("mean normalised compute (1.0 = full depth)")
@@ -508,7 +543,8 @@ def plot_report(run_dir: Path, report: dict[str, Any], focus: EpisodeRecords, ba
     return out
 
 
-__all__ = ["EpisodeRecords", "run_policy", "evaluate", "baseline_curves", "vs_threshold", "upper_hull", "hull_accuracy_at",
+__all__ = ["EpisodeRecords", "run_policy", "evaluate", "baseline_curves", "threshold_baselines", "vs_threshold", "upper_hull",
+           "hull_accuracy_at", "prefix_oracle_summary",
            "difficulty_stats", "candidate_paths", "replay_paths", "validate_report"]
 
 

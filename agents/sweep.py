@@ -5,9 +5,10 @@ Each trial draws a reward -- its kind and the parameters that kind reads
 trains an agent on ``agent_train`` with :func:`agents.training.train`, and scores it on ``val`` with
 :func:`agents.evaluate.run_policy`. Objectives: **maximise val accuracy, minimise val mean normalised
 compute** (1.0 = the full-depth model). When the study is complete the Pareto-optimal trials are
-re-evaluated on ``test`` against the baseline curves (:func:`agents.evaluate.baseline_curves`), and the
-hypervolume of the agent front and of the confidence-threshold front are computed against one reference
-point. ``sweep.json`` holds all of it; ``sweep.md`` is its table and ``sweep.png`` its figure.
+re-evaluated on ``test`` against the baseline curves (:func:`agents.evaluate.baseline_curves`: fixed
+paths, random exits, the exact threshold curves over every distinct threshold, the path oracle and
+the prefix oracle), and the hypervolume of the agent front and of the confidence-threshold front are
+computed against one reference point. ``sweep.json`` holds all of it; ``sweep.md`` is its table and ``sweep.png`` its figure.
 
 **No pruning.** Optuna does not prune multi-objective studies (``Trial.report`` and ``should_prune``
 raise), and a trial is one short training run, so trials run to the end. The only trials ended early
@@ -665,8 +666,17 @@ def default_hv_reference(curves: dict[str, list[Any]], points: list[tuple[float,
     return exit_now, 1.1 * largest
 
 
-def _summaries(records: list[Any]) -> list[dict[str, Any]]:
-    return [r.summary() for r in records]
+def _summaries(records: Any) -> Any:
+    """JSON of a baseline: a list of records' summaries, or an exact curve's columns."""
+    return records.to_json() if hasattr(records, "to_json") else [r.summary() for r in records]
+
+
+def baseline_points(entry: Any) -> list[tuple[float, float]]:
+    """(compute, accuracy) points of a baseline in ``sweep.json``: a list of summaries or an exact
+    curve's columns (``mean_compute``, ``accuracy``)."""
+    if isinstance(entry, dict):
+        return list(zip(entry["mean_compute"], entry["accuracy"], strict=True))
+    return [(b["mean_compute"], b["accuracy"]) for b in entry]
 
 
 def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str, Any]:
@@ -676,7 +686,8 @@ def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str,
     from optuna.trial import TrialState
 
     from agents.algorithms import get_algorithm
-    from agents.evaluate import baseline_curves, run_policy, vs_threshold
+    from agents.curves import vs_curve
+    from agents.evaluate import baseline_curves, run_policy
     from dynalay_env.env import make_core
 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
@@ -707,7 +718,7 @@ def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str,
                                  f"machines need one shared --artifact-dir") from exc
             agent = get_algorithm(choice["algo"]).cls.load(local, device=config.device)
             records = run_policy(cores["test"], agent, name=f"trial {t.number}")
-            versus = vs_threshold(records, baselines["test"]["confidence"], n_boot=config.n_boot, seed=config.seed)
+            versus = vs_curve(records, baselines["test"]["confidence"], n_boot=config.n_boot, seed=config.seed)
             pareto.append({"number": t.number, **choice, "val_accuracy": t.values[0], "val_mean_compute": t.values[1],
                            "test_accuracy": records.accuracy, "test_mean_compute": records.mean_compute,
                            "test_mean_steps": float(records.steps.mean()), "test_vs_confidence": versus})
@@ -716,7 +727,8 @@ def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str,
     for split, agent_points in (("val", [(t.values[0], t.values[1]) for t in complete]),
                                 ("test", [(p["test_accuracy"], p["test_mean_compute"]) for p in pareto])):
         curves = baselines[split]
-        threshold_points = [(r.accuracy, r.mean_compute) for r in curves["confidence"]]
+        threshold_points = list(zip(curves["confidence"].accuracy.tolist(), curves["confidence"].mean_compute.tolist(),
+                                    strict=True))
         reference = config.hv_reference or default_hv_reference(curves, agent_points + threshold_points)
         hv[split] = {"reference_point": {"accuracy": reference[0], "mean_compute": reference[1]},
                      "agent_front": hypervolume(agent_points, reference),
@@ -807,6 +819,19 @@ def render_markdown(report: dict[str, Any]) -> str:
         ref = h["reference_point"]
         lines.append(f"| {split} ({h['agent_points']}) | ({ref['accuracy']:.4f}, {ref['mean_compute']:.3f}) | "
                      f"{h['agent_front']:.5f} | {h['confidence_threshold_front']:.5f} |")
+    oracle_rows = [(split, curves) for split, curves in report["baselines"].items() if "prefix_oracle" in curves]
+    if oracle_rows:
+        lines += ["", "## Oracles and threshold curves", "",
+                  "Threshold curves use every distinct threshold on each split; the confidence hull an agent is "
+                  "compared with is fitted on that same split, which favours thresholding. The path oracle is the "
+                  "cheapest correct path of at most max_steps layers; the prefix oracle the cheapest correct prefix "
+                  "of the full-depth order (the bound for exit-only policies).", "",
+                  "| split | path oracle (acc, compute) | prefix oracle (acc, compute) | confidence thresholds |",
+                  "|---|---|---|---:|"]
+        for split, curves in oracle_rows:
+            path, prefix = curves["oracle"][0], curves["prefix_oracle"][0]
+            lines.append(f"| {split} | {path['accuracy']:.4f}, {path['mean_compute']:.3f} | {prefix['accuracy']:.4f}, "
+                         f"{prefix['mean_compute']:.3f} | {len(baseline_points(curves['confidence']))} |")
     lines += ["", "## All trials (val)", "", "| trial | state | reward | val acc | val compute | Pareto |",
               "|---|---|---|---|---|---|"]
     for t in report["trials"]:
@@ -818,8 +843,10 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 BASELINE_STYLES: dict[str, tuple[str, str]] = {
-    "fixed_paths": ("k^", "fixed paths"), "confidence": ("o-", "confidence threshold"),
-    "entropy": ("s--", "entropy threshold"), "random": ("x:", "random exits"), "oracle": ("D", "oracle")}
+    "fixed_paths": ("k^", "fixed paths"), "confidence": ("-", "confidence threshold"),
+    "entropy": ("--", "entropy threshold"), "margin": ("-.", "margin threshold"),
+    "stable_prediction": ("o:", "stable-prediction threshold"), "random": ("x:", "random exits"),
+    "oracle": ("D", "path oracle"), "prefix_oracle": ("P", "prefix oracle")}
 
 
 def plot_report(report: dict[str, Any], path: Path) -> Path:
@@ -854,7 +881,9 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
 
     for ax, split in zip(axes[:2], ("val", "test"), strict=True):
         for name, (style, label) in BASELINE_STYLES.items():
-            points = sorted((b["mean_compute"], b["accuracy"]) for b in report["baselines"][split][name])
+            if name not in report["baselines"][split]:  # reports written before a baseline existed
+                continue
+            points = sorted(baseline_points(report["baselines"][split][name]))
             ax.plot([p[0] for p in points], [p[1] for p in points], style, ms=4, lw=1, alpha=0.7, label=label)
         h = report["hypervolume"][split]
         ax.set_title(f"{split}: hypervolume agents {h['agent_front']:.4f}, confidence threshold "

@@ -162,8 +162,7 @@ def main() -> None:
         from agents.evaluate import hull_accuracy_at
 
         curve = runs["frozen"]["report"]["curves"]["confidence"]
-        curve_c = np.array([p["mean_compute"] for p in curve])
-        curve_a = np.array([p["accuracy"] for p in curve])
+        curve_c, curve_a = np.array(curve["mean_compute"]), np.array(curve["accuracy"])
         for run in runs.values():
             r = run["report"]
             r["vs_initial_threshold_hull"] = r["accuracy"] - hull_accuracy_at(curve_c, curve_a, r["mean_compute"])

@@ -260,19 +260,25 @@ def make_eval_core(split: str):
     return seq_core(128, split)
 
 
+#: The agent of the report tests: a confidence rule along the full-depth order, so that it is a
+#: point of the exact curve (tau 0.13 exits at every depth of this weak tiny model on test).
+def eval_agent() -> ConfidencePolicy:
+    return ConfidencePolicy(0.13, layer_order=(1, 2, 3))
+
+
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("evaluate_run")
     metadata = {"env_id": "DynaLay-Digits-v0", "reward": "paper(lambda_compute=0.1)"}
-    report = evaluate(make_eval_core, agent=ConfidencePolicy(0.9), agent_name="confidence_agent", split="test",
+    report = evaluate(make_eval_core, agent=eval_agent(), agent_name="confidence_agent", split="test",
                       seed=3, n_boot=200, metadata=metadata, run_dir=run_dir)
     return report, run_dir
 
 
 REQUIRED_KEYS = ("env_id", "split", "policy", "reward", "seed", "provenance", "n_examples", "accuracy",
                  "mean_compute", "mean_flops", "mean_steps", "action_frequencies", "difficulty_correlation",
-                 "full_depth", "vs_threshold", "baselines", "oracle", "best_fixed_path", "thresholds_chosen_on_val",
-                 "examples")
+                 "full_depth", "vs_threshold", "baselines", "oracle", "prefix_oracle", "best_fixed_path",
+                 "thresholds_chosen_on_val", "curves", "examples")
 
 
 def test_report_has_the_required_keys(evaluated):
@@ -291,12 +297,19 @@ def test_report_has_the_required_keys(evaluated):
     assert saved["full_depth"]["mean_compute"] == pytest.approx(1.0, abs=0.1)  # 1.0 = full depth on val
     assert set(saved["vs_threshold"]) >= {"difference", "ci95"} and len(saved["vs_threshold"]["ci95"]) == 2
     assert sum(saved["action_frequencies"].values()) == pytest.approx(1.0)
+    for name, param in (("confidence", "tau"), ("entropy", "h"), ("margin", "m"), ("stable_prediction", "k")):
+        curve = saved["curves"][name]  # every distinct threshold of the split, one point each
+        assert len(curve["threshold"]) == len(curve["accuracy"]) == len(curve["mean_compute"]) == curve["n_thresholds"]
+        assert curve["param"] == param and param in saved["thresholds_chosen_on_val"]
+    assert len(saved["curves"]["confidence"]["threshold"]) > 100
     # The compute unit is the model's own normaliser (mean full-depth FLOPs on val, fixed at pre-training).
     assert saved["flops_per_unit_compute"] == pytest.approx(digits_model().cost_table().normalizer)
     for baseline in saved["baselines"]:
         assert set(baseline) >= {"name", "params", "accuracy", "mean_compute"}
     names = {b["name"] for b in saved["baselines"]}
-    assert names >= {"fixed_path", "confidence", "entropy", "stable_prediction", "random", "oracle"}
+    assert names >= {"fixed_path", "confidence", "entropy", "margin", "stable_prediction", "random", "oracle",
+                     "prefix_oracle"}
+    assert saved["prefix_oracle"]["accuracy"] <= saved["oracle"]["accuracy"] + 1e-12  # a prefix is a path
 
 
 def test_report_names_its_dataset_without_metadata(evaluated):
@@ -314,11 +327,11 @@ def test_report_figures_are_consistent(evaluated):
     assert report["accuracy"] <= oracle["accuracy"]
     full = next(b for b in baselines if b["name"] == "fixed_path" and b["params"]["path"] == [1, 2, 3])
     assert full["accuracy"] == pytest.approx(report["full_depth"]["accuracy"])
-    # The agent (tau=0.9) is itself a point of the threshold curve: it cannot beat the curve's hull.
+    # The agent (tau=0.13) is itself a point of the exact threshold curve: it cannot beat its hull.
     assert report["vs_threshold"]["difference"] <= 1e-12
     assert not report["vs_threshold"]["beats_threshold"]
     # The agent's records replayed here agree with the report.
-    agent = run_policy(make_eval_core("test"), ConfidencePolicy(0.9))
+    agent = run_policy(make_eval_core("test"), eval_agent())
     assert report["accuracy"] == pytest.approx(agent.accuracy)
     assert report["mean_compute"] == pytest.approx(agent.mean_compute)
     assert report["mean_flops"] == pytest.approx(agent.flops.mean())
@@ -328,7 +341,8 @@ def test_report_figures_are_consistent(evaluated):
 def test_report_files_are_written_atomically(evaluated):
     report, run_dir = evaluated
     md = (run_dir / "report.md").read_text()
-    assert "confidence_agent" in md and "oracle" in md and f"Main model `{report['provenance']}`" in md
+    assert "confidence_agent" in md and "path oracle" in md and "prefix oracle" in md
+    assert f"Main model `{report['provenance']}`" in md
     for name in FIGURES:
         data = (run_dir / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 1000, name
@@ -365,7 +379,8 @@ def test_evaluate_without_agent_reports_the_confidence_baseline(tmp_path):
     report = evaluate(make_eval_core, agent=None, split="val", n_boot=10, run_dir=tmp_path, figures=False)
     assert report["policy"] == "confidence"
     assert "vs_threshold" not in report and "examples" not in report
-    chosen = run_policy(make_eval_core("val"), ConfidencePolicy(report["thresholds_chosen_on_val"]["tau"]))
+    chosen = run_policy(make_eval_core("val"), ConfidencePolicy(report["thresholds_chosen_on_val"]["tau"],
+                                                                layer_order=(1, 2, 3)))
     assert report["accuracy"] == pytest.approx(chosen.accuracy)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json", "report.md"]
     json.loads((tmp_path / "report.json").read_text())

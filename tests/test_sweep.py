@@ -24,6 +24,7 @@ import pytest
 from agents.sweep import (
     SearchRange,
     SweepConfig,
+    baseline_points,
     claim_slot,
     hypervolume,
     open_storage,
@@ -236,12 +237,15 @@ def test_figure_and_table_handle_ties_and_rewards_without_lambda(tmp_path):
               "hypervolume": {split: {"reference_point": {"accuracy": 0.7, "mean_compute": 2.0}, "agent_front": 0.1,
                                       "confidence_threshold_front": 0.1, "agent_points": "x"}
                               for split in ("val", "test")},
-              "baselines": {split: {name: [point] for name in ("fixed_paths", "confidence", "entropy", "random",
-                                                                "oracle")} for split in ("val", "test")}}
+              "baselines": {split: {**{name: [point] for name in ("fixed_paths", "random", "oracle", "prefix_oracle")},
+                                    **{name: {"mean_compute": [0.1, 0.5], "accuracy": [0.8, 0.9]}
+                                       for name in ("confidence", "entropy", "margin", "stable_prediction")}}
+                            for split in ("val", "test")}}
     plot_report(report, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     table = render_markdown(report)
     assert "ppo blockdrop(wrong_reward=-1)" in table and "ppo logprob(lambda_compute=0.05)" in table
+    assert "prefix oracle" in table
 
 
 # ---- the real command (slow) -----------------------------------------------------------------------------
@@ -282,10 +286,12 @@ def _check_report(run_dir: Path, study: optuna.Study, n_trials: int) -> dict:
         hv = report["hypervolume"][split]
         ref = (hv["reference_point"]["accuracy"], hv["reference_point"]["mean_compute"])
         curves = report["baselines"][split]
-        assert set(curves) == {"fixed_paths", "confidence", "entropy", "random", "oracle"}
+        assert set(curves) == {"fixed_paths", "confidence", "entropy", "margin", "stable_prediction", "random",
+                               "oracle", "prefix_oracle"}
         always_exit = next(b for b in curves["fixed_paths"] if b["params"]["path"] == [])
         assert ref[0] == always_exit["accuracy"]
-        threshold = [(b["accuracy"], b["mean_compute"]) for b in curves["confidence"]]
+        threshold = [(a, c) for c, a in baseline_points(curves["confidence"])]
+        assert len(threshold) == curves["confidence"]["n_thresholds"] > 20  # every distinct threshold
         assert hv["confidence_threshold_front"] == pytest.approx(hypervolume(threshold, ref))
         agents = ([tuple(values) for values in values.values()] if split == "val"
                   else [(p["test_accuracy"], p["test_mean_compute"]) for p in report["pareto"]])
