@@ -40,6 +40,7 @@ from agents.curves import (
     records_at_threshold,
     vs_curve,
 )
+from agents.interface import as_agent
 from dynalay_env.atomic import atomic_path, atomic_write_json, atomic_write_text
 from dynalay_env.core import DynaLayCore
 from dynalay_env.model import format_provenance, provenance_of
@@ -89,9 +90,11 @@ def _predict(policy: Any, obs: np.ndarray, state: Any, episode_start: np.ndarray
 def run_policy(core: DynaLayCore, policy: Any, name: str | None = None, params: dict[str, Any] | None = None,
                deterministic: bool = True) -> EpisodeRecords:
     """Play ``policy`` on every example of ``core``'s split exactly once (``core`` must be in
-    ``sequential`` mode). ``policy`` is an SB3 model or a :class:`BaselinePolicy`."""
+    ``sequential`` mode). ``policy`` is an :class:`agents.interface.Agent`, a bare SB3 model or a
+    :class:`BaselinePolicy`."""
     if core.sample_mode != "sequential":
         raise ValueError("run_policy needs a core with sample_mode='sequential' (each example exactly once)")
+    policy = as_agent(policy)
     if isinstance(policy, BaselinePolicy):
         policy.bind(core)
         name = name or policy.name

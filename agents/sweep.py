@@ -716,7 +716,7 @@ def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str,
                 raise ValueError(f"the agent of Pareto trial {t.number} (run by {t.user_attrs.get('worker')}) is "
                                  f"not in the artifact store {config.artifact_path()}: {exc}. Workers on several "
                                  f"machines need one shared --artifact-dir") from exc
-            agent = get_algorithm(choice["algo"]).cls.load(local, device=config.device)
+            agent = get_algorithm(choice["algo"]).load(local, device=config.device)
             records = run_policy(cores["test"], agent, name=f"trial {t.number}")
             versus = vs_curve(records, baselines["test"]["confidence"], n_boot=config.n_boot, seed=config.seed)
             pareto.append({"number": t.number, **choice, "val_accuracy": t.values[0], "val_mean_compute": t.values[1],
