@@ -26,13 +26,17 @@ from dynalay_env.model import FPIModel
 
 @dataclass
 class InferenceResult:
-    """Per-input outcome (arrays ``[n]``; ``path`` ``[n, max_steps]`` of 1-based layers, -1 padded)."""
+    """Per-input outcome (arrays ``[n]``; ``path`` ``[n, max_steps]`` of 1-based layers, -1 padded).
+    ``compute`` and ``flops`` count the policy's decisions (``decision_flops`` each); ``env_compute``
+    is the main model alone."""
 
     prediction: np.ndarray
     compute: np.ndarray
     flops: np.ndarray
     steps: np.ndarray
     path: np.ndarray
+    env_compute: np.ndarray | None = None
+    decision_flops: float = 0.0
 
 
 class AdaptiveClassifier:
@@ -40,7 +44,9 @@ class AdaptiveClassifier:
 
     Args:
         model: the main model (``FPIModel``), in eval mode.
-        policy: an SB3 model or a baseline policy (``agents.baselines``).
+        policy: an :class:`agents.interface.Agent` (e.g. from :func:`agents.training.load_run`), a
+            bare SB3 model or a baseline policy (``agents.baselines``); its measured
+            ``decision_flops()`` is charged per decision in the results.
         max_steps, observation_groups, mask_repeats, compute_budget: the env options the policy was
             trained with (they shape its observations and masks).
         batch_size: inputs in flight at once.
@@ -80,7 +86,8 @@ class AdaptiveClassifier:
         core = DynaLayCore(self.model, None, min(self.batch_size, x.shape[0]), sample_mode="sequential",
                            device=self.device, examples=(x, dummy_labels), **self.options)
         records = run_policy(core, self.policy)
-        return InferenceResult(records.prediction, records.compute, records.flops, records.steps, records.path)
+        return InferenceResult(records.prediction, records.compute, records.flops, records.steps, records.path,
+                               env_compute=records.env_compute, decision_flops=records.decision_flops)
 
     @torch.no_grad()
     def predict_full_depth(self, x: torch.Tensor) -> torch.Tensor:

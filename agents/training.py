@@ -83,6 +83,9 @@ class TrainConfig:
     cotrain: bool = False        # co-train the main model (env option mode: cotrain)
     agent_phase: int = 49_152    # co-training: agent timesteps per agent phase (model frozen)
     model_phase: int = 16        # co-training: main-model optimiser steps per model phase; 0 = concurrent
+    #: FLOPs per decision the training reward charged (env option ``decision_flops``): the value
+    #: given in ``env_kwargs`` if any, else the measured cost of the policy built (set by ``train``).
+    decision_flops: float | None = None
 
     def uses_cotrain(self) -> bool:
         """Whether the training env runs in ``mode="cotrain"`` (by ``cotrain`` or the env option)."""
@@ -425,6 +428,12 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
     else:
         agent = spec.build(venv, hyperparams, seed=config.seed, device=config.device,
                            tensorboard_log=str(run_dir / "tb"))
+    # The reward charges the policy's own decisions: the measured cost unless env_kwargs give one.
+    given = config.env_kwargs.get("decision_flops")
+    core.decision_flops = float(given if given is not None else agent.decision_flops())
+    if config.decision_flops != core.decision_flops:
+        config.decision_flops = core.decision_flops
+        _write_json(run_dir / CONFIG_NAME, asdict(config))
     done = int(agent.num_timesteps)
     checkpointer = AtomicCheckpointCallback(run_dir, config.checkpoint_freq)
     # A co-trained run validates with the very model being trained (frozen during the pass).
