@@ -151,7 +151,13 @@ class SB3Agent:
         return self
 
     def save(self, path: str | os.PathLike) -> None:
-        self.model.save(path)
+        """Write the model's zip atomically (``.zip`` is added to a path without a suffix, as SB3 does)."""
+        from pathlib import Path
+
+        from agents.callbacks import atomic_save
+
+        target = Path(path)
+        atomic_save(target if target.suffix else target.with_suffix(".zip"), self.model.save)
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
                 action_masks: np.ndarray | None = None, deterministic: bool = True) -> tuple[np.ndarray, Any]:

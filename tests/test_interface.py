@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,25 +12,16 @@ import torch
 from agents.algorithms import ALGORITHMS, get_algorithm, load_hyperparams
 from agents.interface import Agent, SB3Agent, lstm_step_flops, sb3_decision_flops
 from agents.sb3_vec_env import DynaLayVecEnv
-from tests.vec_fixtures import one_torch_thread
+from tests import test_algorithms
+
+# The registry tests' fixtures: one torch thread for the module, an 8-env digits VecEnv.
+_one_torch_thread = test_algorithms._one_torch_thread
+venv = test_algorithms.venv
 
 SMALL = {"ppo": dict(n_steps=16, batch_size=64, n_epochs=1),
          "dqn": dict(learning_starts=0, buffer_size=1000),
          "ppo_lstm": dict(n_steps=16, batch_size=64, n_epochs=1),
          "maskable_ppo": dict(n_steps=16, batch_size=64, n_epochs=1)}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    with one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def venv(tiny_digits_model) -> Iterator[DynaLayVecEnv]:
-    env = DynaLayVecEnv(8, dataset="digits", model=tiny_digits_model)
-    yield env
-    env.close()
 
 
 def build(name: str, env: DynaLayVecEnv) -> SB3Agent:
