@@ -433,7 +433,8 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
     core.decision_flops = float(given if given is not None else agent.decision_flops())
     if config.decision_flops != core.decision_flops:
         config.decision_flops = core.decision_flops
-        _write_json(run_dir / CONFIG_NAME, asdict(config))
+        if not resume:  # a resumed run keeps its config.json (as for the other fields)
+            _write_json(run_dir / CONFIG_NAME, asdict(config))
     done = int(agent.num_timesteps)
     checkpointer = AtomicCheckpointCallback(run_dir, config.checkpoint_freq)
     # A co-trained run validates with the very model being trained (frozen during the pass).
