@@ -13,7 +13,7 @@ episodes:
   group, then one head call over every slot that moved. A slot that reaches ``max_steps`` is
   classified (forced exit). Both end the episode with ``terminated=True``.
 
-Compute (DESIGN.md): encoder + for each step (injection + executed iterations x FLOPs per iteration)
+Compute (:meth:`~dynalay_env.model.CostTable.step_flops`): encoder + for each step (injection + executed iterations x FLOPs per iteration)
 + the head at every visited state, in FLOPs, and normalised by the model's ``compute_normalizer``.
 Only work that ran is counted: the FPI solver drops converged samples from its batch.
 
@@ -190,15 +190,13 @@ class DynaLayCore:
         self.costs = costs
         self.normalizer = float(costs.normalizer)
         dev = self.device
-        self._injection = torch.tensor(costs.injection, dtype=torch.float64, device=dev)
-        self._iteration = torch.tensor(costs.iteration, dtype=torch.float64, device=dev)
         if len(costs.max_iterations) != self.num_layers:
             raise ValueError(f"cost_table().max_iterations must give one value per layer ({self.num_layers}), "
                              f"got {costs.max_iterations}")
         self._max_iter = torch.tensor(costs.max_iterations, dtype=torch.float64, device=dev)
         # The largest one-step cost of each layer: injection + max_iter iterations + the head.
-        self._worst_step = (self._injection + self._max_iter * self._iteration + costs.head) / self.normalizer
-        self._reset_flops = float(costs.encoder + costs.head)
+        self._worst_step = torch.tensor(costs.worst_step_flops(), dtype=torch.float64, device=dev) / self.normalizer
+        self._reset_flops = costs.reset_flops()
 
         if dataset is not None:
             x, y = dataset.as_tensors(split, dev)
@@ -427,7 +425,7 @@ class DynaLayCore:
                 k = layer - 1
                 result = self.model.apply_layer(k, self.z[group], self.x_emb[group])
                 self.z[group] = result.state
-                self.flops[group] += self._injection[k] + result.flops.double()
+                self.flops[group] += self.costs.step_flops(k, result.flops)  # injection + solve + head
                 self.last_residual[group] = result.residual.float()
                 self.last_iterations[group] = result.iterations
                 self.last_max_iter[group] = self._max_iter[k]
@@ -435,7 +433,6 @@ class DynaLayCore:
             self.path[moved_idx, self.steps[moved_idx]] = act[moved_idx]
             self.steps[moved_idx] += 1
             self.logits[moved_idx] = self.model.classify(self.z[moved_idx])
-            self.flops[moved_idx] += self.costs.head
         self.last_action = torch.where(active_t, act, self.last_action)
 
         terminated = active_t & (~moved | (self.steps >= self.max_steps))
