@@ -11,8 +11,8 @@ from dynalay_env.data import load_dataset
 from dynalay_env.env import DynaLayEnv
 from dynalay_env.model import LayerSpec, MainModel, default_config
 from tests.env_fixtures import (  # noqa: F401
-    digits_model,
     check_charged_equals_executed,
+    digits_model,
     no_default_model_training,
     synthetic_model,
 )
