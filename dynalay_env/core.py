@@ -383,8 +383,7 @@ class DynaLayCore:
         x_emb = self.model.encode(self.x.index_select(0, ex))
         self.x_emb.index_copy_(0, idx, x_emb)
         self.z.index_copy_(0, idx, x_emb)
-        self.logits.index_copy_(0, idx, self.model.classify(x_emb))
-        self.hidden.index_copy_(0, idx, self.model.introspect(x_emb))
+        self._classify_into(idx, x_emb)
         self.example[idx] = ex
         self.label[idx] = self.y[ex]
         self.steps[idx] = 0
@@ -399,6 +398,14 @@ class DynaLayCore:
         obs = self.observations_tensor(idx)
         self.last_step_seconds = time.perf_counter() - start
         return obs
+
+    def _classify_into(self, idx: Tensor, z: Tensor) -> None:
+        """Head logits and introspection of states ``z`` into slots ``idx``; a model with
+        ``classify_introspection`` introspects each state once for both."""
+        hidden = self.model.introspect(z)
+        head = getattr(self.model, "classify_introspection", None)
+        self.logits.index_copy_(0, idx, head(hidden) if head is not None else self.model.classify(z))
+        self.hidden.index_copy_(0, idx, hidden)
 
     def validate_actions(self, actions: Any) -> Tensor:
         """Actions as a long tensor ``[N]``; a clear ``ValueError`` for a wrong shape, type or range."""
@@ -496,8 +503,7 @@ class DynaLayCore:
             self.path_iterations[moved_idx, step_moved] = its
             self.path[moved_idx, step_moved] = act.index_select(0, moved_idx)
             self.steps += moved
-            self.logits.index_copy_(0, moved_idx, self.model.classify(z_moved))
-            self.hidden.index_copy_(0, moved_idx, self.model.introspect(z_moved))
+            self._classify_into(moved_idx, z_moved)
         self.last_action = torch.where(active_t, act, self.last_action)
 
         terminated = active_t & (~moved | (self.steps >= self.max_steps))

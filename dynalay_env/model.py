@@ -286,7 +286,12 @@ class MainModel(nn.Module):
         return torch.cat([flat.mean(dim=2), flat.amax(dim=2)], dim=1)
 
     def classify(self, z: Tensor) -> Tensor:
-        return self.head_out(F.relu(self.head_hidden(self.introspect(z))))
+        return self.classify_introspection(self.introspect(z))
+
+    def classify_introspection(self, h: Tensor) -> Tensor:
+        """Logits ``[N, num_classes]`` from an introspection ``h = introspect(z)``: lets the env
+        introspect a state once for both the observation and the head (optional in :class:`FPIModel`)."""
+        return self.head_out(F.relu(self.head_hidden(h)))
 
     def forward(self, x: Tensor, path: list[int] | tuple[int, ...] | None = None) -> Tensor:
         """Logits after applying ``path`` (0-based layer indices; default: full depth 0..K-1)."""
