@@ -330,6 +330,7 @@ class DynaLayCore:
         self.observation_descriptions = descriptions
         self.observation_low = np.asarray(low, dtype=np.float32)
         self.observation_high = np.asarray(high, dtype=np.float32)
+        self._action_ids = torch.arange(self.num_actions, device=self.device)
         self._observation_low = torch.as_tensor(self.observation_low, device=self.device)
         self._observation_high = torch.as_tensor(self.observation_high, device=self.device)
 
@@ -398,6 +399,13 @@ class DynaLayCore:
         obs = self.observations_tensor(idx)
         self.last_step_seconds = time.perf_counter() - start
         return obs
+
+    def group_sizes(self, actions: Tensor) -> list[int]:
+        """How many slots chose each action, on the host. The step's one synchronisation besides the
+        solver's own: executed work must equal counted work, so each layer's solve (and the solver,
+        as samples converge) runs on exactly the samples that need it, and a kernel's batch size
+        is a host value. Padding the groups to fixed sizes would run work that is not counted."""
+        return torch.bincount(actions, minlength=self.num_actions).tolist()
 
     def _classify_into(self, idx: Tensor, z: Tensor) -> None:
         """Head logits and introspection of states ``z`` into slots ``idx``; a model with
@@ -474,9 +482,8 @@ class DynaLayCore:
         repeated = (act > 0) & (act == self.last_action)
         moved = act > 0
 
-        # One batched solve per chosen layer: sort slots by action once, split into groups. The group
-        # sizes come to the host because the solver runs (and counts) only the samples it is given.
-        counts = torch.bincount(act, minlength=self.num_actions).tolist()
+        # One batched solve per chosen layer: sort slots by action once, split into groups.
+        counts = self.group_sizes(act)
         if sum(counts[1:]):
             order = torch.argsort(act, stable=True)
             moved_idx = order[counts[0]:]
@@ -554,10 +561,8 @@ class DynaLayCore:
             parts.append((self.flops[sel] / self.normalizer).float().unsqueeze(1))
         if "last_action" in self.observation_groups:
             last = self.last_action[sel]
-            onehot = torch.zeros(last.shape[0], self.num_actions, device=self.device)
-            started = last >= 0
-            onehot[started.nonzero().flatten(), last[started]] = 1.0
-            parts.append(onehot)
+            # A one-hot by comparison, not by indexing with the started rows (that needs their count).
+            parts.append(last.unsqueeze(1) == self._action_ids)
         if "solver" in self.observation_groups:
             parts.append(self.last_residual[sel].clamp(0, 1).unsqueeze(1))
             parts.append((self.last_iterations[sel].double() / self.last_max_iter[sel]).float().unsqueeze(1))
@@ -569,9 +574,8 @@ class DynaLayCore:
         ``compute_budget``."""
         mask = torch.ones(self.num_envs, self.num_actions, dtype=torch.bool, device=self.device)
         if self.mask_repeats:
-            last = self.last_action
-            rows = (last > 0).nonzero().flatten()
-            mask[rows, last[rows]] = False
+            # The layer just applied (EXIT, 0, is never masked), without host-side row counts.
+            mask &= ~((self.last_action.unsqueeze(1) == self._action_ids) & (self._action_ids > 0))
         if self.compute_budget is not None:
             spent = (self.flops / self.normalizer).unsqueeze(1)
             mask[:, 1:] &= (spent + self._worst_step.unsqueeze(0)) <= self.compute_budget
