@@ -17,6 +17,13 @@ Compute (:meth:`~dynalay_env.model.CostTable.step_flops`): encoder + for each st
 + the head at every visited state, in FLOPs, and normalised by the model's ``compute_normalizer``.
 Only work that ran is counted: the FPI solver drops converged samples from its batch.
 
+Host synchronisation. On an accelerator a step waits for the device only where a solve needs a
+batch size on the host: :meth:`DynaLayCore.group_sizes` (how many slots chose each layer) and the FPI
+solver's shrinking active set, because executed work must equal counted work. Observations,
+rewards, masks and ``info`` stay on the device (``info`` becomes numpy when a key is read); device
+action batches are checked with asynchronous assertions. The faces' return values (Gymnasium's
+numpy, the SB3 adapter's ``step_wait``) are the documented host-facing calls.
+
 Example sampling is reproducible per slot. ``sample_mode="random"``: slot ``i``'s j-th example is
 ``splitmix64(key_i + j) mod n`` where ``key_i`` is drawn from the slot's seed, so a batch of N slots
 seeded ``s, s+1, ...`` replays exactly the episodes of N single envs seeded the same way.
