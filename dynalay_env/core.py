@@ -42,7 +42,6 @@ batch-vs-single-env equivalence do not hold for it and are only tested in ``froz
 
 from __future__ import annotations
 
-import ctypes
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -58,8 +57,6 @@ from dynalay_env.model import FPIModel
 from dynalay_env.rewards import Reward, RewardInputs, make_reward
 
 EXIT_ACTION = 0
-#: Steps between two returns of the C heap's free pages to the system (see :func:`release_free_heap`).
-RELEASE_HEAP_EVERY = 256
 OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_action", "solver")
 SAMPLE_MODES: tuple[str, ...] = ("random", "sequential")
 MODES: tuple[str, ...] = ("frozen", "cotrain")
@@ -82,32 +79,6 @@ def seed_to_key(seed: int | None) -> int:
 
     rng, _ = seeding.np_random(seed)
     return int(rng.integers(0, 2**63 - 1))
-
-
-def _libc_malloc_trim() -> Callable[[int], int] | None:
-    try:
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
-
-
-_MALLOC_TRIM = _libc_malloc_trim()
-
-
-def release_free_heap() -> None:
-    """Give the free pages of glibc's heap back to the system (``malloc_trim(0)``; a no-op elsewhere).
-
-    Why: a step's temporaries (group solves, gathers) change size at every step, and they are
-    freed between allocations that live longer (an agent's rollout buffers, returned arrays). The
-    heap then keeps holes of free memory that later requests do not fit, and its resident size
-    creeps up over millions of steps although nothing is in use. glibc returns free pages at the
-    top of the heap only; ``malloc_trim`` returns those inside it as well. The core calls it every
-    ``RELEASE_HEAP_EVERY`` steps (a walk of the free lists: well under a millisecond).
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 def _choices(name: str, value: Any, valid: Sequence[Any]) -> None:
@@ -304,7 +275,6 @@ class DynaLayCore:
         self._cursor = 0
         self._build_observation_layout()
         self.last_step_seconds = 0.0
-        self._steps_since_release = 0
         self.cotrainer = self._make_cotrainer(cotrain_lr, cotrain_every)
 
     def _make_cotrainer(self, lr: float | None, every: int | None) -> Any:
@@ -569,10 +539,6 @@ class DynaLayCore:
         self.done |= terminated
         obs = self.observations_tensor()
         info = LazyInfo({**self.info_tensors(prediction, correct), "masked_action": masked, "repeated": repeated})
-        self._steps_since_release += 1
-        if self._steps_since_release >= RELEASE_HEAP_EVERY:
-            self._steps_since_release = 0
-            release_free_heap()
         self.last_step_seconds = time.perf_counter() - start
         if self.cotrainer is not None and self.cotrainer.active:
             # After the step's outputs are computed: the model moves only between env steps.
