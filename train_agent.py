@@ -13,7 +13,7 @@ Examples::
     python train_agent.py train --algo ppo --env DynaLay-MNIST1D-v0 --env-kwargs lambda_compute:0.2 \\
         --timesteps 200000 --run-dir runs/ppo
     python train_agent.py train --run-dir runs/ppo --resume
-    python train_agent.py train --cotrain --agent-phase 49152 --model-phase 16 --cotrain-lr 1e-4 \
+    python train_agent.py train --cotrain --agent-phase 49152 --model-phase 16 --cotrain-lr 1e-4 \\
         --timesteps 196608 --run-dir runs/ppo-cotrain      # the main model learns too
     python train_agent.py evaluate --run-dir runs/ppo --split test --validate
     python train_agent.py sweep --n-trials 12 --workers 2 --run-dir runs/sweep
@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 DEFAULT_DATASET = "mnist1d"
 DEMO_TIMESTEPS = 200_000
@@ -50,6 +53,43 @@ def parse_env_kwargs(items: list[str] | dict[str, Any] | None) -> dict[str, Any]
     return out
 
 
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (``prog: error: ...``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: type, minimum: float, strict: bool = False) -> Callable[[str], Any]:
+    """An argparse ``type``: a ``kind`` (int or float) ``>= minimum`` (``> minimum`` if ``strict``).
+    Integers may be written as ``2e5``; a bad value's message says what the option expects."""
+    what = (f"an integer >= {minimum}" if kind is int else
+            f"a number {'>' if strict else '>='} {minimum:g}")
+
+    def parse(text: str) -> Any:
+        try:
+            value = float(text)
+            if kind is int:
+                if not value.is_integer():
+                    raise ValueError
+                value = int(value)
+        except (TypeError, ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.checks_range = True  # type: ignore[attr-defined]  # re-applied to values from --config
+    return parse
+
+
+POSITIVE_INT = _number(int, 1)
+NON_NEGATIVE_INT = _number(int, 0)
+POSITIVE_FLOAT = _number(float, 0.0, strict=True)
+#: A command-line value that starts like a negative number (``-1.5,0``, ``-5``, ``-.5``).
+_NEGATIVE_VALUE = re.compile(r"^-\.?\d")
+
+
 def _add_common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
     if dataset:
         parser.add_argument("--dataset", default=None,
@@ -57,9 +97,9 @@ def _add_common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
     parser.add_argument("--data-root", default=None,
                         help="folder holding local dataset files (mnist, fashion_mnist, cifar10)")
     parser.add_argument("--run-dir", default=None, help="folder for every artefact of this run")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'cuda:N' (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=POSITIVE_INT, default=1,
                         help="torch CPU threads (default: %(default)s: the default models are small and one "
                              "thread avoids cores fighting; raise it for image datasets or big batches)")
     parser.add_argument("--config", default=None,
@@ -68,16 +108,15 @@ def _add_common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train_agent.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="train_agent.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("pretrain", help="path-robust pre-training of the main model; writes "
                                         "main_model.pt and pretrain.json into --run-dir")
     _add_common(p)
-    p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the dataset's recipe, 40)")
-    p.add_argument("--batch-size", type=int, default=None, help="mini-batch size (default: the dataset's recipe, 128)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the dataset's recipe, 3e-3)")
+    p.add_argument("--epochs", type=POSITIVE_INT, default=None, help="maximum epochs (default: the dataset's recipe, 40)")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=None, help="mini-batch size (default: the dataset's recipe, 128)")
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=None, help="peak learning rate (default: the dataset's recipe, 3e-3)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     t = sub.add_parser("train", help="train an agent into --run-dir (resumable)",
@@ -92,11 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY:VALUE",
                    help="env options in rl-zoo3 syntax, e.g. lambda_compute:0.2 mask_repeats:true "
                         "observation_groups:[hidden,head]")
-    t.add_argument("--timesteps", type=int, default=None, help="total env steps (default: hyperparams n_timesteps)")
-    t.add_argument("--n-envs", type=int, default=None, help="parallel episodes (default: hyperparams n_envs)")
+    t.add_argument("--timesteps", type=POSITIVE_INT, default=None, help="total env steps (default: hyperparams n_timesteps)")
+    t.add_argument("--n-envs", type=POSITIVE_INT, default=None, help="parallel episodes (default: hyperparams n_envs)")
     t.add_argument("--hyperparams", default=None, help="rl-zoo3-style YAML (default: hyperparams/<algo>.yml)")
-    t.add_argument("--checkpoint-freq", type=int, default=50_000, help="timesteps between checkpoints")
-    t.add_argument("--eval-freq", type=int, default=50_000, help="timesteps between val evaluations")
+    t.add_argument("--checkpoint-freq", type=POSITIVE_INT, default=50_000, help="timesteps between checkpoints")
+    t.add_argument("--eval-freq", type=POSITIVE_INT, default=50_000, help="timesteps between val evaluations")
     t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     c = t.add_argument_group(
@@ -107,22 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "written to main_model.pt at the end (the starting one stays as main_model_initial.pt); "
                        "tb/cotrain logs its updates. Evaluation always runs the model frozen.")
     c.add_argument("--cotrain", action="store_true", help="co-train the main model with the agent")
-    c.add_argument("--agent-phase", type=int, default=49_152, metavar="STEPS",
+    c.add_argument("--agent-phase", type=POSITIVE_INT, default=49_152, metavar="STEPS",
                    help="agent timesteps per agent phase; best a multiple of n_steps x n_envs, e.g. 12 PPO "
                         "rollouts of 16 x 256 (default: %(default)s)")
-    c.add_argument("--model-phase", type=int, default=16, metavar="UPDATES",
+    c.add_argument("--model-phase", type=NON_NEGATIVE_INT, default=16, metavar="UPDATES",
                    help="main-model optimiser steps per model phase, each on --cotrain-every episodes; 0 = no "
                         "phases, the model learns inside the agent's own training steps (default: %(default)s)")
-    c.add_argument("--cotrain-lr", type=float, default=None,
+    c.add_argument("--cotrain-lr", type=POSITIVE_FLOAT, default=None,
                    help="Adam step size of the main model (> 0; default: 1e-4)")
-    c.add_argument("--cotrain-every", type=int, default=None, metavar="M",
+    c.add_argument("--cotrain-every", type=POSITIVE_INT, default=None, metavar="M",
                    help="finished episodes per main-model optimiser step (>= 1; default: 64)")
 
     e = sub.add_parser("evaluate", help="evaluate a trained run against the baselines")
     _add_common(e, dataset=False)
     e.add_argument("--split", default="test", help="split to report on (default: %(default)s)")
-    e.add_argument("--n-envs", type=int, default=512, help="episodes evaluated in parallel (default: %(default)s)")
-    e.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    e.add_argument("--n-envs", type=POSITIVE_INT, default=512, help="episodes evaluated in parallel (default: %(default)s)")
+    e.add_argument("--n-boot", type=POSITIVE_INT, default=1000, help="bootstrap resamples (default: %(default)s)")
     e.add_argument("--validate", action="store_true",
                    help="replay the paths recorded in the run's report.json and check predictions and costs")
     e.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
@@ -146,10 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--artifact-dir", default=None,
                    help="where trials store their agents (default: <run-dir>/artifacts; a folder every machine sees "
                         "when workers run on several)")
-    s.add_argument("--n-trials", type=int, default=16, help="completed trials of the whole study (default: %(default)s)")
-    s.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default: %(default)s)")
-    s.add_argument("--timesteps", type=int, default=100_000, help="agent timesteps per trial (default: %(default)s)")
-    s.add_argument("--n-envs", type=int, default=None, help="parallel episodes (default: hyperparams n_envs)")
+    s.add_argument("--n-trials", type=POSITIVE_INT, default=16, help="completed trials of the whole study (default: %(default)s)")
+    s.add_argument("--workers", type=POSITIVE_INT, default=1, help="worker processes on this machine (default: %(default)s)")
+    s.add_argument("--timesteps", type=POSITIVE_INT, default=100_000, help="agent timesteps per trial (default: %(default)s)")
+    s.add_argument("--n-envs", type=POSITIVE_INT, default=None, help="parallel episodes (default: hyperparams n_envs)")
     s.add_argument("--reward-kinds", default="paper,logprob,blockdrop",
                    help="reward kinds to search, comma-separated (default: %(default)s)")
     s.add_argument("--lambda-compute", default="0.01,1,log", help="range of lambda_compute (default: %(default)s)")
@@ -161,22 +200,22 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "(default: the hyperparameter file's)")
     s.add_argument("--hyperparams", default=None, help="rl-zoo3-style YAML (default: hyperparams/<algo>.yml)")
     s.add_argument("--sampler", default="tpe", help="tpe, nsga2 or random (default: %(default)s)")
-    s.add_argument("--heartbeat-interval", type=int, default=10,
+    s.add_argument("--heartbeat-interval", type=POSITIVE_INT, default=10,
                    help="seconds between a running trial's heartbeats (default: %(default)s)")
-    s.add_argument("--grace-period", type=int, default=None,
+    s.add_argument("--grace-period", type=POSITIVE_INT, default=None,
                    help="seconds without heartbeat after which a trial is failed and retried (default: 3 heartbeats)")
-    s.add_argument("--max-retry", type=int, default=2, help="retries of a trial whose worker died (default: %(default)s)")
+    s.add_argument("--max-retry", type=NON_NEGATIVE_INT, default=2, help="retries of a trial whose worker died (default: %(default)s)")
     s.add_argument("--hv-reference", default=None, metavar="ACC,COMPUTE",
-                   help="hypervolume reference point (default: per split, the always-EXIT accuracy and the most "
-                        "expensive fixed path's compute)")
-    s.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+                   help="hypervolume reference point, one for both splits (default: per split, the always-EXIT "
+                        "accuracy and 1.1 x the largest compute among the fixed paths and the plotted points)")
+    s.add_argument("--n-boot", type=POSITIVE_INT, default=1000, help="bootstrap resamples (default: %(default)s)")
 
     d = sub.add_parser("demo", help="pre-train (if needed), train PPO on agent_train, evaluate on test "
                                     "against the baselines, print the table")
     _add_common(d)
-    d.add_argument("--timesteps", type=int, default=DEMO_TIMESTEPS, help="PPO timesteps (default: %(default)s)")
+    d.add_argument("--timesteps", type=POSITIVE_INT, default=DEMO_TIMESTEPS, help="PPO timesteps (default: %(default)s)")
     d.add_argument("--algo", default="ppo", help="algorithm (default: %(default)s)")
-    d.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    d.add_argument("--n-boot", type=POSITIVE_INT, default=1000, help="bootstrap resamples (default: %(default)s)")
 
     sub.add_parser("list-datasets", help="print the registered dataset names")
     return parser
@@ -185,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse, letting ``--config FILE`` supply defaults that explicit flags override."""
     parser = build_parser()
+    argv = attach_negative_values(parser, sys.argv[1:] if argv is None else list(argv))
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
         import yaml
@@ -195,14 +235,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         values = yaml.safe_load(path.read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"--config {path} must hold a mapping of option: value")
-        subparser = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+        subparser = _subparsers(parser)[args.command]
         valid = {a.dest for a in subparser._actions if a.dest != "help"}
         unknown = set(values) - valid
         if unknown:
             raise ValueError(f"--config {path}: unknown option(s) {sorted(unknown)}; valid: {sorted(valid)}")
         subparser.set_defaults(**values)
         args = parser.parse_args(argv)
+        for action in subparser._actions:  # argparse converts string defaults only: check the others too
+            value = getattr(args, action.dest, None)
+            if getattr(action.type, "checks_range", False) and value is not None and not isinstance(value, str):
+                try:
+                    setattr(args, action.dest, action.type(str(value)))
+                except argparse.ArgumentTypeError as exc:
+                    subparser.error(f"argument {'/'.join(action.option_strings)} (from --config {path}): {exc}")
     return args
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def attach_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """Join ``--option -1.5,0`` into ``--option=-1.5,0`` for every option that takes one value.
+
+    argparse reads a value that starts with ``-`` as an option unless it is a plain negative number,
+    so ranges such as ``--wrong-reward -1.5,0`` would fail; joined, they reach the option's own check.
+    Everything after a ``--`` is left alone."""
+    takes_value = {option for sub in _subparsers(parser).values() for action in sub._actions
+                   if action.option_strings and action.nargs is None for option in action.option_strings}
+    out: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--":
+            out.append(token)
+            out.extend(tokens)
+            break
+        if token in takes_value:
+            value = next(tokens, None)
+            if value is not None and _NEGATIVE_VALUE.match(value):
+                out.append(f"{token}={value}")
+                continue
+            out.append(token)
+            if value is not None:
+                out.append(value)
+            continue
+        out.append(token)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -406,8 +486,13 @@ def _sweep_config(args: argparse.Namespace) -> Any:
 
 def cmd_sweep(args: argparse.Namespace) -> dict:
     from agents.sweep import run_sweep
+    from agents.training import check_env_builds
 
     config = _sweep_config(args).validate()
+    options = {**config.env_kwargs, "dataset": config.dataset_name(), "model": config.model, "device": config.device}
+    if config.data_root:
+        options["data_root"] = config.data_root
+    check_env_builds(options)  # the env's own checks, before any worker starts
     print(f"study {config.study_name!r}: {config.n_trials} trials of {config.timesteps} timesteps, "
           f"{config.workers} worker(s) here, storage {config.storage or config.storage_url()}")
     report = run_sweep(config)
@@ -487,8 +572,6 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "threads", None):
             import torch
 
-            if args.threads < 1:
-                raise ValueError(f"--threads must be >= 1, got {args.threads}")
             torch.set_num_threads(args.threads)
         if args.command == "list-datasets":
             from dynalay_env.data import available_datasets
@@ -498,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
         {"pretrain": cmd_pretrain, "train": cmd_train, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
          "demo": cmd_demo}[args.command](args)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line
         return 2
     return 0
 

@@ -5,9 +5,7 @@ the main model's weights and optimiser are checkpointed with the agent)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from dynalay_env.model import atomic_write_bytes
+from dynalay_env.atomic import atomic_path, atomic_write_json
 
 CHECKPOINT_DIR = "checkpoints"
 _CHECKPOINT_RE = re.compile(r"agent_(\d+)_steps\.zip$")
@@ -106,22 +104,15 @@ class PeriodicEvalCallback(BaseCallback):
             self.logger.record("val/compute", result["mean_compute"])
             self.history.append({"timesteps": self.num_timesteps, **result})
             if self.history_path:
-                atomic_write_bytes(self.history_path, json.dumps(self.history, indent=1).encode())
+                atomic_write_json(self.history_path, self.history, indent=1)
         return True
 
 
 def atomic_save(path: Path, write: Callable[[str], Any]) -> None:
     """Run ``write(tmp_path)`` on a temporary file beside ``path`` (same suffix), then rename it over
     ``path``: a reader never sees a half-written file, and a failure leaves the old one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def atomic_save_model(model: Any, path: Path) -> None:

@@ -10,7 +10,6 @@ writes ``report.json``, ``report.md`` and PNG figures into the run folder.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,9 @@ from agents.baselines import (
     calibrate_random,
     oracle_search,
 )
+from dynalay_env.atomic import atomic_path, atomic_write_json, atomic_write_text
 from dynalay_env.core import DynaLayCore
+from dynalay_env.model import format_provenance, provenance_of
 
 TAU_GRID: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995,
                                0.999, 1.01)
@@ -322,6 +323,7 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
         "split": split,
         "seed": seed,
         "provenance": core.provenance,
+        "model_provenance": provenance_of(core.model, core.dataset),
         "n_examples": int(core.num_examples),
         "full_depth": {"accuracy": full_depth.accuracy, "mean_compute": full_depth.mean_compute},
         "best_fixed_path": best_fixed.summary(),
@@ -401,15 +403,13 @@ def write_report(run_dir: Path, report: dict[str, Any], focus: EpisodeRecords, b
                  confidence_curve: Sequence[EpisodeRecords], entropy_curve: Sequence[EpisodeRecords],
                  search: OracleSearch, figures: bool = True) -> dict[str, Path]:
     """Write report.json, report.md and the PNG figures atomically; returns their paths."""
-    from dynalay_env.model import atomic_write_bytes
-
     run_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": run_dir / "report.json", "md": run_dir / "report.md"}
     if figures:
         paths.update(plot_report(run_dir, report, focus, baselines, confidence_curve, entropy_curve, search))
         report["figures"] = {k: str(v) for k, v in paths.items() if k not in ("json", "md")}
-    atomic_write_bytes(paths["json"], json.dumps(_jsonable(report), indent=2).encode())
-    atomic_write_bytes(paths["md"], render_markdown(report).encode())
+    atomic_write_json(paths["json"], _jsonable(report))
+    atomic_write_text(paths["md"], render_markdown(report))
     return paths
 
 
@@ -430,6 +430,7 @@ def _jsonable(obj: Any) -> Any:
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# DynaLay evaluation: {report.get('policy')} on {report.get('dataset', '?')} / {report['split']}",
              "", f"{report['n_examples']} examples, each once. Compute is normalised: 1.0 = full-depth model.", "",
+             *([format_provenance(report["model_provenance"]), ""] if report.get("model_provenance") else []),
              "| policy | params | accuracy | mean compute |", "|---|---|---:|---:|"]
     if "vs_threshold" in report:
         lines.append(f"| **{report['policy']}** | | {report['accuracy']:.4f} | {report['mean_compute']:.3f} |")
@@ -460,10 +461,11 @@ def plot_report(run_dir: Path, report: dict[str, Any], focus: EpisodeRecords, ba
 
     def save(fig: Any, name: str) -> Path:
         path = run_dir / name
-        tmp = run_dir / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        tmp.replace(path)
+        try:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        finally:
+            plt.close(fig)
         return path
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))

@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 
 from dynalay_env import ENV_IDS
+from dynalay_env.atomic import atomic_path, atomic_write_json, atomic_write_text
 from dynalay_env.rewards import REWARD_PARAMETERS
 
 OBJECTIVE_NAMES: tuple[str, str] = ("val_accuracy", "val_mean_compute")
@@ -220,11 +221,15 @@ class SweepConfig:
                              f"({self.heartbeat_interval} s), or live trials would be failed as stale")
         if self.env_id not in ENV_IDS:
             raise ValueError(f"unknown env id {self.env_id!r}; valid ids: {', '.join(ENV_IDS)}")
-        clash = sorted(set(self.env_kwargs) & {"reward", "reward_kwargs", "split", "sample_mode", "model",
+        from agents.training import check_env_kwargs, take_flag_options
+
+        take_flag_options(self)  # model, dataset, data_root and device: their own fields, given once
+        clash = sorted(set(self.env_kwargs) & {"reward", "reward_kwargs", "split", "sample_mode",
                                                *SEARCHED_REWARD_PARAMS})
         if clash:
             raise ValueError(f"env_kwargs may not set {clash}: the sweep sets them per trial (use the range "
                              f"options, e.g. --lambda-compute 0.1 to fix a parameter)")
+        check_env_kwargs(self.env_kwargs)
         if self.hv_reference is not None:
             ref = tuple(float(v) for v in self.hv_reference)
             if len(ref) != 2:
@@ -614,12 +619,12 @@ def run_sweep(config: SweepConfig) -> dict[str, Any]:
     """Run (or resume, or join) the study with this machine's workers, then write the report."""
     import optuna
 
-    from dynalay_env.model import atomic_write_bytes
+    from dynalay_env.model import load_checkpoint, provenance_of
 
     config.validate()
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(run_dir / "sweep_config.json", json.dumps(config.to_dict(), indent=2).encode())
+    atomic_write_json(run_dir / "sweep_config.json", config.to_dict())
     quiet_optuna()
     storage = open_storage(config)
     model_path, provenance = resolve_main_model(config)
@@ -628,6 +633,7 @@ def run_sweep(config: SweepConfig) -> dict[str, Any]:
     run_workers(config, model_path, provenance)
     study = optuna.load_study(study_name=config.study_name, storage=storage)
     report = build_report(config, study, model_path)
+    report["model_provenance"] = provenance_of(load_checkpoint(model_path).model)
     report["wall_seconds_this_command"] = time.perf_counter() - start
     write_report(run_dir, report)
     return report
@@ -754,13 +760,11 @@ def _study_span(trials: list[Any]) -> float | None:
 
 def write_report(run_dir: Path, report: dict[str, Any]) -> dict[str, Path]:
     """``sweep.json``, ``sweep.md`` and ``sweep.png``, each written atomically."""
-    from dynalay_env.model import atomic_write_bytes
-
     paths = {"json": run_dir / REPORT_NAME, "md": run_dir / "sweep.md", "png": run_dir / "sweep.png"}
     plot_report(report, paths["png"])
     report["figure"] = str(paths["png"])
-    atomic_write_bytes(paths["json"], json.dumps(report, indent=2, default=str).encode())
-    atomic_write_bytes(paths["md"], render_markdown(report).encode())
+    atomic_write_json(paths["json"], report, default=str)
+    atomic_write_text(paths["md"], render_markdown(report))
     return paths
 
 
@@ -773,11 +777,14 @@ def format_choice(choice: dict[str, Any] | None) -> str:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
+    from dynalay_env.model import format_provenance
+
     c = report["counts"]
     lines = [f"# Reward-shaping study `{report['study_name']}` ({report['dataset']})", "",
              f"{c['complete']} complete trials ({c['fail']} failed, {c['surplus']} surplus); storage "
              f"`{report['storage']}`; study wall time {report['study_wall_seconds'] or 0:.0f} s, mean trial "
              f"{report['mean_trial_seconds'] or 0:.0f} s. Compute 1.0 = the full-depth model.", "",
+             *([format_provenance(report["model_provenance"]), ""] if report.get("model_provenance") else []),
              "## Pareto-optimal trials (chosen on val, re-evaluated on test)", "",
              "| trial | reward | val acc | val compute | test acc | test compute | vs confidence threshold (95% CI) |",
              "|---|---|---|---|---|---|---|"]
@@ -878,10 +885,11 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
         fig.colorbar(mappable, ax=axes[1], label="lambda_compute")
     fig.suptitle(f"Reward-shaping study '{report['study_name']}' on {report['dataset']}: "
                  f"{report['counts']['complete']} trials", fontsize=12)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 

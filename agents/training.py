@@ -32,10 +32,12 @@ evaluation use the model in ``frozen`` mode.
 
 from __future__ import annotations
 
+import collections.abc
 import json
-import os
-import shutil
+import math
 import time
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from dynalay_env import ENV_IDS
+from dynalay_env.atomic import atomic_copy, atomic_write_json, stale_temporaries
 
 CONFIG_NAME = "config.json"
 AGENT_NAME = "agent.zip"
@@ -51,6 +54,9 @@ INITIAL_MODEL_NAME = "main_model_initial.pt"
 COTRAIN_STATE_NAME = "cotrain_state.pt"
 #: Env options that only concern co-training; evaluation envs drop them (and run ``frozen``).
 COTRAIN_OPTIONS: tuple[str, ...] = ("mode", "cotrain_lr", "cotrain_every")
+#: Env options that a run also takes as its own field (and the CLI as a flag): given in ``env_kwargs``
+#: they move to that field, and a clash between the two is refused (:func:`take_flag_options`).
+FLAG_OPTIONS: tuple[str, ...] = ("model", "dataset", "data_root", "device")
 
 
 @dataclass
@@ -120,6 +126,12 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         return config_from_dict(cls, d, "training")
 
+    def check_options(self) -> None:
+        """Resolve the options given twice (:func:`take_flag_options`) and check every env option's
+        type (:func:`check_env_kwargs`); ``ValueError`` names the bad one."""
+        take_flag_options(self)
+        check_env_kwargs(self.env_kwargs)
+
 
 def config_from_dict(cls: type, d: dict[str, Any], what: str) -> Any:
     """``cls(**d)`` for a config dataclass, refusing unknown keys with the list of valid ones."""
@@ -128,6 +140,129 @@ def config_from_dict(cls: type, d: dict[str, Any], what: str) -> Any:
     if unknown:
         raise ValueError(f"unknown {what} option(s) {sorted(unknown)}; valid: {sorted(known)}")
     return cls(**d)
+
+
+def take_flag_options(config: Any) -> None:
+    """Move :data:`FLAG_OPTIONS` out of ``config.env_kwargs`` into ``config``'s own fields.
+
+    ``config`` is a :class:`TrainConfig` or a sweep config (fields ``env_id``, ``env_kwargs`` and one
+    per flag option). An option given both ways with different values is refused, naming the flag to
+    use; ``device`` counts as given whenever it differs from the field (whose default is ``cpu``). A
+    dataset that contradicts the env id's own dataset is refused too."""
+    kwargs = dict(config.env_kwargs)
+    for key in FLAG_OPTIONS:
+        if key not in kwargs:
+            continue
+        value = kwargs.pop(key)
+        flag = "--" + key.replace("_", "-")
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"--env-kwargs {key}: expected a non-empty string, got {value!r}; "
+                             f"give it as {flag}")
+        current = getattr(config, key)
+        if current is None:
+            setattr(config, key, value)
+        elif current != value:
+            raise ValueError(f"{key} is given twice, as {flag} {current}{' (the default)' if key == 'device' else ''} "
+                             f"and as --env-kwargs {key}:{value}; give it once, as {flag}")
+    config.env_kwargs = kwargs
+    fixed = ENV_IDS.get(config.env_id)
+    if fixed and config.dataset and config.dataset != fixed:
+        own = next((i for i, d in ENV_IDS.items() if d == config.dataset), None)
+        raise ValueError(f"env {config.env_id} is the dataset {fixed!r}, but the dataset {config.dataset!r} was "
+                         f"given; use --env {own or 'DynaLay-v0'} (or --dataset {config.dataset} alone)")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a YAML-read ``value`` fits the type annotation ``hint`` of an env option."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in args)
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if origin in (collections.abc.Sequence, list, tuple):
+        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value)
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return False  # callables and other objects cannot come from a command line
+
+
+def _expected(hint: Any) -> str:
+    """What a user may write for an option of type ``hint`` (in ``key:value`` YAML)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        words = [w for w in (_expected(h) for h in args) if w]
+        return " or ".join(dict.fromkeys(words))
+    if origin in (collections.abc.Sequence, list, tuple):
+        return f"a list of {_expected(args[0]).removeprefix('a ')}s, e.g. [a, b]"
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+            type(None): "nothing (key: with no value)", dict: "a mapping, e.g. {key: value}"}.get(
+        origin if origin is dict else hint, "")
+
+
+def env_option_types() -> dict[str, Any]:
+    """The type annotation of every env option, read from the env's own signatures (``make_core``
+    and :class:`~dynalay_env.rewards.RewardParams`): one source of truth for what each accepts."""
+    from dynalay_env.env import make_core
+    from dynalay_env.rewards import RewardParams
+
+    hints = typing.get_type_hints(make_core)
+    for key in ("num_envs", "reward_params", "return"):
+        hints.pop(key, None)
+    return {**hints, **typing.get_type_hints(RewardParams)}
+
+
+def check_env_kwargs(env_kwargs: dict[str, Any]) -> None:
+    """Refuse an unknown env option, or a value of the wrong type, with a ``ValueError`` naming the
+    option and what it expects; then let the env's reward check the reward's values (a bad name, a
+    negative ``lambda_compute``, ...). The env checks the other values when it is built."""
+    from dynalay_env.env import REWARD_PARAM_NAMES
+    from dynalay_env.rewards import make_reward
+
+    types_of = env_option_types()
+    for key, value in env_kwargs.items():
+        if key not in types_of:
+            raise ValueError(f"--env-kwargs: unknown env option {key!r}; valid options: {', '.join(sorted(types_of))}")
+        if not _fits(value, types_of[key]):
+            raise ValueError(f"--env-kwargs {key}: expected {_expected(types_of[key])}, got {value!r}")
+    reward_kwargs = env_kwargs.get("reward_kwargs") or {}
+    for key, value in reward_kwargs.items():  # unknown names: make_reward lists the valid ones
+        if key in REWARD_PARAM_NAMES and not _fits(value, types_of[key]):
+            raise ValueError(f"--env-kwargs reward_kwargs.{key}: expected {_expected(types_of[key])}, "
+                             f"got {value!r}")
+    params = {**reward_kwargs, **{k: v for k, v in env_kwargs.items() if k in REWARD_PARAM_NAMES}}
+    try:
+        make_reward(env_kwargs.get("reward", "paper"), **params)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--env-kwargs: {exc}") from None
+
+
+def check_env_builds(options: dict[str, Any]) -> None:
+    """Build a one-episode core from ``options`` (what :func:`env_options` returns), so that the env's
+    own checks refuse a bad value, a foreign or corrupt model, or a missing data file before a run
+    creates anything on disk. Its errors come back as ``ValueError``/``FileNotFoundError``."""
+    from dynalay_env.env import make_core
+    from dynalay_env.model import CheckpointError
+
+    try:
+        make_core(1, **options)
+    except TypeError as exc:
+        raise ValueError(f"--env-kwargs: {exc}") from None
+    except CheckpointError as exc:
+        message = str(exc)
+        if "\n" in message:  # torch's own unpickling story: keep the verdict, drop the multi-line advice
+            message = message.split(" (", 1)[0]
+        raise CheckpointError(f"main model: {message}; pass a main_model.pt written by `train_agent.py pretrain` "
+                              f"for this dataset") from None
 
 
 def env_options(config: TrainConfig, model_path: Any, training: bool = False) -> dict[str, Any]:
@@ -172,9 +307,7 @@ def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Pat
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    from dynalay_env.model import atomic_write_bytes
-
-    atomic_write_bytes(path, json.dumps(payload, indent=2, default=str).encode())
+    atomic_write_json(path, payload, default=str)
 
 
 def ensure_main_model(config: TrainConfig, run_dir: Path) -> Path:
@@ -188,9 +321,7 @@ def ensure_main_model(config: TrainConfig, run_dir: Path) -> Path:
         initial = run_dir / INITIAL_MODEL_NAME
         if not initial.is_file():
             source = _copy_main_model(config, target) if not target.is_file() else target
-            tmp = initial.with_name(f".{initial.name}.tmp")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, initial)
+            atomic_copy(source, initial)
         return initial
     if target.is_file():
         return target
@@ -205,10 +336,7 @@ def _copy_main_model(config: TrainConfig, target: Path) -> Path:
 
         source = str(cached_default_model(load_dataset(config.dataset_name(), data_root=config.data_root),
                                           data_root=config.data_root))
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-    return target
+    return atomic_copy(source, target)
 
 
 def make_train_env(config: TrainConfig, model_path: Path, n_envs: int):
@@ -255,10 +383,13 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
         list_checkpoints,
         replay_buffer_for,
     )
+    from dynalay_env.model import provenance_of
 
     if not resume:  # validate before creating anything on disk
+        config.check_options()
         check_compatibility(get_algorithm(config.algo).name, config.env_kwargs)
         config.check_cotrain()
+        check_env_builds(env_options(config, config.model, training=True))
     config, run_dir = prepare_run_dir(config, resume)
     spec = get_algorithm(config.algo)
     check_compatibility(spec.name, config.env_kwargs)
@@ -275,6 +406,7 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
     core = venv.venv.core
     cotrainer = core.cotrainer
     provenance_initial = core.provenance
+    model_provenance_initial = provenance_of(core.model, core.dataset)
 
     if resume:
         remove_stale_temporaries(run_dir)
@@ -327,6 +459,8 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
         cotrain_logger.close()
         summary.update(save_cotrained_model(run_dir, core))
         summary["provenance_initial"] = provenance_initial
+        summary["model_provenance_initial"] = model_provenance_initial
+    summary["model_provenance"] = provenance_of(core.model, core.dataset)
     atomic_save_model(agent, run_dir / AGENT_NAME)
     _write_json(run_dir / "train.json", summary)
     return agent, run_dir
@@ -438,10 +572,10 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     """Delete the hidden temporaries a killed save can leave (a SIGKILL skips every cleanup)."""
     removed = []
     for folder in (run_dir, run_dir / "checkpoints"):
-        for pattern in (".*.zip", ".*.pkl", ".*.tmp", ".*.tmp.png"):
-            for path in folder.glob(pattern):
-                path.unlink(missing_ok=True)
-                removed.append(path)
+        # stale_temporaries: the helper's own names; .zip/.pkl: those of runs written by older versions.
+        for path in sorted({*stale_temporaries(folder), *folder.glob(".*.zip"), *folder.glob(".*.pkl")}):
+            path.unlink(missing_ok=True)
+            removed.append(path)
     return removed
 
 

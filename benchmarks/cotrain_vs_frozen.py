@@ -120,6 +120,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
+    from dynalay_env.atomic import atomic_write_json
     from dynalay_env.data import load_dataset
     from dynalay_env.model import load_checkpoint
 
@@ -170,8 +171,7 @@ def main() -> None:
         results["datasets"][dataset] = entry
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"results_t{args.timesteps}_seed{args.seed}.json").write_text(
-            json.dumps(results, indent=2, default=float))
+        atomic_write_json(out / f"results_t{args.timesteps}_seed{args.seed}.json", results, default=float)
 
     def fmt(v: Any) -> str:
         return "n/a" if v is None or v != v else f"{v:+.3f}"

@@ -21,7 +21,6 @@ timesteps on the SB3 adapter against SB3's ``DummyVecEnv`` of single envs, both 
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from collections.abc import Callable
@@ -215,9 +214,9 @@ def main() -> None:
               f"{ppo['SB3 adapter']:.1f} s, DummyVecEnv of single envs {ppo['DummyVecEnv']:.1f} s "
               f"-> {ppo['DummyVecEnv'] / ppo['SB3 adapter']:.1f}x faster")
     if args.json:
-        from dynalay_env.model import atomic_write_bytes
+        from dynalay_env.atomic import atomic_write_json
 
-        atomic_write_bytes(args.json, json.dumps({"sizes": table, "ppo_seconds": ppo}, indent=2).encode())
+        atomic_write_json(args.json, {"sizes": table, "ppo_seconds": ppo})
 
 
 if __name__ == "__main__":

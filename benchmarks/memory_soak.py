@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import json
 import os
 import platform
 import time
@@ -175,11 +174,11 @@ def main() -> None:
     summary = summarise(args.kind, rows)
     print(summary)
     if args.out:
-        from dynalay_env.model import atomic_write_bytes
+        from dynalay_env.atomic import atomic_write_json
 
         payload = {"header": header, "args": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows,
                    "summary": summary}
-        atomic_write_bytes(args.out, json.dumps(payload, indent=2).encode())
+        atomic_write_json(args.out, payload)
 
 
 if __name__ == "__main__":

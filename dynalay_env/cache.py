@@ -16,9 +16,8 @@ from pathlib import Path
 
 import torch
 
-from dynalay_env import __version__
 from dynalay_env.data import Dataset
-from dynalay_env.model import FPIModel, MainModel, load_checkpoint, provenance_hash
+from dynalay_env.model import FPIModel, MainModel, load_checkpoint, provenance_hash, recipe_version
 
 MODEL_CACHE_ENV = "DYNALAY_MODEL_CACHE"
 logger = logging.getLogger(__name__)
@@ -34,28 +33,28 @@ def model_cache_dir() -> Path:
 
 
 def default_model_path(dataset: Dataset) -> Path:
-    """Cache path of the default model for ``dataset``: keyed by name, data fingerprint, package
-    version and :func:`recipe_fingerprint` (so a changed recipe or layer never serves a stale model)."""
-    key = f"{dataset.name}-{dataset.fingerprint}-v{__version__}-{recipe_fingerprint(dataset)}"
+    """Cache path of the default model for ``dataset``: keyed by name, data fingerprint, the recipe
+    version and :func:`recipe_fingerprint`, so a changed recipe never serves a stale model, while a
+    change that leaves the numerics alone (a comment, a refactor) never retrains one."""
+    key = f"{dataset.name}-{dataset.fingerprint}-r{recipe_version()}-{recipe_fingerprint(dataset)}"
     return model_cache_dir() / key / "main_model.pt"
 
 
 def recipe_fingerprint(dataset: Dataset) -> str:
-    """Hash of what makes the default model: its config, the dataset's pre-training recipe, and the
-    source of the modules that define and train it (fpi, model, pretrain)."""
+    """sha256 (12 hex chars) of what makes the default model: ``RECIPE_VERSION``, the model config,
+    the dataset's pre-training config, and the dataset's name and fingerprint. Never the source
+    code: numerics changes are declared by bumping ``RECIPE_VERSION``."""
     import hashlib
     import json
     from dataclasses import asdict
 
-    from dynalay_env import fpi, model, pretrain
+    from dynalay_env import model, pretrain
 
-    digest = hashlib.sha256()
     config = model.default_config(dataset.input_shape, dataset.num_classes)
-    digest.update(json.dumps([config.to_dict(), asdict(pretrain.recipe_for(dataset.name))], sort_keys=True,
-                             default=str).encode())
-    for module in (fpi, model, pretrain):
-        digest.update(Path(module.__file__).read_bytes())
-    return digest.hexdigest()[:12]
+    payload = {"recipe_version": recipe_version(), "model_config": config.to_dict(),
+               "pretrain_config": asdict(pretrain.recipe_for(dataset.name)),
+               "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def cached_default_model(dataset: Dataset, data_root: str | os.PathLike | None = None,

@@ -13,7 +13,8 @@ episodes:
   group, then one head call over every slot that moved. A slot that reaches ``max_steps`` is
   classified (forced exit). Both end the episode with ``terminated=True``.
 
-Compute (:meth:`~dynalay_env.model.CostTable.step_flops`): encoder + for each step (injection + executed iterations x FLOPs per iteration)
+Compute (docs/design.md; charged by :meth:`~dynalay_env.model.CostTable.step_flops`): encoder + for
+each step (injection + executed iterations x FLOPs per iteration)
 + the head at every visited state, in FLOPs, and normalised by the model's ``compute_normalizer``.
 Only work that ran is counted: the FPI solver drops converged samples from its batch.
 
@@ -289,8 +290,8 @@ class DynaLayCore:
             return None
         if self.dataset is None or self.split != "agent_train":
             where = "examples=(x, y)" if self.dataset is None else f"split={self.split!r}"
-            raise ValueError(f"mode='cotrain' learns from the agent_train split only (DESIGN.md: val and test "
-                             f"are never trained on); got {where}. Evaluate with mode='frozen'.")
+            raise ValueError(f"mode='cotrain' learns from the agent_train split only (val and test are "
+                             f"never trained on); got {where}. Evaluate with mode='frozen'.")
         return CoTrainer(self.model, self.x, self.y,  # type: ignore[arg-type]
                          lr=DEFAULT_COTRAIN_LR if lr is None else lr,
                          every=DEFAULT_COTRAIN_EVERY if every is None else every)

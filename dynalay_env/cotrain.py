@@ -15,7 +15,7 @@ optimiser step on the main model over exactly those M episodes:
   implicit as an option: ``ModelConfig.backward``);
 * optimiser: Adam with step size ``lr`` over every parameter that requires a gradient.
 
-What stays fixed (DESIGN.md): the compute normaliser (a buffer, never a parameter, never
+What stays fixed (docs/design.md): the compute normaliser (a buffer, never a parameter, never
 recalibrated), the cost table, the observation bounds. The model is in eval mode for every env step;
 it is switched to train mode only inside an update (so the operator-norm power iteration follows the
 weights), and after each step the contractive maps' norms are refreshed so that every layer's map is
@@ -251,7 +251,7 @@ class CoTrainer:
 
     def save(self, path: Any) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (temporary file + rename)."""
-        from dynalay_env.model import atomic_write_bytes
+        from dynalay_env.atomic import atomic_write_bytes
 
         atomic_write_bytes(path, self.to_bytes())
 

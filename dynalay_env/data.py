@@ -1,7 +1,7 @@
 """Dataset registry of DynaLay-Gym.
 
-Every dataset is returned as one :class:`Dataset` holding the four shared splits (see DESIGN.md,
-"Definitions everyone shares"):
+Every dataset is returned as one :class:`Dataset` holding the four shared splits (see docs/design.md,
+"Splits"):
 
 * ``model_train`` fits the main model,
 * ``agent_train`` is where agents learn (the env's default split),
@@ -43,7 +43,6 @@ import os
 import pickle
 import random
 import struct
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -482,20 +481,12 @@ def _dataset_to_npz(ds: Dataset) -> dict[str, np.ndarray]:
 
 
 def _write_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` via a temp file in the same folder + os.replace, so a reader
-    never sees a half-written file (even with several processes generating at once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)  # a file object, so numpy does not append ".npz" to the temp name
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a cache may be shared between users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``arrays`` to ``path`` atomically, so a reader never sees a half-written file (even
+    with several processes generating at once)."""
+    from dynalay_env.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)  # a file object, so numpy does not append ".npz" to the temp name
 
 
 def _read_mnist1d_cache(path: Path) -> Dataset:

@@ -17,8 +17,7 @@ import io
 import json
 import math
 import os
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dynalay_env.atomic import atomic_write_bytes
 from dynalay_env.fpi import LAYER_FAMILIES, FPILayer, SolveResult, get_solver
 
 CHECKPOINT_FORMAT_VERSION = 1
@@ -244,7 +244,7 @@ class MainModel(nn.Module):
             for i, spec in enumerate(config.layers))
         self.head_hidden = nn.Linear(self.introspection_dim, config.head_hidden)
         self.head_out = nn.Linear(config.head_hidden, config.num_classes)
-        # Fixed at pre-training time on `val`; co-training never moves it (DESIGN.md).
+        # Fixed at pre-training time on `val`; co-training never moves it (docs/design.md).
         self.register_buffer("compute_normalizer", torch.zeros((), dtype=torch.float64))
 
     # ---- interface -------------------------------------------------------------------------------
@@ -373,6 +373,62 @@ def provenance_hash(model: MainModel, dataset_fingerprint: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def recipe_version() -> int:
+    """The current ``dynalay_env.RECIPE_VERSION`` (read at call time, so the one constant rules)."""
+    import dynalay_env
+
+    return dynalay_env.RECIPE_VERSION
+
+
+def config_hash(config: ModelConfig) -> str:
+    """sha256 (16 hex chars) of a model config."""
+    return hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: Attribute under which :func:`load_checkpoint` leaves the identity a checkpoint was saved with.
+_SAVED_PROVENANCE = "saved_provenance"
+
+
+def provenance_of(model: FPIModel, dataset: Any = None) -> dict[str, Any]:
+    """The identity of a main model, as every results file records it (``model_provenance``).
+
+    ``dataset``: a :class:`~dynalay_env.data.Dataset`, a mapping with ``name`` and ``fingerprint``,
+    or None (then the dataset the model's checkpoint names, if it was loaded from one). Returns
+    ``id`` (:func:`provenance_hash`: weights, config, dataset fingerprint, package version),
+    ``weights_hash``, ``config_hash``, ``dataset`` (``name``, ``fingerprint``), ``package_version``
+    (of the code that made the model) and ``recipe_version`` (``RECIPE_VERSION`` of the recipe that
+    pre-trained it; None for checkpoints older than recipe versions). A model loaded by
+    :func:`load_checkpoint` and unchanged since keeps the id and versions stored in its file; a
+    model whose weights moved (co-training) is described as it is now, by this code.
+    """
+    saved = getattr(model, _SAVED_PROVENANCE, None) or {}
+    if dataset is None:
+        dataset = saved.get("dataset") or {}
+    if isinstance(dataset, Mapping):
+        name, fingerprint = dataset.get("name"), dataset.get("fingerprint")
+    else:
+        name, fingerprint = getattr(dataset, "name", None), getattr(dataset, "fingerprint", None)
+    weights = weights_hash(model) if isinstance(model, nn.Module) else None
+    if not isinstance(model, MainModel):
+        return {"id": f"user-model:{type(model).__name__}", "weights_hash": weights, "config_hash": None,
+                "dataset": {"name": name, "fingerprint": fingerprint}, "package_version": package_version(),
+                "recipe_version": None}
+    unchanged = saved.get("weights_hash") == weights and (saved.get("dataset") or {}).get("fingerprint") == fingerprint
+    return {"id": saved["id"] if unchanged else provenance_hash(model, str(fingerprint)),
+            "weights_hash": weights, "config_hash": config_hash(model.config),
+            "dataset": {"name": name, "fingerprint": fingerprint},
+            "package_version": saved.get("package_version") if unchanged else package_version(),
+            "recipe_version": getattr(model, "recipe_version", recipe_version())}
+
+
+def format_provenance(record: dict[str, Any]) -> str:
+    """One line of Markdown for a :func:`provenance_of` record (the reports' "Main model" line)."""
+    data = record.get("dataset") or {}
+    return (f"Main model `{record.get('id')}` (weights `{record.get('weights_hash')}`, config "
+            f"`{record.get('config_hash')}`), dataset {data.get('name')} (fingerprint `{data.get('fingerprint')}`), "
+            f"dynalay_env {record.get('package_version')}, recipe version {record.get('recipe_version')}.")
+
+
 @dataclass
 class Checkpoint:
     """A loaded main model with the metadata it was saved with."""
@@ -381,35 +437,6 @@ class Checkpoint:
     dataset: dict[str, Any]
     provenance: str
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _read_umask() -> int:
-    # os.umask can only be read by setting it; do that once, at import, not beside other threads.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``, so a
-    reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: str | os.PathLike, model: MainModel, dataset: dict[str, Any],
@@ -423,6 +450,8 @@ def save_checkpoint(path: str | os.PathLike, model: MainModel, dataset: dict[str
     payload = {
         "format_version": CHECKPOINT_FORMAT_VERSION,
         "package_version": package_version(),
+        # The recipe that pre-trained the model: the loaded model's own, else this code's.
+        "recipe_version": getattr(model, "recipe_version", recipe_version()),
         "config": model.config.to_dict(),
         "dataset": dict(dataset),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -477,4 +506,9 @@ def load_checkpoint(path: str | os.PathLike, *, expected_dataset: str | None = N
     if weights_hash(model) != payload["weights_hash"]:
         raise CheckpointError(f"{path}: weights hash mismatch (file corrupt or edited)")
     model.eval()
+    # None: saved before recipe versions existed. Kept on the model so a re-save and reports carry it.
+    model.recipe_version = payload.get("recipe_version")
+    setattr(model, _SAVED_PROVENANCE, {
+        "id": payload["provenance"], "weights_hash": payload["weights_hash"], "dataset": dict(dataset),
+        "package_version": payload.get("package_version")})
     return Checkpoint(model.to(device), dataset, payload["provenance"], payload.get("extra", {}))

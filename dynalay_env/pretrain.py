@@ -9,7 +9,6 @@ paths the model never saw. Early stopping keeps the weights with the best ``val`
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -21,14 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dynalay_env.atomic import atomic_write_json
 from dynalay_env.data import Dataset, load_dataset
 from dynalay_env.model import (
     MainModel,
     ModelConfig,
-    atomic_write_bytes,
     default_config,
     load_checkpoint,
     provenance_hash,
+    provenance_of,
     save_checkpoint,
 )
 
@@ -294,10 +294,11 @@ def run_pretraining(dataset_name: str = "mnist1d", run_dir: str | Path = "runs/p
     dataset_meta = {"name": dataset.name, "fingerprint": dataset.fingerprint,
                     "input_shape": list(dataset.input_shape), "num_classes": dataset.num_classes}
     provenance = save_checkpoint(checkpoint, model, dataset_meta, extra={"pretrain": asdict(config)})
-    report.update({"provenance": provenance, "train_seconds": train_seconds, "epochs_run": len(history),
+    report.update({"provenance": provenance, "model_provenance": provenance_of(model, dataset),
+                   "train_seconds": train_seconds, "epochs_run": len(history),
                    "pretrain_config": asdict(config), "model_config": model_config.to_dict(),
                    "history": history, "checkpoint": str(checkpoint)})
-    atomic_write_bytes(run_dir / REPORT_NAME, json.dumps(report, indent=2).encode())
+    atomic_write_json(run_dir / REPORT_NAME, report)
     return checkpoint, report
 
 

@@ -1,7 +1,7 @@
 """Reward registry: choose a reward by name (``paper``, ``blockdrop``, ``logprob``) or pass a callable.
 
 Every reward sees one :class:`RewardInputs` batch per environment step (all N episodes at once) and
-returns a float32 tensor ``[N]``. Compute is *normalised* (1.0 = the full-depth model; DESIGN.md).
+returns a float32 tensor ``[N]``. Compute is *normalised* (1.0 = the full-depth model; docs/design.md).
 
 Defaults (shared by all rewards): ``correct_reward=+1``, ``wrong_reward=-1``,
 ``lambda_compute=0.1``, ``mu_redundant=0.05``.

@@ -296,3 +296,25 @@ def test_predict_falls_back_to_exit_where_the_mask_forbids():
     # run_policy passes the masks: the path stops at the forbidden repeat.
     records = run_policy(subset_core(4, 8, mask_repeats=True), FixedPathPolicy((1, 1, 2)))
     np.testing.assert_array_equal(records.path, expected_path_rows((1,), 8))
+
+
+# ---- thresholds are chosen on val, never on the reported split -----------------------------------
+
+
+def thresholds_with(splits: dict[str, str]) -> dict[str, float]:
+    """``thresholds_chosen_on_val`` of a baselines-only evaluation on ``test`` whose cores hold the
+    first 60 examples of the digits splits named in ``splits`` (``{"val": ..., "test": ...}``)."""
+    from agents.evaluate import evaluate
+
+    report = evaluate(lambda split: subset_core(60, 60, splits[split]), agent=None, split="test", n_boot=10,
+                      figures=False)
+    return report["thresholds_chosen_on_val"]
+
+
+def test_thresholds_are_chosen_on_val_and_never_on_the_reported_split():
+    """Replacing the reported split's examples leaves every threshold as it was; replacing val's
+    examples moves them. On ``model_train`` the model is over-confident, so a threshold chosen there
+    differs from one chosen on ``val``."""
+    chosen = thresholds_with({"val": "val", "test": "test"})
+    assert thresholds_with({"val": "val", "test": "model_train"}) == chosen
+    assert thresholds_with({"val": "model_train", "test": "test"}) != chosen

@@ -232,3 +232,201 @@ def test_demo_with_a_pretrained_model_runs_end_to_end(tmp_path, capsys):
     assert report["dataset"] == "digits" and report["env_id"] == ENV_ID
     for name in ("accuracy_vs_compute.png", "action_histogram.png", "compute_vs_difficulty.png"):
         assert (run_dir / "agent" / name).is_file()
+
+
+# ---- bad values on the command line: one line on stderr, exit 2, nothing created -----------------
+
+
+def exits_2(capsys, argv: list[str]) -> str:
+    """Run ``main(argv)`` as a user meets it; assert exit status 2 and a one-line message (no
+    traceback); return that line."""
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2, f"{argv}: exit status {code}, stderr {err!r}"
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["train", "--timesteps", "-5"], "--timesteps: expected an integer >= 1, got '-5'"),
+    (["train", "--timesteps", "abc"], "--timesteps: expected an integer >= 1, got 'abc'"),
+    (["train", "--n-envs", "0"], "--n-envs: expected an integer >= 1"),
+    (["train", "--n-envs", "2.5"], "--n-envs: expected an integer >= 1"),
+    (["train", "--checkpoint-freq", "0"], "--checkpoint-freq: expected an integer >= 1"),
+    (["train", "--eval-freq", "-100"], "--eval-freq: expected an integer >= 1"),
+    (["train", "--cotrain", "--cotrain-lr", "0"], "--cotrain-lr: expected a number > 0"),
+    (["pretrain", "--epochs", "0"], "--epochs: expected an integer >= 1"),
+    (["pretrain", "--lr", "-3e-3"], "--lr: expected a number > 0, got '-3e-3'"),
+    (["pretrain", "--lr", "nan"], "--lr: expected a number > 0"),
+    (["pretrain", "--batch-size", "many"], "--batch-size: expected an integer >= 1"),
+    (["sweep", "--n-trials", "0"], "--n-trials: expected an integer >= 1"),
+    (["sweep", "--workers", "-2"], "--workers: expected an integer >= 1"),
+    (["sweep", "--timesteps", "1e-3"], "--timesteps: expected an integer >= 1"),
+    (["evaluate", "--n-boot", "0"], "--n-boot: expected an integer >= 1"),
+    (["demo", "--seed", "-1"], "--seed: expected an integer >= 0"),
+    (["train", "--threads", "0"], "--threads: expected an integer >= 1"),
+])
+def test_bad_numbers_exit_2_naming_the_option(tmp_path, capsys, argv, expected):
+    err = exits_2(capsys, argv + ["--run-dir", str(tmp_path / "run")])
+    assert expected in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_integers_may_be_written_in_scientific_notation():
+    assert parse_args(["train", "--timesteps", "2e5"]).timesteps == 200_000
+
+
+def test_bad_numbers_from_a_config_file_are_refused_too(tmp_path, capsys):
+    config = tmp_path / "train.yml"
+    config.write_text(yaml.safe_dump({"timesteps": -5}))
+    err = exits_2(capsys, ["train", "--config", str(config)])
+    assert "--timesteps" in err and "expected an integer >= 1" in err and str(config) in err
+
+
+@pytest.mark.parametrize(("option", "value"), [("--wrong-reward", "-1.5,0"), ("--wrong-reward", "-2"),
+                                               ("--correct-reward", "-.5,1"), ("--lambda-compute", "0.01,1,log")])
+def test_range_options_take_negative_numbers_as_written(option, value):
+    args = parse_args(["sweep", option, value])
+    assert getattr(args, option[2:].replace("-", "_")) == value
+    config = train_agent._sweep_config(args).validate()
+    low = float(value.split(",")[0])
+    assert getattr(config, option[2:].replace("-", "_")).low == low
+
+
+def test_a_negative_range_reaches_the_options_own_check(tmp_path, capsys):
+    """`--mu-redundant -0.1,0.2` is read as a value (not as an unknown option) and refused by the
+    sweep's own range check."""
+    err = exits_2(capsys, ["sweep", "--mu-redundant", "-0.1,0.2", "--run-dir", str(tmp_path / "s")])
+    assert "mu_redundant: must be >= 0" in err
+
+
+def test_negative_values_are_joined_only_for_options_that_take_a_value():
+    parser = build_parser()
+    argv = ["sweep", "--wrong-reward", "-1.5,0", "--env-kwargs", "max_steps:2", "--", "--seed", "-1"]
+    assert train_agent.attach_negative_values(parser, argv) == [
+        "sweep", "--wrong-reward=-1.5,0", "--env-kwargs", "max_steps:2", "--", "--seed", "-1"]
+    assert train_agent.attach_negative_values(parser, ["train", "--no-progress", "-h"]) == [
+        "train", "--no-progress", "-h"]
+
+
+def test_hv_reference_help_matches_the_default():
+    from agents.sweep import default_hv_reference
+
+    class Record:
+        def __init__(self, path, accuracy, mean_compute):
+            self.params, self.accuracy, self.mean_compute = {"path": path}, accuracy, mean_compute
+
+    curves = {"fixed_paths": [Record([], 0.7, 0.01), Record([1, 2, 3], 0.93, 1.0), Record([3, 3], 0.92, 1.4)]}
+    assert default_hv_reference(curves, [(0.9, 0.3)]) == (0.7, pytest.approx(1.1 * 1.4))
+    text = " ".join(subparsers()["sweep"].format_help().split())
+    assert "always-EXIT accuracy and 1.1 x the largest compute" in text
+
+
+@pytest.mark.parametrize(("item", "expected"), [
+    ("lambda_compute:abc", "--env-kwargs lambda_compute: expected a finite number, got 'abc'"),
+    ("lambda_compute:.nan", "--env-kwargs lambda_compute: expected a finite number"),
+    ("lambda_compute:-0.5", "lambda_compute and mu_redundant must be >= 0"),
+    ("wrong_reward:[1]", "--env-kwargs wrong_reward: expected a finite number"),
+    ("shaping_gamma:2", "shaping_gamma must be in [0, 1]"),
+    ("shaping:potential", "unknown shaping 'potential'"),
+    ("reward:bogus", "unknown reward 'bogus'"),
+    ("reward_kwargs:{correct_reward: high}", "reward_kwargs.correct_reward: expected a finite number"),
+    ("reward_kwargs:{gamma: 0.9}", "'gamma' is ambiguous"),
+    ("mask_repeats:maybe", "--env-kwargs mask_repeats: expected true or false, got 'maybe'"),
+    ("max_steps:1.5", "--env-kwargs max_steps: expected an integer, got 1.5"),
+    ("max_steps:0", "max_steps must be an integer >= 1"),
+    ("observation_groups:hidden", "--env-kwargs observation_groups: expected a list of strings"),
+    ("observation_groups:[hidden,nope]", "unknown observation group 'nope'"),
+    ("compute_budget:-1", "compute_budget must be > 0"),
+    ("split:training", "unknown split 'training'"),
+    ("sample_mode:shuffled", "unknown sample_mode 'shuffled'"),
+    ("learning_rate:0.1", "unknown env option 'learning_rate'; valid options:"),
+])
+def test_bad_env_kwargs_exit_2_naming_the_option(tmp_path, capsys, item, expected):
+    err = exits_2(capsys, ["train", "--env", ENV_ID, "--model", str(digits_checkpoint()), "--env-kwargs", item,
+                           "--run-dir", str(tmp_path / "run"), "--no-progress"])
+    assert expected in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_env_kwargs_of_a_sweep_exit_2_before_any_trial(tmp_path, capsys):
+    err = exits_2(capsys, ["sweep", "--env", ENV_ID, "--model", str(digits_checkpoint()),
+                           "--env-kwargs", "mask_repeats:3", "--run-dir", str(tmp_path / "s")])
+    assert "--env-kwargs mask_repeats: expected true or false, got 3" in err
+    err = exits_2(capsys, ["sweep", "--env", ENV_ID, "--model", str(digits_checkpoint()),
+                           "--env-kwargs", "max_steps:0", "--run-dir", str(tmp_path / "s")])
+    assert "max_steps must be an integer >= 1" in err
+    assert not (tmp_path / "s" / "study.db").exists()
+
+
+# ---- options that can be given two ways ----------------------------------------------------------
+
+
+def test_a_model_given_through_env_kwargs_is_the_model_the_run_uses(tmp_path, capsys):
+    """Not replaced by the cached default (whose pre-training the autouse fixture forbids)."""
+    from dynalay_env.model import load_checkpoint
+
+    run_dir = tmp_path / "run"
+    hyperparams = write_hyperparams(tmp_path / "hp.yml", dict(TINY_PPO))
+    code, _, err = run_main(capsys, ["train", "--env", ENV_ID, "--env-kwargs", f"model:{digits_checkpoint()}",
+                                     "lambda_compute:0.2", "--hyperparams", str(hyperparams), "--n-envs", "8",
+                                     "--timesteps", "128", "--eval-freq", "100000", "--no-progress",
+                                     "--run-dir", str(run_dir)])
+    assert code == 0, err
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model"] == str(digits_checkpoint()) and config["env_kwargs"] == {"lambda_compute": 0.2}
+    expected = load_checkpoint(digits_checkpoint()).provenance
+    assert load_checkpoint(run_dir / "main_model.pt").provenance == expected
+    assert json.loads((run_dir / "train.json").read_text())["provenance"] == expected
+
+
+@pytest.mark.parametrize("how", ["--model", "--env-kwargs"])
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path, capsys, how):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint\n")
+    model = ["--model", str(garbage)] if how == "--model" else ["--env-kwargs", f"model:{garbage}"]
+    err = exits_2(capsys, ["train", "--env", ENV_ID, *model, "--run-dir", str(tmp_path / "run")])
+    assert str(garbage) in err and "is not a readable DynaLay checkpoint" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("how", ["--model", "--env-kwargs"])
+def test_a_checkpoint_of_another_dataset_is_refused(tmp_path, capsys, how):
+    model = ["--model", str(digits_checkpoint())] if how == "--model" else [
+        "--env-kwargs", f"model:{digits_checkpoint()}"]
+    err = exits_2(capsys, ["train", "--env", "DynaLay-Synthetic-v0", *model, "--run-dir", str(tmp_path / "run")])
+    assert "was trained on dataset 'digits', but 'synthetic' was requested" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--model", "a.pt", "--env-kwargs", "model:b.pt"],
+     "model is given twice, as --model a.pt and as --env-kwargs model:b.pt; give it once, as --model"),
+    (["--data-root", "/data", "--env-kwargs", "data_root:/elsewhere"], "give it once, as --data-root"),
+    (["--env-kwargs", "device:cuda"], "device is given twice, as --device cpu (the default) and as --env-kwargs "
+                                      "device:cuda; give it once, as --device"),
+    (["--env", "DynaLay-v0", "--dataset", "digits", "--env-kwargs", "dataset:synthetic"],
+     "give it once, as --dataset"),
+    (["--env", "DynaLay-MNIST1D-v0", "--dataset", "digits"], "use --env DynaLay-Digits-v0"),
+    (["--env", "DynaLay-MNIST1D-v0", "--env-kwargs", "dataset:synthetic"], "use --env DynaLay-Synthetic-v0"),
+    (["--env-kwargs", "model:"], "--env-kwargs model: expected a non-empty string"),
+])
+def test_an_option_given_two_ways_that_disagree_is_refused(tmp_path, capsys, argv, expected):
+    err = exits_2(capsys, ["train", *argv, "--run-dir", str(tmp_path / "run")])
+    assert expected in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_options_given_through_env_kwargs_alone_are_honoured():
+    args = parse_args(["train", "--env", "DynaLay-v0", "--env-kwargs", "dataset:digits", "data_root:/data",
+                       "device:cpu", "model:m.pt", "max_steps:2"])
+    config = train_agent._train_config(args)
+    config.check_options()
+    assert (config.dataset, config.data_root, config.device, config.model) == ("digits", "/data", "cpu", "m.pt")
+    assert config.env_kwargs == {"max_steps": 2} and config.dataset_name() == "digits"
+    sweep = train_agent._sweep_config(parse_args(["sweep", "--env-kwargs", "model:m.pt", "mask_repeats:true"]))
+    sweep.validate()
+    assert sweep.model == "m.pt" and sweep.env_kwargs == {"mask_repeats": True}

@@ -345,6 +345,9 @@ def test_alternating_run_writes_the_cotrained_model_and_logs(tmp_path: Path) -> 
     assert_same_tensors(state["model"], final.model.state_dict())
     summary = json.loads((run_dir / "train.json").read_text())
     assert summary["provenance"] == final.provenance and summary["provenance_initial"] == initial.provenance
+    # The co-trained model's identity is recomputed from its new weights and matches its checkpoint.
+    assert summary["model_provenance"]["id"] == final.provenance
+    assert summary["model_provenance_initial"]["id"] == initial.provenance
     # Each kept agent checkpoint has its model + optimiser beside it.
     for ckpt in list_checkpoints(run_dir):
         assert cotrain_state_for(ckpt).is_file()
@@ -422,10 +425,10 @@ def test_concurrent_cotraining_learns_inside_the_agents_steps(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("flags,match", [
-    (["--cotrain", "--cotrain-lr", "0"], "cotrain_lr must be a finite number > 0"),
-    (["--cotrain", "--cotrain-every", "0"], "cotrain_every must be an integer >= 1"),
-    (["--cotrain", "--agent-phase", "0"], "agent_phase must be an integer >= 1"),
-    (["--cotrain", "--model-phase", "-1"], "model_phase must be an integer >= 0"),
+    (["--cotrain", "--cotrain-lr", "0"], "--cotrain-lr: expected a number > 0"),
+    (["--cotrain", "--cotrain-every", "0"], "--cotrain-every: expected an integer >= 1"),
+    (["--cotrain", "--agent-phase", "0"], "--agent-phase: expected an integer >= 1"),
+    (["--cotrain", "--model-phase", "-1"], "--model-phase: expected an integer >= 0"),
     (["--cotrain-lr", "1e-3"], "only apply to co-training: add --cotrain"),
     (["--cotrain", "--env-kwargs", "mode:frozen"], "--cotrain conflicts with the env option mode: 'frozen'"),
 ])
@@ -434,8 +437,11 @@ def test_cli_rejects_bad_cotrain_options(tmp_path: Path, capsys: pytest.CaptureF
     import train_agent
 
     run_dir = tmp_path / "run"
-    code = train_agent.main(["train", "--env", ENV_ID, "--model", str(digits_checkpoint()), "--timesteps", "128",
-                             "--run-dir", str(run_dir), "--no-progress", *flags])
+    try:
+        code = train_agent.main(["train", "--env", ENV_ID, "--model", str(digits_checkpoint()), "--timesteps", "128",
+                                 "--run-dir", str(run_dir), "--no-progress", *flags])
+    except SystemExit as exc:  # bad numbers are refused by the parser itself
+        code = exc.code
     assert code == 2
     assert re.search(match, capsys.readouterr().err)
     assert not run_dir.exists(), "a rejected run must not leave a run folder behind"

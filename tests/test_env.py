@@ -307,13 +307,28 @@ def test_compute_budget_masks_layers_by_worst_case() -> None:
     assert info["action_mask"].tolist() == [True, False, False, False]
 
 
-def test_maskable_ppo_learns_with_masks() -> None:
+def test_maskable_ppo_trains_on_the_single_env_and_obeys_its_masks() -> None:
+    """A smoke test of MaskablePPO on the Gymnasium env through ``action_masks()``: it trains, and its
+    sampled actions never repeat a layer (``mask_repeats``). Whether it learns is checked on the
+    synthetic dataset in tests/test_algorithms.py."""
     from sb3_contrib import MaskablePPO
 
     env = make("DynaLay-Digits-v0", mask_repeats=True)
     agent = MaskablePPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu", verbose=0)
     agent.learn(total_timesteps=256)
     assert agent.num_timesteps >= 256
+    layers_taken = 0
+    for episode in range(40):
+        obs, info = env.reset(seed=episode)
+        terminated = False
+        while not terminated:
+            action, _ = agent.predict(obs, action_masks=env.unwrapped.action_masks(), deterministic=False)
+            obs, _, terminated, _, info = env.step(action)
+            assert not info["masked_action"], f"episode {episode}: a masked action was sampled"
+        path = info["path"]
+        layers_taken += len(path)
+        assert all(a != b for a, b in zip(path, path[1:], strict=False)), f"repeated layer in {path}"
+    assert layers_taken > 0  # the check above had layers to look at
 
 
 # ---- sampling, seeding, rendering ------------------------------------------------------------------

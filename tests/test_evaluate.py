@@ -17,7 +17,6 @@ from agents.baselines import (
     StablePredictionPolicy,
 )
 from agents.evaluate import (
-    TAU_GRID,
     EpisodeRecords,
     action_frequencies,
     difficulty_stats,
@@ -188,6 +187,28 @@ def test_vs_threshold_detects_a_clearly_worse_agent(threshold_curve):
     assert result["ci95"][1] < 0 and not result["beats_threshold"]
 
 
+def test_vs_threshold_bootstrap_is_paired_over_examples():
+    """Agent and threshold point right on the same hard-to-guess examples, the agent on 8 more: the
+    difference is +0.02 on every resample of the examples, so a paired interval is narrow and above 0.
+    An unpaired bootstrap (agent and curve resampled apart) would spread about +-0.06 around it and
+    include 0 (two accuracies near 0.7 from 400 examples each)."""
+    rng = np.random.default_rng(5)
+    n = 400
+    shared = rng.random(n) < 0.7
+    curve = [make_records(rng.random(n) < 0.5, 0.1, "t0"), make_records(shared, 1.0, "t1")]
+    better = shared.copy()
+    better[np.flatnonzero(~shared)[:8]] = True
+    result = vs_threshold(make_records(better, 1.0, "agent"), curve, n_boot=400, seed=0)
+    assert result["difference"] == pytest.approx(8 / n)
+    low, high = result["ci95"]
+    assert 0 < low <= 8 / n <= high
+    assert high - low < 0.03, f"interval [{low:.4f}, {high:.4f}] is as wide as an unpaired bootstrap's"
+    assert result["beats_threshold"]
+    # The same agent compared with itself: zero on every resample, so the paired interval is a point.
+    same = vs_threshold(make_records(shared, 1.0, "agent"), curve, n_boot=200, seed=0)
+    assert same["ci95"] == [pytest.approx(0.0, abs=1e-12)] * 2
+
+
 # ---- difficulty and action statistics ------------------------------------------------------------
 
 
@@ -263,12 +284,15 @@ def test_report_has_the_required_keys(evaluated):
     assert saved["split"] == "test" and saved["seed"] == 3 and saved["policy"] == "confidence_agent"
     assert saved["n_examples"] == 359 == len(saved["examples"]["example"])
     assert saved["provenance"] == seq_core(1, "test").provenance
+    provenance = saved["model_provenance"]  # the full identity of the main model, beside its id
+    assert provenance["id"] == saved["provenance"] and provenance["dataset"]["name"] == "digits"
+    assert {"weights_hash", "config_hash", "package_version", "recipe_version"} <= set(provenance)
     assert set(saved["full_depth"]) >= {"accuracy", "mean_compute"}
     assert saved["full_depth"]["mean_compute"] == pytest.approx(1.0, abs=0.1)  # 1.0 = full depth on val
     assert set(saved["vs_threshold"]) >= {"difference", "ci95"} and len(saved["vs_threshold"]["ci95"]) == 2
     assert sum(saved["action_frequencies"].values()) == pytest.approx(1.0)
-    assert saved["thresholds_chosen_on_val"]["tau"] in TAU_GRID
-    assert saved["mean_flops"] == pytest.approx(saved["mean_compute"] * saved["flops_per_unit_compute"])
+    # The compute unit is the model's own normaliser (mean full-depth FLOPs on val, fixed at pre-training).
+    assert saved["flops_per_unit_compute"] == pytest.approx(digits_model().cost_table().normalizer)
     for baseline in saved["baselines"]:
         assert set(baseline) >= {"name", "params", "accuracy", "mean_compute"}
     names = {b["name"] for b in saved["baselines"]}
@@ -297,13 +321,14 @@ def test_report_figures_are_consistent(evaluated):
     agent = run_policy(make_eval_core("test"), ConfidencePolicy(0.9))
     assert report["accuracy"] == pytest.approx(agent.accuracy)
     assert report["mean_compute"] == pytest.approx(agent.mean_compute)
+    assert report["mean_flops"] == pytest.approx(agent.flops.mean())
     assert report["examples"]["prediction"] == agent.prediction.tolist()
 
 
 def test_report_files_are_written_atomically(evaluated):
     report, run_dir = evaluated
     md = (run_dir / "report.md").read_text()
-    assert "confidence_agent" in md and "oracle" in md
+    assert "confidence_agent" in md and "oracle" in md and f"Main model `{report['provenance']}`" in md
     for name in FIGURES:
         data = (run_dir / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 1000, name

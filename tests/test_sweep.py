@@ -293,6 +293,8 @@ def _check_report(run_dir: Path, study: optuna.Study, n_trials: int) -> dict:
         assert all(c < ref[1] for _, c in agents + threshold)
     assert (run_dir / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Pareto-optimal trials" in (run_dir / "sweep.md").read_text()
+    assert report["model_provenance"]["id"] == report["main_model_provenance"]
+    assert f"Main model `{report['main_model_provenance']}`" in (run_dir / "sweep.md").read_text()
     return report
 
 

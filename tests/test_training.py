@@ -73,7 +73,7 @@ def test_train_writes_a_complete_run_folder():
 
     summary = json.loads((run_dir / "train.json").read_text())
     assert summary["timesteps_done"] == RUN_TIMESTEPS and summary["resumed_from"] is None
-    assert summary["provenance"] == source.provenance
+    assert summary["provenance"] == source.provenance == summary["model_provenance"]["id"]
 
 
 def test_tensorboard_logs_hold_dynalay_and_val_scalars():
