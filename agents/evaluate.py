@@ -591,6 +591,8 @@ __all__ = ["EpisodeRecords", "run_policy", "evaluate", "baseline_curves", "thres
 def replay_paths(model: Any, x: torch.Tensor, paths: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Re-run recorded paths (1-based layer actions) on inputs ``x`` ``[n, ...]``, grouping examples
     that share a path into one batch. Returns (predictions [n], FLOPs [n]) computed afresh."""
+    from dynalay_env.model import run_path
+
     costs = model.cost_table()
     predictions = np.zeros(len(paths), dtype=np.int64)
     flops = np.zeros(len(paths), dtype=np.float64)
@@ -599,15 +601,9 @@ def replay_paths(model: Any, x: torch.Tensor, paths: Sequence[Sequence[int]]) ->
         groups.setdefault(tuple(int(a) for a in path), []).append(i)
     for path, members in groups.items():
         idx = torch.as_tensor(members, device=x.device)
-        x_emb = model.encode(x[idx])
-        z = x_emb
-        spent = torch.full((len(members),), float(costs.encoder + costs.head), dtype=torch.float64, device=x.device)
-        for action in path:
-            result = model.apply_layer(action - 1, z, x_emb)
-            z = result.state
-            spent += costs.injection[action - 1] + result.flops.double() + costs.head
-        predictions[members] = model.classify(z).argmax(1).cpu().numpy()
-        flops[members] = spent.cpu().numpy()
+        run = run_path(model, x[idx], [action - 1 for action in path], costs)
+        predictions[members] = model.classify(run.state).argmax(1).cpu().numpy()
+        flops[members] = run.flops.cpu().numpy()
     return predictions, flops
 
 

@@ -2,7 +2,8 @@
 
 ``AdaptiveClassifier(model, policy)`` is what a user deploys. It runs the same MDP core as the env
 (so the policy sees exactly the observations it was trained on), batched: every step makes one
-solve per chosen layer over the whole batch and one head call, and finished inputs leave the batch.
+policy call for the inputs still running, one solve per chosen layer and one head call, and
+finished inputs leave the batch. No Python runs per input.
 
     clf = AdaptiveClassifier.from_run("runs/demo")
     result = clf.predict(x)              # x: [n, *input_shape]
@@ -11,6 +12,7 @@ solve per chosen layer over the whole batch and one head call, and finished inpu
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.evaluate import run_policy
+from agents.baselines import BaselinePolicy
+from agents.interface import as_agent, decision_flops_of
 from dynalay_env.core import OBSERVATION_GROUPS, DynaLayCore
 from dynalay_env.model import FPIModel
 
@@ -56,7 +59,7 @@ class AdaptiveClassifier:
                  observation_groups: Sequence[str] = OBSERVATION_GROUPS, mask_repeats: bool = False,
                  compute_budget: float | None = None, batch_size: int = 1024, device: str = "cpu") -> None:
         self.model = model
-        self.policy = policy
+        self.policy = as_agent(policy)
         self.options = dict(max_steps=max_steps, observation_groups=tuple(observation_groups),
                             mask_repeats=mask_repeats, compute_budget=compute_budget)
         self.batch_size = batch_size
@@ -76,18 +79,68 @@ class AdaptiveClassifier:
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor | np.ndarray) -> InferenceResult:
-        """Classify ``x`` ``[n, *input_shape]``."""
+        """Classify ``x`` ``[n, *input_shape]``, ``batch_size`` inputs at a time."""
         x = torch.as_tensor(np.asarray(x, dtype=np.float32) if not isinstance(x, torch.Tensor) else x,
                             device=self.device)
         expected = tuple(self.model.input_shape)
         if tuple(x.shape[1:]) != expected:
             raise ValueError(f"expected inputs of shape [n, {', '.join(map(str, expected))}], got {tuple(x.shape)}")
-        dummy_labels = torch.zeros(x.shape[0], dtype=torch.long, device=self.device)
-        core = DynaLayCore(self.model, None, min(self.batch_size, x.shape[0]), sample_mode="sequential",
-                           device=self.device, examples=(x, dummy_labels), **self.options)
-        records = run_policy(core, self.policy)
-        return InferenceResult(records.prediction, records.compute, records.flops, records.steps, records.path,
-                               env_compute=records.env_compute, decision_flops=records.decision_flops)
+        if x.shape[0] == 0:
+            raise ValueError("expected at least one input, got an empty batch")
+        parts = [self._predict_batch(x[i:i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)]
+        prediction, compute, flops, steps, path, env_compute = (np.concatenate(arrays)
+                                                                for arrays in zip(*parts, strict=True))
+        return InferenceResult(prediction, compute, flops, steps, path, env_compute=env_compute,
+                               decision_flops=float(decision_flops_of(self.policy)))
+
+    def _predict_batch(self, x: torch.Tensor) -> tuple[np.ndarray, ...]:
+        """One batch: every input is an episode of one core, all started at once. Each step asks the
+        policy for the inputs still running only, in one batched call, and makes one solve per chosen
+        layer; an input that exits leaves the batch. Results are read once, at the end. Each policy
+        call for a running input is a decision, charged the policy's measured ``decision_flops()``."""
+        n = x.shape[0]
+        labels = torch.zeros(n, dtype=torch.long, device=self.device)  # unknown: the reward is not used
+        core = DynaLayCore(self.model, None, n, sample_mode="sequential", device=self.device,
+                           examples=(x, labels), **self.options)
+        everything = np.arange(n)
+        obs = core.reset(everything, examples=everything)
+        baseline = isinstance(self.policy, BaselinePolicy)
+        if baseline:
+            self.policy.bind(core)
+        running = np.ones(n, dtype=bool)
+        decisions = np.zeros(n, dtype=np.int64)  # policy calls of each input (EXIT included)
+        state: Any = None
+        subset = False  # the first decision covers every input; later ones only those still running
+        for t in range(core.max_steps + 1):
+            rows = np.flatnonzero(running) if subset else everything
+            actions = np.zeros(n, dtype=np.int64)
+            actions[rows], state = self._decide(core, obs[torch.as_tensor(rows, device=self.device)].cpu().numpy(),
+                                                rows, state, first=t == 0)
+            decisions += running
+            out = core.step(actions, active=running)
+            running &= ~out.terminated.cpu().numpy()
+            if not running.any():
+                break
+            obs = out.obs
+            # A stateless policy sees only the running inputs; a recurrent or baseline policy keeps
+            # one row per input (its state and the core's slots are indexed that way).
+            subset = state is None and not baseline
+        final = core.info_tensors()
+        env_flops = final["flops"].cpu().numpy()
+        flops = env_flops + decisions * float(decision_flops_of(self.policy))
+        return (final["prediction"].cpu().numpy(), flops / core.normalizer, flops, final["step"].cpu().numpy(),
+                final["path"].cpu().numpy(), final["compute"].cpu().numpy())
+
+    def _decide(self, core: DynaLayCore, obs: np.ndarray, rows: np.ndarray, state: Any,
+                first: bool) -> tuple[np.ndarray, Any]:
+        """Actions of ``self.policy`` for the observations of slots ``rows``, in one call."""
+        kwargs: dict[str, Any] = {}
+        if "action_masks" in inspect.signature(self.policy.predict).parameters:
+            kwargs["action_masks"] = core.action_masks()[rows]
+        episode_start = np.full(len(rows), first)
+        actions, state = self.policy.predict(obs, state=state, episode_start=episode_start, deterministic=True,
+                                             **kwargs)
+        return np.asarray(actions).reshape(-1), state
 
     @torch.no_grad()
     def predict_full_depth(self, x: torch.Tensor) -> torch.Tensor:

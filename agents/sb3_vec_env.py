@@ -92,13 +92,17 @@ class DynaLayVecEnv(VecEnv):
                                        for s, c in zip(info["step"].tolist(), info["compute"].tolist(), strict=True)]
         finished = np.flatnonzero(dones)
         if finished.size:
-            for i in finished.tolist():
+            # Whole columns to Python lists at once, not one .item() per finished env and key.
+            columns = {key: info[key][finished].tolist() for key in _EPISODE_KEYS}
+            paths = info["path"][finished].tolist()
+            iterations = info["fpi_iterations"][finished].tolist()
+            for j, i in enumerate(finished.tolist()):
                 d = infos[i]
                 for key in _EPISODE_KEYS:
-                    d[key] = info[key][i].item()
+                    d[key] = columns[key][j]
                 steps = d["step"]
-                d["path"] = info["path"][i, :steps].tolist()
-                d["fpi_iterations"] = info["fpi_iterations"][i, :steps].tolist()
+                d["path"] = paths[j][:steps]
+                d["fpi_iterations"] = iterations[j][:steps]
                 d["provenance"] = self.core.provenance
                 d["terminal_observation"] = obs[i].copy()
                 d["TimeLimit.truncated"] = False

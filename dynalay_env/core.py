@@ -13,9 +13,17 @@ episodes:
   group, then one head call over every slot that moved. A slot that reaches ``max_steps`` is
   classified (forced exit). Both end the episode with ``terminated=True``.
 
-Compute (docs/design.md): encoder + for each step (injection + executed iterations x FLOPs per iteration)
+Compute (docs/design.md; charged by :meth:`~dynalay_env.model.CostTable.step_flops`): encoder + for
+each step (injection + executed iterations x FLOPs per iteration)
 + the head at every visited state, in FLOPs, and normalised by the model's ``compute_normalizer``.
 Only work that ran is counted: the FPI solver drops converged samples from its batch.
+
+Host synchronisation. On an accelerator a step waits for the device only where a solve needs a
+batch size on the host: :meth:`DynaLayCore.group_sizes` (how many slots chose each layer) and the FPI
+solver's shrinking active set, because executed work must equal counted work. Observations,
+rewards, masks and ``info`` stay on the device (``info`` becomes numpy when a key is read); device
+action batches are checked with asynchronous assertions. The faces' return values (Gymnasium's
+numpy, the SB3 adapter's ``step_wait``) are the documented host-facing calls.
 
 Example sampling is reproducible per slot. ``sample_mode="random"``: slot ``i``'s j-th example is
 ``splitmix64(key_i + j) mod n`` where ``key_i`` is drawn from the slot's seed, so a batch of N slots
@@ -37,7 +45,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,13 +102,45 @@ class WallTime:
         return self.seconds
 
 
+class LazyInfo(Mapping[str, Any]):
+    """Per-slot info of one step (leading dim N): device tensors that become numpy arrays when read.
+
+    Building it copies the state on the device and never waits for it; reading a key copies that
+    one array to the host (a synchronisation on an accelerator), once. The arrays are fresh: later
+    steps never change them. ``tensors()`` gives the device tensors without any copy to the host.
+    """
+
+    def __init__(self, tensors: dict[str, Tensor]) -> None:
+        self._tensors = tensors
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        array = self._arrays.get(key)
+        if array is None:
+            array = self._arrays[key] = self._tensors[key].cpu().numpy()
+        return array
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def tensors(self) -> dict[str, Tensor]:
+        return dict(self._tensors)
+
+    def __repr__(self) -> str:
+        return f"LazyInfo({', '.join(self._tensors)})"
+
+
 @dataclass
 class StepOutput:
     """Result of one batched step, as tensors on the core's device (leading dim N).
 
     ``obs`` float32 ``[N, obs_dim]`` (the states reached; for terminated slots the terminal
-    observation), ``reward`` float32 ``[N]``, ``terminated`` bool ``[N]``. ``info`` holds CPU numpy
-    arrays (see :meth:`DynaLayCore.info_arrays`).
+    observation), ``reward`` float32 ``[N]``, ``terminated`` bool ``[N]``. ``info`` maps the keys of
+    :meth:`DynaLayCore.info_arrays` (plus ``masked_action`` and ``repeated``) to numpy arrays, made
+    from device tensors only when read (:class:`LazyInfo`).
     """
 
     obs: Tensor
@@ -200,15 +240,13 @@ class DynaLayCore:
         self.costs = costs
         self.normalizer = float(costs.normalizer)
         dev = self.device
-        self._injection = torch.tensor(costs.injection, dtype=torch.float64, device=dev)
-        self._iteration = torch.tensor(costs.iteration, dtype=torch.float64, device=dev)
         if len(costs.max_iterations) != self.num_layers:
             raise ValueError(f"cost_table().max_iterations must give one value per layer ({self.num_layers}), "
                              f"got {costs.max_iterations}")
         self._max_iter = torch.tensor(costs.max_iterations, dtype=torch.float64, device=dev)
         # The largest one-step cost of each layer: injection + max_iter iterations + the head.
-        self._worst_step = (self._injection + self._max_iter * self._iteration + costs.head) / self.normalizer
-        self._reset_flops = float(costs.encoder + costs.head)
+        self._worst_step = torch.tensor(costs.worst_step_flops(), dtype=torch.float64, device=dev) / self.normalizer
+        self._reset_flops = costs.reset_flops()
 
         if dataset is not None:
             x, y = dataset.as_tensors(split, dev)
@@ -239,6 +277,9 @@ class DynaLayCore:
         self.path = torch.full((n, self.max_steps), -1, dtype=torch.long, device=dev)
         self.path_iterations = torch.zeros(n, self.max_steps, dtype=torch.long, device=dev)
         self.done = torch.ones(n, dtype=torch.bool, device=dev)  # a slot must be reset before stepping
+        # The introspection of each slot's state, kept beside it: the observation reads it, and only
+        # the slots whose state changed are introspected again.
+        self.hidden = torch.zeros(n, int(model.introspect(self.z[:1]).shape[1]), device=dev)
 
         self._keys = np.zeros(n, dtype=np.uint64)
         self._episode_counter = np.zeros(n, dtype=np.uint64)
@@ -307,6 +348,9 @@ class DynaLayCore:
         self.observation_descriptions = descriptions
         self.observation_low = np.asarray(low, dtype=np.float32)
         self.observation_high = np.asarray(high, dtype=np.float32)
+        self._action_ids = torch.arange(self.num_actions, device=self.device)
+        self._observation_low = torch.as_tensor(self.observation_low, device=self.device)
+        self._observation_high = torch.as_tensor(self.observation_high, device=self.device)
 
     @property
     def observation_dim(self) -> int:
@@ -355,10 +399,10 @@ class DynaLayCore:
                 raise ValueError(f"examples must be {idx_np.size} indices in [0, {self.num_examples}), got {ex_np}")
         idx = torch.as_tensor(idx_np, device=self.device)
         ex = torch.as_tensor(ex_np, device=self.device)
-        x_emb = self.model.encode(self.x[ex])
-        self.x_emb[idx] = x_emb
-        self.z[idx] = x_emb
-        self.logits[idx] = self.model.classify(x_emb)
+        x_emb = self.model.encode(self.x.index_select(0, ex))
+        self.x_emb.index_copy_(0, idx, x_emb)
+        self.z.index_copy_(0, idx, x_emb)
+        self._classify_into(idx, x_emb)
         self.example[idx] = ex
         self.label[idx] = self.y[ex]
         self.steps[idx] = 0
@@ -374,27 +418,52 @@ class DynaLayCore:
         self.last_step_seconds = time.perf_counter() - start
         return obs
 
+    def group_sizes(self, actions: Tensor) -> list[int]:
+        """How many slots chose each action, on the host. The step's one synchronisation besides the
+        solver's own: executed work must equal counted work, so each layer's solve (and the solver,
+        as samples converge) runs on exactly the samples that need it, and a kernel's batch size
+        is a host value. Padding the groups to fixed sizes would run work that is not counted."""
+        return torch.bincount(actions, minlength=self.num_actions).tolist()
+
+    def _classify_into(self, idx: Tensor, z: Tensor) -> None:
+        """Head logits and introspection of states ``z`` into slots ``idx``; a model with
+        ``classify_introspection`` introspects each state once for both."""
+        hidden = self.model.introspect(z)
+        head = getattr(self.model, "classify_introspection", None)
+        self.logits.index_copy_(0, idx, head(hidden) if head is not None else self.model.classify(z))
+        self.hidden.index_copy_(0, idx, hidden)
+
     def validate_actions(self, actions: Any) -> Tensor:
         """Actions as a long tensor ``[N]``; a clear ``ValueError`` for a wrong shape, type or range."""
         if isinstance(actions, Tensor):
             arr = actions.to(self.device)
             is_integer = not (arr.dtype.is_floating_point or arr.dtype.is_complex or arr.dtype == torch.bool)
         else:
-            arr_np = np.asarray(actions)
-            is_integer = np.issubdtype(arr_np.dtype, np.integer)
-            arr = torch.as_tensor(arr_np, device=self.device) if is_integer else None  # type: ignore[assignment]
+            # Host actions are checked on the host, before they travel: no round trip to the device.
+            arr = np.asarray(actions)  # type: ignore[assignment]
+            is_integer = np.issubdtype(arr.dtype, np.integer)
         if not is_integer:
             raise ValueError(f"actions must be integers in [0, {self.num_actions - 1}] (0 = EXIT, k = layer k), "
                              f"got dtype {getattr(actions, 'dtype', type(actions).__name__)}")
-        arr = arr.reshape(-1) if arr.dim() <= 1 and arr.numel() == self.num_envs else arr
+        size = arr.numel() if isinstance(arr, Tensor) else arr.size
+        arr = arr.reshape(-1) if arr.ndim <= 1 and size == self.num_envs else arr
         if tuple(arr.shape) != (self.num_envs,):
             raise ValueError(f"expected an action batch of shape ({self.num_envs},), got {tuple(arr.shape)}")
         bad = (arr < 0) | (arr >= self.num_actions)
-        if bool(bad.any()):
-            slot = int(bad.nonzero()[0, 0])
-            raise ValueError(f"action {int(arr[slot])} in slot {slot} is out of range; valid actions are "
-                             f"0..{self.num_actions - 1} (0 = EXIT, k = apply layers[k-1])")
+        if isinstance(arr, np.ndarray):
+            if bad.any():
+                self._raise_bad_action(arr, int(np.flatnonzero(bad)[0]))
+            return torch.as_tensor(arr, device=self.device).long()
+        if arr.device.type != "cpu":
+            # A device batch is checked on the device: an out-of-range action fails asynchronously.
+            torch._assert_async(~bad.any(), f"an action is out of range; valid actions are 0..{self.num_actions - 1}")
+        elif bool(bad.any()):
+            self._raise_bad_action(arr.numpy(), int(bad.nonzero()[0, 0]))
         return arr.long()
+
+    def _raise_bad_action(self, arr: np.ndarray, slot: int) -> None:
+        raise ValueError(f"action {int(arr[slot])} in slot {slot} is out of range; valid actions are "
+                         f"0..{self.num_actions - 1} (0 = EXIT, k = apply layers[k-1])")
 
     @torch.no_grad()
     def step(self, actions: Any, active: Any = None) -> StepOutput:
@@ -414,38 +483,52 @@ class DynaLayCore:
                                        device=self.device).reshape(-1)
             if active_t.shape != (self.num_envs,):
                 raise ValueError(f"active must be a bool mask of shape ({self.num_envs},), got {tuple(active_t.shape)}")
-        if bool((self.done & active_t).any()):
+        running_ok = ~(self.done & active_t).any()
+        if self.device.type != "cpu":
+            torch._assert_async(running_ok, "step() called on a finished episode slot; call reset() first")
+        elif not bool(running_ok):
             finished = (self.done & active_t).nonzero().flatten().tolist()
             raise RuntimeError(f"step() called on finished episode slot(s) {finished[:8]}; call reset() first")
-        masked = active_t & ~self.action_masks_tensor().gather(1, act.unsqueeze(1)).squeeze(1)
-        act = torch.where(masked | ~active_t, torch.zeros_like(act), act)
+        if self.mask_repeats or self.compute_budget is not None:
+            masked = active_t & ~self.action_masks_tensor().gather(1, act.unsqueeze(1)).squeeze(1)
+            act = torch.where(masked | ~active_t, 0, act)
+        else:  # every action is allowed
+            masked = torch.zeros_like(active_t)
+            act = act * active_t
         prev_logits = self.logits.clone()
         prev_flops = self.flops.clone()
         repeated = (act > 0) & (act == self.last_action)
-
         moved = act > 0
+
         # One batched solve per chosen layer: sort slots by action once, split into groups.
-        counts = torch.bincount(act, minlength=self.num_actions).tolist()
+        counts = self.group_sizes(act)
         if sum(counts[1:]):
             order = torch.argsort(act, stable=True)
-            groups = torch.split(order, counts)
-            moved_idx = torch.cat(groups[1:])
-            for layer in range(1, self.num_actions):
-                group = groups[layer]
-                if group.numel() == 0:
+            moved_idx = order[counts[0]:]
+            states, residuals, iterations, max_iters = [], [], [], []
+            offset = counts[0]
+            for k, count in enumerate(counts[1:]):
+                if count == 0:
                     continue
-                k = layer - 1
-                result = self.model.apply_layer(k, self.z[group], self.x_emb[group])
-                self.z[group] = result.state
-                self.flops[group] += self._injection[k] + result.flops.double()
-                self.last_residual[group] = result.residual.float()
-                self.last_iterations[group] = result.iterations
-                self.last_max_iter[group] = self._max_iter[k]
-                self.path_iterations[group, self.steps[group]] = result.iterations
-            self.path[moved_idx, self.steps[moved_idx]] = act[moved_idx]
-            self.steps[moved_idx] += 1
-            self.logits[moved_idx] = self.model.classify(self.z[moved_idx])
-            self.flops[moved_idx] += self.costs.head
+                group = order[offset:offset + count]
+                offset += count
+                result = self.model.apply_layer(k, self.z.index_select(0, group), self.x_emb.index_select(0, group))
+                self.flops.index_add_(0, group, self.costs.step_flops(k, result.flops))  # injection + solve + head
+                states.append(result.state)
+                residuals.append(result.residual.float())
+                iterations.append(result.iterations)
+                max_iters.append(self._max_iter[k].expand(count))
+            z_moved = torch.cat(states)
+            its = torch.cat(iterations)
+            step_moved = self.steps.index_select(0, moved_idx)
+            self.z.index_copy_(0, moved_idx, z_moved)
+            self.last_residual.index_copy_(0, moved_idx, torch.cat(residuals))
+            self.last_iterations.index_copy_(0, moved_idx, its)
+            self.last_max_iter.index_copy_(0, moved_idx, torch.cat(max_iters))
+            self.path_iterations[moved_idx, step_moved] = its
+            self.path[moved_idx, step_moved] = act.index_select(0, moved_idx)
+            self.steps += moved
+            self._classify_into(moved_idx, z_moved)
         self.last_action = torch.where(active_t, act, self.last_action)
 
         terminated = active_t & (~moved | (self.steps >= self.max_steps))
@@ -456,28 +539,29 @@ class DynaLayCore:
         # is one; the forced exit at max_steps is the last layer's step, not another decision).
         decision = self.decision_flops / self.normalizer
         decisions = self.steps.double() + (~moved).double()
+        label = self.label.unsqueeze(1)
         inputs = RewardInputs(
             step_compute=(self.flops - prev_flops) / self.normalizer + decision,
             total_compute=self.flops / self.normalizer + decision * decisions,
             repeated=repeated,
             terminal=terminated,
             correct=correct,
-            log_prob_true=log_probs.gather(1, self.label.unsqueeze(1)).squeeze(1),
-            prob_true_before=torch.softmax(prev_logits, 1).gather(1, self.label.unsqueeze(1)).squeeze(1),
-            prob_true_after=log_probs.exp().gather(1, self.label.unsqueeze(1)).squeeze(1),
+            log_prob_true=log_probs.gather(1, label).squeeze(1),
+            prob_true_before=torch.softmax(prev_logits, 1).gather(1, label).squeeze(1),
+            prob_true_after=log_probs.exp().gather(1, label).squeeze(1),
         )
-        reward = torch.where(active_t, self.reward(inputs), torch.zeros((), device=self.device))
+        reward = torch.where(active_t, self.reward(inputs), 0.0)
         self.done |= terminated
         obs = self.observations_tensor()
+        info = LazyInfo({**self.info_tensors(prediction, correct), "masked_action": masked, "repeated": repeated})
         self.last_step_seconds = time.perf_counter() - start
-        info = self.info_arrays(prediction, correct)
-        info["masked_action"] = masked.cpu().numpy()
-        info["repeated"] = repeated.cpu().numpy()
         if self.cotrainer is not None and self.cotrainer.active:
             # After the step's outputs are computed: the model moves only between env steps.
             done = np.flatnonzero(terminated.cpu().numpy())
             if done.size:
-                self.cotrainer.add(info["example"][done], info["path"][done], info["correct"][done])
+                if self.cotrainer.add(info["example"][done], info["path"][done], info["correct"][done]):
+                    # The model moved: a model's introspection may have parameters, so redo it.
+                    self.hidden.copy_(self.model.introspect(self.z))
         return StepOutput(obs, reward.float(), terminated, info)
 
     # ---- observations, masks, info ---------------------------------------------------------------
@@ -487,7 +571,7 @@ class DynaLayCore:
         sel = slice(None) if idx is None else idx
         parts: list[Tensor] = []
         if "hidden" in self.observation_groups:
-            parts.append(self.model.introspect(self.z[sel]))
+            parts.append(self.hidden[sel])
         if "head" in self.observation_groups:
             probs = torch.softmax(self.logits[sel], dim=1)
             top2 = probs.topk(min(2, self.num_classes), dim=1).values
@@ -499,26 +583,21 @@ class DynaLayCore:
             parts.append((self.flops[sel] / self.normalizer).float().unsqueeze(1))
         if "last_action" in self.observation_groups:
             last = self.last_action[sel]
-            onehot = torch.zeros(last.shape[0], self.num_actions, device=self.device)
-            started = last >= 0
-            onehot[started.nonzero().flatten(), last[started]] = 1.0
-            parts.append(onehot)
+            # A one-hot by comparison, not by indexing with the started rows (that needs their count).
+            parts.append(last.unsqueeze(1) == self._action_ids)
         if "solver" in self.observation_groups:
             parts.append(self.last_residual[sel].clamp(0, 1).unsqueeze(1))
             parts.append((self.last_iterations[sel].double() / self.last_max_iter[sel]).float().unsqueeze(1))
         obs = torch.cat([p.float() for p in parts], dim=1)
-        low = torch.as_tensor(self.observation_low, device=self.device)
-        high = torch.as_tensor(self.observation_high, device=self.device)
-        return torch.minimum(torch.maximum(obs, low), high)
+        return torch.minimum(torch.maximum(obs, self._observation_low), self._observation_high)
 
     def action_masks_tensor(self) -> Tensor:
         """``[N, K+1]`` bool: EXIT always allowed; layers subject to ``mask_repeats`` and
         ``compute_budget``."""
         mask = torch.ones(self.num_envs, self.num_actions, dtype=torch.bool, device=self.device)
         if self.mask_repeats:
-            last = self.last_action
-            rows = (last > 0).nonzero().flatten()
-            mask[rows, last[rows]] = False
+            # The layer just applied (EXIT, 0, is never masked), without host-side row counts.
+            mask &= ~((self.last_action.unsqueeze(1) == self._action_ids) & (self._action_ids > 0))
         if self.compute_budget is not None:
             spent = (self.flops / self.normalizer).unsqueeze(1)
             mask[:, 1:] &= (spent + self._worst_step.unsqueeze(0)) <= self.compute_budget
@@ -527,25 +606,29 @@ class DynaLayCore:
     def action_masks(self) -> np.ndarray:
         return self.action_masks_tensor().cpu().numpy()
 
-    def info_arrays(self, prediction: Tensor | None = None, correct: Tensor | None = None) -> dict[str, Any]:
-        """Per-slot info as fresh numpy arrays (leading dim N): later steps never change them."""
+    def info_tensors(self, prediction: Tensor | None = None, correct: Tensor | None = None) -> dict[str, Tensor]:
+        """Per-slot info as fresh device tensors (leading dim N): later steps never change them."""
         if prediction is None:
             prediction = self.logits.argmax(1)
         if correct is None:
             correct = prediction == self.label
-        # .clone(): on CPU .numpy() is a view, and these state tensors are updated in place.
+        # .clone(): these state tensors are updated in place by later steps.
         return {
-            "example": self.example.clone().cpu().numpy(),
-            "label": self.label.clone().cpu().numpy(),
-            "prediction": prediction.cpu().numpy(),
-            "correct": correct.cpu().numpy(),
-            "step": self.steps.clone().cpu().numpy(),
-            "compute": (self.flops / self.normalizer).cpu().numpy(),
-            "flops": self.flops.clone().cpu().numpy(),
-            "path": self.path.clone().cpu().numpy(),
-            "fpi_iterations": self.path_iterations.clone().cpu().numpy(),
-            "action_mask": self.action_masks(),
+            "example": self.example.clone(),
+            "label": self.label.clone(),
+            "prediction": prediction,
+            "correct": correct,
+            "step": self.steps.clone(),
+            "compute": self.flops / self.normalizer,
+            "flops": self.flops.clone(),
+            "path": self.path.clone(),
+            "fpi_iterations": self.path_iterations.clone(),
+            "action_mask": self.action_masks_tensor(),
         }
+
+    def info_arrays(self, prediction: Tensor | None = None, correct: Tensor | None = None) -> dict[str, Any]:
+        """Per-slot info as fresh numpy arrays (leading dim N): later steps never change them."""
+        return dict(LazyInfo(self.info_tensors(prediction, correct)))
 
     #: Options that can change on a live core (the others size its buffers or spaces).
     SETTABLE_OPTIONS: tuple[str, ...] = ("mask_repeats", "compute_budget")

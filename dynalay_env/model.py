@@ -17,7 +17,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -131,6 +131,61 @@ class CostTable:
     normalizer: float
     max_iterations: tuple[int, ...] = ()
 
+    # The cost of a path is written here once; the env core, normaliser calibration, path
+    # enumeration (pre-training report, oracle) and replay all charge through these methods.
+
+    def reset_flops(self) -> float:
+        """FLOPs charged when an episode starts: the encoder and the head at the encoder state
+        (the observation needs the head's statistics)."""
+        return float(self.encoder + self.head)
+
+    def step_flops(self, k: int, solver_flops: Any) -> Any:
+        """FLOPs of one step through layer ``k`` (0-based): the injection, the FLOPs the solver
+        executed (``solver_flops``: a tensor ``[N]`` for a batch, giving float64 ``[N]``, or a
+        number), and the head at the state reached."""
+        if isinstance(solver_flops, Tensor):
+            solver_flops = solver_flops.double()
+        return solver_flops + float(self.injection[k] + self.head)
+
+    def worst_step_flops(self) -> tuple[float, ...]:
+        """Per layer, the largest FLOPs of one step: ``max_iterations[k]`` plain iterations
+        (solvers that mix iterates add their mixing on top)."""
+        return tuple(self.step_flops(k, float(self.max_iterations[k] * self.iteration[k]))
+                     for k in range(len(self.max_iterations)))
+
+    def pieces(self) -> dict[str, Any]:
+        """The per-sample FLOPs of each piece, as plain JSON values (for reports)."""
+        return {"encoder": self.encoder, "injection": list(self.injection), "iteration": list(self.iteration),
+                "head": self.head}
+
+
+@dataclass
+class PathRun:
+    """A batch run along one path: ``state`` ``[N, *state_shape]`` reached, ``flops`` ``[N]``
+    float64 charged (see :meth:`CostTable.step_flops`), ``results`` the solve of each step."""
+
+    x_emb: Tensor
+    state: Tensor
+    flops: Tensor
+    results: list[SolveResult]
+
+
+@torch.no_grad()
+def run_path(model: FPIModel, x: Tensor, path: Sequence[int], costs: CostTable | None = None) -> PathRun:
+    """Encode ``x`` ``[N, *input_shape]`` and apply the layers of ``path`` (0-based) to the whole
+    batch, charging the reset and every step as the env does. ``costs`` defaults to the model's."""
+    costs = model.cost_table() if costs is None else costs
+    x_emb = model.encode(x)
+    z = x_emb
+    flops = torch.full((x.shape[0],), costs.reset_flops(), dtype=torch.float64, device=x.device)
+    results = []
+    for k in path:
+        result = model.apply_layer(int(k), z, x_emb)
+        z = result.state
+        flops += costs.step_flops(int(k), result.flops)
+        results.append(result)
+    return PathRun(x_emb, z, flops, results)
+
 
 # --------------------------------------------------------------------------------------------------
 # The interface the environment uses
@@ -231,7 +286,12 @@ class MainModel(nn.Module):
         return torch.cat([flat.mean(dim=2), flat.amax(dim=2)], dim=1)
 
     def classify(self, z: Tensor) -> Tensor:
-        return self.head_out(F.relu(self.head_hidden(self.introspect(z))))
+        return self.classify_introspection(self.introspect(z))
+
+    def classify_introspection(self, h: Tensor) -> Tensor:
+        """Logits ``[N, num_classes]`` from an introspection ``h = introspect(z)``: lets the env
+        introspect a state once for both the observation and the head (optional in :class:`FPIModel`)."""
+        return self.head_out(F.relu(self.head_hidden(h)))
 
     def forward(self, x: Tensor, path: list[int] | tuple[int, ...] | None = None) -> Tensor:
         """Logits after applying ``path`` (0-based layer indices; default: full depth 0..K-1)."""
@@ -264,15 +324,7 @@ class MainModel(nn.Module):
     @torch.no_grad()
     def full_depth_flops(self, x: Tensor) -> Tensor:
         """Per-sample FLOPs ``[N]`` (float64) of the full-depth path with the head at every state."""
-        costs = self.cost_table()
-        x_emb = self.encode(x)
-        z = x_emb
-        total = torch.full((x.shape[0],), float(costs.encoder + costs.head), dtype=torch.float64, device=x.device)
-        for k in range(self.num_layers):
-            result = self.apply_layer(k, z, x_emb)
-            z = result.state
-            total += costs.injection[k] + result.flops.double() + costs.head
-        return total
+        return run_path(self, x, range(self.num_layers)).flops
 
     @torch.no_grad()
     def calibrate_normalizer(self, x_val: Tensor, batch_size: int = 1024) -> float:

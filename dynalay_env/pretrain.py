@@ -138,7 +138,6 @@ def enumerate_paths(model: MainModel, x: Tensor, y: Tensor, max_steps: int, allo
     converged: dict[int, list[Tensor]] = {k: [] for k in range(model.num_layers)}
 
     def visit(path: tuple[int, ...], z: Tensor, spent: Tensor) -> None:
-        spent = spent + costs.head
         paths.append(path)
         correct.append((model.classify(z).argmax(1) == y).cpu())
         flops.append(spent.cpu())
@@ -150,9 +149,9 @@ def enumerate_paths(model: MainModel, x: Tensor, y: Tensor, max_steps: int, allo
             result = model.apply_layer(k, z, x_emb)
             iterations[k].append(result.iterations.cpu())
             converged[k].append(result.converged.cpu())
-            visit(path + (k,), result.state, spent + costs.injection[k] + result.flops.double())
+            visit(path + (k,), result.state, spent + costs.step_flops(k, result.flops))
 
-    visit((), x_emb, torch.full((x.shape[0],), float(costs.encoder), dtype=torch.float64, device=x.device))
+    visit((), x_emb, torch.full((x.shape[0],), costs.reset_flops(), dtype=torch.float64, device=x.device))
     return PathTable(paths, torch.stack(correct), torch.stack(flops),
                      {k: torch.cat(v) for k, v in iterations.items()},
                      {k: torch.cat(v) for k, v in converged.items()}, time.perf_counter() - start)
@@ -266,8 +265,7 @@ def pretrain_report(model: MainModel, dataset: Dataset, max_steps: int, device: 
         "iterations_all_paths": {
             f"layer{k + 1}": iteration_stats(table.iterations[k], table.converged[k], model.layers[k].max_iter)
             for k in full_depth},
-        "costs_flops": {"encoder": costs.encoder, "injection": list(costs.injection),
-                        "iteration": list(costs.iteration), "head": costs.head},
+        "costs_flops": costs.pieces(),
         "compute_normalizer_flops": costs.normalizer,
         # Exact ||W_up|| * ||W_down|| of each layer's map (dense SVD): the contraction that holds.
         "lipschitz": {"target": model.config.lipschitz, "measured": lipschitz},

@@ -99,6 +99,52 @@ def reset_flops(model: MainModel) -> float:
     return float(costs.encoder + costs.head)
 
 
+def check_charged_equals_executed(core: Any, steps: int, seed: int = 0, exit_prob: float = 0.3) -> int:
+    """Drive ``core`` with random mixed actions (partial resets of the finished slots in between) and
+    assert that each reset and each step charges, summed over slots, exactly the FLOPs that
+    ``FlopCounterMode`` saw run. The expected value comes from the counter, never from what the core
+    reports. A co-training update is measured by a nested counter and left out (episodes do not pay
+    for it). Returns the FLOPs counted in all."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    update_flops = [0]
+    trainer = getattr(core, "cotrainer", None)
+    if trainer is not None:
+        original = trainer.update
+
+        def counted_update(*args: Any, **kwargs: Any) -> Any:
+            with FlopCounterMode(display=False) as inner:
+                out = original(*args, **kwargs)
+            update_flops[0] += inner.get_total_flops()
+            return out
+
+        trainer.update = counted_update
+    rng = np.random.default_rng(seed)
+    core.seed([seed + i for i in range(core.num_envs)])
+    total = 0
+    with FlopCounterMode(display=False) as counter:
+        core.reset()
+    charged = core.info_arrays()["flops"].sum()
+    assert counter.get_total_flops() == charged > 0
+    total += counter.get_total_flops()
+    for _ in range(steps):
+        before = core.info_arrays()["flops"]
+        actions = np.where(rng.random(core.num_envs) < exit_prob, 0, rng.integers(1, core.num_actions, core.num_envs))
+        update_flops[0] = 0
+        with FlopCounterMode(display=False) as counter:
+            out = core.step(actions)
+        ran = counter.get_total_flops() - update_flops[0]
+        assert ran == (out.info["flops"] - before).sum(), (actions, ran)
+        total += ran
+        done = np.flatnonzero(out.terminated.cpu().numpy())
+        if done.size:
+            with FlopCounterMode(display=False) as counter:
+                core.reset(done)
+            assert counter.get_total_flops() == core.info_arrays()["flops"][done].sum() > 0
+            total += counter.get_total_flops()
+    return total
+
+
 def run_episode(env: Any, actions: Sequence[int], **reset_kwargs: Any) -> list[tuple[Any, ...]]:
     """Reset, then step ``actions`` until the episode ends; returns ``[(obs, info)] + [(obs, r, term,
     trunc, info), ...]`` (the reset entry first)."""

@@ -9,12 +9,11 @@ import torch
 from dynalay_env.core import DynaLayCore, StepOutput
 from dynalay_env.data import load_dataset
 from dynalay_env.env import DynaLayEnv
-from dynalay_env.model import MainModel, default_config
+from dynalay_env.model import LayerSpec, MainModel, default_config
 from tests.env_fixtures import (  # noqa: F401
+    check_charged_equals_executed,
     digits_model,
     no_default_model_training,
-    reset_flops,
-    step_flops,
     synthetic_model,
 )
 
@@ -89,26 +88,18 @@ def test_batched_core_equals_single_envs(dataset: str, seed: int) -> None:
                 np.testing.assert_allclose(obs, batch_reset_obs[t + 1][i], rtol=1e-5, atol=1e-6, err_msg=where)
 
 
-def test_core_cost_accounting_batched() -> None:
-    """Each slot's flops = encoder + head + its own steps, whatever the other slots did."""
-    core = _core(6)
-    core.seed(list(range(6)))
-    core.reset()
-    model = core.model
-    expected = np.full(6, reset_flops(model))
-    np.testing.assert_allclose(core.info_arrays()["flops"], expected)
-    for acts in ([1, 2, 3, 1, 1, 0], [2, 2, 1, 3, 1, 0], [3, 0, 1, 1, 2, 1]):
-        if core.done.any():
-            core.reset(np.flatnonzero(core.done.cpu().numpy()))
-            expected[core.done.cpu().numpy()] = reset_flops(model)
-        before_steps = core.steps.clone()
-        out = snapshot(core.step(np.array(acts)))
-        for i, a in enumerate(acts):
-            if a:
-                its = int(out.info["fpi_iterations"][i][int(before_steps[i])])
-                expected[i] += step_flops(model, a, its)
-        np.testing.assert_allclose(out.info["flops"], expected)
-        np.testing.assert_allclose(out.info["compute"], expected / core.normalizer)
+@pytest.mark.parametrize(("family", "input_shape"), [("mlp", (12,)), ("conv1d", (1, 16)), ("conv2d", (1, 8, 8))])
+def test_core_charges_exactly_the_flops_that_ran(family: str, input_shape: tuple[int, ...]) -> None:
+    """Mixed-action resets and steps of a batch: each charges exactly what FlopCounterMode counted
+    (encoder, injections, executed iterations, the head at every visited state), for each family."""
+    torch.manual_seed(0)
+    layers = (LayerSpec(2, 3, max_iter=20), LayerSpec(4, 3, max_iter=20))
+    model = MainModel(default_config(input_shape, 5, channels=6, head_hidden=8, layers=layers)).eval()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(40, *input_shape, generator=g), torch.randint(0, 5, (40,), generator=g)
+    model.calibrate_normalizer(x)
+    core = DynaLayCore(model, None, 7, max_steps=3, examples=(x, y))
+    assert check_charged_equals_executed(core, steps=12) > 0
 
 
 def test_sequential_slots_cover_split_once_in_order() -> None:

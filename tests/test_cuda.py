@@ -94,3 +94,41 @@ def test_agent_trains_and_validates_on_cuda(tmp_path) -> None:
     assert agent.device.type == "cuda" and agent.num_timesteps >= 1024
     result = val_evaluator(config, run_dir / MODEL_NAME)(agent)
     assert 0.0 <= result["accuracy"] <= 1.0 and result["mean_compute"] > 0.0
+
+
+def test_step_synchronises_only_to_size_the_solves() -> None:
+    """Under ``set_sync_debug_mode("error")``, steps with device actions synchronise with the host
+    only where the solves need batch sizes (``group_sizes`` and the solver): observation, reward,
+    masks and info stay on the device (info becomes numpy only when read)."""
+    model, dataset = tiny_model("digits")
+    core = make_core(64, dataset=dataset, model=copy.deepcopy(model).cuda(), device="cuda", mask_repeats=True,
+                     compute_budget=2.0)
+    core.seed(list(range(64)))
+    core.reset()
+    allowed = {"sizes": core.group_sizes, "solve": core.model.apply_layer}
+
+    def permitted(fn):
+        def run(*args, **kwargs):
+            torch.cuda.set_sync_debug_mode("default")
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                torch.cuda.set_sync_debug_mode("error")
+        return run
+
+    core.group_sizes = permitted(allowed["sizes"])
+    core.model.apply_layer = permitted(allowed["solve"])
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    try:
+        for _ in range(6):
+            active = ~core.done
+            actions = torch.randint(0, core.num_actions, (64,), device="cuda", generator=generator)
+            torch.cuda.set_sync_debug_mode("error")
+            out = core.step(actions, active=active)
+            torch.cuda.set_sync_debug_mode("default")
+            assert out.obs.is_cuda and out.reward.is_cuda and out.info.tensors()["flops"].is_cuda
+            if not bool(active.any()):
+                break
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        del core.model.apply_layer

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.baselines import ConfidencePolicy, FixedPathPolicy
+from agents.baselines import ConfidencePolicy, FixedPathPolicy, StablePredictionPolicy
 from agents.evaluate import run_policy
 from agents.inference import AdaptiveClassifier, InferenceResult
 from agents.training import load_run
@@ -40,6 +40,17 @@ def test_predictions_and_compute_equal_the_env_evaluation(val_inputs, tau, batch
     records = run_policy(seq_core(64, "val"), ConfidencePolicy(tau))
     assert 0 < (records.steps == 0).mean() < 1  # a mix of depths
     assert result.prediction.shape == result.compute.shape == (x.shape[0],)
+    assert_same(result, records)
+
+
+@pytest.mark.parametrize("batch_size", [1024, 70])
+def test_a_stateful_baseline_sees_episode_starts_as_in_the_env(val_inputs, batch_size):
+    """StablePredictionPolicy counts unchanged predictions from each episode's start: the classifier
+    must flag starts only at the first decision of its inputs, as the env's evaluation does."""
+    x, _ = val_inputs
+    result = AdaptiveClassifier(digits_model(), StablePredictionPolicy(1), batch_size=batch_size).predict(x)
+    records = run_policy(seq_core(64, "val"), StablePredictionPolicy(1))
+    assert 0 < (records.steps < 3).mean() < 1
     assert_same(result, records)
 
 

@@ -1,0 +1,185 @@
+#!/usr/bin/env python
+"""Resident memory over long runs: the vector env with random actions, and PPO on the SB3 adapter.
+
+Prints, at each checkpoint, the process's RSS (``/proc/self/status`` VmRSS), glibc's heap figures
+(``mallinfo2``: bytes in use, free bytes held in the heap, bytes in mmapped chunks), torch's CPU
+allocator is glibc's, so these cover tensors too) and, with ``--tracemalloc``, the Python heap
+traced by ``tracemalloc`` and the number of live tensors. Growth that shows in RSS and in glibc's
+*free* bytes but not in bytes in use is allocator fragmentation; growth in bytes in use or in the
+traced Python heap is a leak.
+
+    python benchmarks/memory_soak.py vector --num-envs 1024 --checkpoints 1e6 5e6 1e7
+    python benchmarks/memory_soak.py ppo --timesteps 2e6 --n-envs 1024
+
+One torch thread (``--threads``). Writes its table to ``--out`` as well (default: print only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import os
+import platform
+import time
+import tracemalloc
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def malloc_stats() -> dict[str, float]:
+    """glibc heap figures in MB (empty off glibc): ``in_use``, ``free_in_heap``, ``mmapped``."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return {}
+    mb = 1 / 2**20
+    return {"in_use_mb": info.uordblks * mb, "free_in_heap_mb": info.fordblks * mb, "mmapped_mb": info.hblkhd * mb}
+
+
+def rss_mb() -> float:
+    """Resident set size of this process (``VmRSS``), MB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("VmRSS not in /proc/self/status")
+
+
+def live_tensors() -> int:
+    # type(), not isinstance(): isinstance reads __class__, which some lazy module objects warn on.
+    return sum(1 for obj in gc.get_objects() if issubclass(type(obj), torch.Tensor))
+
+
+def snapshot(steps: int, start: float, traced: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"env_steps": steps, "seconds": round(time.perf_counter() - start, 1), "rss_mb": rss_mb(),
+                           **malloc_stats()}
+    if traced:
+        row["traced_python_mb"] = tracemalloc.get_traced_memory()[0] / 2**20
+        row["live_tensors"] = live_tensors()
+    return row
+
+
+def print_row(row: dict[str, Any]) -> None:
+    print(" | ".join(f"{k} {v:,.1f}" if isinstance(v, float) else f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}"
+                     for k, v in row.items()), flush=True)
+
+
+def soak_vector(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Random actions through ``DynaLayVectorEnv`` (NEXT_STEP autoreset), RSS at each checkpoint."""
+    from dynalay_env.vector_env import DynaLayVectorEnv
+
+    env = DynaLayVectorEnv(args.num_envs, dataset=args.dataset, model=args.model)
+    env.reset(seed=args.seed)
+    rng = np.random.default_rng(args.seed)
+    n, num_actions = args.num_envs, env.single_action_space.n
+    checkpoints = sorted(int(float(c)) for c in args.checkpoints)
+    rows = []
+    start = time.perf_counter()
+    steps = 0
+    while steps < args.warmup:
+        env.step(rng.integers(0, num_actions, n))
+        steps += n
+    if args.tracemalloc:
+        tracemalloc.start()
+    row = snapshot(steps, start, args.tracemalloc)
+    row["label"] = "after warm-up"
+    rows.append(row)
+    print_row(row)
+    for target in checkpoints:
+        while steps < target:
+            env.step(rng.integers(0, num_actions, n))
+            steps += n
+            if args.every and steps % (args.every * n) < n:
+                print_row(snapshot(steps, start, args.tracemalloc))
+        row = snapshot(steps, start, args.tracemalloc)
+        rows.append(row)
+        print_row(row)
+    return rows
+
+
+def soak_ppo(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """PPO on the SB3 adapter; RSS after every rollout (printed every ``--every`` rollouts)."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    from agents.sb3_vec_env import DynaLayVecEnv
+
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
+
+    class Probe(BaseCallback):
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_end(self) -> None:
+            row = snapshot(self.num_timesteps, start, False)
+            rows.append(row)
+            if len(rows) == 1 or len(rows) % max(args.every, 1) == 0:
+                print_row(row)
+
+    env = DynaLayVecEnv(args.n_envs, dataset=args.dataset, model=args.model)
+    agent = PPO("MlpPolicy", env, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
+                seed=args.seed, verbose=0, device="cpu")
+    agent.learn(total_timesteps=int(float(args.timesteps)), callback=Probe())
+    print_row(rows[-1])
+    return rows
+
+
+def summarise(kind: str, rows: list[dict[str, Any]]) -> str:
+    if kind == "vector":
+        first, last = rows[1], rows[-1]
+        return (f"RSS {first['rss_mb']:.1f} MB at {first['env_steps']:,} env steps -> {last['rss_mb']:.1f} MB at "
+                f"{last['env_steps']:,}: {100 * (last['rss_mb'] / first['rss_mb'] - 1):+.2f}%")
+    first, peak, last = rows[0], max(r["rss_mb"] for r in rows[1:]), rows[-1]
+    return (f"RSS after the first rollout {first['rss_mb']:.1f} MB; max after it {peak:.1f} MB "
+            f"({100 * (peak / first['rss_mb'] - 1):+.2f}%); at {last['env_steps']:,} timesteps {last['rss_mb']:.1f} MB "
+            f"({100 * (last['rss_mb'] / first['rss_mb'] - 1):+.2f}%)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("kind", choices=("vector", "ppo"))
+    parser.add_argument("--dataset", default="mnist1d")
+    parser.add_argument("--model", default=None, help="checkpoint path (default: the cached default model)")
+    parser.add_argument("--num-envs", type=int, default=1024, help="vector: slots N (default: %(default)s)")
+    parser.add_argument("--checkpoints", nargs="+", default=["1e6", "5e6", "1e7"],
+                        help="vector: env-step counts at which RSS is reported (default: 1M 5M 10M)")
+    parser.add_argument("--warmup", type=int, default=50_000, help="vector: env steps before the first snapshot")
+    parser.add_argument("--tracemalloc", action="store_true", help="vector: also trace the Python heap (slower)")
+    parser.add_argument("--timesteps", default="2e6", help="ppo: total timesteps (default: %(default)s)")
+    parser.add_argument("--n-envs", type=int, default=1024, help="ppo: n_envs (default: %(default)s)")
+    parser.add_argument("--n-steps", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--n-epochs", type=int, default=2)
+    parser.add_argument("--every", type=int, default=0, help="print a row every this many steps / rollouts too")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="also write the rows and summary to this JSON file")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    header = (f"# memory soak: {args.kind} | {platform.machine()} | torch {torch.__version__} | threads "
+              f"{torch.get_num_threads()} | MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', '-')}")
+    print(header, flush=True)
+    rows = soak_vector(args) if args.kind == "vector" else soak_ppo(args)
+    summary = summarise(args.kind, rows)
+    print(summary)
+    if args.out:
+        from dynalay_env.atomic import atomic_write_json
+
+        payload = {"header": header, "args": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows,
+                   "summary": summary}
+        atomic_write_json(args.out, payload)
+
+
+if __name__ == "__main__":
+    main()
