@@ -1,7 +1,9 @@
 """The RL algorithms DynaLay-Gym trains, under rl-zoo3's names, and their hyperparameters.
 
 One registry, :data:`ALGORITHMS`, maps a name to an :class:`AlgoSpec` (the SB3 / sb3-contrib class,
-its default policy and what it can do):
+its default policy and what it can do). Everything outside this module builds and loads agents
+through :meth:`AlgoSpec.build` / :meth:`AlgoSpec.load`, which return the framework-neutral
+:class:`agents.interface.Agent` (SB3 is one backend of it, :class:`agents.interface.SB3Agent`):
 
 | name | class | policy | notes |
 |---|---|---|---|
@@ -60,6 +62,8 @@ from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
 
+from agents.interface import SB3_BACKEND, Agent, Backend
+
 #: Folder of the rl-zoo3 style hyperparameter files (``<algo>.yml``), at the repository root.
 #: ``$DYNALAY_HYPERPARAMS_DIR`` overrides it.
 HYPERPARAMS_DIR = Path(__file__).resolve().parent.parent / "hyperparams"
@@ -112,6 +116,9 @@ class AlgoSpec:
         supports_action_masks: the algorithm reads ``action_masks()`` from the env.
         off_policy: learns from a replay buffer.
         zoo: rl-zoo3 knows this name (``--algo <name>``).
+        backend: the framework that builds and loads it (:class:`agents.interface.Backend`); the
+            rest of the project only uses :meth:`build` and :meth:`load`, which return an
+            :class:`agents.interface.Agent`.
     """
 
     name: str
@@ -121,6 +128,17 @@ class AlgoSpec:
     supports_action_masks: bool
     off_policy: bool
     zoo: bool
+    backend: Backend = SB3_BACKEND
+
+    def build(self, env: Any, hyperparams: Mapping[str, Any], *, seed: int = 0, device: str = "cpu",
+              tensorboard_log: str | None = None, verbose: int = 0) -> Agent:
+        """A fresh agent on ``env`` from rl-zoo3 style ``hyperparams`` (see :func:`make_model`)."""
+        return self.backend.build(self, env, dict(hyperparams), seed=seed, device=device,
+                                  tensorboard_log=tensorboard_log, verbose=verbose)
+
+    def load(self, path: str | os.PathLike, *, env: Any = None, device: str = "cpu", **kwargs: Any) -> Agent:
+        """The agent saved at ``path`` (``env``: attach it to continue training)."""
+        return self.backend.load(self, path, env=env, device=device, **kwargs)
 
 
 ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in (

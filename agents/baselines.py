@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.curves import head_statistics
+from agents.curves import head_statistics, statistic_flops
 from dynalay_env.core import DynaLayCore
 
 
@@ -45,8 +45,17 @@ class BaselinePolicy:
         self.core = core
         return self
 
+    #: The head statistic the rule thresholds (charged per decision), None for rules that read none.
+    statistic: str | None = None
+
     def params(self) -> dict[str, Any]:
         return {}
+
+    def decision_flops(self) -> int:
+        """FLOPs of one decision: the statistic's analytic count (:func:`agents.curves.statistic_flops`)
+        for a threshold rule; 0 for fixed paths, the random policy and the oracle (they read nothing
+        the model computes: a fixed program, a coin, a bound)."""
+        return statistic_flops(self.statistic, self._core().num_classes) if self.statistic else 0
 
     def label(self) -> str:
         params = ", ".join(f"{k}={v}" for k, v in self.params().items())
@@ -128,6 +137,7 @@ class ConfidencePolicy(_OrderedPolicy):
     """EXIT when the head's top-1 probability at the current state is ``>= tau``."""
 
     name = "confidence"
+    statistic = "confidence"
 
     def __init__(self, tau: float, layer_order: Sequence[int] | None = None) -> None:
         super().__init__(layer_order)
@@ -144,6 +154,7 @@ class EntropyPolicy(_OrderedPolicy):
     """EXIT when the head's entropy / log(num_classes) at the current state is ``<= h``."""
 
     name = "entropy"
+    statistic = "entropy"
 
     def __init__(self, h: float, layer_order: Sequence[int] | None = None) -> None:
         super().__init__(layer_order)
@@ -160,6 +171,7 @@ class MarginPolicy(_OrderedPolicy):
     """EXIT when the head's top-1 minus top-2 probability at the current state is ``>= m``."""
 
     name = "margin"
+    statistic = "margin"
 
     def __init__(self, m: float, layer_order: Sequence[int] | None = None) -> None:
         super().__init__(layer_order)
@@ -176,6 +188,7 @@ class StablePredictionPolicy(_OrderedPolicy):
     """EXIT once the prediction has stayed the same for ``k`` consecutive layer steps."""
 
     name = "stable_prediction"
+    statistic = "stable_prediction"
 
     def __init__(self, k: int, layer_order: Sequence[int] | None = None) -> None:
         super().__init__(layer_order)

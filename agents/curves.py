@@ -63,6 +63,29 @@ STATISTICS: dict[str, Statistic] = {
 }
 
 
+def statistic_flops(statistic: str, num_classes: int) -> int:
+    """FLOPs of one decision of ``statistic``'s threshold rule over ``num_classes`` = C logits, as
+    :func:`head_statistics` computes it (one FLOP per add, multiply, divide, compare, exp or log)::
+
+        softmax           = 5C - 2   # max (C - 1 compares), subtract C, exp C, sum C - 1, divide C
+        confidence        = softmax + (C - 1)        # top-1: C - 1 compares
+        entropy           = softmax + 3C             # log C, multiply C, sum C - 1, normalise 1
+        margin            = softmax + (2C - 3) + 1   # top-2: 2C - 3 compares, one subtraction
+        stable_prediction = (C - 1) + 2              # argmax, compare with the last one, count
+
+    plus 1 for the comparison with the threshold. FlopCounterMode counts none of these (it counts
+    matrix products and convolutions), hence the analytic count.
+    """
+    get_statistic(statistic)
+    c = int(num_classes)
+    if c < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    softmax = 5 * c - 2
+    ops = {"confidence": softmax + (c - 1), "entropy": softmax + 3 * c, "margin": softmax + max(2 * c - 3, 0) + 1,
+           "stable_prediction": (c - 1) + 2}
+    return ops[statistic] + 1
+
+
 def get_statistic(name: str) -> Statistic:
     if name not in STATISTICS:
         raise ValueError(f"unknown statistic {name!r}; valid: {', '.join(STATISTICS)}")
@@ -345,7 +368,9 @@ def records_at_exits(record: DepthRecord, exits: np.ndarray, name: str, params: 
     prediction = record.prediction[idx, exits]
     return EpisodeRecords(name, params, idx, record.label.copy(), prediction, prediction == record.label,
                           flops / record.normalizer, flops, exits.astype(np.int64),
-                          np.where(taken, order[None, :], -1), np.where(taken, iterations, 0))
+                          np.where(taken, order[None, :], -1), np.where(taken, iterations, 0),
+                          decisions=_decision_counts(record)[exits].astype(np.int64),
+                          decision_flops=float(decision_flops), normalizer=record.normalizer)
 
 
 def records_at_threshold(record: DepthRecord, statistic: str, threshold: float,
@@ -430,6 +455,6 @@ def vs_curve(agent: EpisodeRecords, curve: ExactCurve, n_boot: int = 1000, seed:
             "hull_fitted_on": "the compared split itself (this favours the threshold rule)"}
 
 
-__all__ = ["STATISTICS", "head_statistics", "DepthRecord", "ExactCurve", "record_depths", "record_core", "exact_curve", "exit_depths",
+__all__ = ["STATISTICS", "statistic_flops", "head_statistics", "DepthRecord", "ExactCurve", "record_depths", "record_core", "exact_curve", "exit_depths",
            "exit_flops", "choose_threshold", "records_at_threshold", "records_at_exits", "prefix_oracle", "vs_curve",
            "full_depth_order"]

@@ -38,8 +38,10 @@ from agents.curves import (
     prefix_oracle,
     record_core,
     records_at_threshold,
+    statistic_flops,
     vs_curve,
 )
+from agents.interface import as_agent, decision_flops_of
 from dynalay_env.atomic import atomic_path, atomic_write_json, atomic_write_text
 from dynalay_env.core import DynaLayCore
 from dynalay_env.model import format_provenance, provenance_of
@@ -61,6 +63,11 @@ class EpisodeRecords:
     path: np.ndarray             # [n, max_steps], 1-based actions, -1 padded
     fpi_iterations: np.ndarray   # [n, max_steps]
     extra: dict[str, Any] = field(default_factory=dict)
+    # Decision cost: ``flops`` and ``compute`` include ``decisions * decision_flops``; the env-only
+    # figures subtract it (``normalizer``: FLOPs of 1.0 compute).
+    decisions: np.ndarray | None = None   # [n] policy calls per episode (EXIT included, forced exit not)
+    decision_flops: float = 0.0
+    normalizer: float | None = None
 
     @property
     def accuracy(self) -> float:
@@ -68,11 +75,27 @@ class EpisodeRecords:
 
     @property
     def mean_compute(self) -> float:
+        """Mean normalised compute, decisions counted."""
         return float(self.compute.mean())
+
+    @property
+    def env_flops(self) -> np.ndarray:
+        """``[n]`` FLOPs of the env alone (the main model), without the policy's decisions."""
+        if self.decisions is None or not self.decision_flops:
+            return self.flops
+        return self.flops - self.decisions * self.decision_flops
+
+    @property
+    def env_compute(self) -> np.ndarray:
+        """``[n]`` normalised compute of the env alone."""
+        if self.decisions is None or not self.decision_flops:
+            return self.compute
+        return self.env_flops / self.normalizer
 
     def summary(self) -> dict[str, Any]:
         return {"name": self.policy, "params": self.params, "accuracy": self.accuracy,
-                "mean_compute": self.mean_compute, "mean_steps": float(self.steps.mean())}
+                "mean_compute": self.mean_compute, "mean_env_compute": float(self.env_compute.mean()),
+                "decision_flops": self.decision_flops, "mean_steps": float(self.steps.mean())}
 
 
 def _predict(policy: Any, obs: np.ndarray, state: Any, episode_start: np.ndarray, core: DynaLayCore,
@@ -87,15 +110,26 @@ def _predict(policy: Any, obs: np.ndarray, state: Any, episode_start: np.ndarray
 
 @torch.no_grad()
 def run_policy(core: DynaLayCore, policy: Any, name: str | None = None, params: dict[str, Any] | None = None,
-               deterministic: bool = True) -> EpisodeRecords:
+               deterministic: bool = True, decision_flops: float | None = None) -> EpisodeRecords:
     """Play ``policy`` on every example of ``core``'s split exactly once (``core`` must be in
-    ``sequential`` mode). ``policy`` is an SB3 model or a :class:`BaselinePolicy`."""
+    ``sequential`` mode). ``policy`` is an :class:`agents.interface.Agent`, a bare SB3 model or a
+    :class:`BaselinePolicy`.
+
+    Every decision (one call of the policy for an episode: each step, EXIT included, not the forced
+    exit at ``max_steps``) is charged ``decision_flops`` FLOPs, by default the policy's own measured
+    ``decision_flops()`` whatever the env's ``decision_flops`` option; ``flops`` and ``compute``
+    include it, ``env_flops`` / ``env_compute`` do not."""
     if core.sample_mode != "sequential":
         raise ValueError("run_policy needs a core with sample_mode='sequential' (each example exactly once)")
+    policy = as_agent(policy)
     if isinstance(policy, BaselinePolicy):
         policy.bind(core)
         name = name or policy.name
         params = params if params is not None else policy.params()
+    if decision_flops is None:
+        decision_flops = decision_flops_of(policy)
+    if decision_flops < 0:
+        raise ValueError(f"decision_flops must be >= 0 (FLOPs per decision), got {decision_flops}")
     n, slots = core.num_examples, core.num_envs
     core.seed([0] * slots)  # rewinds the sequential cursor to example 0
     first = min(slots, n)
@@ -103,6 +137,8 @@ def run_policy(core: DynaLayCore, policy: Any, name: str | None = None, params: 
         "example": np.zeros(n, np.int64), "label": np.zeros(n, np.int64), "prediction": np.zeros(n, np.int64),
         "correct": np.zeros(n, bool), "compute": np.zeros(n), "flops": np.zeros(n), "steps": np.zeros(n, np.int64),
         "path": np.zeros((n, core.max_steps), np.int64), "fpi_iterations": np.zeros((n, core.max_steps), np.int64)}
+    decisions = np.zeros(n, np.int64)
+    slot_decisions = np.zeros(slots, np.int64)  # policy calls of each slot's current episode
     active = np.zeros(slots, dtype=bool)
     active[:first] = True
     core.reset(np.arange(first))
@@ -113,12 +149,15 @@ def run_policy(core: DynaLayCore, policy: Any, name: str | None = None, params: 
     while finished < n:
         actions, state = _predict(policy, obs, state, episode_start, core, deterministic)
         actions = np.where(active, actions, 0)
+        slot_decisions += active
         out = core.step(actions, active=active)
         done = np.flatnonzero(out.terminated.cpu().numpy())
         info = out.info
         examples = info["example"][done]
         for key in records:
             records[key][examples] = info[{"steps": "step"}.get(key, key)][done]
+        decisions[examples] = slot_decisions[done]
+        slot_decisions[done] = 0
         finished += done.size
         episode_start = np.zeros(slots, dtype=bool)
         refill = done[: max(0, n - issued)]
@@ -130,7 +169,10 @@ def run_policy(core: DynaLayCore, policy: Any, name: str | None = None, params: 
         obs = core.observations_tensor().cpu().numpy()
     if not np.array_equal(np.sort(records["example"]), np.arange(n)):
         raise RuntimeError("sequential evaluation did not visit every example exactly once")
-    return EpisodeRecords(name or type(policy).__name__, params or {}, **records)
+    records["flops"] = records["flops"] + decisions * float(decision_flops)
+    records["compute"] = records["flops"] / core.normalizer
+    return EpisodeRecords(name or type(policy).__name__, params or {}, **records, decisions=decisions,
+                          decision_flops=float(decision_flops), normalizer=core.normalizer)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -242,22 +284,6 @@ def action_frequencies(records: EpisodeRecords, num_actions: int) -> dict[str, f
             for a in range(num_actions)}
 
 
-def policy_flops_per_step(policy: Any, obs_dim: int) -> float | None:
-    """FLOPs of one forward of an SB3 policy on one observation (FlopCounterMode), else None."""
-    net = getattr(policy, "policy", None)
-    if net is None:
-        return None
-    from torch.utils.flop_counter import FlopCounterMode
-
-    obs = torch.zeros(1, obs_dim)
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            net.predict(obs.numpy(), deterministic=True)
-        return float(counter.get_total_flops())
-    except Exception:  # recurrent or exotic policies: report unknown rather than guess
-        return None
-
-
 # --------------------------------------------------------------------------------------------------
 # The full evaluation
 # --------------------------------------------------------------------------------------------------
@@ -275,8 +301,10 @@ def threshold_baselines(core: DynaLayCore, val_core: DynaLayCore) -> tuple[dict[
     accuracy on ``val``, else the most accurate one there) played on the split, and the prefix oracle."""
     record, val_record = record_core(core), record_core(val_core)
     target = float(val_record.correct[:, -1].mean())  # full depth of the order, on val
-    curves = {name: exact_curve(record, name) for name in STATISTICS}
-    chosen = {name: records_at_threshold(record, name, choose_threshold(exact_curve(val_record, name), target))
+    cost = {name: statistic_flops(name, core.num_classes) for name in STATISTICS}  # each rule pays its statistic
+    curves = {name: exact_curve(record, name, cost[name]) for name in STATISTICS}
+    chosen = {name: records_at_threshold(record, name, choose_threshold(exact_curve(val_record, name, cost[name]),
+                                                                        target), cost[name])
               for name in STATISTICS}
     return curves, chosen, prefix_oracle(record)
 
@@ -339,11 +367,11 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
     report["policy"] = focus.policy
     if agent_records is not None:
         report["vs_threshold"] = vs_curve(agent_records, curves["confidence"], n_boot=n_boot, seed=seed)
-        report["policy_flops_per_step"] = policy_flops_per_step(agent, core.observation_dim)
+        # The main model's FLOPs alone: what validate_report replays.
         report["examples"] = {"example": agent_records.example.tolist(),
                               "path": [p[p > 0].tolist() for p in agent_records.path],
                               "prediction": agent_records.prediction.tolist(),
-                              "flops": agent_records.flops.tolist()}
+                              "flops": agent_records.env_flops.tolist()}
     if run_dir is not None:
         write_report(Path(run_dir), report, focus, baselines, curves, search, figures)
     return report
@@ -378,7 +406,7 @@ def baseline_curves(core: DynaLayCore, seed: int = 0) -> dict[str, Any]:
     record = record_core(core)
     return {
         "fixed_paths": [run_policy(core, FixedPathPolicy(p)) for p in candidate_paths(core.num_layers, core.max_steps)],
-        **{name: exact_curve(record, name) for name in STATISTICS},
+        **{name: exact_curve(record, name, statistic_flops(name, core.num_classes)) for name in STATISTICS},
         "random": [run_policy(core, RandomPolicy(p, seed)) for p in RANDOM_EXIT_GRID],
         "oracle": [run_policy(core, OraclePolicy(search))],
         "prefix_oracle": [prefix_oracle(record)],
@@ -400,6 +428,9 @@ def policy_report(records: EpisodeRecords, core: DynaLayCore, search: OracleSear
     return {
         "accuracy": records.accuracy,
         "mean_compute": records.mean_compute,
+        "mean_env_compute": float(records.env_compute.mean()),
+        "decision_flops": records.decision_flops,
+        "mean_decisions": float(records.decisions.mean()) if records.decisions is not None else None,
         "median_compute": float(np.median(records.compute)),
         "p90_compute": float(np.percentile(records.compute, 90)),
         "mean_flops": float(records.flops.mean()),
@@ -448,17 +479,25 @@ def _jsonable(obj: Any) -> Any:
 
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# DynaLay evaluation: {report.get('policy')} on {report.get('dataset', '?')} / {report['split']}",
-             "", f"{report['n_examples']} examples, each once. Compute is normalised: 1.0 = full-depth model.", "",
+             "", f"{report['n_examples']} examples, each once. Compute is normalised: 1.0 = full-depth model. "
+                 "*mean compute* counts the policy's own decisions (FLOPs per decision x decisions: each step, EXIT "
+                 "included, not the forced exit at max_steps); *env only* is the main model alone.", "",
              *([format_provenance(report["model_provenance"]), ""] if report.get("model_provenance") else []),
-             "| policy | params | accuracy | mean compute |", "|---|---|---:|---:|"]
+             "| policy | params | accuracy | mean compute | env only | FLOPs / decision |",
+             "|---|---|---:|---:|---:|---:|"]
+
+    def row(name: str, params: str, entry: dict[str, Any]) -> str:
+        env_only = entry.get("mean_env_compute", entry["mean_compute"])
+        return (f"| {name} | {params} | {entry['accuracy']:.4f} | {entry['mean_compute']:.3f} | {env_only:.3f} | "
+                f"{entry.get('decision_flops', 0):,.0f} |")
+
     if "vs_threshold" in report:
-        lines.append(f"| **{report['policy']}** | | {report['accuracy']:.4f} | {report['mean_compute']:.3f} |")
+        lines.append(row(f"**{report['policy']}**", "", report))
     for b in report["baselines"]:
-        params = ", ".join(f"{k}={v}" for k, v in b["params"].items())
-        lines.append(f"| {b['name']} | {params} | {b['accuracy']:.4f} | {b['mean_compute']:.3f} |")
+        lines.append(row(b["name"], ", ".join(f"{k}={v}" for k, v in b["params"].items()), b))
     if "vs_threshold" in report:
         v = report["vs_threshold"]
-        lines += ["", f"**Against confidence thresholding at the same compute:** {v['difference']:+.4f} accuracy "
+        lines += ["", f"**Against confidence thresholding at the same compute (decisions counted on both sides):** {v['difference']:+.4f} accuracy "
                       f"(95% paired bootstrap CI [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]); "
                       + ("beats thresholding." if v["beats_threshold"] else "does not beat thresholding.")]
     oracles = [(label, report[key]) for key, label in (("oracle", "path oracle"), ("prefix_oracle", "prefix oracle"))

@@ -22,19 +22,24 @@ import numpy as np
 import torch
 
 from agents.baselines import BaselinePolicy
+from agents.interface import as_agent, decision_flops_of
 from dynalay_env.core import OBSERVATION_GROUPS, DynaLayCore
 from dynalay_env.model import FPIModel
 
 
 @dataclass
 class InferenceResult:
-    """Per-input outcome (arrays ``[n]``; ``path`` ``[n, max_steps]`` of 1-based layers, -1 padded)."""
+    """Per-input outcome (arrays ``[n]``; ``path`` ``[n, max_steps]`` of 1-based layers, -1 padded).
+    ``compute`` and ``flops`` count the policy's decisions (``decision_flops`` each); ``env_compute``
+    is the main model alone."""
 
     prediction: np.ndarray
     compute: np.ndarray
     flops: np.ndarray
     steps: np.ndarray
     path: np.ndarray
+    env_compute: np.ndarray | None = None
+    decision_flops: float = 0.0
 
 
 class AdaptiveClassifier:
@@ -42,7 +47,9 @@ class AdaptiveClassifier:
 
     Args:
         model: the main model (``FPIModel``), in eval mode.
-        policy: an SB3 model or a baseline policy (``agents.baselines``).
+        policy: an :class:`agents.interface.Agent` (e.g. from :func:`agents.training.load_run`), a
+            bare SB3 model or a baseline policy (``agents.baselines``); its measured
+            ``decision_flops()`` is charged per decision in the results.
         max_steps, observation_groups, mask_repeats, compute_budget: the env options the policy was
             trained with (they shape its observations and masks).
         batch_size: inputs in flight at once.
@@ -52,7 +59,7 @@ class AdaptiveClassifier:
                  observation_groups: Sequence[str] = OBSERVATION_GROUPS, mask_repeats: bool = False,
                  compute_budget: float | None = None, batch_size: int = 1024, device: str = "cpu") -> None:
         self.model = model
-        self.policy = policy
+        self.policy = as_agent(policy)
         self.options = dict(max_steps=max_steps, observation_groups=tuple(observation_groups),
                             mask_repeats=mask_repeats, compute_budget=compute_budget)
         self.batch_size = batch_size
@@ -81,12 +88,16 @@ class AdaptiveClassifier:
         if x.shape[0] == 0:
             raise ValueError("expected at least one input, got an empty batch")
         parts = [self._predict_batch(x[i:i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)]
-        return InferenceResult(*(np.concatenate(arrays) for arrays in zip(*parts, strict=True)))
+        prediction, compute, flops, steps, path, env_compute = (np.concatenate(arrays)
+                                                                for arrays in zip(*parts, strict=True))
+        return InferenceResult(prediction, compute, flops, steps, path, env_compute=env_compute,
+                               decision_flops=float(decision_flops_of(self.policy)))
 
     def _predict_batch(self, x: torch.Tensor) -> tuple[np.ndarray, ...]:
         """One batch: every input is an episode of one core, all started at once. Each step asks the
         policy for the inputs still running only, in one batched call, and makes one solve per chosen
-        layer; an input that exits leaves the batch. Results are read once, at the end."""
+        layer; an input that exits leaves the batch. Results are read once, at the end. Each policy
+        call for a running input is a decision, charged the policy's measured ``decision_flops()``."""
         n = x.shape[0]
         labels = torch.zeros(n, dtype=torch.long, device=self.device)  # unknown: the reward is not used
         core = DynaLayCore(self.model, None, n, sample_mode="sequential", device=self.device,
@@ -97,6 +108,7 @@ class AdaptiveClassifier:
         if baseline:
             self.policy.bind(core)
         running = np.ones(n, dtype=bool)
+        decisions = np.zeros(n, dtype=np.int64)  # policy calls of each input (EXIT included)
         state: Any = None
         subset = False  # the first decision covers every input; later ones only those still running
         for t in range(core.max_steps + 1):
@@ -104,6 +116,7 @@ class AdaptiveClassifier:
             actions = np.zeros(n, dtype=np.int64)
             actions[rows], state = self._decide(core, obs[torch.as_tensor(rows, device=self.device)].cpu().numpy(),
                                                 rows, state, first=t == 0)
+            decisions += running
             out = core.step(actions, active=running)
             running &= ~out.terminated.cpu().numpy()
             if not running.any():
@@ -113,8 +126,10 @@ class AdaptiveClassifier:
             # one row per input (its state and the core's slots are indexed that way).
             subset = state is None and not baseline
         final = core.info_tensors()
-        return (final["prediction"].cpu().numpy(), final["compute"].cpu().numpy(), final["flops"].cpu().numpy(),
-                final["step"].cpu().numpy(), final["path"].cpu().numpy())
+        env_flops = final["flops"].cpu().numpy()
+        flops = env_flops + decisions * float(decision_flops_of(self.policy))
+        return (final["prediction"].cpu().numpy(), flops / core.normalizer, flops, final["step"].cpu().numpy(),
+                final["path"].cpu().numpy(), final["compute"].cpu().numpy())
 
     def _decide(self, core: DynaLayCore, obs: np.ndarray, rows: np.ndarray, state: Any,
                 first: bool) -> tuple[np.ndarray, Any]:

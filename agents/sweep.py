@@ -4,7 +4,9 @@ Each trial draws a reward -- its kind and the parameters that kind reads
 (:data:`dynalay_env.rewards.REWARD_PARAMETERS`), optionally the algorithm and its learning rate --
 trains an agent on ``agent_train`` with :func:`agents.training.train`, and scores it on ``val`` with
 :func:`agents.evaluate.run_policy`. Objectives: **maximise val accuracy, minimise val mean normalised
-compute** (1.0 = the full-depth model). When the study is complete the Pareto-optimal trials are
+compute** (1.0 = the full-depth model; decisions counted: each policy is charged its measured FLOPs
+per decision, each threshold rule its statistic, so fronts and hypervolumes compare like with like;
+``test_mean_env_compute`` is the main model alone). When the study is complete the Pareto-optimal trials are
 re-evaluated on ``test`` against the baseline curves (:func:`agents.evaluate.baseline_curves`: fixed
 paths, random exits, the exact threshold curves over every distinct threshold, the path oracle and
 the prefix oracle), and the hypervolume of the agent front and of the confidence-threshold front are
@@ -716,11 +718,13 @@ def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str,
                 raise ValueError(f"the agent of Pareto trial {t.number} (run by {t.user_attrs.get('worker')}) is "
                                  f"not in the artifact store {config.artifact_path()}: {exc}. Workers on several "
                                  f"machines need one shared --artifact-dir") from exc
-            agent = get_algorithm(choice["algo"]).cls.load(local, device=config.device)
+            agent = get_algorithm(choice["algo"]).load(local, device=config.device)
             records = run_policy(cores["test"], agent, name=f"trial {t.number}")
             versus = vs_curve(records, baselines["test"]["confidence"], n_boot=config.n_boot, seed=config.seed)
             pareto.append({"number": t.number, **choice, "val_accuracy": t.values[0], "val_mean_compute": t.values[1],
                            "test_accuracy": records.accuracy, "test_mean_compute": records.mean_compute,
+                           "test_mean_env_compute": float(records.env_compute.mean()),
+                           "decision_flops": records.decision_flops,
                            "test_mean_steps": float(records.steps.mean()), "test_vs_confidence": versus})
 
     hv: dict[str, Any] = {}
@@ -803,16 +807,20 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Reward-shaping study `{report['study_name']}` ({report['dataset']})", "",
              f"{c['complete']} complete trials ({c['fail']} failed, {c['surplus']} surplus); storage "
              f"`{report['storage']}`; study wall time {report['study_wall_seconds'] or 0:.0f} s, mean trial "
-             f"{report['mean_trial_seconds'] or 0:.0f} s. Compute 1.0 = the full-depth model.", "",
+             f"{report['mean_trial_seconds'] or 0:.0f} s. Compute 1.0 = the full-depth model; it counts each "
+             f"policy's decisions (its FLOPs per decision, each step, EXIT included), thresholds their statistic; "
+             f"*env only* is the main model alone.", "",
              *([format_provenance(report["model_provenance"]), ""] if report.get("model_provenance") else []),
              "## Pareto-optimal trials (chosen on val, re-evaluated on test)", "",
-             "| trial | reward | val acc | val compute | test acc | test compute | vs confidence threshold (95% CI) |",
-             "|---|---|---|---|---|---|---|"]
+             "| trial | reward | val acc | val compute | test acc | test compute | test env only | "
+             "vs confidence threshold (95% CI) |",
+             "|---|---|---|---|---|---|---|---|"]
     for p in report["pareto"]:
         v = p["test_vs_confidence"]
+        env_only = p.get("test_mean_env_compute", p["test_mean_compute"])
         lines.append(f"| {p['number']} | {format_choice(p)} | {p['val_accuracy']:.4f} | {p['val_mean_compute']:.3f} | "
-                     f"{p['test_accuracy']:.4f} | {p['test_mean_compute']:.3f} | {v['difference']:+.4f} "
-                     f"[{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] |")
+                     f"{p['test_accuracy']:.4f} | {p['test_mean_compute']:.3f} | {env_only:.3f} | "
+                     f"{v['difference']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] |")
     lines += ["", "## Hypervolume (accuracy x compute dominated; higher is better)", "",
               "| split | reference (accuracy, compute) | agent front | confidence-threshold front |", "|---|---|---|---|"]
     for split, h in report["hypervolume"].items():

@@ -83,6 +83,9 @@ class TrainConfig:
     cotrain: bool = False        # co-train the main model (env option mode: cotrain)
     agent_phase: int = 49_152    # co-training: agent timesteps per agent phase (model frozen)
     model_phase: int = 16        # co-training: main-model optimiser steps per model phase; 0 = concurrent
+    #: FLOPs per decision the training reward charged (env option ``decision_flops``): the value
+    #: given in ``env_kwargs`` if any, else the measured cost of the policy built (set by ``train``).
+    decision_flops: float | None = None
 
     def uses_cotrain(self) -> bool:
         """Whether the training env runs in ``mode="cotrain"`` (by ``cotrain`` or the env option)."""
@@ -369,10 +372,11 @@ def val_evaluator(config: TrainConfig, model_path: Path | Any, n_slots: int = 51
 
 
 def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
-    """Train (or resume) an agent; returns the trained SB3 model and the run folder."""
+    """Train (or resume) an agent into ``config.run_dir``; returns the trained agent
+    (:class:`agents.interface.Agent`) and the run folder."""
     from stable_baselines3.common.callbacks import CallbackList
 
-    from agents.algorithms import check_compatibility, get_algorithm, load_hyperparams, make_model
+    from agents.algorithms import check_compatibility, get_algorithm, load_hyperparams
     from agents.callbacks import (
         AtomicCheckpointCallback,
         CoTrainLogger,
@@ -415,15 +419,22 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
         if cotrainer is not None:
             restore_cotrain_state(cotrainer, checkpoints[-1])
         # tensorboard_log is stored in the zip: point it at this run folder, wherever it now lives.
-        agent = spec.cls.load(checkpoints[-1], env=venv, device=config.device, tensorboard_log=str(run_dir / "tb"))
+        agent = spec.load(checkpoints[-1], env=venv, device=config.device, tensorboard_log=str(run_dir / "tb"))
         buffer = replay_buffer_for(checkpoints[-1])
         if buffer.is_file() and hasattr(agent, "load_replay_buffer"):
             agent.load_replay_buffer(buffer)
         # Fresh examples after a resume, not a replay of the episodes already seen.
         venv.seed(config.seed + agent.num_timesteps)
     else:
-        agent = make_model(spec.name, venv, hyperparams, seed=config.seed, device=config.device,
+        agent = spec.build(venv, hyperparams, seed=config.seed, device=config.device,
                            tensorboard_log=str(run_dir / "tb"))
+    # The reward charges the policy's own decisions: the measured cost unless env_kwargs give one.
+    given = config.env_kwargs.get("decision_flops")
+    core.decision_flops = float(given if given is not None else agent.decision_flops())
+    if config.decision_flops != core.decision_flops:
+        config.decision_flops = core.decision_flops
+        if not resume:  # a resumed run keeps its config.json (as for the other fields)
+            _write_json(run_dir / CONFIG_NAME, asdict(config))
     done = int(agent.num_timesteps)
     checkpointer = AtomicCheckpointCallback(run_dir, config.checkpoint_freq)
     # A co-trained run validates with the very model being trained (frozen during the pass).
@@ -580,7 +591,7 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
 
 
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, Any, Path]:
-    """(config, trained agent, main-model path) of a finished run folder."""
+    """(config, trained agent (:class:`agents.interface.Agent`), main-model path) of a finished run folder."""
     from agents.algorithms import get_algorithm
 
     run_dir = Path(run_dir)
@@ -591,5 +602,5 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, Any, Path]:
     agent_path = run_dir / AGENT_NAME
     if not agent_path.is_file():
         raise FileNotFoundError(f"{run_dir} has no {AGENT_NAME}: the run has not finished (use train --resume)")
-    agent = get_algorithm(config.algo).cls.load(agent_path, device=config.device)
+    agent = get_algorithm(config.algo).load(agent_path, device=config.device)
     return config, agent, run_dir / MODEL_NAME

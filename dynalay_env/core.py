@@ -166,6 +166,11 @@ class DynaLayCore:
         mask_repeats: action masks forbid re-applying the layer just applied.
         compute_budget: action masks forbid layers whose worst case (``max_iter`` iterations) would
             take the episode's normalised compute above this budget.
+        decision_flops: FLOPs charged per decision of the policy (>= 0, default 0), in the reward
+            only: every step is one decision (EXIT included; the forced exit at ``max_steps`` is
+            none), so the reward's ``step_compute`` grows by ``decision_flops / normalizer`` per step
+            and its ``total_compute`` by that times the decisions so far. ``info["compute"]``, the
+            observation and the masks stay env-only.
         device: where states, data and the model live.
         mode: ``frozen`` (the model is fixed) or ``cotrain`` (it keeps learning on the episodes'
             paths, trained in place; needs ``split="agent_train"`` and a ``torch.nn.Module`` model with
@@ -184,7 +189,7 @@ class DynaLayCore:
                  compute_budget: float | None = None, device: str | torch.device = "cpu",
                  mode: str = "frozen", provenance: str = "",
                  examples: tuple[Tensor, Tensor] | None = None, cotrain_lr: float | None = None,
-                 cotrain_every: int | None = None) -> None:
+                 cotrain_every: int | None = None, decision_flops: float = 0.0) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         _choices("split", split, SPLITS)
@@ -199,6 +204,10 @@ class DynaLayCore:
             raise ValueError(f"observation_groups is empty; choose from {', '.join(OBSERVATION_GROUPS)}")
         if compute_budget is not None and compute_budget <= 0:
             raise ValueError(f"compute_budget must be > 0 (normalised compute), got {compute_budget}")
+        if isinstance(decision_flops, bool) or not isinstance(decision_flops, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(decision_flops) or decision_flops < 0:
+            raise ValueError(f"decision_flops must be a finite number >= 0 (FLOPs per decision of the policy), "
+                             f"got {decision_flops!r}")
         if (dataset is None) == (examples is None):
             raise ValueError("pass exactly one of dataset (with split) or examples=(x, y)")
         if dataset is not None and (tuple(model.input_shape) != tuple(dataset.input_shape)
@@ -217,6 +226,7 @@ class DynaLayCore:
         self.observation_groups = tuple(g for g in OBSERVATION_GROUPS if g in groups)
         self.mask_repeats = bool(mask_repeats)
         self.compute_budget = compute_budget
+        self.decision_flops = float(decision_flops)
         self.mode = mode
         self.provenance = provenance
 
@@ -525,10 +535,14 @@ class DynaLayCore:
         log_probs = torch.log_softmax(self.logits, dim=1)
         prediction = self.logits.argmax(1)
         correct = prediction == self.label
+        # The policy's own cost, in the reward only: one decision per step (an EXIT, masked or not,
+        # is one; the forced exit at max_steps is the last layer's step, not another decision).
+        decision = self.decision_flops / self.normalizer
+        decisions = self.steps.double() + (~moved).double()
         label = self.label.unsqueeze(1)
         inputs = RewardInputs(
-            step_compute=(self.flops - prev_flops) / self.normalizer,
-            total_compute=self.flops / self.normalizer,
+            step_compute=(self.flops - prev_flops) / self.normalizer + decision,
+            total_compute=self.flops / self.normalizer + decision * decisions,
             repeated=repeated,
             terminal=terminated,
             correct=correct,

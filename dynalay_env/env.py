@@ -24,7 +24,7 @@ def make_core(num_envs: int, *, dataset: str | Dataset = DEFAULT_DATASET,
               reward: str | Callable[..., Any] = "paper", reward_kwargs: dict[str, Any] | None = None,
               observation_groups: Sequence[str] = OBSERVATION_GROUPS, mask_repeats: bool = False,
               compute_budget: float | None = None, device: str = "cpu", mode: str = "frozen",
-              cotrain_lr: float | None = None, cotrain_every: int | None = None,
+              cotrain_lr: float | None = None, cotrain_every: int | None = None, decision_flops: float = 0.0,
               **reward_params: Any) -> DynaLayCore:
     """Build the batched core from the same options every face of the env accepts.
 
@@ -45,12 +45,13 @@ def make_core(num_envs: int, *, dataset: str | Dataset = DEFAULT_DATASET,
     return DynaLayCore(fpi_model, ds, num_envs, split=split, sample_mode=sample_mode, max_steps=max_steps,
                        reward=reward, reward_kwargs=merged, observation_groups=observation_groups,
                        mask_repeats=mask_repeats, compute_budget=compute_budget, device=dev, mode=mode,
-                       provenance=provenance, cotrain_lr=cotrain_lr, cotrain_every=cotrain_every)
+                       provenance=provenance, cotrain_lr=cotrain_lr, cotrain_every=cotrain_every,
+                       decision_flops=decision_flops)
 
 
 ENV_OPTIONS: tuple[str, ...] = ("dataset", "model", "data_root", "split", "sample_mode", "max_steps", "reward",
                                 "reward_kwargs", "observation_groups", "mask_repeats", "compute_budget",
-                                "device", "mode", "cotrain_lr", "cotrain_every")
+                                "device", "mode", "cotrain_lr", "cotrain_every", "decision_flops")
 
 
 def observation_space_of(core: DynaLayCore) -> spaces.Box:
@@ -143,6 +144,7 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
     | ``observation_groups`` | all five | subset of ``hidden, head, progress, last_action, solver`` |
     | ``mask_repeats`` | False | forbid re-applying the layer just applied |
     | ``compute_budget`` | None | forbid layers that could exceed this normalised compute |
+    | ``decision_flops`` | 0 | FLOPs charged per decision of the policy (>= 0), in the reward only: each step (EXIT included, not the forced exit at ``max_steps``) adds ``decision_flops / normalizer`` to the reward's compute; ``info["compute"]`` stays env-only. ``train`` sets it to the measured cost of the policy it builds |
     | ``device`` | ``"cpu"`` | ``cpu`` or ``cuda`` |
     | ``mode`` | ``"frozen"`` | ``frozen``: the main model is fixed; ``cotrain``: it keeps learning on the agent's paths (see below) |
     | ``cotrain_lr`` | 1e-4 | ``cotrain`` only: Adam step size of the main model |

@@ -341,6 +341,8 @@ def test_hv_reference_help_matches_the_default():
     ("observation_groups:hidden", "--env-kwargs observation_groups: expected a list of strings"),
     ("observation_groups:[hidden,nope]", "unknown observation group 'nope'"),
     ("compute_budget:-1", "compute_budget must be > 0"),
+    ("decision_flops:-1", "decision_flops must be a finite number >= 0"),
+    ("decision_flops:many", "--env-kwargs decision_flops: expected a finite number"),
     ("split:training", "unknown split 'training'"),
     ("sample_mode:shuffled", "unknown sample_mode 'shuffled'"),
     ("learning_rate:0.1", "unknown env option 'learning_rate'; valid options:"),

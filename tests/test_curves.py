@@ -25,6 +25,7 @@ from agents.curves import (
     record_core,
     records_at_exits,
     records_at_threshold,
+    statistic_flops,
     vs_curve,
 )
 from agents.evaluate import hull_accuracy_at, run_policy, vs_threshold
@@ -57,7 +58,9 @@ def test_the_record_follows_the_full_depth_order(record):
 
 @pytest.mark.parametrize("statistic", list(STATISTICS))
 def test_the_analytic_sweep_matches_brute_force_runs_of_the_exit_rule(core, record, statistic):
-    curve = exact_curve(record, statistic)
+    # Both sides charge the rule's statistic per decision, so the decision counts must agree too.
+    cost = statistic_flops(statistic, core.num_classes)
+    curve = exact_curve(record, statistic, cost)
     assert len(curve) == np.unique(curve.threshold).size >= 3
     assert (np.diff(curve.mean_compute) >= -1e-12).all()
     # A few thresholds across the curve, the last one (never exits early) included.
@@ -65,7 +68,8 @@ def test_the_analytic_sweep_matches_brute_force_runs_of_the_exit_rule(core, reco
     for j in picks:
         threshold = curve.threshold[j]
         brute = run_policy(core, POLICIES[statistic](threshold, layer_order=ORDER))
-        exact = records_at_threshold(record, statistic, threshold)
+        exact = records_at_threshold(record, statistic, threshold, cost)
+        np.testing.assert_array_equal(exact.decisions, brute.decisions)
         np.testing.assert_array_equal(exact.prediction, brute.prediction)
         np.testing.assert_array_equal(exact.steps, brute.steps)
         np.testing.assert_array_equal(exact.path, brute.path)

@@ -16,6 +16,7 @@ from agents.baselines import (
     OracleSearch,
     StablePredictionPolicy,
 )
+from agents.curves import STATISTICS, statistic_flops
 from agents.evaluate import (
     EpisodeRecords,
     action_frequencies,
@@ -310,6 +311,13 @@ def test_report_has_the_required_keys(evaluated):
     assert names >= {"fixed_path", "confidence", "entropy", "margin", "stable_prediction", "random", "oracle",
                      "prefix_oracle"}
     assert saved["prefix_oracle"]["accuracy"] <= saved["oracle"]["accuracy"] + 1e-12  # a prefix is a path
+    # Decisions counted: the agent (a confidence rule) pays its statistic; env-only compute beside it.
+    assert saved["decision_flops"] == statistic_flops("confidence", 10) > 0
+    assert saved["mean_env_compute"] < saved["mean_compute"]
+    for baseline in saved["baselines"]:
+        assert baseline["mean_env_compute"] <= baseline["mean_compute"]
+        assert (baseline["decision_flops"] > 0) == (baseline["name"] in STATISTICS)
+    assert "env only" in (run_dir / "report.md").read_text()
 
 
 def test_report_names_its_dataset_without_metadata(evaluated):

@@ -216,7 +216,7 @@ def test_dqn_resume_restores_the_replay_buffer(tmp_path):
 
     # Resumed at the checkpoint's own step count: nothing to learn, the buffer is the checkpoint's.
     agent, _ = train(TrainConfig(run_dir=str(run_dir), timesteps=256, progress_bar=False), resume=True)
-    assert isinstance(agent, DQN) and agent.replay_buffer.size() == saved.size()
+    assert isinstance(agent.model, DQN) and agent.replay_buffer.size() == saved.size()
     np.testing.assert_array_equal(agent.replay_buffer.observations[:saved.size()], saved.observations[:saved.size()])
 
     # Resumed further: the restored transitions are kept and new ones appended.
