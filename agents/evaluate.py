@@ -33,6 +33,7 @@ from agents.baselines import (
     oracle_search,
 )
 from dynalay_env.core import DynaLayCore
+from dynalay_env.pretrain import episode_compute_stats
 
 TAU_GRID: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995,
                                0.999, 1.01)
@@ -330,12 +331,15 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
                    "paths_searched": search.paths_searched, "search_seconds": search.search_seconds,
                    "search_flops": search.search_flops,
                    "unsolvable_share": float((~search.solvable).mean())},
-        "baselines": [b.summary() for b in baselines],
+        # Adaptivity per episode, for every policy: compute spread and Spearman with difficulty.
+        "baselines": [{**b.summary(), "episode_compute": episode_compute_stats(b.compute, search.wrong_share)}
+                      for b in baselines],
         "curves": {"confidence": [r.summary() for r in confidence_curve],
                    "entropy": [r.summary() for r in entropy_curve]},
     }
     focus = agent_records or chosen["confidence"]
     report.update(policy_report(focus, core, search))
+    report["episode_compute"] = episode_compute_stats(focus.compute, search.wrong_share)
     report["policy"] = focus.policy
     if agent_records is not None:
         report["vs_threshold"] = vs_threshold(agent_records, confidence_curve, n_boot=n_boot, seed=seed)

@@ -57,6 +57,9 @@ class ModelConfig:
     ``input_shape``: per-example input shape, e.g. ``(1, 40)`` for MNIST-1D.
     ``channels``: state channels C. ``encoder_stride``: spatial stride of the encoder (conv only).
     ``lipschitz``: contraction constant of every layer's map, in (0, 1).
+    ``head_grid``: what the shared head sees of a conv state: 0 = the pooled channels (mean and max
+    over space, as :meth:`MainModel.introspect`); ``g > 0`` = the state average-pooled to a ``g``
+    (conv1d) or ``g x g`` (conv2d) grid and flattened, so the head keeps a coarse layout.
     """
 
     family: str
@@ -67,6 +70,7 @@ class ModelConfig:
     encoder_kernel: int = 3
     encoder_stride: int = 2
     head_hidden: int = 64
+    head_grid: int = 0
     lipschitz: float = 0.9
     solver: str = "fixed_point"
     backward: str = "phantom"
@@ -81,6 +85,9 @@ class ModelConfig:
                              f"got input_shape {self.input_shape}")
         if not self.layers:
             raise ValueError("a MainModel needs at least one FPI layer")
+        if self.head_grid < 0 or (self.head_grid > 0 and self.family == "mlp"):
+            raise ValueError(f"head_grid must be 0, or > 0 for a conv family; got {self.head_grid} "
+                             f"for family {self.family!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -163,8 +170,13 @@ class FPIModel(Protocol):
 class MainModel(nn.Module):
     """Encoder -> K FPI layers of different cost -> shared head (see :class:`ModelConfig`).
 
-    The head pools the state (mean and max over space), so it classifies *any* state, whichever path
-    produced it; EXIT is meaningful after every path.
+    The head pools the state (mean and max over space, or a coarse grid: ``head_grid``), so it
+    classifies *any* state, whichever path produced it; EXIT is meaningful after every path.
+
+    The model carries its own input normalisation: ``encode`` standardises raw inputs with the
+    buffers ``input_mean`` / ``input_std`` (per input channel, i.e. per entry of ``input_shape[0]``;
+    identity by default), which pre-training sets from the ``model_train`` split and the checkpoint
+    stores. Callers always pass raw inputs.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -186,10 +198,26 @@ class MainModel(nn.Module):
                      lipschitz=config.lipschitz, tol=spec.tol, max_iter=spec.max_iter,
                      solver=config.solver, backward=config.backward, name=f"layer{i + 1}")  # type: ignore[arg-type]
             for i, spec in enumerate(config.layers))
-        self.head_hidden = nn.Linear(self.introspection_dim, config.head_hidden)
+        self.head_hidden = nn.Linear(self.head_dim, config.head_hidden)
         self.head_out = nn.Linear(config.head_hidden, config.num_classes)
         # Fixed at pre-training time on `val`; co-training never moves it (DESIGN.md).
         self.register_buffer("compute_normalizer", torch.zeros((), dtype=torch.float64))
+        # Raw inputs -> (x - mean) / std per input channel; identity until set_input_normalization.
+        self.register_buffer("input_mean", torch.zeros(in_ch))
+        self.register_buffer("input_std", torch.ones(in_ch))
+
+    @torch.no_grad()
+    def set_input_normalization(self, mean: Tensor, std: Tensor) -> None:
+        """Standardise inputs with per-channel ``mean`` / ``std`` (shape ``[input_shape[0]]``, raw
+        input units) from now on; stored in the checkpoint with the weights."""
+        mean, std = torch.as_tensor(mean).flatten(), torch.as_tensor(std).flatten()
+        if mean.shape != self.input_mean.shape or std.shape != self.input_std.shape:
+            raise ValueError(f"input normalisation needs mean and std of shape {tuple(self.input_mean.shape)} "
+                             f"(one per input channel), got {tuple(mean.shape)} and {tuple(std.shape)}")
+        if not bool((std > 0).all()) or not bool(torch.isfinite(mean).all()):
+            raise ValueError(f"input std must be > 0 and mean finite, got mean {mean.tolist()} std {std.tolist()}")
+        self.input_mean.copy_(mean)
+        self.input_std.copy_(std)
 
     # ---- interface -------------------------------------------------------------------------------
 
@@ -209,14 +237,27 @@ class MainModel(nn.Module):
     def introspection_dim(self) -> int:
         return self.state_shape[0] if self.config.family == "mlp" else 2 * self.state_shape[0]
 
+    @property
+    def head_dim(self) -> int:
+        """Width of what the head sees (:meth:`head_features`)."""
+        grid = self.config.head_grid
+        if grid == 0:
+            return self.introspection_dim
+        return self.state_shape[0] * grid ** (len(self.state_shape) - 1)
+
     def check_input(self, x: Tensor) -> None:
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"MainModel expects inputs of shape [N, {', '.join(map(str, self.input_shape))}], "
                              f"got {tuple(x.shape)}")
 
+    def normalize_input(self, x: Tensor) -> Tensor:
+        """Raw ``x`` ``[N, *input_shape]`` -> standardised, per input channel."""
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.input_mean.view(view)) / self.input_std.view(view)
+
     def encode(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        return F.relu(self.encoder(x))
+        return F.relu(self.encoder(self.normalize_input(x)))
 
     def apply_layer(self, k: int, z: Tensor, x_emb: Tensor) -> SolveResult:
         if not 0 <= k < self.num_layers:
@@ -229,8 +270,16 @@ class MainModel(nn.Module):
         flat = z.flatten(2)
         return torch.cat([flat.mean(dim=2), flat.amax(dim=2)], dim=1)
 
+    def head_features(self, z: Tensor) -> Tensor:
+        """What the head sees: ``[N, head_dim]`` (the pooled channels, or a ``head_grid`` grid)."""
+        grid = self.config.head_grid
+        if grid == 0:
+            return self.introspect(z)
+        pool = F.adaptive_avg_pool1d if z.dim() == 3 else F.adaptive_avg_pool2d
+        return pool(z, grid).flatten(1)
+
     def classify(self, z: Tensor) -> Tensor:
-        return self.head_out(F.relu(self.head_hidden(self.introspect(z))))
+        return self.head_out(F.relu(self.head_hidden(self.head_features(z))))
 
     def forward(self, x: Tensor, path: list[int] | tuple[int, ...] | None = None) -> Tensor:
         """Logits after applying ``path`` (0-based layer indices; default: full depth 0..K-1)."""
