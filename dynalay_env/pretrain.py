@@ -56,12 +56,37 @@ class PretrainConfig:
     # MainModel.set_input_normalization). None = for images (3-D inputs) only: the vector and
     # signal datasets are already on a unit scale and their recipes were tuned without it.
     standardize_inputs: bool | None = None
+    # At most this many training examples in all (epochs x model_train size): fewer epochs on big
+    # datasets, so that pre-training keeps to a time budget. None = no limit.
+    example_budget: int | None = None
 
+    def epochs_for(self, num_train: int) -> int:
+        """Epochs to run on ``num_train`` model_train examples: ``epochs``, or fewer (>= 1) when
+        ``example_budget`` would be exceeded."""
+        if self.example_budget is None:
+            return self.epochs
+        return max(1, min(self.epochs, self.example_budget // max(num_train, 1)))
+
+
+#: Training examples the file image recipes may show the model (epochs x model_train size): about 15
+#: minutes on 2 CPU cores, measured at full MNIST scale (see benchmarks/pretrain_full_scale.py). A
+#: small file set (e.g. 2,000 model_train images) still gets all its epochs.
+FULL_SCALE_EXAMPLE_BUDGET = 240_000
+
+#: Images: batches of 64 and a short warm-up (3 % of the one-cycle schedule), so that a few thousand
+#: images give enough optimiser steps early on; inputs are standardised (``standardize_inputs``).
+IMAGE_RECIPE: dict[str, Any] = {"batch_size": 64, "warmup": 0.03, "epochs": 30, "patience": 10}
 
 #: Per-dataset training recipes (fields of PretrainConfig) used when no config is given. Digits has
 #: 719 training examples: small batches, input noise and label smoothing keep it from overfitting.
+#: The full-size image sets (30,000 model_train images by the file rule) get fewer epochs so that
+#: pre-training ends within about 15 minutes on 2 CPU cores (see README, "Real images").
 DATASET_RECIPES: dict[str, dict[str, Any]] = {
     "digits": {"batch_size": 32, "input_noise": 0.1, "label_smoothing": 0.1},
+    "mnist5k": IMAGE_RECIPE,
+    "mnist": {**IMAGE_RECIPE, "example_budget": FULL_SCALE_EXAMPLE_BUDGET},
+    "fashion_mnist": {**IMAGE_RECIPE, "example_budget": FULL_SCALE_EXAMPLE_BUDGET},
+    "cifar10": {**IMAGE_RECIPE, "example_budget": FULL_SCALE_EXAMPLE_BUDGET},
 }
 
 
@@ -261,13 +286,15 @@ def pretrain(dataset: Dataset, model_config: ModelConfig | None = None, config: 
         model.set_input_normalization(*input_statistics(x_train))
     x_val, y_val = dataset.as_tensors("val", device)
     steps_per_epoch = math.ceil(x_train.shape[0] / config.batch_size)
+    epochs = config.epochs_for(x_train.shape[0])
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
-                                                   total_steps=config.epochs * steps_per_epoch,
+                                                   total_steps=epochs * steps_per_epoch,
                                                    pct_start=config.warmup)
     best_score, best_state, stale = -1.0, copy.deepcopy(model.state_dict()), 0
     history: list[dict[str, float]] = []
-    bar = tqdm(range(config.epochs), desc=f"pretrain {dataset.name}", disable=not progress, unit="epoch")
+    bar = tqdm(range(epochs), desc=f"pretrain {dataset.name}", disable=not progress, unit="epoch")
+    start = time.perf_counter()
     for epoch in bar:
         model.train()
         order = torch.randperm(x_train.shape[0], generator=generator).to(device)
@@ -290,7 +317,7 @@ def pretrain(dataset: Dataset, model_config: ModelConfig | None = None, config: 
         # Score every depth, not only the deepest: the agent may exit at any of them.
         score = float(np.mean(accuracies))
         history.append({"epoch": epoch, "loss": total_loss / x_train.shape[0], "val_score": score,
-                        "val_full_depth_accuracy": accuracies[-1]})
+                        "val_full_depth_accuracy": accuracies[-1], "seconds": time.perf_counter() - start})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val_full=f"{accuracies[-1]:.3f}")
         if score > best_score:
             best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0

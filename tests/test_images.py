@@ -138,3 +138,34 @@ def test_episode_compute_stats():
     assert episode_compute_stats(np.ones(10), difficulty=compute[:10])["spearman_with_difficulty"] is None
     with pytest.raises(ValueError, match="shape"):
         episode_compute_stats(compute, difficulty=compute[:5])
+
+
+# ---- end to end ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_mnist5k_demo_end_to_end_with_a_short_recipe(tmp_path, capsys):
+    """pretrain (2 epochs) -> demo (reuses the model; PPO for 256 steps) -> report.json, with
+    episode_compute in both reports."""
+    import json
+
+    from train_agent import main
+
+    run_dir = tmp_path / "demo"
+    code = main(["pretrain", "--dataset", "mnist5k", "--run-dir", str(run_dir / "pretrain"), "--epochs", "2",
+                 "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    pretrain_report = json.loads((run_dir / "pretrain" / "pretrain.json").read_text())
+    assert pretrain_report["model_config"]["family"] == "conv2d" and pretrain_report["n_examples"] == 833
+    assert pretrain_report["history"][-1]["val_full_depth_accuracy"] > 0.2  # learning from the start
+    oracle = pretrain_report["episode_compute"]["oracle"]
+    assert oracle["p5"] <= oracle["p50"] <= oracle["p95"] and oracle["n"] == 833
+    assert pretrain_report["prefix_oracle_accuracy"] <= pretrain_report["oracle_accuracy"]
+
+    code = main(["demo", "--dataset", "mnist5k", "--run-dir", str(run_dir), "--timesteps", "256", "--n-boot", "50"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((run_dir / "agent" / "report.json").read_text())
+    assert report["dataset"] == "mnist5k" and report["n_examples"] == 833
+    assert {"p5", "p50", "p95", "p95_over_p50", "p95_over_p5", "spearman_with_difficulty"} <= set(
+        report["episode_compute"])
+    assert all("episode_compute" in b for b in report["baselines"])
