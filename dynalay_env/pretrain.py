@@ -225,7 +225,7 @@ def episode_compute_stats(compute: np.ndarray, difficulty: np.ndarray | None = N
         difficulty = np.asarray(difficulty, dtype=np.float64)
         if difficulty.shape != compute.shape:
             raise ValueError(f"difficulty must have the shape of compute {compute.shape}, got {difficulty.shape}")
-        if np.std(compute) > 0 and np.std(difficulty) > 0:
+        if np.ptp(compute) > 0 and np.ptp(difficulty) > 0:  # (np.std of equal floats can be > 0)
             from scipy.stats import spearmanr  # lazy: scipy comes with scikit-learn
 
             rho = float(spearmanr(difficulty, compute).statistic)
