@@ -144,28 +144,39 @@ def test_episode_compute_stats():
 
 
 @pytest.mark.slow
-def test_mnist5k_demo_end_to_end_with_a_short_recipe(tmp_path, capsys):
-    """pretrain (2 epochs) -> demo (reuses the model; PPO for 256 steps) -> report.json, with
-    episode_compute in both reports."""
+def test_mnist5k_end_to_end_with_a_short_recipe(tmp_path, capsys):
+    """pretrain (2 epochs) -> the env checkers on that model -> PPO (256 steps) -> adaptive inference
+    on raw test pixels, which matches the env's evaluation of the same agent."""
     import json
 
+    from agents.evaluate import run_policy
+    from agents.inference import AdaptiveClassifier
+    from agents.training import load_run
+    from dynalay_env.env import make_core
     from train_agent import main
 
-    run_dir = tmp_path / "demo"
-    code = main(["pretrain", "--dataset", "mnist5k", "--run-dir", str(run_dir / "pretrain"), "--epochs", "2",
-                 "--quiet"])
+    pretrain_dir, agent_dir = tmp_path / "pretrain", tmp_path / "agent"
+    code = main(["pretrain", "--dataset", "mnist5k", "--run-dir", str(pretrain_dir), "--epochs", "2", "--quiet"])
     assert code == 0, capsys.readouterr().err
-    pretrain_report = json.loads((run_dir / "pretrain" / "pretrain.json").read_text())
-    assert pretrain_report["model_config"]["family"] == "conv2d" and pretrain_report["n_examples"] == 833
-    assert pretrain_report["history"][-1]["val_full_depth_accuracy"] > 0.2  # learning from the start
-    oracle = pretrain_report["episode_compute"]["oracle"]
+    report = json.loads((pretrain_dir / "pretrain.json").read_text())
+    assert report["model_config"]["family"] == "conv2d" and report["n_examples"] == 833
+    assert report["history"][-1]["val_full_depth_accuracy"] > 0.2  # learning from the start
+    oracle = report["episode_compute"]["oracle"]
     assert oracle["p5"] <= oracle["p50"] <= oracle["p95"] and oracle["n"] == 833
-    assert pretrain_report["prefix_oracle_accuracy"] <= pretrain_report["oracle_accuracy"]
+    assert report["prefix_oracle_accuracy"] <= report["oracle_accuracy"]
 
-    code = main(["demo", "--dataset", "mnist5k", "--run-dir", str(run_dir), "--timesteps", "256", "--n-boot", "50"])
+    checkpoint = str(pretrain_dir / "main_model.pt")
+    code = main(["train", "--algo", "ppo", "--dataset", "mnist5k", "--model", checkpoint, "--timesteps", "256",
+                 "--run-dir", str(agent_dir)])
     assert code == 0, capsys.readouterr().err
-    report = json.loads((run_dir / "agent" / "report.json").read_text())
-    assert report["dataset"] == "mnist5k" and report["n_examples"] == 833
-    assert {"p5", "p50", "p95", "p95_over_p50", "p95_over_p5", "spearman_with_difficulty"} <= set(
-        report["episode_compute"])
-    assert all("episode_compute" in b for b in report["baselines"])
+    _, agent, _ = load_run(agent_dir)
+    raw_pixels = mnist5k_test_pixels()
+    result = AdaptiveClassifier.from_run(agent_dir).predict(raw_pixels)
+    records = run_policy(make_core(256, dataset="mnist5k", model=checkpoint, split="test", sample_mode="sequential"),
+                         agent)
+    np.testing.assert_array_equal(result.prediction, records.prediction)
+    np.testing.assert_allclose(result.compute, records.compute, rtol=1e-12)
+
+
+def mnist5k_test_pixels() -> np.ndarray:
+    return np.asarray(load_dataset("mnist5k").split("test")[0])
