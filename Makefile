@@ -1,5 +1,6 @@
 # Every target sets itself up on a fresh machine: a venv, torch (CPU wheel) only if it is missing,
-# then this project with its dev, zoo and sweep extras (the rl-zoo3 and sweep tests run in CI too).
+# then this project with its dev, zoo, sweep and images extras (the rl-zoo3, sweep and MNIST-5k tests
+# run in CI too).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,zoo,sweep]"
+	$(PY) -m pip install -q -e ".[dev,zoo,sweep,images]"
 	touch $(STAMP)
 
 install: $(STAMP)

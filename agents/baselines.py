@@ -245,6 +245,7 @@ class OracleSearch:
     paths_searched: int
     search_seconds: float
     search_flops: float                   # FLOPs executed by the search (every prefix solved once)
+    wrong_share: np.ndarray | None = None  # share of the searched paths that answer wrong (difficulty)
 
 
 def oracle_search(model: Any, x: torch.Tensor, y: torch.Tensor, max_steps: int, batch_size: int = 4096,
@@ -252,11 +253,11 @@ def oracle_search(model: Any, x: torch.Tensor, y: torch.Tensor, max_steps: int, 
     """Exhaustive search over all paths up to ``max_steps`` (shared prefixes solved once);
     ``allow_repeats=False`` searches only the paths an env with ``mask_repeats`` allows. A
     ``compute_budget`` mask is not applied: the oracle is an upper bound."""
-    from dynalay_env.pretrain import enumerate_paths
+    from dynalay_env.pretrain import enumerate_paths, path_difficulty
 
     normalizer = model.cost_table().normalizer
     best_paths: list[tuple[int, ...]] = []
-    solvable, min_compute = [], []
+    solvable, min_compute, wrong_share = [], [], []
     seconds = 0.0
     flops = 0.0
     paths_searched = 0
@@ -274,12 +275,13 @@ def oracle_search(model: Any, x: torch.Tensor, y: torch.Tensor, max_steps: int, 
         best = cost.argmin(0)
         ok = table.correct.any(0)
         solvable.append(ok.numpy())
+        wrong_share.append(path_difficulty(table.correct))
         min_compute.append(torch.where(ok, cost.min(0).values / normalizer,
                                        torch.full_like(cost[0], float("nan"))).numpy())
         best_paths += [tuple(a + 1 for a in table.paths[b]) if o else () for b, o in zip(best.tolist(), ok.tolist(),
                                                                                           strict=True)]
     return OracleSearch(best_paths, np.concatenate(solvable), np.concatenate(min_compute), paths_searched,
-                        seconds, flops)
+                        seconds, flops, np.concatenate(wrong_share))
 
 
 class OraclePolicy(BaselinePolicy):

@@ -45,6 +45,7 @@ from agents.interface import as_agent, decision_flops_of
 from dynalay_env.atomic import atomic_path, atomic_write_json, atomic_write_text
 from dynalay_env.core import DynaLayCore
 from dynalay_env.model import format_provenance, provenance_of
+from dynalay_env.pretrain import episode_compute_stats
 
 
 @dataclass
@@ -358,12 +359,15 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
                    "search_flops": search.search_flops,
                    "unsolvable_share": float((~search.solvable).mean())},
         "prefix_oracle": prefix_oracle_summary(prefix),
-        "baselines": [b.summary() for b in baselines],
+        # Adaptivity per episode, for every policy: compute spread and Spearman with difficulty.
+        "baselines": [{**b.summary(), "episode_compute": episode_compute_stats(b.compute, search.wrong_share)}
+                      for b in baselines],
         "curves": {name: curve.to_json() for name, curve in curves.items()},
         "curves_note": CURVES_NOTE,
     }
     focus = agent_records or chosen["confidence"]
     report.update(policy_report(focus, core, search))
+    report["episode_compute"] = episode_compute_stats(focus.compute, search.wrong_share)
     report["policy"] = focus.policy
     if agent_records is not None:
         report["vs_threshold"] = vs_curve(agent_records, curves["confidence"], n_boot=n_boot, seed=seed)

@@ -39,6 +39,7 @@ ENV_IDS: dict[str, str | None] = {
     "DynaLay-MNIST-v0": "mnist",
     "DynaLay-FashionMNIST-v0": "fashion_mnist",
     "DynaLay-CIFAR10-v0": "cifar10",
+    "DynaLay-MNIST5k-v0": "mnist5k",
     "DynaLay-Synthetic-v0": "synthetic",
 }
 

@@ -427,9 +427,11 @@ class DynaLayCore:
 
     def _classify_into(self, idx: Tensor, z: Tensor) -> None:
         """Head logits and introspection of states ``z`` into slots ``idx``; a model with
-        ``classify_introspection`` introspects each state once for both."""
+        ``classify_introspection`` (whose head reads the introspection) introspects each state once for both."""
         hidden = self.model.introspect(z)
         head = getattr(self.model, "classify_introspection", None)
+        if not getattr(self.model, "head_reads_introspection", True):
+            head = None
         self.logits.index_copy_(0, idx, head(hidden) if head is not None else self.model.classify(z))
         self.hidden.index_copy_(0, idx, hidden)
 

@@ -200,7 +200,7 @@ class FPILayer(nn.Module):
     def __init__(self, family: str, state_shape: tuple[int, ...], rank: int, kernel_size: int = 3,
                  lipschitz: float = 0.9, tol: float = 1e-3, max_iter: int = 50,
                  solver: SolverName = "fixed_point", backward: BackwardName = "phantom",
-                 name: str = "") -> None:
+                 name: str = "", inject_kernel: int = 1) -> None:
         super().__init__()
         if family not in LAYER_FAMILIES:
             raise ValueError(f"unknown layer family {family!r}; valid families: {', '.join(LAYER_FAMILIES)}")
@@ -217,6 +217,9 @@ class FPILayer(nn.Module):
         self.state_shape = tuple(state_shape)
         self.rank = rank
         self.kernel_size = kernel_size if family != "mlp" else 1
+        if family != "mlp" and inject_kernel % 2 != 1:
+            raise ValueError(f"inject_kernel must be odd for same padding, got {inject_kernel}")
+        self.inject_kernel = inject_kernel if family != "mlp" else 1
         self.lipschitz = lipschitz
         self.tol = tol
         self.max_iter = max_iter
@@ -235,8 +238,11 @@ class FPILayer(nn.Module):
             self.down = OperatorNormConv(channels, rank, kernel_size, spatial, sub_lipschitz)
             self.up = OperatorNormConv(rank, channels, kernel_size, spatial, sub_lipschitz)
             conv = nn.Conv1d if family == "conv1d" else nn.Conv2d
-            self.inject_state = conv(channels, channels, 1)
-            self.inject_input = conv(channels, channels, 1, bias=False)
+            # The injection is outside the contraction (f is contractive in z whatever u is), so a
+            # spatial kernel here gives each layer an unconstrained conv stage at a fixed cost.
+            ik, pad = self.inject_kernel, self.inject_kernel // 2
+            self.inject_state = conv(channels, channels, ik, padding=pad)
+            self.inject_input = conv(channels, channels, ik, padding=pad, bias=False)
 
     # ---- costs -----------------------------------------------------------------------------------
 
@@ -246,9 +252,10 @@ class FPILayer(nn.Module):
         return self.down.flops(self.state_shape) + self.up.flops(down_shape)
 
     def injection_flops(self) -> int:
-        """FLOPs of computing ``u`` for one sample (two 1x1 maps)."""
+        """FLOPs of computing ``u`` for one sample (two C -> C maps of ``inject_kernel``)."""
         spatial = math.prod(self.state_shape[1:])
-        return 2 * 2 * self.state_shape[0] ** 2 * spatial
+        taps = self.inject_kernel ** (len(self.state_shape) - 1)
+        return 2 * 2 * self.state_shape[0] ** 2 * taps * spatial
 
     def lipschitz_bound(self) -> float:
         """Exact upper bound of ``f``'s Lipschitz constant in ``z``: ``||W_up||_2 * ||W_down||_2``,

@@ -58,6 +58,10 @@ class ModelConfig:
     ``input_shape``: per-example input shape, e.g. ``(1, 40)`` for MNIST-1D.
     ``channels``: state channels C. ``encoder_stride``: spatial stride of the encoder (conv only).
     ``lipschitz``: contraction constant of every layer's map, in (0, 1).
+    ``inject_kernel``: kernel of each layer's injection convs (conv only; outside the contraction).
+    ``head_grid``: what the shared head sees of a conv state: 0 = the pooled channels (mean and max
+    over space, as :meth:`MainModel.introspect`); ``g > 0`` = the state average-pooled to a ``g``
+    (conv1d) or ``g x g`` (conv2d) grid and flattened, so the head keeps a coarse layout.
     """
 
     family: str
@@ -68,6 +72,8 @@ class ModelConfig:
     encoder_kernel: int = 3
     encoder_stride: int = 2
     head_hidden: int = 64
+    head_grid: int = 0
+    inject_kernel: int = 1
     lipschitz: float = 0.9
     solver: str = "fixed_point"
     backward: str = "phantom"
@@ -82,6 +88,9 @@ class ModelConfig:
                              f"got input_shape {self.input_shape}")
         if not self.layers:
             raise ValueError("a MainModel needs at least one FPI layer")
+        if self.head_grid < 0 or (self.head_grid > 0 and self.family == "mlp"):
+            raise ValueError(f"head_grid must be 0, or > 0 for a conv family; got {self.head_grid} "
+                             f"for family {self.family!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -108,7 +117,11 @@ def default_config(input_shape: tuple[int, ...], num_classes: int, **overrides: 
     elif family == "conv2d":
         # Images: a stride-4 encoder (28x28 -> 7x7, 32x32 -> 8x8) keeps an FPI iteration on the
         # order of a MFLOP per image, so pre-training on MNIST-sized data is practical on a CPU.
-        base.update(encoder_kernel=5, encoder_stride=4,
+        # 3x3 injections give every layer a real conv stage (outside the contraction); the head sees
+        # a 2x2 grid, coarse enough that the encoder state alone classifies poorly (depth matters)
+        # yet with the layout that globally pooled channels lose (those cap full depth near 0.75 on
+        # MNIST-5k).
+        base.update(encoder_kernel=5, encoder_stride=4, inject_kernel=3, head_grid=2,
                     layers=(LayerSpec(4, 3), LayerSpec(12, 3), LayerSpec(32, 3)))
     base.update(overrides)
     return ModelConfig(**base)
@@ -219,8 +232,13 @@ class FPIModel(Protocol):
 class MainModel(nn.Module):
     """Encoder -> K FPI layers of different cost -> shared head (see :class:`ModelConfig`).
 
-    The head pools the state (mean and max over space), so it classifies *any* state, whichever path
-    produced it; EXIT is meaningful after every path.
+    The head pools the state (mean and max over space, or a coarse grid: ``head_grid``), so it
+    classifies *any* state, whichever path produced it; EXIT is meaningful after every path.
+
+    The model carries its own input normalisation: ``encode`` standardises raw inputs with the
+    buffers ``input_mean`` / ``input_std`` (per input channel, i.e. per entry of ``input_shape[0]``;
+    identity by default), which pre-training sets from the ``model_train`` split and the checkpoint
+    stores. Callers always pass raw inputs.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -235,17 +253,40 @@ class MainModel(nn.Module):
             conv = nn.Conv1d if config.family == "conv1d" else nn.Conv2d
             k, s = config.encoder_kernel, config.encoder_stride
             self.encoder = conv(in_ch, c, k, stride=s, padding=k // 2)
+            if config.family == "conv2d":
+                # He init for the ReLU that follows: PyTorch's default (gain 1/sqrt(3)) shrinks the
+                # state's scale, and with it the head's logits and gradients, so that image models sat
+                # at chance for epochs. (conv1d keeps the default its recipes were tuned with.)
+                nn.init.kaiming_normal_(self.encoder.weight, nonlinearity="relu")
+                nn.init.zeros_(self.encoder.bias)
             spatial = tuple((n + 2 * (k // 2) - k) // s + 1 for n in config.input_shape[1:])
             self.state_shape = (c, *spatial)
         self.layers = nn.ModuleList(
             FPILayer(config.family, self.state_shape, rank=spec.rank, kernel_size=spec.kernel_size,
                      lipschitz=config.lipschitz, tol=spec.tol, max_iter=spec.max_iter,
-                     solver=config.solver, backward=config.backward, name=f"layer{i + 1}")  # type: ignore[arg-type]
+                     solver=config.solver, backward=config.backward, name=f"layer{i + 1}",  # type: ignore[arg-type]
+                     inject_kernel=config.inject_kernel)
             for i, spec in enumerate(config.layers))
-        self.head_hidden = nn.Linear(self.introspection_dim, config.head_hidden)
+        self.head_hidden = nn.Linear(self.head_dim, config.head_hidden)
         self.head_out = nn.Linear(config.head_hidden, config.num_classes)
         # Fixed at pre-training time on `val`; co-training never moves it (docs/design.md).
         self.register_buffer("compute_normalizer", torch.zeros((), dtype=torch.float64))
+        # Raw inputs -> (x - mean) / std per input channel; identity until set_input_normalization.
+        self.register_buffer("input_mean", torch.zeros(in_ch))
+        self.register_buffer("input_std", torch.ones(in_ch))
+
+    @torch.no_grad()
+    def set_input_normalization(self, mean: Tensor, std: Tensor) -> None:
+        """Standardise inputs with per-channel ``mean`` / ``std`` (shape ``[input_shape[0]]``, raw
+        input units) from now on; stored in the checkpoint with the weights."""
+        mean, std = torch.as_tensor(mean).flatten(), torch.as_tensor(std).flatten()
+        if mean.shape != self.input_mean.shape or std.shape != self.input_std.shape:
+            raise ValueError(f"input normalisation needs mean and std of shape {tuple(self.input_mean.shape)} "
+                             f"(one per input channel), got {tuple(mean.shape)} and {tuple(std.shape)}")
+        if not bool((std > 0).all()) or not bool(torch.isfinite(mean).all()):
+            raise ValueError(f"input std must be > 0 and mean finite, got mean {mean.tolist()} std {std.tolist()}")
+        self.input_mean.copy_(mean)
+        self.input_std.copy_(std)
 
     # ---- interface -------------------------------------------------------------------------------
 
@@ -265,14 +306,27 @@ class MainModel(nn.Module):
     def introspection_dim(self) -> int:
         return self.state_shape[0] if self.config.family == "mlp" else 2 * self.state_shape[0]
 
+    @property
+    def head_dim(self) -> int:
+        """Width of what the head sees (:meth:`head_features`)."""
+        grid = self.config.head_grid
+        if grid == 0:
+            return self.introspection_dim
+        return self.state_shape[0] * grid ** (len(self.state_shape) - 1)
+
     def check_input(self, x: Tensor) -> None:
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"MainModel expects inputs of shape [N, {', '.join(map(str, self.input_shape))}], "
                              f"got {tuple(x.shape)}")
 
+    def normalize_input(self, x: Tensor) -> Tensor:
+        """Raw ``x`` ``[N, *input_shape]`` -> standardised, per input channel."""
+        view = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - self.input_mean.view(view)) / self.input_std.view(view)
+
     def encode(self, x: Tensor) -> Tensor:
         self.check_input(x)
-        return F.relu(self.encoder(x))
+        return F.relu(self.encoder(self.normalize_input(x)))
 
     def apply_layer(self, k: int, z: Tensor, x_emb: Tensor) -> SolveResult:
         if not 0 <= k < self.num_layers:
@@ -285,12 +339,30 @@ class MainModel(nn.Module):
         flat = z.flatten(2)
         return torch.cat([flat.mean(dim=2), flat.amax(dim=2)], dim=1)
 
+    def head_features(self, z: Tensor) -> Tensor:
+        """What the head sees: ``[N, head_dim]`` (the pooled channels, or a ``head_grid`` grid)."""
+        grid = self.config.head_grid
+        if grid == 0:
+            return self.introspect(z)
+        pool = F.adaptive_avg_pool1d if z.dim() == 3 else F.adaptive_avg_pool2d
+        return pool(z, grid).flatten(1)
+
     def classify(self, z: Tensor) -> Tensor:
-        return self.classify_introspection(self.introspect(z))
+        return self.head_out(F.relu(self.head_hidden(self.head_features(z))))
+
+    @property
+    def head_reads_introspection(self) -> bool:
+        """True when the head's input is the introspection itself (``head_grid == 0``), so
+        :meth:`classify_introspection` applies."""
+        return self.config.head_grid == 0
 
     def classify_introspection(self, h: Tensor) -> Tensor:
         """Logits ``[N, num_classes]`` from an introspection ``h = introspect(z)``: lets the env
-        introspect a state once for both the observation and the head (optional in :class:`FPIModel`)."""
+        introspect a state once for both the observation and the head (optional in :class:`FPIModel`).
+        Only valid when :attr:`head_reads_introspection`; a grid head needs :meth:`classify`."""
+        if not self.head_reads_introspection:
+            raise ValueError(f"this model's head reads a {self.config.head_grid}x{self.config.head_grid} grid of the "
+                             "state, not its introspection: call classify(z)")
         return self.head_out(F.relu(self.head_hidden(h)))
 
     def forward(self, x: Tensor, path: list[int] | tuple[int, ...] | None = None) -> Tensor:

@@ -44,6 +44,7 @@ class PretrainConfig:
     epochs: int = 40
     batch_size: int = 128
     lr: float = 3e-3
+    warmup: float = 0.3  # share of the one-cycle schedule spent raising the learning rate to ``lr``
     weight_decay: float = 1e-4
     max_steps: int = 4
     patience: int = 10
@@ -51,12 +52,41 @@ class PretrainConfig:
     device: str = "cpu"
     label_smoothing: float = 0.0
     input_noise: float = 0.0  # std of Gaussian noise added to training inputs (augmentation)
+    # Standardise inputs per channel with model_train's mean/std, stored in the model (see
+    # MainModel.set_input_normalization). None = for images (3-D inputs) only: the vector and
+    # signal datasets are already on a unit scale and their recipes were tuned without it.
+    standardize_inputs: bool | None = None
+    # At most this many training examples in all (epochs x model_train size): fewer epochs on big
+    # datasets, so that pre-training keeps to a time budget. None = no limit.
+    example_budget: int | None = None
 
+    def epochs_for(self, num_train: int) -> int:
+        """Epochs to run on ``num_train`` model_train examples: ``epochs``, or fewer (>= 1) when
+        ``example_budget`` would be exceeded."""
+        if self.example_budget is None:
+            return self.epochs
+        return max(1, min(self.epochs, self.example_budget // max(num_train, 1)))
+
+
+#: Training examples the file image recipes may show the model (epochs x model_train size): about 15
+#: minutes on 2 CPU cores, measured at full MNIST scale (see benchmarks/pretrain_full_scale.py). A
+#: small file set (e.g. 2,000 model_train images) still gets all its epochs.
+FULL_SCALE_EXAMPLE_BUDGET = 240_000
+
+#: Images: batches of 64 and a short warm-up (3 % of the one-cycle schedule), so that a few thousand
+#: images give enough optimiser steps early on; inputs are standardised (``standardize_inputs``).
+IMAGE_RECIPE: dict[str, Any] = {"batch_size": 64, "warmup": 0.03, "epochs": 30, "patience": 10}
 
 #: Per-dataset training recipes (fields of PretrainConfig) used when no config is given. Digits has
 #: 719 training examples: small batches, input noise and label smoothing keep it from overfitting.
+#: The full-size image sets (30,000 model_train images by the file rule) get fewer epochs so that
+#: pre-training ends within about 15 minutes on 2 CPU cores (see README, "Real images").
 DATASET_RECIPES: dict[str, dict[str, Any]] = {
     "digits": {"batch_size": 32, "input_noise": 0.1, "label_smoothing": 0.1},
+    "mnist5k": IMAGE_RECIPE,
+    "mnist": {**IMAGE_RECIPE, "example_budget": FULL_SCALE_EXAMPLE_BUDGET},
+    "fashion_mnist": {**IMAGE_RECIPE, "example_budget": FULL_SCALE_EXAMPLE_BUDGET},
+    "cifar10": {**IMAGE_RECIPE, "example_budget": FULL_SCALE_EXAMPLE_BUDGET},
 }
 
 
@@ -169,6 +199,70 @@ def iteration_stats(iterations: Tensor, converged: Tensor, max_iter: int) -> dic
             "share_at_max_iter": float((iterations >= max_iter).double().mean()), "max_iter": max_iter}
 
 
+#: What ``episode_compute``'s difficulty is: a model-relative measure that no policy's compute enters.
+DIFFICULTY_DEFINITION = "share of the paths of length 0..max_steps that answer wrong"
+
+
+def path_difficulty(correct: Tensor) -> np.ndarray:
+    """Per-example difficulty ``[N]`` in [0, 1] from a :class:`PathTable`'s ``correct`` ``[P, N]``:
+    the share of all enumerated paths that answer wrong (see ``DIFFICULTY_DEFINITION``)."""
+    return (1.0 - correct.double().mean(dim=0)).cpu().numpy()
+
+
+def episode_compute_stats(compute: np.ndarray, difficulty: np.ndarray | None = None) -> dict[str, Any]:
+    """Spread of per-episode compute ``[N]`` (normalised: 1.0 = the full-depth path) and its Spearman
+    correlation with ``difficulty`` ``[N]`` (None when not given or either side is constant).
+
+    Adaptivity is measured per episode, through the path: one layer's iteration count barely
+    varies under a global contraction, but an episode's compute does when the path does."""
+    compute = np.asarray(compute, dtype=np.float64)
+    if compute.ndim != 1 or compute.size == 0:
+        raise ValueError(f"compute must be a non-empty 1-D array of per-episode values, got shape {compute.shape}")
+    p5, p50, p95 = (float(v) for v in np.percentile(compute, [5, 50, 95]))
+    rho = None
+    if difficulty is not None:
+        difficulty = np.asarray(difficulty, dtype=np.float64)
+        if difficulty.shape != compute.shape:
+            raise ValueError(f"difficulty must have the shape of compute {compute.shape}, got {difficulty.shape}")
+        if np.ptp(compute) > 0 and np.ptp(difficulty) > 0:  # (np.std of equal floats can be > 0)
+            from scipy.stats import spearmanr  # lazy: scipy comes with scikit-learn
+
+            rho = float(spearmanr(difficulty, compute).statistic)
+    return {"n": int(compute.size), "mean": float(compute.mean()), "p5": p5, "p50": p50, "p95": p95,
+            "p95_over_p50": p95 / p50 if p50 > 0 else None, "p95_over_p5": p95 / p5 if p5 > 0 else None,
+            "spearman_with_difficulty": rho, "difficulty": DIFFICULTY_DEFINITION if difficulty is not None else None}
+
+
+def oracle_episode_compute(table: PathTable, normalizer: float, prefix_only: bool = False,
+                           num_layers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example (correct ``[N]`` bool, normalised compute ``[N]``) of the *path oracle* (cheapest
+    correct path in ``table``) or, with ``prefix_only``, the *prefix oracle* (cheapest correct prefix
+    of the full-depth order 1..K; needs ``num_layers``). Where no candidate is right the oracle
+    exits at once (the encoder path), as ``OraclePolicy`` does."""
+    if prefix_only:
+        if num_layers is None:
+            raise ValueError("the prefix oracle needs num_layers")
+        rows = [table.paths.index(tuple(range(d))) for d in range(num_layers + 1) if tuple(range(d)) in table.paths]
+    else:
+        rows = list(range(len(table.paths)))
+    correct, flops = table.correct[rows], table.flops[rows]
+    cost = torch.where(correct, flops, torch.full_like(flops, float("inf")))
+    solvable = correct.any(dim=0)
+    exit_now = table.flops[table.paths.index(())]
+    best = torch.where(solvable, cost.min(dim=0).values, exit_now)
+    return solvable.cpu().numpy(), (best / normalizer).cpu().numpy()
+
+
+def input_statistics(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and std ``[C]`` of inputs ``x`` ``[N, C, ...]`` (over examples and space);
+    a constant channel gets std 1 so that standardising it never divides by zero."""
+    dims = [d for d in range(x.dim()) if d != 1]
+    mean = x.double().mean(dim=dims)
+    std = x.double().std(dim=dims)
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    return mean.float(), std.float()
+
+
 def pretrain(dataset: Dataset, model_config: ModelConfig | None = None, config: PretrainConfig = PretrainConfig(),
              progress: bool = True) -> tuple[MainModel, list[dict[str, float]]]:
     """Train a main model on ``model_train`` with early stopping on ``val``.
@@ -184,14 +278,22 @@ def pretrain(dataset: Dataset, model_config: ModelConfig | None = None, config: 
     model_config = model_config or default_config(dataset.input_shape, dataset.num_classes)
     model = MainModel(model_config).to(device)
     x_train, y_train = dataset.as_tensors("model_train", device)
+    standardize = config.standardize_inputs
+    if standardize is None:
+        standardize = len(dataset.input_shape) == 3
+    if standardize:
+        model.set_input_normalization(*input_statistics(x_train))
     x_val, y_val = dataset.as_tensors("val", device)
     steps_per_epoch = math.ceil(x_train.shape[0] / config.batch_size)
+    epochs = config.epochs_for(x_train.shape[0])
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
-                                                   total_steps=config.epochs * steps_per_epoch)
+                                                   total_steps=epochs * steps_per_epoch,
+                                                   pct_start=config.warmup)
     best_score, best_state, stale = -1.0, copy.deepcopy(model.state_dict()), 0
     history: list[dict[str, float]] = []
-    bar = tqdm(range(config.epochs), desc=f"pretrain {dataset.name}", disable=not progress, unit="epoch")
+    bar = tqdm(range(epochs), desc=f"pretrain {dataset.name}", disable=not progress, unit="epoch")
+    start = time.perf_counter()
     for epoch in bar:
         model.train()
         order = torch.randperm(x_train.shape[0], generator=generator).to(device)
@@ -214,7 +316,7 @@ def pretrain(dataset: Dataset, model_config: ModelConfig | None = None, config: 
         # Score every depth, not only the deepest: the agent may exit at any of them.
         score = float(np.mean(accuracies))
         history.append({"epoch": epoch, "loss": total_loss / x_train.shape[0], "val_score": score,
-                        "val_full_depth_accuracy": accuracies[-1]})
+                        "val_full_depth_accuracy": accuracies[-1], "seconds": time.perf_counter() - start})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val_full=f"{accuracies[-1]:.3f}")
         if score > best_score:
             best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
@@ -244,6 +346,10 @@ def pretrain_report(model: MainModel, dataset: Dataset, max_steps: int, device: 
             z = result.state
             full_iterations[k] = (result.iterations.cpu(), result.converged.cpu())
     costs = model.cost_table()
+    difficulty = path_difficulty(table.correct)
+    oracle_correct, oracle_compute = oracle_episode_compute(table, costs.normalizer)
+    prefix_correct, prefix_compute = oracle_episode_compute(table, costs.normalizer, prefix_only=True,
+                                                            num_layers=model.num_layers)
     lipschitz = {}
     for k, layer in enumerate(model.layers):
         try:
@@ -257,7 +363,11 @@ def pretrain_report(model: MainModel, dataset: Dataset, max_steps: int, device: 
         "full_depth_accuracy": by_depth[-1],
         "accuracy_by_depth": by_depth,
         "oracle_accuracy": float(table.correct.any(dim=0).double().mean()),
+        "prefix_oracle_accuracy": float(prefix_correct.mean()),
         "oracle_max_steps": max_steps,
+        # Adaptivity per episode: the oracles' compute spread and how it follows difficulty.
+        "episode_compute": {"oracle": episode_compute_stats(oracle_compute, difficulty),
+                            "prefix_oracle": episode_compute_stats(prefix_compute, difficulty)},
         "oracle_paths_searched": len(table.paths),
         "oracle_search_seconds": table.wall_seconds,
         "iterations_full_depth_path": {

@@ -31,7 +31,7 @@ from dynalay_env.data import (
     register_dataset,
 )
 
-BUILTIN = ["cifar10", "digits", "fashion_mnist", "mnist", "mnist1d", "synthetic"]
+BUILTIN = ["cifar10", "digits", "fashion_mnist", "mnist", "mnist1d", "mnist5k", "synthetic"]
 
 
 @pytest.fixture(autouse=True)

@@ -318,6 +318,14 @@ def test_report_has_the_required_keys(evaluated):
         assert baseline["mean_env_compute"] <= baseline["mean_compute"]
         assert (baseline["decision_flops"] > 0) == (baseline["name"] in STATISTICS)
     assert "env only" in (run_dir / "report.md").read_text()
+    # Adaptivity per episode, for the focus policy and every baseline.
+    for stats in [saved["episode_compute"]] + [b["episode_compute"] for b in saved["baselines"]]:
+        assert stats["p5"] <= stats["p50"] <= stats["p95"] and stats["n"] == 359
+    focus = saved["episode_compute"]
+    assert focus["p95_over_p5"] == pytest.approx(focus["p95"] / focus["p5"])
+    assert focus["mean"] == pytest.approx(saved["mean_compute"])
+    full = next(b for b in saved["baselines"] if b["name"] == "fixed_path" and b["params"]["path"] == [])
+    assert full["episode_compute"]["spearman_with_difficulty"] is None  # constant compute: no correlation
 
 
 def test_report_names_its_dataset_without_metadata(evaluated):
