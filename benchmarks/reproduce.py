@@ -12,6 +12,7 @@ against one pinned main model per dataset, the cached default of the current rec
     cotrain_vs_frozen   frozen against co-trained main model (benchmarks/cotrain_vs_frozen.py)
     sweep_mnist1d       the reward-shaping sweep (train_agent.py sweep)
     env_throughput      env steps/s of every face of the env, and PPO wall time (timed alone)
+    mnist5k_demo        the demo on the real-image dataset mnist5k (its own pre-training, PPO, evaluation)
     adaptive_inference  wall clock of AdaptiveClassifier against full depth (timed alone)
 
 Every results file records the command, the main model's provenance (weights/config hash, dataset
@@ -62,7 +63,7 @@ FULL: dict[str, Any] = {
     "sweep_trials": 16, "sweep_timesteps": 100_000,
     "cotrain_datasets": ["mnist1d", "synthetic"], "cotrain_seeds": [0, 1], "cotrain_timesteps": 196_608,
     "cotrain_agent_phase": 49_152, "cotrain_variants": [["gentle", 1e-4, 16], ["strong", 3e-4, 64]],
-    "throughput_args": [], "adaptive_repeats": 5,
+    "throughput_args": [], "adaptive_repeats": 5, "mnist5k_timesteps": None,
 }
 QUICK: dict[str, Any] = {
     "agent_algos": ["ppo", "maskable_ppo"], "agent_seeds": [0], "agent_timesteps": 4096,
@@ -71,7 +72,7 @@ QUICK: dict[str, Any] = {
     "cotrain_agent_phase": 2048, "cotrain_variants": [["strong", 3e-4, 2]],
     "throughput_args": ["--sizes", "1", "256", "--env-steps", "2048", "--single-steps", "256",
                         "--ppo-timesteps", "2048"],
-    "adaptive_repeats": 2,
+    "adaptive_repeats": 2, "mnist5k_timesteps": 4096,
 }
 TAU = 0.98  # the confidence threshold timed beside the agent in adaptive_inference
 ENV_OF = {"mnist1d": "DynaLay-MNIST1D-v0", "synthetic": "DynaLay-Synthetic-v0"}
@@ -460,6 +461,20 @@ def no_jobs(ctx: Context, part: Part) -> list[Job]:
     return []
 
 
+def mnist5k_jobs(ctx: Context, part: Part) -> list[Job]:
+    """The MNIST-5k demo: pre-trains its own model (the mnist5k recipe, seed 0), PPO, evaluation."""
+    extra = ["--timesteps", ctx.budget["mnist5k_timesteps"]] if ctx.budget.get("mnist5k_timesteps") else []
+    return [Job(py("benchmarks/mnist5k_demo.py", "--run-dir", ctx.part_dir(part) / "demo", "--out",
+                   ctx.part_dir(part) / "mnist5k_demo.json", *extra))]
+
+
+def collect_mnist5k(ctx: Context, part: Part, meta: dict[str, Any]) -> None:
+    # The demo's own pretrain.json and report.json carry the model's provenance; the file keeps them.
+    data = json.loads((ctx.part_dir(part) / "mnist5k_demo.json").read_text())
+    data.pop("run_dir", None)  # a machine-local folder
+    write_json(ctx.out / part.outputs(ctx)[0], {"reproduce": meta, **data})
+
+
 PARTS: dict[str, Part] = {p.name: p for p in [
     pretrain_part("mnist1d"),
     pretrain_part("synthetic", enabled=lambda ctx: "synthetic" in ctx.budget["cotrain_datasets"]),
@@ -478,6 +493,8 @@ PARTS: dict[str, Part] = {p.name: p for p in [
     Part("env_throughput", "env steps/s of every face, PPO wall time (timed alone)", one_dataset("mnist1d"),
          throughput_jobs, no_jobs, collect_throughput, lambda ctx: ["env_throughput_cpu.json", "env_throughput_cpu.md"],
          deps=lambda ctx: ("pretrain_mnist1d",)),
+    Part("mnist5k_demo", "the demo on mnist5k (real images): pre-train, PPO, evaluation on test",
+         lambda ctx: [], mnist5k_jobs, no_jobs, collect_mnist5k, lambda ctx: ["mnist5k_demo.json"]),
     Part("adaptive_inference", "AdaptiveClassifier against full depth, wall clock (timed alone)",
          one_dataset("mnist1d"), adaptive_jobs, no_jobs, collect_adaptive,
          lambda ctx: ["adaptive_inference_cpu.json", "adaptive_inference_cpu.md"], deps=lambda ctx: ("agent_seeds",)),
