@@ -78,6 +78,27 @@ def test_the_analytic_sweep_matches_brute_force_runs_of_the_exit_rule(core, reco
         assert curve.mean_compute[j] == pytest.approx(brute.mean_compute, rel=1e-12)
 
 
+DEFAULT_POLICIES = {"confidence": ConfidencePolicy, "entropy": EntropyPolicy, "margin": MarginPolicy,
+                    "stable_prediction": lambda k: StablePredictionPolicy(int(k))}
+
+
+@pytest.mark.parametrize("statistic", list(STATISTICS))
+def test_a_default_constructed_rule_played_lands_on_its_curve_point(core, record, statistic):
+    """A threshold rule built with its threshold only (the default order, as run_policy,
+    AdaptiveClassifier and benchmarks/adaptive_inference.py play it) is the curve's point for that
+    threshold: accuracy, mean compute with the decisions charged, and the decision counts."""
+    cost = statistic_flops(statistic, core.num_classes)
+    curve = exact_curve(record, statistic, cost)
+    for j in np.unique(np.r_[np.linspace(0, len(curve) - 1, 4).astype(int), len(curve) - 1]):
+        threshold = curve.threshold[j]
+        played = run_policy(core, DEFAULT_POLICIES[statistic](threshold))
+        exact = records_at_threshold(record, statistic, threshold, cost)
+        np.testing.assert_array_equal(played.decisions, exact.decisions)
+        np.testing.assert_array_equal(played.path, exact.path)
+        assert played.accuracy == pytest.approx(curve.accuracy[j], abs=1e-12)
+        assert played.mean_compute == pytest.approx(curve.mean_compute[j], rel=1e-12)
+
+
 @pytest.mark.parametrize("statistic", list(STATISTICS))
 def test_every_threshold_lands_on_a_point_of_the_curve(record, statistic):
     """Any threshold, not only the swept ones, gives the point of the first swept threshold at or
@@ -128,7 +149,7 @@ def test_the_exact_curve_finds_the_hull_corner_that_a_grid_misses():
 def test_the_exact_bootstrap_refits_the_hull_as_the_per_threshold_bootstrap_does(core, record):
     curve = exact_curve(record, "confidence")
     points = [records_at_threshold(record, "confidence", t) for t in curve.threshold]
-    agent = run_policy(core, ConfidencePolicy(0.13))  # repeats layer 3: off the exit-only curve
+    agent = run_policy(core, ConfidencePolicy(0.13, layer_order=(1, 2, 3, 3)))  # repeats layer 3: off the curve
     exact = vs_curve(agent, curve, n_boot=40, seed=5)
     brute = vs_threshold(agent, points, n_boot=40, seed=5)
     assert exact["difference"] == pytest.approx(brute["difference"], abs=1e-12)
