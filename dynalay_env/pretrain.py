@@ -233,23 +233,38 @@ def episode_compute_stats(compute: np.ndarray, difficulty: np.ndarray | None = N
             "spearman_with_difficulty": rho, "difficulty": DIFFICULTY_DEFINITION if difficulty is not None else None}
 
 
+def cheapest_correct(correct: Tensor, flops: Tensor) -> tuple[Tensor, Tensor]:
+    """The oracles' one rule, shared by the path and prefix oracles here and by
+    :func:`agents.curves.prefix_oracle`: per example (column of ``correct`` ``[P, N]`` bool and
+    ``flops`` ``[P, N]``, one row per candidate, row 0 = exit at once), the row of the cheapest
+    correct candidate (the first of equal ones), or row 0 where no candidate is right. Returns
+    (solvable ``[N]`` bool, row ``[N]`` long)."""
+    cost = torch.where(correct, flops, torch.full_like(flops, float("inf")))
+    solvable = correct.any(dim=0)
+    row = torch.where(solvable, cost.argmin(dim=0), torch.zeros_like(solvable, dtype=torch.long))
+    return solvable, row
+
+
 def oracle_episode_compute(table: PathTable, normalizer: float, prefix_only: bool = False,
                            num_layers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-example (correct ``[N]`` bool, normalised compute ``[N]``) of the *path oracle* (cheapest
     correct path in ``table``) or, with ``prefix_only``, the *prefix oracle* (cheapest correct prefix
     of the full-depth order 1..K; needs ``num_layers``). Where no candidate is right the oracle
-    exits at once (the encoder path), as ``OraclePolicy`` does."""
+    exits at once (the encoder path), as ``OraclePolicy`` does.
+
+    The prefix oracle here and :func:`agents.curves.prefix_oracle` are one rule
+    (:func:`cheapest_correct`) on the same FLOPs; this one reads the pre-training report's path
+    table and gives env compute only, that one reads a recorded pass and gives full episode records
+    (decision FLOPs, when charged, included)."""
     if prefix_only:
         if num_layers is None:
             raise ValueError("the prefix oracle needs num_layers")
         rows = [table.paths.index(tuple(range(d))) for d in range(num_layers + 1) if tuple(range(d)) in table.paths]
     else:
-        rows = list(range(len(table.paths)))
+        rows = [table.paths.index(())] + [p for p in range(len(table.paths)) if table.paths[p] != ()]
     correct, flops = table.correct[rows], table.flops[rows]
-    cost = torch.where(correct, flops, torch.full_like(flops, float("inf")))
-    solvable = correct.any(dim=0)
-    exit_now = table.flops[table.paths.index(())]
-    best = torch.where(solvable, cost.min(dim=0).values, exit_now)
+    solvable, row = cheapest_correct(correct, flops)
+    best = flops.gather(0, row[None, :])[0]
     return solvable.cpu().numpy(), (best / normalizer).cpu().numpy()
 
 

@@ -29,6 +29,7 @@ from agents.curves import (
     vs_curve,
 )
 from agents.evaluate import hull_accuracy_at, run_policy, vs_threshold
+from dynalay_env.pretrain import enumerate_paths, oracle_episode_compute
 from tests.agent_fixtures import subset_core
 from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse)
 
@@ -184,6 +185,22 @@ def test_the_prefix_oracle_matches_brute_force(core, record):
         assert exact_curve(record, name).accuracy.max() <= oracle.accuracy + 1e-12
     path_oracle = run_policy(core, OraclePolicy(oracle_search(core.model, core.x, core.y, core.max_steps)))
     assert oracle.accuracy <= path_oracle.accuracy
+
+
+def test_the_prefix_oracle_is_the_pretraining_reports_one(core, record):
+    """agents.curves.prefix_oracle and the pre-training report's prefix oracle share one rule
+    (dynalay_env.pretrain.cheapest_correct) and give identical numbers; so does the path oracle
+    with OraclePolicy's."""
+    table = enumerate_paths(core.model, core.x, core.y, core.max_steps)
+    normalizer = core.model.cost_table().normalizer
+    solvable, compute = oracle_episode_compute(table, normalizer, prefix_only=True, num_layers=len(ORDER))
+    oracle = prefix_oracle(record)
+    np.testing.assert_array_equal(oracle.correct, solvable)
+    np.testing.assert_array_equal(oracle.compute, compute)
+    path_solvable, path_compute = oracle_episode_compute(table, normalizer)
+    played = run_policy(core, OraclePolicy(oracle_search(core.model, core.x, core.y, core.max_steps)))
+    np.testing.assert_array_equal(played.correct, path_solvable)
+    np.testing.assert_allclose(played.compute, path_compute, rtol=1e-12)
 
 
 def test_decision_flops_are_charged_per_decision(record):
