@@ -144,7 +144,7 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
     | ``observation_groups`` | all five | subset of ``hidden, head, progress, last_action, solver`` |
     | ``mask_repeats`` | False | forbid re-applying the layer just applied |
     | ``compute_budget`` | None | forbid layers that could exceed this normalised compute |
-    | ``decision_flops`` | 0 | FLOPs charged per decision of the policy (>= 0), in the reward only: each step (EXIT included, not the forced exit at ``max_steps``) adds ``decision_flops / normalizer`` to the reward's compute; ``info["compute"]`` stays env-only. ``train`` sets it to the measured cost of the policy it builds |
+    | ``decision_flops`` | 0 | FLOPs charged per decision of the policy (>= 0), in the reward only: each step (EXIT included, not the forced exit at ``max_steps``) adds ``decision_flops / normalizer`` to the reward's compute; ``info["compute"]`` stays env-only. settable on a live env (``core.set_option``, ``set_attr``), validated the same way; ``train`` sets it so to the measured cost of the policy it builds |
     | ``device`` | ``"cpu"`` | ``cpu`` or ``cuda`` |
     | ``mode`` | ``"frozen"`` | ``frozen``: the main model is fixed; ``cotrain``: it keeps learning on the agent's paths (see below) |
     | ``cotrain_lr`` | 1e-4 | ``cotrain`` only: Adam step size of the main model |
