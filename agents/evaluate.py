@@ -119,7 +119,10 @@ def run_policy(core: DynaLayCore, policy: Any, name: str | None = None, params: 
     Every decision (one call of the policy for an episode: each step, EXIT included, not the forced
     exit at ``max_steps``) is charged ``decision_flops`` FLOPs, by default the policy's own measured
     ``decision_flops()`` whatever the env's ``decision_flops`` option; ``flops`` and ``compute``
-    include it, ``env_flops`` / ``env_compute`` do not."""
+    include it, ``env_flops`` / ``env_compute`` do not. The policy is asked about every slot of
+    ``core`` in one batched call (a recurrent state and a baseline's core hold one row per slot);
+    once fewer examples are left than slots, the answers for the idle slots are discarded and
+    neither executed nor charged."""
     if core.sample_mode != "sequential":
         raise ValueError("run_policy needs a core with sample_mode='sequential' (each example exactly once)")
     policy = as_agent(policy)
