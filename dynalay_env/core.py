@@ -172,7 +172,9 @@ class DynaLayCore:
         observation_groups: which feature groups make up the observation.
         mask_repeats: action masks forbid re-applying the layer just applied.
         compute_budget: action masks forbid layers whose worst case (``max_iter`` iterations) would
-            take the episode's normalised compute above this budget.
+            take the episode's normalised compute above this budget. The worst case counts the
+            fixed-point solver's iterations (:meth:`~dynalay_env.model.CostTable.worst_step_flops`);
+            with a model of ``solver="anderson"`` the mixing work comes on top, so a step can exceed it.
         decision_flops: FLOPs charged per decision of the policy (>= 0, default 0), in the reward
             only: every step is one decision (EXIT included; the forced exit at ``max_steps`` is
             none), so the reward's ``step_compute`` grows by ``decision_flops / normalizer`` per step
