@@ -29,16 +29,23 @@ def collect(run_dir: Path, command: list[str]) -> dict[str, Any]:
     report = json.loads((run_dir / "agent" / "report.json").read_text())
     keep_pretrain = ("dataset", "split", "n_examples", "full_depth_accuracy", "accuracy_by_depth", "oracle_accuracy",
                      "prefix_oracle_accuracy", "oracle_max_steps", "episode_compute", "train_seconds", "epochs_run",
-                     "provenance", "pretrain_config", "model_config", "costs_flops", "iterations_full_depth_path")
+                     "provenance", "model_provenance", "pretrain_config", "model_config", "costs_flops",
+                     "iterations_full_depth_path")
     keep_report = ("split", "n_examples", "provenance", "accuracy", "mean_compute", "full_depth", "best_fixed_path",
                    "thresholds_chosen_on_val", "oracle", "vs_threshold", "episode_compute", "difficulty_correlation",
-                   "baselines", "policy", "policy_flops_per_step")
+                   "baselines", "policy", "mean_env_compute", "decision_flops", "mean_decisions",
+                   "prefix_oracle")
     return {
         "command": " ".join(command),
-        "run_dir": str(run_dir),
         "pretrain": {k: pretrain[k] for k in keep_pretrain if k in pretrain},
         "agent_report": {k: report[k] for k in keep_report if k in report},
     }
+
+
+def run_is_current(run_dir: Path, recipe_version: int) -> bool:
+    """Whether the demo in ``run_dir`` pre-trained its model with ``recipe_version`` (so it may be reused)."""
+    pretrain = json.loads((run_dir / "pretrain" / "pretrain.json").read_text())
+    return (pretrain.get("model_provenance") or {}).get("recipe_version") == recipe_version
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,14 +62,17 @@ def main(argv: list[str] | None = None) -> int:
                str(run_dir), "--seed", str(args.seed)]
     if args.timesteps is not None:
         command += ["--timesteps", str(args.timesteps)]
+    sys.path.insert(0, str(REPO))
+    import dynalay_env
+    from dynalay_env.atomic import atomic_write_json
+
+    if (run_dir / "agent" / "report.json").is_file() and not run_is_current(run_dir, dynalay_env.RECIPE_VERSION):
+        raise SystemExit(f"{run_dir} holds a demo of another recipe version than the current "
+                         f"{dynalay_env.RECIPE_VERSION}: give a fresh --run-dir")
     if not (run_dir / "agent" / "report.json").is_file():
         subprocess.run(command, check=True, cwd=REPO)
     results = collect(run_dir, ["python", "train_agent.py", *command[2:]])
-
-    sys.path.insert(0, str(REPO))
-    from dynalay_env.model import atomic_write_bytes
-
-    atomic_write_bytes(args.out, (json.dumps(results, indent=2) + "\n").encode())
+    atomic_write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0
 

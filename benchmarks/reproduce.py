@@ -464,15 +464,62 @@ def no_jobs(ctx: Context, part: Part) -> list[Job]:
 def mnist5k_jobs(ctx: Context, part: Part) -> list[Job]:
     """The MNIST-5k demo: pre-trains its own model (the mnist5k recipe, seed 0), PPO, evaluation."""
     extra = ["--timesteps", ctx.budget["mnist5k_timesteps"]] if ctx.budget.get("mnist5k_timesteps") else []
-    return [Job(py("benchmarks/mnist5k_demo.py", "--run-dir", ctx.part_dir(part) / "demo", "--out",
-                   ctx.part_dir(part) / "mnist5k_demo.json", *extra))]
+    # The demo pre-trains its own model, so the run folder is keyed by the recipe version: a new recipe
+    # is a new command (the part reruns) and a new folder (nothing stale is reused).
+    import dynalay_env
+
+    demo = ctx.part_dir(part) / f"demo-r{dynalay_env.RECIPE_VERSION}"
+    return [Job(py("benchmarks/mnist5k_demo.py", "--run-dir", demo, "--out", ctx.part_dir(part) / "mnist5k_demo.json",
+                   *extra))]
 
 
 def collect_mnist5k(ctx: Context, part: Part, meta: dict[str, Any]) -> None:
     # The demo's own pretrain.json and report.json carry the model's provenance; the file keeps them.
     data = json.loads((ctx.part_dir(part) / "mnist5k_demo.json").read_text())
-    data.pop("run_dir", None)  # a machine-local folder
     write_json(ctx.out / part.outputs(ctx)[0], {"reproduce": meta, **data})
+
+
+def _spread(stats: dict[str, Any] | None) -> str:
+    if not stats:
+        return ""
+    return f"{stats['p5']:.3f} / {stats['p50']:.3f} / {stats['p95']:.3f}"
+
+
+def _rho(stats: dict[str, Any] | None) -> str:
+    rho = (stats or {}).get("spearman_with_difficulty")
+    return "" if rho is None else f"{rho:.2f}"
+
+
+def render_mnist5k(d: dict[str, Any]) -> str:
+    p, r = d["pretrain"], d["agent_report"]
+    acc = p["accuracy_by_depth"]
+    oracle_ec = p["episode_compute"]["oracle"]
+    lines = [
+        f"The demo's main model (`{d['command']}`; pre-training {p['train_seconds']:.0f} s for {p['epochs_run']} "
+        f"epochs on one thread, provenance `{p['provenance']}`), on the {p['n_examples']} `{p['split']}` images: "
+        f"the head on the encoder state is right {100 * acc[0]:.1f}% of the time, after layers 1, 1-2, 1-2-3 "
+        + ", ".join(f"{100 * a:.1f}%" for a in acc[1:])
+        + f"; the cheapest correct prefix of 1-2-3 exists for {100 * p['prefix_oracle_accuracy']:.1f}% (prefix "
+        f"oracle) and some path of at most {p['oracle_max_steps']} layers is right for "
+        f"{100 * p['oracle_accuracy']:.1f}% (path oracle). The path oracle's per-episode compute is "
+        f"{_spread(oracle_ec)} (p5 / p50 / p95), Spearman {_rho(oracle_ec)} with difficulty (the share of all "
+        "paths that answer wrong).", "",
+        "| policy | accuracy | mean compute (decisions counted) | env only | compute p5 / p50 / p95 | "
+        "Spearman with difficulty |",
+        "|---|---|---|---|---|---|",
+        f"| **PPO agent** | {r['accuracy']:.4f} | {r['mean_compute']:.3f} | {r['mean_env_compute']:.3f} "
+        f"| {_spread(r.get('episode_compute'))} | {_rho(r.get('episode_compute'))} |"]
+    for b in r["baselines"]:
+        params = ", ".join(f"{k}={v}" for k, v in (b.get("params") or {}).items())
+        lines.append(f"| {b['name']} {params} | {b['accuracy']:.4f} | {b['mean_compute']:.3f} | "
+                     f"{b['mean_env_compute']:.3f} | {_spread(b.get('episode_compute'))} | "
+                     f"{_rho(b.get('episode_compute'))} |")
+    vs = r["vs_threshold"]
+    verdict = "beats" if vs.get("beats_threshold") else "does not beat"
+    lines += ["", f"The agent {verdict} the exact confidence-threshold hull at its own compute: "
+              f"{vs['difference']:+.4f} (95% paired bootstrap CI [{vs['ci95'][0]:+.4f}, {vs['ci95'][1]:+.4f}]), "
+              "decisions counted for both."]
+    return "\n".join(lines)
 
 
 PARTS: dict[str, Part] = {p.name: p for p in [
@@ -706,6 +753,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "sweep_mnist1d": ("sweep_mnist1d.json", render_sweep),
     "cotrain_vs_frozen": ("cotrain_vs_frozen_cpu.json", render_cotrain),
     "env_throughput": ("env_throughput_cpu.json", render_throughput),
+    "mnist5k_demo": ("mnist5k_demo.json", render_mnist5k),
 }
 MISSING = "_Not generated yet: run `make results` (it runs `.venv/bin/python benchmarks/reproduce.py --readme` last)._"
 
