@@ -299,7 +299,14 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
     run_dir = Path(args.run_dir or f"runs/pretrain-{dataset}")
     config = recipe_for(dataset)
     overrides = {k: getattr(args, k, None) for k in ("epochs", "batch_size", "lr")}
-    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    # Explicit --epochs / --batch-size are kept as given: they switch off the recipe's minimum
+    # number of steps (in all / per epoch) that would otherwise add epochs or shrink batches.
+    if "epochs" in overrides:
+        overrides["min_steps"] = 0
+    if "batch_size" in overrides:
+        overrides["min_steps_per_epoch"] = 0
+    config = dataclasses.replace(config, **overrides)
     checkpoint, report = run_pretraining(dataset, run_dir=run_dir, data_root=args.data_root, seed=args.seed,
                                          device=args.device, config=config,
                                          progress=not getattr(args, "quiet", False))

@@ -15,9 +15,11 @@ episode_start, deterministic)`` returns ``(actions [N], state)`` exactly like ``
 * :class:`OraclePolicy`    -- the cheapest correct path of each example, found by exhaustive search
   (the upper bound of what introspection could buy).
 
-The thresholded policies continue along ``layer_order`` (default: layers 1..K, then layer K
-repeated) while they do not exit. Their whole accuracy/compute curves along the full-depth order
-come from one recorded pass in :mod:`agents.curves`, not from a run per threshold.
+The thresholded policies continue along ``layer_order`` while they do not exit, and EXIT at its
+end. The default is the full-depth order 1..K of :func:`agents.curves.full_depth_order`, the order
+:mod:`agents.curves` records its exact curves along (one recorded pass, not a run per threshold),
+so a default-constructed rule played with a threshold lands exactly on that threshold's curve point
+(accuracy, compute and decisions).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.curves import head_statistics, statistic_flops
+from agents.curves import full_depth_order, head_statistics, statistic_flops
 from dynalay_env.core import DynaLayCore
 
 
@@ -83,21 +85,16 @@ class BaselinePolicy:
         return actions.astype(np.int64), state
 
 
-def default_layer_order(num_layers: int, max_steps: int) -> tuple[int, ...]:
-    """Layers 1..K in order, then layer K repeated, up to ``max_steps`` actions (1-based)."""
-    order = list(range(1, num_layers + 1))
-    return tuple((order + [num_layers] * max_steps)[:max_steps])
-
-
 class _OrderedPolicy(BaselinePolicy):
-    """Walks ``layer_order`` until ``should_exit`` says stop."""
+    """Walks ``layer_order`` (default :func:`agents.curves.full_depth_order`) until ``should_exit``
+    says stop or the order ends (then EXIT)."""
 
     def __init__(self, layer_order: Sequence[int] | None = None) -> None:
         super().__init__()
         self.layer_order = tuple(layer_order) if layer_order is not None else None
 
     def _next_layer(self, core: DynaLayCore) -> torch.Tensor:
-        order = self.layer_order or default_layer_order(core.num_layers, core.max_steps)
+        order = self.layer_order if self.layer_order is not None else full_depth_order(core.num_layers, core.max_steps)
         bad = [a for a in order if not 1 <= a <= core.num_layers]
         if bad:
             raise ValueError(f"layer_order holds {bad}; layers are numbered 1..{core.num_layers}")

@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from dynalay_env.pretrain import cheapest_correct
+
 if TYPE_CHECKING:  # agents.evaluate imports this module; the records type is only needed for hints
     from agents.evaluate import EpisodeRecords
     from dynalay_env.core import DynaLayCore
@@ -140,17 +142,17 @@ def head_statistics(logits: torch.Tensor) -> dict[str, torch.Tensor]:
 def _walk(model: Any, x: torch.Tensor, order: Sequence[int]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Apply ``order`` (1-based) to the whole batch ``x``; returns the logits at every depth
     (``D + 1`` tensors ``[N, C]``), the cumulative executed FLOPs ``[N, D + 1]`` (float64) and the
-    iterations ``[N, D]``. The only place this module charges FLOPs, as the env does: encoder and
-    head at the start, then per step the injection, the solver's executed FLOPs and the head."""
+    iterations ``[N, D]``. The only place this module charges FLOPs, through the env's own
+    :meth:`~dynalay_env.model.CostTable.reset_flops` and :meth:`~dynalay_env.model.CostTable.step_flops`."""
     costs = model.cost_table()
     x_emb = model.encode(x)
     z = x_emb
-    spent = torch.full((x.shape[0],), float(costs.encoder + costs.head), dtype=torch.float64, device=x.device)
+    spent = torch.full((x.shape[0],), costs.reset_flops(), dtype=torch.float64, device=x.device)
     logits, flops, iterations = [model.classify(z)], [spent], []
     for action in order:
         result = model.apply_layer(action - 1, z, x_emb)
         z = result.state
-        spent = spent + costs.injection[action - 1] + result.flops.double() + costs.head
+        spent = spent + costs.step_flops(action - 1, result.flops)
         logits.append(model.classify(z))
         flops.append(spent)
         iterations.append(result.iterations.long())
@@ -383,10 +385,15 @@ def records_at_threshold(record: DepthRecord, statistic: str, threshold: float,
 def prefix_oracle(record: DepthRecord, decision_flops: float = 0.0) -> EpisodeRecords:
     """Each example exits at the cheapest depth of the order whose prediction is right (FLOPs grow
     with depth, so that is the first), or at once where no prefix is right; the bound for every
-    exit-only policy along this order. ``extra["solvable"]`` marks the examples some prefix gets right."""
-    correct = record.correct
-    solvable = correct.any(1)
-    exits = np.where(solvable, correct.argmax(1), 0)
+    exit-only policy along this order. ``extra["solvable"]`` marks the examples some prefix gets right.
+
+    The rule is :func:`dynalay_env.pretrain.cheapest_correct`, which the pre-training report's
+    prefix oracle (:func:`dynalay_env.pretrain.oracle_episode_compute` with ``prefix_only``) applies
+    too, so both give the same examples and compute; this one reads the recorded pass and returns
+    full episode records, with ``decision_flops`` per decision when charged (the exit depth is
+    chosen on the env FLOPs; decisions grow with depth too, so it stays the cheapest)."""
+    solvable, exits = cheapest_correct(torch.from_numpy(record.correct.T), torch.from_numpy(record.flops.T))
+    solvable, exits = solvable.numpy(), exits.numpy()
     result = records_at_exits(record, exits, "prefix_oracle", {"order": list(record.order)}, decision_flops)
     result.extra["solvable"] = solvable
     return result

@@ -119,7 +119,10 @@ def run_policy(core: DynaLayCore, policy: Any, name: str | None = None, params: 
     Every decision (one call of the policy for an episode: each step, EXIT included, not the forced
     exit at ``max_steps``) is charged ``decision_flops`` FLOPs, by default the policy's own measured
     ``decision_flops()`` whatever the env's ``decision_flops`` option; ``flops`` and ``compute``
-    include it, ``env_flops`` / ``env_compute`` do not."""
+    include it, ``env_flops`` / ``env_compute`` do not. The policy is asked about every slot of
+    ``core`` in one batched call (a recurrent state and a baseline's core hold one row per slot);
+    once fewer examples are left than slots, the answers for the idle slots are discarded and
+    neither executed nor charged."""
     if core.sample_mode != "sequential":
         raise ValueError("run_policy needs a core with sample_mode='sequential' (each example exactly once)")
     policy = as_agent(policy)
@@ -329,7 +332,8 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
     fixed = [run_policy(core, FixedPathPolicy(p)) for p in candidate_paths(k_layers, max_steps)]
     best_fixed = _best(fixed)
 
-    curves, chosen, prefix = threshold_baselines(core, make_core("val"))
+    val_core = make_core("val")  # thresholds and the random policy's calibration are chosen there
+    curves, chosen, prefix = threshold_baselines(core, val_core)
     search = oracle_search(model, x, y, max_steps, allow_repeats=not core.mask_repeats)
     oracle = run_policy(core, OraclePolicy(search))
 
@@ -337,7 +341,6 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
     if agent is not None:
         agent_records = run_policy(core, agent, name=agent_name, params={})
     target = agent_records.mean_compute if agent_records is not None else chosen["confidence"].mean_compute
-    val_core = make_core("val")
     random_policy = calibrate_random(lambda p: run_policy(val_core, p).mean_compute, target, seed=seed)
     random_records = run_policy(core, random_policy)
 

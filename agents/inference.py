@@ -2,8 +2,11 @@
 
 ``AdaptiveClassifier(model, policy)`` is what a user deploys. It runs the same MDP core as the env
 (so the policy sees exactly the observations it was trained on), batched: every step makes one
-policy call for the inputs still running, one solve per chosen layer and one head call, and
-finished inputs leave the batch. No Python runs per input.
+policy call, one solve per chosen layer and one head call, and finished inputs leave the batch of
+solves. A stateless policy is asked about the inputs still running only; a recurrent or baseline
+policy is asked about every input of the batch (its recurrent state, or the core slots it reads,
+hold one row per input), and its answers for finished inputs are discarded and not charged. No
+Python runs per input.
 
     clf = AdaptiveClassifier.from_run("runs/demo")
     result = clf.predict(x)              # x: [n, *input_shape]
@@ -95,9 +98,11 @@ class AdaptiveClassifier:
 
     def _predict_batch(self, x: torch.Tensor) -> tuple[np.ndarray, ...]:
         """One batch: every input is an episode of one core, all started at once. Each step asks the
-        policy for the inputs still running only, in one batched call, and makes one solve per chosen
-        layer; an input that exits leaves the batch. Results are read once, at the end. Each policy
-        call for a running input is a decision, charged the policy's measured ``decision_flops()``."""
+        policy in one batched call (about the running inputs only for a stateless policy, about
+        every input for a recurrent or baseline one) and makes one solve per chosen layer; an input
+        that exits leaves the batch. Results are read once, at the end. Each policy answer for a
+        running input is a decision, charged the policy's measured ``decision_flops()``; answers
+        for finished inputs are discarded and not charged."""
         n = x.shape[0]
         labels = torch.zeros(n, dtype=torch.long, device=self.device)  # unknown: the reward is not used
         core = DynaLayCore(self.model, None, n, sample_mode="sequential", device=self.device,

@@ -95,7 +95,8 @@ def lstm_step_flops(lstm: torch.nn.LSTM) -> int:
 def sb3_decision_flops(model: Any, batch: int = 16) -> int:
     """FLOPs of one decision of an SB3 / sb3-contrib model: its ``predict`` run on ``batch`` zero
     observations under FlopCounterMode, divided by ``batch``, plus :func:`lstm_step_flops` of the
-    actor's LSTM for a recurrent policy (``predict`` runs only the actor's LSTM). The count does not
+    actor's LSTM for a recurrent policy (``predict`` runs only the actor's LSTM), unless the counter
+    already counts that LSTM (then it is in ``predict``'s count once). The count does not
     depend on the observation's values, only on the network's shapes."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -108,9 +109,22 @@ def sb3_decision_flops(model: Any, batch: int = 16) -> int:
         model.predict(obs, state=None, episode_start=np.ones(batch, dtype=bool), deterministic=True, **kwargs)
     flops = counter.get_total_flops() / batch
     lstm = getattr(model.policy, "lstm_actor", None)
-    if isinstance(lstm, torch.nn.LSTM):
+    if isinstance(lstm, torch.nn.LSTM) and not _counter_counts_lstm(lstm):
         flops += lstm_step_flops(lstm)
     return int(round(flops))
+
+
+def _counter_counts_lstm(lstm: torch.nn.LSTM) -> bool:
+    """Whether FlopCounterMode counts anything for one step of ``lstm`` alone (it counts 0 in the
+    torch versions this was written for). If a future torch counts LSTMs, ``predict``'s count
+    already holds the LSTM and :func:`sb3_decision_flops` must not add :func:`lstm_step_flops`."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    param = next(lstm.parameters())
+    x = torch.zeros(1, 1, int(lstm.input_size), dtype=param.dtype, device=param.device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        lstm(x if lstm.batch_first else x.transpose(0, 1))
+    return counter.get_total_flops() > 0
 
 
 def _takes_action_masks(model: Any) -> bool:

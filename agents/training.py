@@ -430,7 +430,7 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
                            tensorboard_log=str(run_dir / "tb"))
     # The reward charges the policy's own decisions: the measured cost unless env_kwargs give one.
     given = config.env_kwargs.get("decision_flops")
-    core.decision_flops = float(given if given is not None else agent.decision_flops())
+    core.set_option("decision_flops", given if given is not None else agent.decision_flops())
     if config.decision_flops != core.decision_flops:
         config.decision_flops = core.decision_flops
         if not resume:  # a resumed run keeps its config.json (as for the other fields)

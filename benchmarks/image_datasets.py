@@ -22,14 +22,19 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import struct
-import tempfile
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: import the project from this checkout
+    sys.path.insert(0, str(ROOT))
+
+from dynalay_env.atomic import atomic_write_bytes  # noqa: E402
 
 SEED = 7
 
@@ -38,10 +43,7 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     """One gzipped IDX file of unsigned bytes, written atomically."""
     header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as fh:
-        fh.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, gzip.compress(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()))
 
 
 def write_set(folder: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> None:

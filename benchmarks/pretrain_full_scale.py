@@ -42,8 +42,9 @@ def main() -> None:
     recipe = recipe_for(args.dataset)
     n_train = dataset.num_examples("model_train")
     start = time.perf_counter()
-    model, history = pretrain(dataset, config=dataclasses.replace(recipe, epochs=args.epochs, example_budget=None),
-                              progress=False)
+    # Exactly --epochs epochs (no example budget, no minimum number of steps).
+    config = dataclasses.replace(recipe, epochs=args.epochs, example_budget=None, min_steps=0)
+    model, history = pretrain(dataset, config=config, progress=False)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     pretrain_report(model, dataset, recipe.max_steps, torch.device("cpu"))

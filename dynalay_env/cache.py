@@ -51,8 +51,12 @@ def recipe_fingerprint(dataset: Dataset) -> str:
     from dynalay_env import model, pretrain
 
     config = model.default_config(dataset.input_shape, dataset.num_classes)
+    pretrain_config = asdict(pretrain.recipe_for(dataset.name))
+    for field in ("min_steps", "min_steps_per_epoch"):  # 0 = off: keys from before them stay valid
+        if not pretrain_config[field]:
+            del pretrain_config[field]
     payload = {"recipe_version": recipe_version(), "model_config": config.to_dict(),
-               "pretrain_config": asdict(pretrain.recipe_for(dataset.name)),
+               "pretrain_config": pretrain_config,
                "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 

@@ -149,6 +149,13 @@ class StepOutput:
     info: dict[str, Any]
 
 
+def _check_decision_flops(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value < 0:
+        raise ValueError(f"decision_flops must be a finite number >= 0 (FLOPs per decision of the policy), "
+                         f"got {value!r}")
+
+
 class DynaLayCore:
     """N DynaLay episodes as tensors. See the module docstring and ``DynaLayEnv`` for the MDP.
 
@@ -165,7 +172,9 @@ class DynaLayCore:
         observation_groups: which feature groups make up the observation.
         mask_repeats: action masks forbid re-applying the layer just applied.
         compute_budget: action masks forbid layers whose worst case (``max_iter`` iterations) would
-            take the episode's normalised compute above this budget.
+            take the episode's normalised compute above this budget. The worst case counts the
+            fixed-point solver's iterations (:meth:`~dynalay_env.model.CostTable.worst_step_flops`);
+            with a model of ``solver="anderson"`` the mixing work comes on top, so a step can exceed it.
         decision_flops: FLOPs charged per decision of the policy (>= 0, default 0), in the reward
             only: every step is one decision (EXIT included; the forced exit at ``max_steps`` is
             none), so the reward's ``step_compute`` grows by ``decision_flops / normalizer`` per step
@@ -204,10 +213,7 @@ class DynaLayCore:
             raise ValueError(f"observation_groups is empty; choose from {', '.join(OBSERVATION_GROUPS)}")
         if compute_budget is not None and compute_budget <= 0:
             raise ValueError(f"compute_budget must be > 0 (normalised compute), got {compute_budget}")
-        if isinstance(decision_flops, bool) or not isinstance(decision_flops, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(decision_flops) or decision_flops < 0:
-            raise ValueError(f"decision_flops must be a finite number >= 0 (FLOPs per decision of the policy), "
-                             f"got {decision_flops!r}")
+        _check_decision_flops(decision_flops)
         if (dataset is None) == (examples is None):
             raise ValueError("pass exactly one of dataset (with split) or examples=(x, y)")
         if dataset is not None and (tuple(model.input_shape) != tuple(dataset.input_shape)
@@ -633,12 +639,16 @@ class DynaLayCore:
         return dict(LazyInfo(self.info_tensors(prediction, correct)))
 
     #: Options that can change on a live core (the others size its buffers or spaces).
-    SETTABLE_OPTIONS: tuple[str, ...] = ("mask_repeats", "compute_budget")
+    SETTABLE_OPTIONS: tuple[str, ...] = ("mask_repeats", "compute_budget", "decision_flops")
 
     def set_option(self, name: str, value: Any) -> None:
-        """Change a live option (``mask_repeats``, ``compute_budget``, ``reward``); anything else
-        needs a new env, because it sizes buffers or the observation space."""
-        if name == "reward":
+        """Change a live option (``mask_repeats``, ``compute_budget``, ``decision_flops``, ``reward``),
+        validated as the constructor validates it; anything else needs a new env, because it sizes
+        buffers or the observation space."""
+        if name == "decision_flops":
+            _check_decision_flops(value)
+            self.decision_flops = float(value)
+        elif name == "reward":
             self.reward = make_reward(value)
         elif name == "compute_budget":
             if value is not None and value <= 0:

@@ -143,8 +143,8 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
     | ``reward`` | ``"paper"`` | reward name or callable; parameters in ``reward_kwargs`` or as keywords (``lambda_compute``, ``mu_redundant``, ``correct_reward``, ``wrong_reward``, ``shaping``, ``shaping_gamma``) |
     | ``observation_groups`` | all five | subset of ``hidden, head, progress, last_action, solver`` |
     | ``mask_repeats`` | False | forbid re-applying the layer just applied |
-    | ``compute_budget`` | None | forbid layers that could exceed this normalised compute |
-    | ``decision_flops`` | 0 | FLOPs charged per decision of the policy (>= 0), in the reward only: each step (EXIT included, not the forced exit at ``max_steps``) adds ``decision_flops / normalizer`` to the reward's compute; ``info["compute"]`` stays env-only. ``train`` sets it to the measured cost of the policy it builds |
+    | ``compute_budget`` | None | forbid layers that could exceed this normalised compute; the worst case counts ``max_iter`` solver iterations per layer, so with a model of ``solver="anderson"`` its mixing work can take an episode past the budget |
+    | ``decision_flops`` | 0 | FLOPs charged per decision of the policy (>= 0), in the reward only: each step (EXIT included, not the forced exit at ``max_steps``) adds ``decision_flops / normalizer`` to the reward's compute; ``info["compute"]`` stays env-only. settable on a live env (``core.set_option``, ``set_attr``), validated the same way; ``train`` sets it so to the measured cost of the policy it builds |
     | ``device`` | ``"cpu"`` | ``cpu`` or ``cuda`` |
     | ``mode`` | ``"frozen"`` | ``frozen``: the main model is fixed; ``cotrain``: it keeps learning on the agent's paths (see below) |
     | ``cotrain_lr`` | 1e-4 | ``cotrain`` only: Adam step size of the main model |

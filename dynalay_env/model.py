@@ -431,11 +431,20 @@ def package_version() -> str:
 
 def weights_hash(model: nn.Module) -> str:
     """sha256 (16 hex chars) of all parameters and buffers, in state-dict order."""
+    return _state_hash(model.state_dict())
+
+
+def _state_hash(state: Mapping[str, Tensor]) -> str:
     h = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
+    for name, tensor in state.items():
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+#: Buffers MainModel gained within checkpoint format 1: a checkpoint without them (only them) was
+#: trained on raw inputs, so it loads with identity normalisation (mean 0, std 1).
+_IDENTITY_NORMALISATION = ("input_mean", "input_std")
 
 
 def provenance_hash(model: MainModel, dataset_fingerprint: str) -> str:
@@ -543,7 +552,8 @@ def load_checkpoint(path: str | os.PathLike, *, expected_dataset: str | None = N
 
     Raises ``FileNotFoundError`` if missing, :class:`CheckpointError` if the file is corrupt, of an
     unknown format version, its weights do not match their stored hash, or it was trained on another
-    dataset / config than expected.
+    dataset / config than expected. A format-1 file saved before the model carried ``input_mean`` /
+    ``input_std`` (and lacking only those) loads with identity normalisation, what it was trained with.
     """
     path = Path(path)
     if not path.is_file():
@@ -571,16 +581,25 @@ def load_checkpoint(path: str | os.PathLike, *, expected_dataset: str | None = N
     if expected_config is not None and expected_config != config:
         raise CheckpointError(f"{path} was saved with config {config}, which differs from the expected {expected_config}")
     model = MainModel(config)
+    state = dict(payload["state_dict"])
+    legacy = set(model.state_dict()) - set(state) == set(_IDENTITY_NORMALISATION)
+    if legacy:  # saved before the model carried its input normalisation: it saw raw inputs
+        state["input_mean"] = torch.zeros_like(model.input_mean)
+        state["input_std"] = torch.ones_like(model.input_std)
     try:
-        model.load_state_dict(payload["state_dict"], strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit its config: {exc}") from exc
-    if weights_hash(model) != payload["weights_hash"]:
+    # A legacy file's hash covers the tensors it stored, without the identity buffers added here.
+    if (_state_hash(payload["state_dict"]) if legacy else weights_hash(model)) != payload["weights_hash"]:
         raise CheckpointError(f"{path}: weights hash mismatch (file corrupt or edited)")
     model.eval()
     # None: saved before recipe versions existed. Kept on the model so a re-save and reports carry it.
     model.recipe_version = payload.get("recipe_version")
     setattr(model, _SAVED_PROVENANCE, {
-        "id": payload["provenance"], "weights_hash": payload["weights_hash"], "dataset": dict(dataset),
+        # A legacy file's model hashes differently once its identity buffers are in; it is the
+        # same model, so it keeps the file's id while its weights stay as loaded.
+        "id": payload["provenance"], "weights_hash": weights_hash(model) if legacy else payload["weights_hash"],
+        "dataset": dict(dataset),
         "package_version": payload.get("package_version")})
     return Checkpoint(model.to(device), dataset, payload["provenance"], payload.get("extra", {}))

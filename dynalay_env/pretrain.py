@@ -59,13 +59,33 @@ class PretrainConfig:
     # At most this many training examples in all (epochs x model_train size): fewer epochs on big
     # datasets, so that pre-training keeps to a time budget. None = no limit.
     example_budget: int | None = None
+    # At least this many optimiser steps in all: more epochs on small datasets, so that a recipe
+    # defined in epochs does not starve them of updates. 0 = no minimum.
+    min_steps: int = 0
+    # At least about this many optimiser steps per epoch: smaller batches (never larger than
+    # ``batch_size``) on small datasets, so that each epoch moves the model as far as on a bigger
+    # set. 0 = always ``batch_size``.
+    min_steps_per_epoch: int = 0
+
+    def batch_size_for(self, num_train: int) -> int:
+        """The batch size used on ``num_train`` model_train examples: ``batch_size``, or smaller when
+        that would give fewer than ``min_steps_per_epoch`` batches per epoch."""
+        if self.min_steps_per_epoch <= 0:
+            return self.batch_size
+        return max(1, min(self.batch_size, math.ceil(num_train / self.min_steps_per_epoch)))
+
+    def steps_per_epoch(self, num_train: int) -> int:
+        """Optimiser steps (batches) per epoch on ``num_train`` model_train examples."""
+        return max(1, math.ceil(num_train / self.batch_size_for(num_train)))
 
     def epochs_for(self, num_train: int) -> int:
-        """Epochs to run on ``num_train`` model_train examples: ``epochs``, or fewer (>= 1) when
-        ``example_budget`` would be exceeded."""
+        """Epochs to run on ``num_train`` model_train examples: ``epochs``, more when that gives
+        fewer than ``min_steps`` optimiser steps, and fewer (>= 1) when ``example_budget`` would be
+        exceeded (the budget wins)."""
+        epochs = max(self.epochs, math.ceil(self.min_steps / self.steps_per_epoch(num_train)))
         if self.example_budget is None:
-            return self.epochs
-        return max(1, min(self.epochs, self.example_budget // max(num_train, 1)))
+            return epochs
+        return max(1, min(epochs, self.example_budget // max(num_train, 1)))
 
 
 #: Training examples the file image recipes may show the model (epochs x model_train size): about 15
@@ -75,7 +95,12 @@ FULL_SCALE_EXAMPLE_BUDGET = 240_000
 
 #: Images: batches of 64 and a short warm-up (3 % of the one-cycle schedule), so that a few thousand
 #: images give enough optimiser steps early on; inputs are standardised (``standardize_inputs``).
-IMAGE_RECIPE: dict[str, Any] = {"batch_size": 64, "warmup": 0.03, "epochs": 30, "patience": 10}
+#: Small sets get the optimiser steps of 2,000 images (32 batches of 64 per epoch, 960 in 30 epochs):
+#: smaller batches for at least 31 steps per epoch (``min_steps_per_epoch``) and more epochs for at
+#: least 960 steps in all (``min_steps``); 2,000 or more model_train images keep batches of 64 and
+#: exactly 30 epochs (and the full-size sets their ``example_budget``).
+IMAGE_RECIPE: dict[str, Any] = {"batch_size": 64, "warmup": 0.03, "epochs": 30, "patience": 10,
+                                "min_steps": 960, "min_steps_per_epoch": 31}
 
 #: Per-dataset training recipes (fields of PretrainConfig) used when no config is given. Digits has
 #: 719 training examples: small batches, input noise and label smoothing keep it from overfitting.
@@ -233,23 +258,38 @@ def episode_compute_stats(compute: np.ndarray, difficulty: np.ndarray | None = N
             "spearman_with_difficulty": rho, "difficulty": DIFFICULTY_DEFINITION if difficulty is not None else None}
 
 
+def cheapest_correct(correct: Tensor, flops: Tensor) -> tuple[Tensor, Tensor]:
+    """The oracles' one rule, shared by the path and prefix oracles here and by
+    :func:`agents.curves.prefix_oracle`: per example (column of ``correct`` ``[P, N]`` bool and
+    ``flops`` ``[P, N]``, one row per candidate, row 0 = exit at once), the row of the cheapest
+    correct candidate (the first of equal ones), or row 0 where no candidate is right. Returns
+    (solvable ``[N]`` bool, row ``[N]`` long)."""
+    cost = torch.where(correct, flops, torch.full_like(flops, float("inf")))
+    solvable = correct.any(dim=0)
+    row = torch.where(solvable, cost.argmin(dim=0), torch.zeros_like(solvable, dtype=torch.long))
+    return solvable, row
+
+
 def oracle_episode_compute(table: PathTable, normalizer: float, prefix_only: bool = False,
                            num_layers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per-example (correct ``[N]`` bool, normalised compute ``[N]``) of the *path oracle* (cheapest
     correct path in ``table``) or, with ``prefix_only``, the *prefix oracle* (cheapest correct prefix
     of the full-depth order 1..K; needs ``num_layers``). Where no candidate is right the oracle
-    exits at once (the encoder path), as ``OraclePolicy`` does."""
+    exits at once (the encoder path), as ``OraclePolicy`` does.
+
+    The prefix oracle here and :func:`agents.curves.prefix_oracle` are one rule
+    (:func:`cheapest_correct`) on the same FLOPs; this one reads the pre-training report's path
+    table and gives env compute only, that one reads a recorded pass and gives full episode records
+    (decision FLOPs, when charged, included)."""
     if prefix_only:
         if num_layers is None:
             raise ValueError("the prefix oracle needs num_layers")
         rows = [table.paths.index(tuple(range(d))) for d in range(num_layers + 1) if tuple(range(d)) in table.paths]
     else:
-        rows = list(range(len(table.paths)))
+        rows = [table.paths.index(())] + [p for p in range(len(table.paths)) if table.paths[p] != ()]
     correct, flops = table.correct[rows], table.flops[rows]
-    cost = torch.where(correct, flops, torch.full_like(flops, float("inf")))
-    solvable = correct.any(dim=0)
-    exit_now = table.flops[table.paths.index(())]
-    best = torch.where(solvable, cost.min(dim=0).values, exit_now)
+    solvable, row = cheapest_correct(correct, flops)
+    best = flops.gather(0, row[None, :])[0]
     return solvable.cpu().numpy(), (best / normalizer).cpu().numpy()
 
 
@@ -284,7 +324,8 @@ def pretrain(dataset: Dataset, model_config: ModelConfig | None = None, config: 
     if standardize:
         model.set_input_normalization(*input_statistics(x_train))
     x_val, y_val = dataset.as_tensors("val", device)
-    steps_per_epoch = math.ceil(x_train.shape[0] / config.batch_size)
+    batch_size = config.batch_size_for(x_train.shape[0])
+    steps_per_epoch = config.steps_per_epoch(x_train.shape[0])
     epochs = config.epochs_for(x_train.shape[0])
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
@@ -298,8 +339,8 @@ def pretrain(dataset: Dataset, model_config: ModelConfig | None = None, config: 
         model.train()
         order = torch.randperm(x_train.shape[0], generator=generator).to(device)
         total_loss = 0.0
-        for i in range(0, x_train.shape[0], config.batch_size):
-            idx = order[i:i + config.batch_size]
+        for i in range(0, x_train.shape[0], batch_size):
+            idx = order[i:i + batch_size]
             path = torch.randint(0, model.num_layers, (config.max_steps,), generator=generator).tolist()
             x_batch = x_train[idx]
             if config.input_noise > 0:

@@ -17,9 +17,9 @@ from agents.baselines import (
     RandomPolicy,
     StablePredictionPolicy,
     calibrate_random,
-    default_layer_order,
     oracle_search,
 )
+from agents.curves import full_depth_order
 from agents.evaluate import candidate_paths, run_policy
 from dynalay_env.pretrain import enumerate_paths
 from tests.agent_fixtures import digits_model, encoder_stats, seq_core, subset_core
@@ -27,7 +27,7 @@ from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse
 
 K = 3
 MAX_STEPS = 4
-FULL_ORDER = (1, 2, 3, 3)  # default_layer_order(3, 4)
+FULL_ORDER = (1, 2, 3)  # full_depth_order(3, 4): the threshold policies' default, then EXIT
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +40,10 @@ def expected_path_rows(path: tuple[int, ...], n: int) -> np.ndarray:
     return np.tile(np.asarray(row), (n, 1))
 
 
-def test_default_layer_order():
-    assert default_layer_order(3, 4) == FULL_ORDER
-    assert default_layer_order(3, 2) == (1, 2)
-    assert default_layer_order(2, 5) == (1, 2, 2, 2, 2)
+def test_full_depth_order():
+    assert full_depth_order(3, 4) == FULL_ORDER
+    assert full_depth_order(3, 2) == (1, 2)
+    assert full_depth_order(2, 5) == (1, 2)
 
 
 # ---- FixedPathPolicy ---------------------------------------------------------------------------
@@ -63,7 +63,7 @@ def test_fixed_path_follows_its_path_then_exits(path):
 
 def test_fixed_path_longer_than_max_steps_is_cut_by_the_forced_exit():
     records = run_policy(subset_core(8, 30), FixedPathPolicy((1, 2, 3, 3, 1, 1)))
-    np.testing.assert_array_equal(records.path, expected_path_rows(FULL_ORDER, 30))
+    np.testing.assert_array_equal(records.path, expected_path_rows((1, 2, 3, 3), 30))
 
 
 def test_fixed_path_full_depth_matches_the_model_forward(val_core):
@@ -134,17 +134,17 @@ def test_entropy_exits_exactly_where_the_head_is_certain(val_core):
 
 @torch.no_grad()
 def prefix_predictions(x: torch.Tensor) -> np.ndarray:
-    """[max_steps + 1, n] predictions after each prefix of the default layer order."""
+    """[K + 1, n] predictions after each prefix of the default layer order."""
     model = digits_model()
     return np.stack([model(x, path=[a - 1 for a in FULL_ORDER[:t]]).argmax(1).numpy()
-                     for t in range(MAX_STEPS + 1)])
+                     for t in range(len(FULL_ORDER) + 1)])
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_stable_prediction_exits_after_k_unchanged_steps(val_core, k):
     preds = prefix_predictions(val_core.x)
-    expected = np.full(val_core.num_examples, MAX_STEPS)
-    for t in range(MAX_STEPS, k - 1, -1):  # the smallest t whose last k steps kept the prediction
+    expected = np.full(val_core.num_examples, len(FULL_ORDER))  # the order ends: EXIT after layer K
+    for t in range(len(FULL_ORDER), k - 1, -1):  # the smallest t whose last k steps kept the prediction
         stable = (preds[t - k:t + 1] == preds[t]).all(0)
         expected[stable] = t
     records = run_policy(val_core, StablePredictionPolicy(k))

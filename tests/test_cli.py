@@ -432,3 +432,24 @@ def test_options_given_through_env_kwargs_alone_are_honoured():
     sweep = train_agent._sweep_config(parse_args(["sweep", "--env-kwargs", "model:m.pt", "mask_repeats:true"]))
     sweep.validate()
     assert sweep.model == "m.pt" and sweep.env_kwargs == {"mask_repeats": True}
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    ([], {"epochs": 30, "batch_size": 64, "min_steps": 960, "min_steps_per_epoch": 31}),
+    (["--epochs", "2"], {"epochs": 2, "batch_size": 64, "min_steps": 0, "min_steps_per_epoch": 31}),
+    (["--batch-size", "32"], {"epochs": 30, "batch_size": 32, "min_steps": 960, "min_steps_per_epoch": 0}),
+])
+def test_pretrain_epochs_and_batch_size_given_switch_off_the_recipe_minimums(monkeypatch, tmp_path, argv, expected):
+    """``--epochs`` / ``--batch-size`` are kept as given: no extra epochs or smaller batches."""
+    from dynalay_env import pretrain
+
+    seen = {}
+
+    def fake_run_pretraining(dataset, run_dir, config, **kwargs):
+        seen["config"] = config
+        return run_dir / "main_model.pt", {}
+
+    monkeypatch.setattr(pretrain, "run_pretraining", fake_run_pretraining)
+    monkeypatch.setattr(train_agent, "print_pretrain_summary", lambda report: None)
+    main(["pretrain", "--dataset", "mnist5k", "--run-dir", str(tmp_path), "--quiet", *argv])
+    assert {k: getattr(seen["config"], k) for k in expected} == expected

@@ -266,3 +266,31 @@ def test_step_info_is_not_changed_by_later_steps() -> None:
     core.reset([1])
     for key, value in before.items():
         np.testing.assert_array_equal(out.info[key], value, err_msg=key)
+
+
+# ---- live options --------------------------------------------------------------------------------
+
+
+def test_decision_flops_is_a_live_option_that_changes_only_the_reward(tiny_digits_model) -> None:
+    from dynalay_env.env import make_core
+
+    def play(core: DynaLayCore) -> StepOutput:
+        core.seed([0] * 4)
+        core.reset()
+        return core.step([1, 0, 2, 1])
+
+    core = make_core(4, dataset="digits", model=tiny_digits_model, split="val", sample_mode="sequential",
+                     max_steps=2, lambda_compute=0.5, mu_redundant=0.0)
+    assert "decision_flops" in core.SETTABLE_OPTIONS
+    free = play(core)
+    free_reward, free_compute, free_obs = free.reward.clone(), free.info["compute"].copy(), free.obs.clone()
+    for bad in (-1.0, float("nan"), "many", True):
+        with pytest.raises(ValueError, match="decision_flops must be a finite number >= 0"):
+            core.set_option("decision_flops", bad)
+    assert core.decision_flops == 0.0  # a refused value changes nothing
+    core.set_option("decision_flops", 12_345)
+    assert core.decision_flops == 12_345.0
+    charged = play(core)
+    np.testing.assert_allclose(free_reward - charged.reward, 0.5 * 12_345.0 / core.normalizer, rtol=1e-5)
+    np.testing.assert_array_equal(free_compute, charged.info["compute"])  # info stays env-only
+    assert torch.equal(free_obs, charged.obs)

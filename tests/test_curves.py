@@ -29,6 +29,7 @@ from agents.curves import (
     vs_curve,
 )
 from agents.evaluate import hull_accuracy_at, run_policy, vs_threshold
+from dynalay_env.pretrain import enumerate_paths, oracle_episode_compute
 from tests.agent_fixtures import subset_core
 from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse)
 
@@ -76,6 +77,27 @@ def test_the_analytic_sweep_matches_brute_force_runs_of_the_exit_rule(core, reco
         np.testing.assert_allclose(exact.flops, brute.flops, rtol=1e-12)
         assert curve.accuracy[j] == pytest.approx(brute.accuracy, abs=1e-12)
         assert curve.mean_compute[j] == pytest.approx(brute.mean_compute, rel=1e-12)
+
+
+DEFAULT_POLICIES = {"confidence": ConfidencePolicy, "entropy": EntropyPolicy, "margin": MarginPolicy,
+                    "stable_prediction": lambda k: StablePredictionPolicy(int(k))}
+
+
+@pytest.mark.parametrize("statistic", list(STATISTICS))
+def test_a_default_constructed_rule_played_lands_on_its_curve_point(core, record, statistic):
+    """A threshold rule built with its threshold only (the default order, as run_policy,
+    AdaptiveClassifier and benchmarks/adaptive_inference.py play it) is the curve's point for that
+    threshold: accuracy, mean compute with the decisions charged, and the decision counts."""
+    cost = statistic_flops(statistic, core.num_classes)
+    curve = exact_curve(record, statistic, cost)
+    for j in np.unique(np.r_[np.linspace(0, len(curve) - 1, 4).astype(int), len(curve) - 1]):
+        threshold = curve.threshold[j]
+        played = run_policy(core, DEFAULT_POLICIES[statistic](threshold))
+        exact = records_at_threshold(record, statistic, threshold, cost)
+        np.testing.assert_array_equal(played.decisions, exact.decisions)
+        np.testing.assert_array_equal(played.path, exact.path)
+        assert played.accuracy == pytest.approx(curve.accuracy[j], abs=1e-12)
+        assert played.mean_compute == pytest.approx(curve.mean_compute[j], rel=1e-12)
 
 
 @pytest.mark.parametrize("statistic", list(STATISTICS))
@@ -128,7 +150,7 @@ def test_the_exact_curve_finds_the_hull_corner_that_a_grid_misses():
 def test_the_exact_bootstrap_refits_the_hull_as_the_per_threshold_bootstrap_does(core, record):
     curve = exact_curve(record, "confidence")
     points = [records_at_threshold(record, "confidence", t) for t in curve.threshold]
-    agent = run_policy(core, ConfidencePolicy(0.13))  # repeats layer 3: off the exit-only curve
+    agent = run_policy(core, ConfidencePolicy(0.13, layer_order=(1, 2, 3, 3)))  # repeats layer 3: off the curve
     exact = vs_curve(agent, curve, n_boot=40, seed=5)
     brute = vs_threshold(agent, points, n_boot=40, seed=5)
     assert exact["difference"] == pytest.approx(brute["difference"], abs=1e-12)
@@ -163,6 +185,22 @@ def test_the_prefix_oracle_matches_brute_force(core, record):
         assert exact_curve(record, name).accuracy.max() <= oracle.accuracy + 1e-12
     path_oracle = run_policy(core, OraclePolicy(oracle_search(core.model, core.x, core.y, core.max_steps)))
     assert oracle.accuracy <= path_oracle.accuracy
+
+
+def test_the_prefix_oracle_is_the_pretraining_reports_one(core, record):
+    """agents.curves.prefix_oracle and the pre-training report's prefix oracle share one rule
+    (dynalay_env.pretrain.cheapest_correct) and give identical numbers; so does the path oracle
+    with OraclePolicy's."""
+    table = enumerate_paths(core.model, core.x, core.y, core.max_steps)
+    normalizer = core.model.cost_table().normalizer
+    solvable, compute = oracle_episode_compute(table, normalizer, prefix_only=True, num_layers=len(ORDER))
+    oracle = prefix_oracle(record)
+    np.testing.assert_array_equal(oracle.correct, solvable)
+    np.testing.assert_array_equal(oracle.compute, compute)
+    path_solvable, path_compute = oracle_episode_compute(table, normalizer)
+    played = run_policy(core, OraclePolicy(oracle_search(core.model, core.x, core.y, core.max_steps)))
+    np.testing.assert_array_equal(played.correct, path_solvable)
+    np.testing.assert_allclose(played.compute, path_compute, rtol=1e-12)
 
 
 def test_decision_flops_are_charged_per_decision(record):

@@ -392,7 +392,14 @@ def test_validate_report_needs_per_example_paths():
 
 
 def test_evaluate_without_agent_reports_the_confidence_baseline(tmp_path):
-    report = evaluate(make_eval_core, agent=None, split="val", n_boot=10, run_dir=tmp_path, figures=False)
+    built: list[str] = []
+
+    def counting_make_core(split: str):
+        built.append(split)
+        return make_eval_core(split)
+
+    report = evaluate(counting_make_core, agent=None, split="val", n_boot=10, run_dir=tmp_path, figures=False)
+    assert built == ["val", "val"]  # the evaluated split and val, each built once
     assert report["policy"] == "confidence"
     assert "vs_threshold" not in report and "examples" not in report
     chosen = run_policy(make_eval_core("val"), ConfidencePolicy(report["thresholds_chosen_on_val"]["tau"],

@@ -92,6 +92,19 @@ def test_recurrent_decision_flops_add_the_lstm_the_counter_misses(venv: DynaLayV
     assert lstm.input_size == d
 
 
+def test_recurrent_decision_flops_do_not_double_count_an_lstm_the_counter_counts(venv: DynaLayVecEnv,
+                                                                                  monkeypatch) -> None:
+    import agents.interface as interface
+
+    agent = build("ppo_lstm", venv)
+    lstm = agent.policy.lstm_actor
+    assert not interface._counter_counts_lstm(lstm)  # this torch: the analytic count is added
+    added = sb3_decision_flops(agent.model)
+    # A torch whose FlopCounterMode counted LSTMs would have them in predict's count already.
+    monkeypatch.setattr(interface, "_counter_counts_lstm", lambda lstm: True)
+    assert sb3_decision_flops(agent.model) == added - lstm_step_flops(lstm)
+
+
 # ---- decision cost (issue: count the policy's own compute) --------------------------------------
 
 

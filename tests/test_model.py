@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,6 +22,7 @@ from dynalay_env.model import (
     default_config,
     load_checkpoint,
     provenance_hash,
+    provenance_of,
     save_checkpoint,
     weights_hash,
 )
@@ -325,6 +327,37 @@ def test_other_format_version(saved) -> None:
 def test_weights_that_do_not_fit_the_config(saved) -> None:
     path, _ = saved
     _rewrite_payload(path, lambda p: p["state_dict"].pop("head_out.bias"))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_older_than_input_normalisation_loads_with_identity(saved) -> None:
+    """A format-1 file saved before MainModel carried input_mean / input_std (its hash over what it
+    stored) loads with mean 0 and std 1, what it was trained with, and keeps its id."""
+    path, model = saved
+
+    def drop_normalisation(payload):
+        for key in ("input_mean", "input_std"):
+            payload["state_dict"].pop(key)
+        h = hashlib.sha256()
+        for name, tensor in payload["state_dict"].items():
+            h.update(name.encode())
+            h.update(tensor.contiguous().numpy().tobytes())
+        payload["weights_hash"] = h.hexdigest()[:16]
+
+    _rewrite_payload(path, drop_normalisation)
+    ckpt = load_checkpoint(path)
+    assert torch.equal(ckpt.model.input_mean, torch.zeros_like(model.input_mean))
+    assert torch.equal(ckpt.model.input_std, torch.ones_like(model.input_std))
+    x = batch(model, n=7, seed=3)
+    with torch.no_grad():
+        assert torch.equal(ckpt.model(x), model(x))  # the saved model's normalisation was identity too
+    assert provenance_of(ckpt.model)["id"] == ckpt.provenance
+
+
+def test_checkpoint_missing_one_normalisation_buffer_does_not_fit(saved) -> None:
+    path, _ = saved
+    _rewrite_payload(path, lambda p: p["state_dict"].pop("input_std"))
     with pytest.raises(CheckpointError, match="do not fit"):
         load_checkpoint(path)
 

@@ -29,6 +29,7 @@ from dynalay_env.pretrain import (
     load_pretrained,
     path_robust_loss,
     pretrain,
+    recipe_for,
     resolve_device,
     run_pretraining,
 )
@@ -176,6 +177,50 @@ def test_iteration_stats() -> None:
     none = iteration_stats(torch.full((4,), 5), torch.zeros(4, dtype=torch.bool), max_iter=5)
     assert none["p50"] != none["p50"]  # NaN when nothing converged
     assert none["share_at_max_iter"] == 1.0
+
+
+def test_epochs_for_min_steps_and_example_budget() -> None:
+    plain = PretrainConfig(epochs=30, batch_size=64)
+    assert plain.epochs_for(674) == 30 and plain.epochs_for(60_000) == 30
+    # min_steps: enough epochs for that many optimiser steps (674 images = 11 batches of 64).
+    small = PretrainConfig(epochs=30, batch_size=64, min_steps=960)
+    assert small.steps_per_epoch(674) == 11
+    assert small.epochs_for(674) == 88  # ceil(960 / 11)
+    assert small.epochs_for(1000) == 60  # 16 steps per epoch
+    assert small.epochs_for(2000) == 30 and small.epochs_for(2500) == 30  # epochs already give >= 960
+    # example_budget caps the epochs, min_steps or not, and never below 1.
+    capped = PretrainConfig(epochs=30, batch_size=64, min_steps=960, example_budget=240_000)
+    assert capped.epochs_for(674) == 88  # the budget (356 epochs of 674) does not bind
+    assert capped.epochs_for(30_000) == 8 and PretrainConfig(epochs=30, example_budget=240_000).epochs_for(30_000) == 8
+    assert PretrainConfig(epochs=30, min_steps=10_000, example_budget=5_000).epochs_for(1_000) == 5
+    assert capped.epochs_for(500_000) == 1
+
+
+def test_min_steps_per_epoch_shrinks_batches_of_small_sets_only() -> None:
+    config = PretrainConfig(batch_size=64, min_steps_per_epoch=31)
+    assert config.batch_size_for(674) == 22 and config.steps_per_epoch(674) == 31
+    assert config.batch_size_for(2000) == 64 and config.steps_per_epoch(2000) == 32
+    assert config.batch_size_for(60_000) == 64 and config.batch_size_for(5) == 1
+    assert PretrainConfig(batch_size=64).batch_size_for(674) == 64  # 0 = off
+    # epochs_for counts the steps of the smaller batches.
+    assert PretrainConfig(epochs=30, batch_size=64, min_steps=960, min_steps_per_epoch=31).epochs_for(674) == 31
+
+
+def test_image_recipes_keep_their_epochs_on_2000_and_2500_images() -> None:
+    """min_steps / min_steps_per_epoch change nothing for the sets the image recipe was measured on;
+    small sets get about as many optimiser steps as 2,000 images, per epoch and in all."""
+    for name in ("mnist", "mnist5k", "fashion_mnist", "cifar10"):
+        config = recipe_for(name)
+        assert config.epochs_for(2000) == config.epochs_for(2500) == 30
+        assert config.batch_size_for(2000) == config.batch_size_for(2500) == 64
+        without = PretrainConfig(**{**config.__dict__, "min_steps": 0, "min_steps_per_epoch": 0})
+        for n in (2000, 2500, 30_000, 50_000):
+            assert config.epochs_for(n) == without.epochs_for(n)
+            assert config.steps_per_epoch(n) == without.steps_per_epoch(n)
+        steps_2000 = config.epochs_for(2000) * config.steps_per_epoch(2000)
+        for n in (674, 1000, 1500):
+            assert config.steps_per_epoch(n) >= 31
+            assert steps_2000 <= config.epochs_for(n) * config.steps_per_epoch(n) <= steps_2000 + 32
 
 
 # --------------------------------------------------------------------------------------------------
