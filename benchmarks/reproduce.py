@@ -510,7 +510,8 @@ def render_mnist5k(d: dict[str, Any]) -> str:
         f"| **PPO agent** | {r['accuracy']:.4f} | {r['mean_compute']:.3f} | {r['mean_env_compute']:.3f} "
         f"| {_spread(r.get('episode_compute'))} | {_rho(r.get('episode_compute'))} |"]
     for b in r["baselines"]:
-        params = ", ".join(f"{k}={v}" for k, v in (b.get("params") or {}).items())
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                           for k, v in (b.get("params") or {}).items())
         lines.append(f"| {b['name']} {params} | {b['accuracy']:.4f} | {b['mean_compute']:.3f} | "
                      f"{b['mean_env_compute']:.3f} | {_spread(b.get('episode_compute'))} | "
                      f"{_rho(b.get('episode_compute'))} |")
