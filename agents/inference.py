@@ -26,7 +26,7 @@ import torch
 
 from agents.baselines import BaselinePolicy
 from agents.interface import as_agent, decision_flops_of
-from dynalay_env.core import OBSERVATION_GROUPS, DynaLayCore
+from dynalay_env.core import DEFAULT_OBSERVATION_GROUPS, DynaLayCore
 from dynalay_env.model import FPIModel
 
 
@@ -59,7 +59,7 @@ class AdaptiveClassifier:
     """
 
     def __init__(self, model: FPIModel, policy: Any, *, max_steps: int = 4,
-                 observation_groups: Sequence[str] = OBSERVATION_GROUPS, mask_repeats: bool = False,
+                 observation_groups: Sequence[str] = DEFAULT_OBSERVATION_GROUPS, mask_repeats: bool = False,
                  compute_budget: float | None = None, batch_size: int = 1024, device: str = "cpu") -> None:
         self.model = model
         self.policy = as_agent(policy)

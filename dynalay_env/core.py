@@ -58,7 +58,14 @@ from dynalay_env.model import FPIModel
 from dynalay_env.rewards import Reward, RewardInputs, make_reward
 
 EXIT_ACTION = 0
-OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_action", "solver")
+#: Every observation group; :data:`DEFAULT_OBSERVATION_GROUPS` is the env's default observation.
+OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_action", "solver", "history")
+#: The default observation: every group but ``history``, which is opt-in until a study shows that it
+#: helps (docs/design.md, Observations).
+DEFAULT_OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_action", "solver")
+#: The ``history`` group's features, in order (see :meth:`DynaLayCore._update_history`).
+HISTORY_FEATURES: tuple[str, ...] = ("has_history", "prediction_agrees", "prediction_run", "js_divergence",
+                                     "previous_top1_prob", "state_change", "state_cosine", "contraction")
 SAMPLE_MODES: tuple[str, ...] = ("random", "sequential")
 MODES: tuple[str, ...] = ("frozen", "cotrain")
 
@@ -169,7 +176,8 @@ class DynaLayCore:
         max_steps: layer applications before a forced exit (default 4).
         reward: a registered reward name, a callable or a :class:`Reward`; ``reward_kwargs`` its
             parameters.
-        observation_groups: which feature groups make up the observation.
+        observation_groups: which feature groups make up the observation (default
+            :data:`DEFAULT_OBSERVATION_GROUPS`; ``history`` is opt-in).
         mask_repeats: action masks forbid re-applying the layer just applied.
         compute_budget: action masks forbid layers whose worst case (``max_iter`` iterations) would
             take the episode's normalised compute above this budget. The worst case counts the
@@ -194,7 +202,7 @@ class DynaLayCore:
     def __init__(self, model: FPIModel, dataset: Dataset | None, num_envs: int = 1, *, split: str = "agent_train",
                  sample_mode: str = "random", max_steps: int = 4,
                  reward: str | Callable[..., Tensor] | Reward = "paper", reward_kwargs: dict[str, Any] | None = None,
-                 observation_groups: Sequence[str] = OBSERVATION_GROUPS, mask_repeats: bool = False,
+                 observation_groups: Sequence[str] = DEFAULT_OBSERVATION_GROUPS, mask_repeats: bool = False,
                  compute_budget: float | None = None, device: str | torch.device = "cpu",
                  mode: str = "frozen", provenance: str = "",
                  examples: tuple[Tensor, Tensor] | None = None, cotrain_lr: float | None = None,
@@ -286,6 +294,12 @@ class DynaLayCore:
         # The introspection of each slot's state, kept beside it: the observation reads it, and only
         # the slots whose state changed are introspected again.
         self.hidden = torch.zeros(n, int(model.introspect(self.z[:1]).shape[1]), device=dev)
+        # The history group's features of each slot (HISTORY_FEATURES), updated when a layer moves
+        # the state; kept only when the group is observed.
+        self._track_history = "history" in self.observation_groups
+        self.history = torch.zeros(n, len(HISTORY_FEATURES), device=dev)
+        self._history_low = torch.tensor([-1.0 if f == "state_cosine" else 0.0 for f in HISTORY_FEATURES], device=dev)
+        self._history_high = torch.ones(len(HISTORY_FEATURES), device=dev)
 
         self._keys = np.zeros(n, dtype=np.uint64)
         self._episode_counter = np.zeros(n, dtype=np.uint64)
@@ -326,11 +340,18 @@ class DynaLayCore:
             high.extend([hi] * len(feature_names))
 
         descriptions: dict[str, str] = {}
+        starts: dict[str, int] = {}
+
+        def group_starts(group: str) -> None:
+            starts[group] = len(names)  # the group's features are added right after this call
+
         if "hidden" in self.observation_groups:
+            group_starts("hidden")
             add([f"hidden_{i}" for i in range(hidden_dim)], -np.inf, np.inf)
             descriptions["hidden_*"] = ("the model's introspection of the current state (conv: per-channel "
                                         "mean then max over space; mlp: the state)")
         if "head" in self.observation_groups:
+            group_starts("head")
             add([f"prob_{c}" for c in range(self.num_classes)], 0.0, 1.0)
             add(["top1_prob", "margin", "entropy"], 0.0, 1.0)
             descriptions["prob_c"] = "the head's softmax probability of class c at the current state"
@@ -338,18 +359,41 @@ class DynaLayCore:
             descriptions["margin"] = "top-1 minus top-2 probability"
             descriptions["entropy"] = "entropy of the head's distribution / log(num_classes), in [0, 1]"
         if "progress" in self.observation_groups:
+            group_starts("progress")
             max_compute = (self._reset_flops / self.normalizer + self.max_steps * float(self._worst_step.max()))
             add(["step_fraction"], 0.0, 1.0)
             add(["compute"], 0.0, math.ceil(max_compute * 1.01 * 100) / 100)
             descriptions["step_fraction"] = "layers applied so far / max_steps"
             descriptions["compute"] = "normalised compute spent so far (1.0 = full-depth model)"
         if "last_action" in self.observation_groups:
+            group_starts("last_action")
             add([f"last_action_{a}" for a in range(self.num_actions)], 0.0, 1.0)
             descriptions["last_action_a"] = "one-hot of the previous action (all zero at the first step)"
         if "solver" in self.observation_groups:
+            group_starts("solver")
             add(["last_residual", "last_iterations"], 0.0, 1.0)
             descriptions["last_residual"] = "final relative residual of the last FPI solve, clipped to [0, 1]"
             descriptions["last_iterations"] = "iterations of the last FPI solve / that layer's max_iter"
+        if "history" in self.observation_groups:
+            group_starts("history")
+            # Previous state = the state before the last applied layer; all 0 until a layer is applied.
+            for feature in HISTORY_FEATURES:
+                add([feature], -1.0 if feature == "state_cosine" else 0.0, 1.0)
+            descriptions["has_history"] = "1 once a layer has been applied (the history features below are set), else 0"
+            descriptions["prediction_agrees"] = "1 if the head's prediction equals the previous state's"
+            descriptions["prediction_run"] = ("consecutive layer steps that kept the prediction unchanged "
+                                              "(0 after a change) / max_steps")
+            descriptions["js_divergence"] = ("Jensen-Shannon divergence between the previous and the current "
+                                             "head distributions / log 2, in [0, 1]")
+            descriptions["previous_top1_prob"] = "largest class probability at the previous state"
+            descriptions["state_change"] = "||z_t - z_{t-1}|| / ||z_t|| of consecutive states, clipped to 1"
+            descriptions["state_cosine"] = "cosine similarity of consecutive states, in [-1, 1]"
+            descriptions["contraction"] = ("final / first relative residual of the last FPI solve (the contraction "
+                                           "it observed), clipped to [0, 1]")
+        ends = [*list(starts.values())[1:], len(names)]
+        #: The columns of the observation that each enabled group holds, in observation order.
+        self.observation_group_slices: dict[str, slice] = {g: slice(start, end)
+                                                           for (g, start), end in zip(starts.items(), ends, strict=True)}
         self.observation_names: list[str] = names
         self.observation_descriptions = descriptions
         self.observation_low = np.asarray(low, dtype=np.float32)
@@ -419,6 +463,7 @@ class DynaLayCore:
         self.last_max_iter[idx] = 1.0
         self.path[idx] = -1
         self.path_iterations[idx] = 0
+        self.history[idx] = 0.0
         self.done[idx] = False
         obs = self.observations_tensor(idx)
         self.last_step_seconds = time.perf_counter() - start
@@ -513,7 +558,7 @@ class DynaLayCore:
         if sum(counts[1:]):
             order = torch.argsort(act, stable=True)
             moved_idx = order[counts[0]:]
-            states, residuals, iterations, max_iters = [], [], [], []
+            states, residuals, iterations, max_iters, firsts = [], [], [], [], []
             offset = counts[0]
             for k, count in enumerate(counts[1:]):
                 if count == 0:
@@ -524,11 +569,15 @@ class DynaLayCore:
                 self.flops.index_add_(0, group, self.costs.step_flops(k, result.flops))  # injection + solve + head
                 states.append(result.state)
                 residuals.append(result.residual.float())
+                if self._track_history:  # a solver that does not record it reports no contraction (0)
+                    first = result.first_residual
+                    firsts.append(torch.zeros_like(residuals[-1]) if first is None else first.float())
                 iterations.append(result.iterations)
                 max_iters.append(self._max_iter[k].expand(count))
             z_moved = torch.cat(states)
             its = torch.cat(iterations)
             step_moved = self.steps.index_select(0, moved_idx)
+            z_before = self.z.index_select(0, moved_idx) if self._track_history else None
             self.z.index_copy_(0, moved_idx, z_moved)
             self.last_residual.index_copy_(0, moved_idx, torch.cat(residuals))
             self.last_iterations.index_copy_(0, moved_idx, its)
@@ -537,6 +586,9 @@ class DynaLayCore:
             self.path[moved_idx, step_moved] = act.index_select(0, moved_idx)
             self.steps += moved
             self._classify_into(moved_idx, z_moved)
+            if z_before is not None:
+                self._update_history(moved_idx, z_before, z_moved, prev_logits.index_select(0, moved_idx),
+                                     self.last_residual.index_select(0, moved_idx), torch.cat(firsts))
         self.last_action = torch.where(active_t, act, self.last_action)
 
         terminated = active_t & (~moved | (self.steps >= self.max_steps))
@@ -572,6 +624,31 @@ class DynaLayCore:
                     self.hidden.copy_(self.model.introspect(self.z))
         return StepOutput(obs, reward.float(), terminated, info)
 
+    def _update_history(self, idx: Tensor, z_before: Tensor, z_after: Tensor, logits_before: Tensor,
+                        residual: Tensor, first_residual: Tensor) -> None:
+        """The ``history`` features (:data:`HISTORY_FEATURES`) of slots ``idx`` ``[m]``, whose state
+        moved from ``z_before`` to ``z_after`` (``[m, *state_shape]``) and whose head logits moved
+        from ``logits_before`` ``[m, C]`` to ``self.logits[idx]``, in one batched computation on the
+        device (no host synchronisation). ``residual`` / ``first_residual`` ``[m]``: the final and
+        first relative residuals of the solve that moved them."""
+        logits_after = self.logits.index_select(0, idx)
+        log_p, log_q = torch.log_softmax(logits_before, 1), torch.log_softmax(logits_after, 1)
+        p, q = torch.softmax(logits_before, 1), log_q.exp()
+        agrees = (logits_before.argmax(1) == logits_after.argmax(1)).float()
+        # The run is stored divided by max_steps; round back to the count before adding this step.
+        run = (torch.round(self.history.index_select(0, idx)[:, 2] * self.max_steps) + 1) * agrees / self.max_steps
+        # JS(p, q) = (KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2, in nats; / log 2 puts it in [0, 1].
+        log_m = torch.logaddexp(log_p, log_q) - math.log(2)
+        js = ((p * (log_p - log_m)).sum(1) + (q * (log_q - log_m)).sum(1)) / (2 * math.log(2))
+        before, after = z_before.flatten(1), z_after.flatten(1)
+        change = (after - before).norm(dim=1) / after.norm(dim=1).clamp_min(1e-12)
+        cosine = torch.nn.functional.cosine_similarity(after, before, dim=1, eps=1e-12)
+        # 0 where the first residual is 0 (the solve started at its fixed point) or unknown.
+        contraction = torch.where(first_residual > 0, residual / first_residual.clamp_min(1e-30), 0.0)
+        features = torch.stack([torch.ones_like(agrees), agrees, run, js, p.amax(1), change, cosine,
+                                contraction.nan_to_num(0.0)], dim=1)
+        self.history.index_copy_(0, idx, torch.minimum(torch.maximum(features, self._history_low), self._history_high))
+
     # ---- observations, masks, info ---------------------------------------------------------------
 
     def observations_tensor(self, idx: Tensor | None = None) -> Tensor:
@@ -596,6 +673,8 @@ class DynaLayCore:
         if "solver" in self.observation_groups:
             parts.append(self.last_residual[sel].clamp(0, 1).unsqueeze(1))
             parts.append((self.last_iterations[sel].double() / self.last_max_iter[sel]).float().unsqueeze(1))
+        if "history" in self.observation_groups:
+            parts.append(self.history[sel])
         obs = torch.cat([p.float() for p in parts], dim=1)
         return torch.minimum(torch.maximum(obs, self._observation_low), self._observation_high)
 

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from dynalay_env.core import OBSERVATION_GROUPS, DynaLayCore, WallTime
+from dynalay_env.core import DEFAULT_OBSERVATION_GROUPS, DynaLayCore, WallTime
 from dynalay_env.data import DEFAULT_DATASET, Dataset, load_dataset
 from dynalay_env.model import FPIModel
 from dynalay_env.rewards import RewardParams
@@ -22,7 +22,7 @@ def make_core(num_envs: int, *, dataset: str | Dataset = DEFAULT_DATASET,
               model: FPIModel | str | os.PathLike | None = None, data_root: str | os.PathLike | None = None,
               split: str = "agent_train", sample_mode: str = "random", max_steps: int = 4,
               reward: str | Callable[..., Any] = "paper", reward_kwargs: dict[str, Any] | None = None,
-              observation_groups: Sequence[str] = OBSERVATION_GROUPS, mask_repeats: bool = False,
+              observation_groups: Sequence[str] = DEFAULT_OBSERVATION_GROUPS, mask_repeats: bool = False,
               compute_budget: float | None = None, device: str = "cpu", mode: str = "frozen",
               cotrain_lr: float | None = None, cotrain_every: int | None = None, decision_flops: float = 0.0,
               **reward_params: Any) -> DynaLayCore:
@@ -98,6 +98,7 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
     | ``progress``  | step / max_steps, normalised compute spent | [0, 1], [0, bound] |
     | ``last_action`` | one-hot of the previous action          | {0, 1}         |
     | ``solver``    | last FPI relative residual, iterations / max_iter | [0, 1] |
+    | ``history``   | opt-in: has_history, prediction agrees with / run since the previous state, JS divergence and previous top-1, state change and cosine, solver contraction | [0, 1]; cosine [-1, 1] |
 
     ## Rewards
 
@@ -141,7 +142,7 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
     | ``sample_mode`` | ``"random"`` | ``random`` or ``sequential`` |
     | ``max_steps`` | 4 | layers before a forced exit |
     | ``reward`` | ``"paper"`` | reward name or callable; parameters in ``reward_kwargs`` or as keywords (``lambda_compute``, ``mu_redundant``, ``correct_reward``, ``wrong_reward``, ``shaping``, ``shaping_gamma``) |
-    | ``observation_groups`` | all five | subset of ``hidden, head, progress, last_action, solver`` |
+    | ``observation_groups`` | all but ``history`` | subset of ``hidden, head, progress, last_action, solver, history`` |
     | ``mask_repeats`` | False | forbid re-applying the layer just applied |
     | ``compute_budget`` | None | forbid layers that could exceed this normalised compute; the worst case counts ``max_iter`` solver iterations per layer, so with a model of ``solver="anderson"`` its mixing work can take an episode past the budget |
     | ``decision_flops`` | 0 | FLOPs charged per decision of the policy (>= 0), in the reward only: each step (EXIT included, not the forced exit at ``max_steps``) adds ``decision_flops / normalizer`` to the reward's compute; ``info["compute"]`` stays env-only. settable on a live env (``core.set_option``, ``set_attr``), validated the same way; ``train`` sets it so to the measured cost of the policy it builds |

@@ -312,6 +312,9 @@ class SolveResult:
     converged:    ``[N]`` bool, residual ``<= tol``
     flops:        ``[N]`` int64, FLOPs executed for each sample (iterations x per-iteration cost
                   + the solver's mixing cost)
+    first_residual: ``[N]`` float32, relative residual of the first iteration (of the starting
+                  point); ``residual / first_residual`` is the contraction the solve observed. None
+                  from a solver that does not record it.
     """
 
     state: Tensor
@@ -319,11 +322,17 @@ class SolveResult:
     residual: Tensor
     converged: Tensor
     flops: Tensor
+    first_residual: Tensor | None = None
 
 
 def _relative_residual(fz: Tensor, z: Tensor) -> Tensor:
     diff = (fz - z).flatten(1).norm(dim=1)
     return diff / (fz.flatten(1).norm(dim=1) + _EPS)
+
+
+def _first_or_final(first: Tensor | None, residual: Tensor) -> Tensor:
+    """The first iteration's residuals ``[N]``; with no iteration run (``max_iter=0``) the final ones."""
+    return residual.float() if first is None else first
 
 
 def fixed_point_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_iter: int,
@@ -334,18 +343,22 @@ def fixed_point_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_
     iterations = torch.zeros(n, dtype=torch.long, device=z0.device)
     residual = torch.full((n,), float("inf"), device=z0.device, dtype=z0.dtype)
     active = torch.arange(n, device=z0.device)
+    first: Tensor | None = None
     for _ in range(max_iter):
         if active.numel() == 0:
             break
         z_a = z.index_select(0, active)
         fz = f(z_a, u.index_select(0, active))
         res = _relative_residual(fz, z_a)
+        if first is None:  # the first iteration runs on every sample
+            first = res.float()
         z.index_copy_(0, active, fz)
         iterations.index_add_(0, active, torch.ones_like(active))
         residual.index_copy_(0, active, res)
         active = active[res > tol]
     converged = residual <= tol
-    return SolveResult(z, iterations, residual.float(), converged, iterations * flops_per_iteration)
+    return SolveResult(z, iterations, residual.float(), converged, iterations * flops_per_iteration,
+                       _first_or_final(first, residual))
 
 
 def anderson_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_iter: int,
@@ -370,12 +383,15 @@ def anderson_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_ite
     mix_flops = torch.zeros(n, dtype=torch.long, device=dev)
     residual = torch.full((n,), float("inf"), device=dev, dtype=dt)
     active = torch.arange(n, device=dev)
+    first: Tensor | None = None
     for k in range(max_iter):
         if active.numel() == 0:
             break
         z_a = z.index_select(0, active)
         g_a = f(z_a.view(-1, *shape), u.index_select(0, active)).reshape(-1, d)
         res = _relative_residual(g_a, z_a)
+        if first is None:  # the first iteration runs on every sample
+            first = res.float()
         iterations.index_add_(0, active, torch.ones_like(active))
         residual.index_copy_(0, active, res)
         slot = k % memory
@@ -408,7 +424,8 @@ def anderson_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_ite
         active = active[~done]
     converged = residual <= tol
     flops = iterations * flops_per_iteration + mix_flops
-    return SolveResult(z.view(n, *shape), iterations, residual.float(), converged, flops)
+    return SolveResult(z.view(n, *shape), iterations, residual.float(), converged, flops,
+                       _first_or_final(first, residual))
 
 
 SOLVERS: dict[str, Callable[..., SolveResult]] = {
