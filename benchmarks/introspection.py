@@ -82,11 +82,9 @@ class PolicySpec(NamedTuple):
 
 def history_groups() -> str:
     """The env's default observation groups plus ``history``, in ``--env-kwargs`` syntax."""
-    from dynalay_env.core import OBSERVATION_GROUPS
+    from dynalay_env.core import DEFAULT_OBSERVATION_GROUPS
 
-    default = getattr(__import__("dynalay_env.core", fromlist=["DEFAULT_OBSERVATION_GROUPS"]),
-                      "DEFAULT_OBSERVATION_GROUPS", OBSERVATION_GROUPS)
-    groups = [g for g in default if g != "history"] + ["history"]
+    groups = [g for g in DEFAULT_OBSERVATION_GROUPS if g != "history"] + ["history"]
     return f"observation_groups:[{','.join(groups)}]"
 
 
