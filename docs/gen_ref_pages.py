@@ -46,7 +46,16 @@ def write_pages() -> None:
             f.write(f"::: {module}\n")
         source = module.replace(".", "/") + ("/__init__.py" if page.endswith("index.md") else ".py")
         mkdocs_gen_files.set_edit_path(page, Path("..", source))
+    with mkdocs_gen_files.open("reference/index.md", "w") as f:
+        f.write("# API reference\n\nGenerated from the source, one page per module (every public name, "
+                "documented or not). `dynalay_env` is the pure Gymnasium package; `agents` holds the learners, "
+                "baselines, evaluation and sweeps built on it.\n\n")
+        f.writelines(f"- [`{module}`]({Path(page).relative_to('reference').as_posix()})\n"
+                     for page, module in reference_pages().items())
     with mkdocs_gen_files.open("reference/SUMMARY.md", "w") as f:
+        # The overview first: section-index makes it the page of the "API reference" section, so
+        # each package keeps its own section below it.
+        f.write("* [Overview](index.md)\n")
         f.writelines(nav.build_literate_nav())
 
 

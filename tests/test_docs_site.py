@@ -93,12 +93,15 @@ def test_every_public_name_is_in_the_api_reference(site: Path):
     assert missing == [], f"public names missing from the API reference: {missing}"
 
 
-def test_the_generator_gives_every_module_a_page(site: Path):
+def test_the_generator_gives_every_module_a_page_in_the_navigation(site: Path):
     pages = runpy.run_path(str(ROOT / "docs" / "gen_ref_pages.py"), run_name="gen_ref_pages")["reference_pages"]()
     modules = {module_name(path) for package in PACKAGES for path in (ROOT / package).rglob("*.py")}
     assert set(pages.values()) == modules
+    home = (site / "index.html").read_text()  # the navigation is on every page
     for page in pages:
-        assert (site / page.removesuffix(".md").removesuffix("index") / "index.html").is_file(), page
+        url = page.removesuffix(".md").removesuffix("index").rstrip("/") + "/"
+        assert (site / url / "index.html").is_file(), page
+        assert f'href="{url}"' in home, f"{page} is not in the site's navigation"
 
 
 def test_public_names_are_found_statically(tmp_path: Path):
