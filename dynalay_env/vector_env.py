@@ -46,7 +46,8 @@ class DynaLayVectorEnv(VectorEnv):
 
     Args:
         num_envs: N >= 1 episode slots.
-        dataset, model: as for ``DynaLayEnv``.
+        dataset: as for ``DynaLayEnv``.
+        model: as for ``DynaLayEnv``.
         return_tensors: return observations, rewards and terminations as torch tensors on the
             core's device (for torch-native agents: nothing crosses to the host). Info stays numpy.
         **options: every other ``DynaLayEnv`` option (reward, masks, split, device, ...).
