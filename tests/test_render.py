@@ -90,3 +90,21 @@ def test_record_video_writes_an_episode(tmp_path) -> None:
     env.close()
     videos = sorted((tmp_path / "videos").glob("*.mp4"))
     assert [v.name for v in videos] == ["rl-video-episode-0.mp4"] and videos[0].stat().st_size > 1000
+
+
+def test_record_gif_of_a_trained_run(tmp_path) -> None:
+    from PIL import Image, ImageSequence
+
+    from examples.record_gif import main
+    from tests.agent_fixtures import trained_ppo_run
+
+    out = tmp_path / "assets" / "agent.gif"
+    main(["--run-dir", str(trained_ppo_run()), "--episodes", "2", "--split", "val", "--out", str(out),
+          "--seconds", "0.5", "--hold", "1.5"])
+    # The iterator moves one image object through the frames: read each frame's fields as it passes.
+    frames = [(f.info["duration"], f.size) for f in ImageSequence.Iterator(Image.open(out))]
+    durations = [d for d, _ in frames]
+    # Each episode: its first state, one frame per decision, the last one held.
+    assert durations.count(1500) == 2 and durations[-1] == 1500 and set(durations) == {500, 1500}
+    assert {size for _, size in frames} == {(FRAME_WIDTH, FRAME_HEIGHT)}
+    assert not list(out.parent.glob(".*"))  # written atomically: no temporary left
