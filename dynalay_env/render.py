@@ -54,6 +54,11 @@ class FrameRenderer:
         # A fixed compute scale, so frames compare: 1.5 x the full depth, or of max_steps layers if longer.
         self._compute_scale = 1.5 * max(1.0, core.max_steps / core.num_layers)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A pickled env (async vector envs, copies) redraws on a new figure: an unpickled figure
+        # loses its Agg canvas.
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_ax_")} | {"_figure": None}
+
     @property
     def shape(self) -> tuple[int, int, int]:
         """``(height, width, 3)`` of every frame."""

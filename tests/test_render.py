@@ -108,3 +108,14 @@ def test_record_gif_of_a_trained_run(tmp_path) -> None:
     assert durations.count(1500) == 2 and durations[-1] == 1500 and set(durations) == {500, 1500}
     assert {size for _, size in frames} == {(FRAME_WIDTH, FRAME_HEIGHT)}
     assert not list(out.parent.glob(".*"))  # written atomically: no temporary left
+
+
+def test_a_rendering_env_pickles_and_renders_after() -> None:
+    import pickle
+
+    env = rgb_env()
+    env.reset(seed=0)
+    env.step(1)
+    frame = env.render()  # the renderer and its figure exist now
+    copy = pickle.loads(pickle.dumps(env))
+    np.testing.assert_array_equal(copy.render(), frame)
