@@ -256,6 +256,8 @@ def decision_flops(agent: Agent, obs_dim: int, num_actions: int) -> float:
 def evaluate(agent: Agent, args: Args, split: str = "val") -> dict[str, float]:
     """Play the greedy policy on every example of ``split`` once; accuracy and mean compute."""
     envs = make_envs(args, args.eval_envs, split=split, sample_mode="sequential")
+    # DynaLay's vector env answers get_attr from its batched core: the split's size, and the FLOPs
+    # of normalised compute 1.0 (to add the policy's own FLOPs to the env's compute).
     num_examples = int(envs.get_attr("num_examples")[0])
     normalizer = float(envs.get_attr("normalizer")[0])
     per_decision = decision_flops(agent, envs.single_observation_space.shape[0], int(envs.single_action_space.n))
@@ -267,7 +269,7 @@ def evaluate(agent: Agent, args: Args, split: str = "val") -> dict[str, float]:
     while len(results) < num_examples:
         dist = agent.distribution(torch.as_tensor(obs), torch.as_tensor(mask))
         action = dist.probs.argmax(1).numpy()
-        decisions += ~autoreset
+        decisions += ~autoreset  # NEXT_STEP autoreset: a slot's reset step is no decision
         obs, _, terminated, truncated, info = envs.step(action)
         mask = info["action_mask"]
         autoreset = np.logical_or(terminated, truncated)
