@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,zoo,sweep,images,docs]"
+	$(PY) -m pip install -q -e ".[dev,zoo,sweep,images,docs,video]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -454,14 +454,13 @@ def test_every_algorithm_is_learning_tested_or_named_smoke_only() -> None:
 
 @pytest.fixture(scope="module")
 def synthetic_model():
-    """A main model pre-trained 8 epochs on the synthetic dataset (about 10 s on one thread): on val the
-    head is right 38% of the time on the encoder state and 52% after layers 1-3, so depth pays."""
+    """A main model pre-trained 8 epochs on the synthetic dataset (about 10 s on one thread, shared with
+    test_cleanrl_example.py): on val the head is right 38% of the time on the encoder state and 52%
+    after layers 1-3, so depth pays."""
     from dynalay_env.data import load_dataset
-    from dynalay_env.pretrain import PretrainConfig, pretrain
+    from tests.env_fixtures import learning_synthetic_model
 
-    dataset = load_dataset("synthetic")
-    model, _ = pretrain(dataset, config=PretrainConfig(epochs=8, seed=0), progress=False)
-    return model.eval(), dataset
+    return learning_synthetic_model(), load_dataset("synthetic")
 
 
 @pytest.mark.slow  # about 10 s per algorithm on 2 busy cores, plus the model's 10 s: `make test` runs it
