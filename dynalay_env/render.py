@@ -42,7 +42,8 @@ class FrameRenderer:
 
     Args:
         core: the batched core whose slots are drawn.
-        width, height: frame size in pixels (fixed for the renderer's life).
+        width: frame width in pixels (fixed for the renderer's life).
+        height: frame height in pixels (fixed for the renderer's life).
     """
 
     def __init__(self, core: DynaLayCore, width: int = FRAME_WIDTH, height: int = FRAME_HEIGHT) -> None:
