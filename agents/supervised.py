@@ -303,11 +303,15 @@ class SupervisedAgent:
     """
 
     name = "supervised"
+    #: Policy names, as SB3 algorithms list theirs: the one network kind is an MLP on the observation.
+    policy_aliases: dict[str, type] = {"MlpPolicy": torch.nn.Sequential}
 
     def __init__(self, policy: str = "MlpPolicy", env: Any = None, *, lambda_compute: float = 0.1,
                  learning_rate: float = 1e-3, n_epochs: int = 20, batch_size: int = 256, n_envs_collect: int = 512,
                  seed: int = 0, device: str = "cpu", tensorboard_log: str | None = None, verbose: int = 0,
                  _init_setup_model: bool = True) -> None:
+        if policy not in self.policy_aliases:
+            raise ValueError(f"{self.name}: policy must be one of {sorted(self.policy_aliases)}, got {policy!r}")
         if isinstance(lambda_compute, bool) or not isinstance(lambda_compute, (int, float)) or not lambda_compute >= 0:
             raise ValueError(f"{self.name}: lambda_compute must be a number >= 0 (price per unit of normalised "
                              f"compute), got {lambda_compute!r}")
