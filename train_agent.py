@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "main_model.pt, checkpoints/, tb/ (TensorBoard), val_history.json and agent.zip.")
     _add_common(t)
     t.add_argument("--algo", default="ppo", help="algorithm (rl-zoo3 names: ppo, a2c, dqn, qrdqn, trpo, ars, "
-                                                 "ppo_lstm; and maskable_ppo). Default: %(default)s")
+                                                 "ppo_lstm; and maskable_ppo, and the supervised value_exit, bc, "
+                                                 "dagger). Default: %(default)s")
     t.add_argument("--env", default=None, help="env id, e.g. DynaLay-MNIST1D-v0 (default: from --dataset)")
     t.add_argument("--model", default=None, help="main-model checkpoint (default: the cached default model)")
     t.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY:VALUE",

@@ -346,6 +346,9 @@ class SupervisedAgent:
         core = env if isinstance(env, DynaLayCore) else core_of(env)
         if core is None:
             raise TypeError(f"{self.name}: expected a DynaLay env (DynaLayVecEnv or DynaLayCore), got {type(env).__name__}")
+        if core.mode != "frozen":
+            raise ValueError(f"{self.name} learns against a frozen main model; co-training (mode={core.mode!r}) is "
+                             f"for the RL algorithms")
         self.env, self.core = env, core
         self.observation_space = spaces.Box(core.observation_low, core.observation_high, dtype=np.float32)
         self.action_space = spaces.Discrete(core.num_actions)

@@ -812,6 +812,8 @@ def format_choice(choice: dict[str, Any] | None) -> str:
         return ""
     params = ", ".join(f"{k}={v:.3g}" for k, v in choice["reward_params"].items())
     extra = ", ".join(f"{k}={v:.2g}" for k, v in choice.get("hyperparams", {}).items())
+    if choice["reward"] == "none":  # a learned non-RL baseline: no reward, its own lambda
+        return f"{choice['algo']} {extra}"
     return f"{choice['algo']} {choice['reward']}({params}){' ' + extra if extra else ''}"
 
 

@@ -68,11 +68,12 @@ def test_run_folder_save_load_evaluate_and_serve(name: str, tmp_path: Path) -> N
     val = make_core(64, dataset=digits_dataset(), model=digits_model(), split="val", sample_mode="sequential")
     a, b = run_policy(val, agent), run_policy(val, loaded)
     assert np.array_equal(a.path, b.path) and a.decision_flops == b.decision_flops == agent.decision_flops()
-    report = run_evaluation(run_dir, n_boot=50, figures=False)
-    assert report["policy"] == name and report["algo"] == name
-    assert report["vs_threshold"]["agent_mean_compute"] == pytest.approx(run_policy(
-        make_core(512, dataset=digits_dataset(), model=digits_model(), split="test", sample_mode="sequential"),
-        loaded).mean_compute)
+    if name == "value_exit":  # the report goes through load_run like any run's (one learner suffices)
+        report = run_evaluation(run_dir, n_boot=50, figures=False)
+        assert report["policy"] == name and report["algo"] == name
+        assert report["vs_threshold"]["agent_mean_compute"] == pytest.approx(run_policy(
+            make_core(512, dataset=digits_dataset(), model=digits_model(), split="test", sample_mode="sequential"),
+            loaded).mean_compute)
     clf = AdaptiveClassifier.from_run(run_dir)
     x, _ = digits_dataset().as_tensors("val")
     served = clf.predict(x)
@@ -148,13 +149,14 @@ def test_sweep_searches_lambda_not_a_reward() -> None:
 
 SEEDS = (0, 1, 2)
 LEARN_ENV = {"max_steps": 3}
-LEARN: dict[str, dict] = {"value_exit": dict(n_epochs=30), "bc": dict(n_epochs=20),
+#: value_exit's threshold is fixed here (its val choice by lambda is skipped): the test picks 0.1 compute on val.
+LEARN: dict[str, dict] = {"value_exit": dict(n_epochs=30, threshold=0.5), "bc": dict(n_epochs=20),
                           "dagger": dict(n_epochs=10, n_iterations=3)}
 #: States per run: value_exit walks 4 agent_train passes (1,500 examples x 3 depths, 4 times over).
 LEARN_STATES = {"value_exit": 6000, "bc": 3000, "dagger": 3000}
 #: value_exit's accuracy over the confidence hull at about 0.1 compute, on test; bc / dagger over the
-#: matched random policy. Measured (seeds 0-2, test): value_exit +0.097..+0.110 at 0.09-0.10 compute,
-#: bc +0.09..+0.11, dagger +0.09..+0.12.
+#: matched random policy. Measured (seeds 0-2, test, 1,250 examples): value_exit +0.097..+0.110 over the
+#: hull at 0.091-0.096 compute; bc +0.094..+0.102 and dagger +0.088..+0.103 over random (0.10-0.14 compute).
 VALUE_EXIT_MARGIN = 0.03
 IMITATION_MARGIN = 0.05
 
@@ -195,7 +197,9 @@ def test_imitation_beats_the_matched_compute_random_policy(name: str) -> None:
                                           seed=seed)
         agent.learn(LEARN_STATES[name])
         learned = run_policy(test, agent)
-        random = run_policy(test, calibrate_random(lambda p: run_policy(test, p).mean_compute, learned.mean_compute))
+        # 8 bisection steps: p_exit within 1/256, compute within a few percent (matched below).
+        random = run_policy(test, calibrate_random(lambda p: run_policy(test, p).mean_compute, learned.mean_compute,
+                                                   iterations=8))
         assert learned.mean_compute > 0.02, f"{name} learned to EXIT at once"
         assert random.mean_compute == pytest.approx(learned.mean_compute, rel=0.05)
         assert learned.accuracy >= random.accuracy + IMITATION_MARGIN, (seed, learned.accuracy, random.accuracy)
