@@ -421,7 +421,6 @@ class SupervisedAgent:
 
         if not hasattr(self, "_val_core"):
             self._val_core = work_core(self.core, "val", self.n_envs_collect)
-        self._decision_flops = None  # shapes are fixed, but measure on the current network anyway
         return run_policy(self._val_core, self)
 
     # -- the SB3 callback protocol ----------------------------------------------------------------
