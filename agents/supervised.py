@@ -298,7 +298,9 @@ class SupervisedAgent:
         env: the training env (a DynaLay SB3 VecEnv, possibly wrapped, or a core) on ``agent_train``.
         lambda_compute: price of one unit of normalised compute in the oracle's cost and the val
             selection (>= 0).
-        learning_rate, n_epochs, batch_size: Adam on the collected states.
+        learning_rate: Adam's step size on the collected states.
+        n_epochs: passes over the collected states per fit.
+        batch_size: states per Adam step.
         n_envs_collect: episode slots of the collection and val cores.
     """
 
