@@ -30,8 +30,12 @@ import torch
 if TYPE_CHECKING:
     from dynalay_env.core import DynaLayCore
 
-#: Frame size in pixels (width, height) and its resolution; 16:9, small enough for GIFs.
-FRAME_WIDTH, FRAME_HEIGHT, FRAME_DPI = 640, 360, 100
+# Frame size: 16:9, small enough for GIFs.
+FRAME_WIDTH = 640
+"""Width of every frame, in pixels."""
+FRAME_HEIGHT = 360
+"""Height of every frame, in pixels."""
+FRAME_DPI = 100
 #: One colour per layer (cycled for K > 6) and for the encoder.
 _LAYER_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860")
 _ENCODER_COLOUR = "#8c8c8c"
