@@ -1,19 +1,19 @@
 # Every target sets itself up on a fresh machine: a venv, torch (CPU wheel) only if it is missing,
-# then this project with its dev, zoo, sweep and images extras (the rl-zoo3, sweep and MNIST-5k tests
-# run in CI too).
+# then this project with its dev, zoo, sweep, images and docs extras (the rl-zoo3, sweep and MNIST-5k
+# tests and the documentation build run in CI too).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo pretrain test test-fast lint clean results results-quick
+.PHONY: install demo pretrain test test-fast lint clean results results-quick docs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,zoo,sweep,images]"
+	$(PY) -m pip install -q -e ".[dev,zoo,sweep,images,docs,video]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -43,8 +43,13 @@ results: $(STAMP)
 results-quick: $(STAMP)
 	$(PY) benchmarks/reproduce.py --quick
 
+## The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken reference or a docstring
+## griffe cannot parse fails the build. The env variables hide MkDocs 2 / Material notices, not warnings.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(PY) -m mkdocs build --strict --site-dir site
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site

@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "main_model.pt, checkpoints/, tb/ (TensorBoard), val_history.json and agent.zip.")
     _add_common(t)
     t.add_argument("--algo", default="ppo", help="algorithm (rl-zoo3 names: ppo, a2c, dqn, qrdqn, trpo, ars, "
-                                                 "ppo_lstm; and maskable_ppo). Default: %(default)s")
+                                                 "ppo_lstm; and maskable_ppo, and the supervised value_exit, bc, "
+                                                 "dagger). Default: %(default)s")
     t.add_argument("--env", default=None, help="env id, e.g. DynaLay-MNIST1D-v0 (default: from --dataset)")
     t.add_argument("--model", default=None, help="main-model checkpoint (default: the cached default model)")
     t.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY:VALUE",
@@ -191,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-envs", type=POSITIVE_INT, default=None, help="parallel episodes (default: hyperparams n_envs)")
     s.add_argument("--reward-kinds", default="paper,logprob,blockdrop",
                    help="reward kinds to search, comma-separated (default: %(default)s)")
-    s.add_argument("--lambda-compute", default="0.01,1,log", help="range of lambda_compute (default: %(default)s)")
+    s.add_argument("--lambda-compute", default="0.01,1,log", help="range of lambda_compute (default: %(default)s); "
+                   "for value_exit, bc and dagger it is their own lambda, not a reward's")
+    s.add_argument("--exit-threshold", default=None, help="range of value_exit's exit threshold (default: chosen "
+                                                          "on val by lambda_compute)")
     s.add_argument("--mu-redundant", default="0,0.2", help="range of mu_redundant (default: %(default)s)")
     s.add_argument("--correct-reward", default="0.5,1.5", help="range of correct_reward (default: %(default)s)")
     s.add_argument("--wrong-reward", default="-1.5,0", help="range of wrong_reward (default: %(default)s)")
@@ -489,7 +493,8 @@ def _sweep_config(args: argparse.Namespace) -> Any:
         workers=args.workers, timesteps=args.timesteps, n_envs=args.n_envs, seed=args.seed, device=args.device,
         threads=args.threads, reward_kinds=args.reward_kinds, lambda_compute=args.lambda_compute,
         mu_redundant=args.mu_redundant, correct_reward=args.correct_reward, wrong_reward=args.wrong_reward,
-        algos=args.algos, learning_rate=args.learning_rate, hyperparams_file=args.hyperparams, sampler=args.sampler,
+        algos=args.algos, learning_rate=args.learning_rate, exit_threshold=args.exit_threshold,
+        hyperparams_file=args.hyperparams, sampler=args.sampler,
         heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, max_retry=args.max_retry,
         hv_reference=hv_reference, n_boot=args.n_boot)
 

@@ -1,4 +1,5 @@
-"""The RL algorithms DynaLay-Gym trains, under rl-zoo3's names, and their hyperparameters.
+"""The algorithms DynaLay-Gym trains, under rl-zoo3's names, and their hyperparameters: the RL
+algorithms of SB3 / sb3-contrib, and the learned non-RL baselines of :mod:`agents.supervised`.
 
 One registry, :data:`ALGORITHMS`, maps a name to an :class:`AlgoSpec` (the SB3 / sb3-contrib class,
 its default policy and what it can do). Everything outside this module builds and loads agents
@@ -15,6 +16,9 @@ through :meth:`AlgoSpec.build` / :meth:`AlgoSpec.load`, which return the framewo
 | ``ars`` | :class:`ARS` (``sb3_contrib.ARS``) | ``LinearPolicy`` | needs many evaluation episodes, see below |
 | ``ppo_lstm`` | ``sb3_contrib.RecurrentPPO`` | ``MlpLstmPolicy`` | recurrent; alias ``recurrent_ppo`` |
 | ``maskable_ppo`` | ``sb3_contrib.MaskablePPO`` | ``MlpPolicy`` | uses action masks; project CLI only (rl-zoo3 has none); alias ``maskableppo`` |
+| ``value_exit`` | :class:`agents.supervised.ValueExit` | ``MlpPolicy`` | supervised: regresses the value of continuing, exits below a threshold; project CLI only |
+| ``bc`` | :class:`agents.supervised.BC` | ``MlpPolicy`` | supervised: imitates the cost-regularised oracle on PPO's actor net; project CLI only |
+| ``dagger`` | :class:`agents.supervised.DAgger` | ``MlpPolicy`` | supervised: DAgger on the same oracle; project CLI only |
 
 Names are looked up case-insensitively (``-`` counts as ``_``).
 
@@ -63,6 +67,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
 
 from agents.interface import SB3_BACKEND, Agent, Backend
+from agents.supervised import BC, SUPERVISED_BACKEND, DAgger, ValueExit
 
 #: Folder of the rl-zoo3 style hyperparameter files (``<algo>.yml``), at the repository root.
 #: ``$DYNALAY_HYPERPARAMS_DIR`` overrides it.
@@ -110,7 +115,7 @@ class AlgoSpec:
 
     Attributes:
         name: canonical (rl-zoo3) name.
-        cls: the SB3 / sb3-contrib algorithm class.
+        cls: the SB3 / sb3-contrib algorithm class (or the learner class of :mod:`agents.supervised`).
         policy: default policy name (used when the hyperparameters name none).
         recurrent: the policy keeps a hidden state (``predict`` needs ``state`` / ``episode_start``).
         supports_action_masks: the algorithm reads ``action_masks()`` from the env.
@@ -152,6 +157,13 @@ ALGORITHMS: dict[str, AlgoSpec] = {spec.name: spec for spec in (
              off_policy=False, zoo=True),
     AlgoSpec("maskable_ppo", MaskablePPO, "MlpPolicy", recurrent=False, supports_action_masks=True,
              off_policy=False, zoo=False),
+    # Learned non-RL baselines (agents.supervised), on the framework-neutral backend.
+    AlgoSpec("value_exit", ValueExit, "MlpPolicy", recurrent=False, supports_action_masks=True, off_policy=False,
+             zoo=False, backend=SUPERVISED_BACKEND),
+    AlgoSpec("bc", BC, "MlpPolicy", recurrent=False, supports_action_masks=True, off_policy=False, zoo=False,
+             backend=SUPERVISED_BACKEND),
+    AlgoSpec("dagger", DAgger, "MlpPolicy", recurrent=False, supports_action_masks=True, off_policy=False,
+             zoo=False, backend=SUPERVISED_BACKEND),
 )}
 
 #: Other accepted spellings (after lower-casing and ``-`` -> ``_``).

@@ -53,8 +53,11 @@ class AdaptiveClassifier:
         policy: an :class:`agents.interface.Agent` (e.g. from :func:`agents.training.load_run`), a
             bare SB3 model or a baseline policy (``agents.baselines``); its measured
             ``decision_flops()`` is charged per decision in the results.
-        max_steps, observation_groups, mask_repeats, compute_budget: the env options the policy was
-            trained with (they shape its observations and masks).
+        max_steps: the env option the policy was trained with (like the three below, it shapes the
+            policy's observations and masks).
+        observation_groups: the env option the policy was trained with.
+        mask_repeats: the env option the policy was trained with.
+        compute_budget: the env option the policy was trained with.
         batch_size: inputs in flight at once.
     """
 

@@ -11,7 +11,8 @@ The registry (:mod:`agents.algorithms`), training into a run folder (:func:`agen
   saved one.
 
 Stable-Baselines3 / sb3-contrib is one implementation (:class:`SB3Agent`, :data:`SB3_BACKEND`);
-another framework adds its own backend and registers its algorithms with it.
+the supervised baselines of :mod:`agents.supervised` are a second (``SUPERVISED_BACKEND``); another
+framework adds its own backend and registers its algorithms with it.
 
 **Decision cost.** A decision is one call of the policy: every step it chooses, EXIT included; the
 forced exit at ``max_steps`` is not a decision. :func:`sb3_decision_flops` counts the policy's

@@ -33,7 +33,9 @@ class DynaLayVecEnv(VecEnv):
 
     Args:
         num_envs: number of parallel episodes (SB3's ``n_envs``).
-        dataset, model, **options: as for :class:`dynalay_env.env.DynaLayEnv`.
+        dataset: as for :class:`dynalay_env.env.DynaLayEnv`.
+        model: as for :class:`dynalay_env.env.DynaLayEnv`.
+        **options: every other option of :class:`dynalay_env.env.DynaLayEnv`.
         core: an existing :class:`DynaLayCore` instead of building one.
 
     Per-step infos: a running env's dict holds ``step`` and ``compute``; a finished env's holds

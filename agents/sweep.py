@@ -2,6 +2,9 @@
 
 Each trial draws a reward -- its kind and the parameters that kind reads
 (:data:`dynalay_env.rewards.REWARD_PARAMETERS`), optionally the algorithm and its learning rate --
+or, for a learned non-RL baseline (:data:`agents.supervised.LEARNERS`: ``value_exit``, ``bc``,
+``dagger``), no reward but its own ``lambda_compute`` (from the same range) and, for ``value_exit``
+when ``exit_threshold`` gives a range, its exit threshold (else chosen on val) --
 trains an agent on ``agent_train`` with :func:`agents.training.train`, and scores it on ``val`` with
 :func:`agents.evaluate.run_policy`. Objectives: **maximise val accuracy, minimise val mean normalised
 compute** (1.0 = the full-depth model; decisions counted: each policy is charged its measured FLOPs
@@ -178,6 +181,7 @@ class SweepConfig:
     wrong_reward: Any = (-1.5, 0.0)
     algos: tuple[str, ...] = ("ppo",)
     learning_rate: Any = None
+    exit_threshold: Any = None   # value_exit's threshold range; None: chosen on val by lambda_compute
     hyperparams_file: str | None = None
     sampler: str = "tpe"
     heartbeat_interval: int = 10
@@ -210,6 +214,8 @@ class SweepConfig:
             if lr.low <= 0:
                 raise ValueError(f"learning_rate: must be > 0, got [{lr.low}, {lr.high}]")
             self.learning_rate = lr
+        if self.exit_threshold is not None:
+            self.exit_threshold = SearchRange.parse("exit_threshold", self.exit_threshold)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; valid samplers: {', '.join(SAMPLERS)}")
         for name, minimum in (("n_trials", 1), ("workers", 1), ("timesteps", 1), ("threads", 1),
@@ -253,7 +259,7 @@ class SweepConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        for name in (*SEARCHED_REWARD_PARAMS, "learning_rate"):
+        for name in (*SEARCHED_REWARD_PARAMS, "learning_rate", "exit_threshold"):
             value = getattr(self, name)
             out[name] = value.to_json() if isinstance(value, SearchRange) else value
         return json.loads(json.dumps(out))  # tuples -> lists: what the storage gives back
@@ -288,7 +294,8 @@ def _as_names(value: Any, what: str) -> list[str]:
 
 @dataclass(frozen=True)
 class TrialChoice:
-    """What one trial trains: algorithm, reward kind, the reward's parameters, hyperparameters."""
+    """What one trial trains: algorithm, reward kind (``none`` for a learned non-RL baseline, which
+    reads no reward), the reward's parameters, hyperparameters."""
 
     algo: str
     reward: str
@@ -299,7 +306,14 @@ class TrialChoice:
 def suggest(trial: Any, config: SweepConfig) -> TrialChoice:
     """Draw a trial's choice. Only the parameters the drawn reward reads are searched (a conditional
     space), so e.g. ``mu_redundant`` is not a dimension of ``logprob`` trials."""
+    from agents.supervised import LEARNERS
+
     algo = config.algos[0] if len(config.algos) == 1 else trial.suggest_categorical("algo", list(config.algos))
+    if algo in LEARNERS:  # no reward: their search space is their own lambda (and value_exit's threshold)
+        hyper = {"lambda_compute": config.lambda_compute.suggest(trial, "lambda_compute")}
+        if algo == "value_exit" and config.exit_threshold is not None:
+            hyper["threshold"] = config.exit_threshold.suggest(trial, "exit_threshold")
+        return TrialChoice(algo, "none", {}, hyper)
     kind = (config.reward_kinds[0] if len(config.reward_kinds) == 1
             else trial.suggest_categorical("reward", list(config.reward_kinds)))
     params = {name: getattr(config, name).suggest(trial, name) for name in REWARD_PARAMETERS[kind]}
@@ -475,7 +489,8 @@ class TrialRunner:
         frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
         origin = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
         choice = suggest(trial, self.config)
-        env_kwargs = {**self.config.env_kwargs, "reward": choice.reward, **choice.reward_params}
+        env_kwargs = {**self.config.env_kwargs, **({"reward": choice.reward} if choice.reward != "none" else {}),
+                      **choice.reward_params}
         run_dir = self.trial_dir(origin if origin is not None else trial.number)
         train_config = TrainConfig(
             algo=choice.algo, env_id=self.config.env_id, dataset=self.config.dataset, data_root=self.config.data_root,
@@ -797,6 +812,8 @@ def format_choice(choice: dict[str, Any] | None) -> str:
         return ""
     params = ", ".join(f"{k}={v:.3g}" for k, v in choice["reward_params"].items())
     extra = ", ".join(f"{k}={v:.2g}" for k, v in choice.get("hyperparams", {}).items())
+    if choice["reward"] == "none":  # a learned non-RL baseline: no reward, its own lambda
+        return f"{choice['algo']} {extra}"
     return f"{choice['algo']} {choice['reward']}({params}){' ' + extra if extra else ''}"
 
 
@@ -868,7 +885,8 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
     from matplotlib.colors import LogNorm
 
     trials = [t for t in report["trials"] if t["state"] == "COMPLETE"]
-    lambdas = [t["choice"]["reward_params"].get("lambda_compute") for t in trials]
+    lambdas = [t["choice"]["reward_params"].get("lambda_compute", t["choice"].get("hyperparams", {}).get("lambda_compute"))
+               for t in trials]
     known = [lam for lam in lambdas if lam]
     norm = LogNorm(min(known), max(max(known), min(known) * 1.01)) if known else None
     by_number = {t["number"]: lam for t, lam in zip(trials, lambdas, strict=True)}

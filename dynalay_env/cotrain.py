@@ -95,8 +95,9 @@ class CoTrainer:
 
     Args:
         model: the main model, trained in place (the same object the core steps with).
-        x, y: the split the core draws its episodes from (``agent_train``); episodes are given as
-            indices into them.
+        x: inputs ``[n, *input_shape]`` of the split the core draws its episodes from
+            (``agent_train``); episodes are given as indices into ``x`` and ``y``.
+        y: labels ``[n]`` of that split.
         lr: Adam step size (> 0).
         every: M, finished episodes per optimiser step (>= 1); each step uses exactly M episodes.
     """

@@ -13,6 +13,7 @@ from gymnasium import spaces
 from dynalay_env.core import DEFAULT_OBSERVATION_GROUPS, DynaLayCore, WallTime
 from dynalay_env.data import DEFAULT_DATASET, Dataset, load_dataset
 from dynalay_env.model import FPIModel
+from dynalay_env.render import FrameRenderer
 from dynalay_env.rewards import RewardParams
 
 REWARD_PARAM_NAMES: tuple[str, ...] = tuple(RewardParams.__dataclass_fields__)
@@ -150,7 +151,7 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
     | ``mode`` | ``"frozen"`` | ``frozen``: the main model is fixed; ``cotrain``: it keeps learning on the agent's paths (see below) |
     | ``cotrain_lr`` | 1e-4 | ``cotrain`` only: Adam step size of the main model |
     | ``cotrain_every`` | 64 | ``cotrain`` only: M, finished episodes per main-model optimiser step |
-    | ``render_mode`` | None | ``"ansi"``: ``render()`` returns a one-line trace |
+    | ``render_mode`` | None | ``"ansi"``: ``render()`` returns a one-line trace; ``"rgb_array"``: a ``uint8 [360, 640, 3]`` frame of the input, the path with each layer's iterations, the head's class probabilities and the compute spent (``dynalay_env.render``) |
 
     ## Co-training (``mode="cotrain"``)
 
@@ -172,7 +173,7 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
     ```
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(self, dataset: str | Dataset = DEFAULT_DATASET, model: FPIModel | str | os.PathLike | None = None,
                  *, render_mode: str | None = None, core: DynaLayCore | None = None, **options: Any) -> None:
@@ -184,6 +185,7 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
             raise ValueError(f"DynaLayEnv needs a core with num_envs=1, got {core.num_envs}")
         self.core = core
         self.render_mode = render_mode
+        self._renderer: FrameRenderer | None = None  # made on the first rgb_array frame
         self.action_space = spaces.Discrete(core.num_actions)
         self.observation_space = observation_space_of(core)
         self._needs_reset = True
@@ -252,7 +254,12 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
         """``[K+1]`` bool mask of allowed actions (sb3-contrib MaskablePPO's hook)."""
         return self.core.action_masks()[0]
 
-    def render(self) -> str | None:
+    def render(self) -> str | np.ndarray | None:
+        """``ansi``: a one-line trace; ``rgb_array``: a ``uint8 [360, 640, 3]`` frame; None otherwise."""
         if self.render_mode == "ansi":
             return self.core.trace(0)
+        if self.render_mode == "rgb_array":
+            if self._renderer is None:
+                self._renderer = FrameRenderer(self.core)
+            return self._renderer.frame(0)
         return None

@@ -27,6 +27,7 @@ from dynalay_env.core import DynaLayCore
 from dynalay_env.data import DEFAULT_DATASET, Dataset
 from dynalay_env.env import make_core, observation_space_of
 from dynalay_env.model import FPIModel
+from dynalay_env.render import FrameRenderer
 
 
 def slot_seeds(seed: int | Sequence[int | None] | None, num_envs: int) -> list[int | None]:
@@ -46,7 +47,8 @@ class DynaLayVectorEnv(VectorEnv):
 
     Args:
         num_envs: N >= 1 episode slots.
-        dataset, model: as for ``DynaLayEnv``.
+        dataset: as for ``DynaLayEnv``.
+        model: as for ``DynaLayEnv``.
         return_tensors: return observations, rewards and terminations as torch tensors on the
             core's device (for torch-native agents: nothing crosses to the host). Info stays numpy.
         **options: every other ``DynaLayEnv`` option (reward, masks, split, device, ...).
@@ -56,7 +58,7 @@ class DynaLayVectorEnv(VectorEnv):
     step.
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi"]}
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(self, num_envs: int = 1, dataset: str | Dataset = DEFAULT_DATASET,
                  model: FPIModel | str | os.PathLike | None = None, *, render_mode: str | None = None,
@@ -70,6 +72,7 @@ class DynaLayVectorEnv(VectorEnv):
             raise ValueError(f"core has {self.core.num_envs} slots but num_envs={num_envs}")
         self.num_envs = int(num_envs)
         self.render_mode = render_mode
+        self._renderer: FrameRenderer | None = None  # made on the first rgb_array frame
         self.return_tensors = return_tensors
         self.single_observation_space = observation_space_of(self.core)
         self.single_action_space = spaces.Discrete(self.core.num_actions)
@@ -131,7 +134,8 @@ class DynaLayVectorEnv(VectorEnv):
         if name == "action_masks":
             return tuple(self.core.action_masks())
         if name == "render":
-            return tuple(self.core.trace(i) for i in range(self.num_envs))
+            frames = self.render() if self.render_mode == "rgb_array" else None
+            return frames if frames is not None else tuple(self.core.trace(i) for i in range(self.num_envs))
         attr = getattr(self.core if hasattr(self.core, name) else self, name)
         value = attr(*args, **kwargs) if callable(attr) else attr
         return tuple(value for _ in range(self.num_envs))
@@ -147,9 +151,15 @@ class DynaLayVectorEnv(VectorEnv):
             values = values[0]
         self.core.set_option(name, values)
 
-    def render(self) -> tuple[str, ...] | None:
+    def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
+        """One result per slot, as Gymnasium's vector envs do: ``ansi`` traces or ``rgb_array`` frames
+        (``uint8 [360, 640, 3]``, drawn one after the other on one figure); None without a render mode."""
         if self.render_mode == "ansi":
             return tuple(self.core.trace(i) for i in range(self.num_envs))
+        if self.render_mode == "rgb_array":
+            if self._renderer is None:
+                self._renderer = FrameRenderer(self.core)
+            return tuple(self._renderer.frame(i) for i in range(self.num_envs))
         return None
 
     @property

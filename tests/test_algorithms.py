@@ -46,7 +46,9 @@ from dynalay_env.env import make_core
 from tests.vec_fixtures import one_torch_thread
 
 REPO = Path(__file__).resolve().parent.parent
-NAMES = ["ppo", "a2c", "dqn", "qrdqn", "trpo", "ars", "ppo_lstm", "maskable_ppo"]
+NAMES = ["ppo", "a2c", "dqn", "qrdqn", "trpo", "ars", "ppo_lstm", "maskable_ppo", "value_exit", "bc", "dagger"]
+#: The learned non-RL baselines (agents.supervised): their own backend, learning tested in test_supervised.
+SUPERVISED = ["value_exit", "bc", "dagger"]
 ENV_IDS = ["DynaLay-MNIST1D-v0", "DynaLay-Digits-v0", "DynaLay-Synthetic-v0", "DynaLay-v0"]
 
 #: Per-algorithm overrides that shrink the YAML entry to a few hundred steps on 8 envs.
@@ -61,6 +63,9 @@ TINY: dict[str, dict] = {
     "trpo": dict(n_steps=32, batch_size=64, n_critic_updates=1),
     "ars": dict(n_delta=1, n_top=1, n_eval_episodes=8),
     "ppo_lstm": dict(n_steps=16, batch_size=64, n_epochs=1),
+    "value_exit": dict(n_epochs=1, n_envs_collect=64),
+    "bc": dict(n_epochs=1, n_envs_collect=64, n_snapshots=1),
+    "dagger": dict(n_epochs=1, n_envs_collect=64, n_iterations=2),
 }
 TINY_STEPS = 300
 
@@ -97,9 +102,10 @@ def test_registry_names_and_flags() -> None:
         assert isinstance(spec.cls, type) and isinstance(spec.policy, str)
         assert spec.policy in spec.cls.policy_aliases
     assert [n for n, s in ALGORITHMS.items() if s.recurrent] == ["ppo_lstm"]
-    assert [n for n, s in ALGORITHMS.items() if s.supports_action_masks] == ["maskable_ppo"]
+    assert [n for n, s in ALGORITHMS.items() if s.supports_action_masks] == ["maskable_ppo", *SUPERVISED]
     assert sorted(n for n, s in ALGORITHMS.items() if s.off_policy) == ["dqn", "qrdqn"]
-    assert [n for n, s in ALGORITHMS.items() if not s.zoo] == ["maskable_ppo"]
+    assert [n for n, s in ALGORITHMS.items() if not s.zoo] == ["maskable_ppo", *SUPERVISED]
+    assert [n for n, s in ALGORITHMS.items() if s.backend.name != "sb3"] == SUPERVISED
     assert ALGORITHMS["ppo_lstm"].cls.__name__ == "RecurrentPPO"
     assert ALGORITHMS["maskable_ppo"].cls.__name__ == "MaskablePPO"
     assert issubclass(ALGORITHMS["ars"].cls, sb3_contrib.ARS)
@@ -284,7 +290,8 @@ def test_make_model_builds_trains_and_evaluates(name: str, venv: DynaLayVecEnv, 
     actions, one evaluation pass. Learning is checked by the synthetic-dataset test below."""
     hp = {**load_hyperparams(name, "DynaLay-Digits-v0"), **TINY[name]}
     env = masked_venv if ALGORITHMS[name].supports_action_masks else venv
-    model = make_model(name, env, hp, seed=0)
+    model = ALGORITHMS[name].build(env, hp, seed=0)
+    model = getattr(model, "model", model)  # the SB3 model under an SB3Agent
     assert isinstance(model, ALGORITHMS[name].cls)
     if "gamma" in hp:
         assert model.gamma == hp["gamma"]
@@ -448,20 +455,19 @@ LEARN_SEED = 1
 
 
 def test_every_algorithm_is_learning_tested_or_named_smoke_only() -> None:
-    assert set(LEARN) | set(SMOKE_ONLY) == set(NAMES) and not set(LEARN) & set(SMOKE_ONLY)
+    assert set(LEARN) | set(SMOKE_ONLY) | set(SUPERVISED) == set(NAMES) and not set(LEARN) & set(SMOKE_ONLY)
     assert all(reason for reason in SMOKE_ONLY.values())
 
 
 @pytest.fixture(scope="module")
 def synthetic_model():
-    """A main model pre-trained 8 epochs on the synthetic dataset (about 10 s on one thread): on val the
-    head is right 38% of the time on the encoder state and 52% after layers 1-3, so depth pays."""
+    """A main model pre-trained 8 epochs on the synthetic dataset (about 10 s on one thread, shared with
+    test_cleanrl_example.py): on val the head is right 38% of the time on the encoder state and 52%
+    after layers 1-3, so depth pays."""
     from dynalay_env.data import load_dataset
-    from dynalay_env.pretrain import PretrainConfig, pretrain
+    from tests.env_fixtures import learning_synthetic_model
 
-    dataset = load_dataset("synthetic")
-    model, _ = pretrain(dataset, config=PretrainConfig(epochs=8, seed=0), progress=False)
-    return model.eval(), dataset
+    return learning_synthetic_model(), load_dataset("synthetic")
 
 
 @pytest.mark.slow  # about 10 s per algorithm on 2 busy cores, plus the model's 10 s: `make test` runs it

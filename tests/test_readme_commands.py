@@ -98,6 +98,7 @@ def module_main(path: Path) -> Callable[[], Any]:
     spec = importlib.util.spec_from_file_location(f"readme_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # a dataclass in the module looks its module up there
     spec.loader.exec_module(module)
     return module.main
 
@@ -128,7 +129,7 @@ def test_readme_command_parses(command, monkeypatch):
         args = parse_only(train, ["rl_zoo3.train", *tokens[2:]], monkeypatch)
         assert args.algo == "ppo" and args.env.startswith("DynaLay-")
         assert (REPO / args.conf_file).is_file()
-    elif tokens[0].startswith("benchmarks/"):
+    elif tokens[0].startswith(("benchmarks/", "examples/")):
         path = REPO / tokens[0]
         assert path.is_file(), f"README runs {tokens[0]}, which does not exist"
         parse_only(module_main(path), [str(path), *tokens[1:]], monkeypatch)
