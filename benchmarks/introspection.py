@@ -78,6 +78,7 @@ class PolicySpec(NamedTuple):
     seeds: tuple[int, ...]
     timesteps: int | None = None         # None: the algorithm's hyperparams file
     batched: bool = False                # PPO family: BATCHED_ENVS envs, same rollout size
+    hyperparams: tuple[tuple[str, Any], ...] = ()  # overrides of the algorithm's hyperparams file
 
 
 def history_groups() -> str:
@@ -91,16 +92,21 @@ def history_groups() -> str:
 def study_plan(quick: bool = False) -> list[PolicySpec]:
     """The policies of the study (module docstring); ``quick``: one seed, few steps, a subset."""
     lam = lambda value: f"lambda_compute:{value}"  # noqa: E731
+
+    def learner(name: str, algo: str, value: float, seeds: tuple[int, ...], steps: int | None = None) -> PolicySpec:
+        # A supervised learner's lambda is its own hyperparameter (oracle cost, val selection);
+        # the env gets the same value so its reward logs match.
+        return PolicySpec(name, "supervised", algo, (lam(value),), seeds, steps,
+                          hyperparams=(("lambda_compute", value),))
+
     if quick:
         steps, seeds = 4096, (0,)
-        return [PolicySpec("value_exit", "supervised", "value_exit", (lam(0.1),), seeds, steps),
-                PolicySpec("bc-l0.1", "supervised", "bc", (lam(0.1),), seeds, steps),
+        return [learner("value_exit", "value_exit", 0.1, seeds, steps), learner("bc-l0.1", "bc", 0.1, seeds, steps),
                 PolicySpec("ppo-l0.1", "rl", "ppo", (lam(0.1),), seeds, steps, batched=True),
                 PolicySpec("ppo-history-l0.1", "rl", "ppo", (lam(0.1), history_groups()), seeds, steps,
                            batched=True)]
-    plan = [PolicySpec("value_exit", "supervised", "value_exit", (lam(0.1),), SEEDS),
-            PolicySpec("dagger-l0.1", "supervised", "dagger", (lam(0.1),), SEEDS)]
-    plan += [PolicySpec(f"bc-l{v}", "supervised", "bc", (lam(v),), SEEDS) for v in LAMBDAS]
+    plan = [learner("value_exit", "value_exit", 0.1, SEEDS), learner("dagger-l0.1", "dagger", 0.1, SEEDS)]
+    plan += [learner(f"bc-l{v}", "bc", v, SEEDS) for v in LAMBDAS]
     for v in LAMBDAS:
         plan.append(PolicySpec(f"ppo-l{v}", "rl", "ppo", (lam(v),), SEEDS, batched=True))
         plan.append(PolicySpec(f"ppo-history-l{v}", "rl", "ppo", (lam(v), history_groups()), SEEDS, batched=True))
@@ -126,19 +132,24 @@ class Job(NamedTuple):
     hyperparams_dir: str
 
 
-def batched_hyperparams(algo: str, env_id: str, folder: Path) -> Path:
-    """``folder/<algo>.yml``: the project's hyperparameters for ``env_id`` with ``BATCHED_ENVS``
-    envs and ``n_steps`` scaled so one rollout holds as many steps as the project's."""
+def needs_own_hyperparams(spec: PolicySpec) -> bool:
+    return spec.batched or bool(spec.hyperparams)
+
+
+def write_hyperparams(spec: PolicySpec, env_id: str, folder: Path) -> Path:
+    """``folder/<algo>.yml``: the project's hyperparameters of ``spec.algo`` for ``env_id``, with
+    ``spec.hyperparams`` applied and, for a batched spec, ``BATCHED_ENVS`` envs and ``n_steps``
+    scaled so one rollout holds as many steps as the project's."""
     import yaml
 
     from agents.algorithms import load_hyperparams
     from dynalay_env.atomic import atomic_write_text
 
-    hp = load_hyperparams(algo, env_id)
-    if "n_steps" in hp and "n_envs" in hp:
+    hp = {**load_hyperparams(spec.algo, env_id), **dict(spec.hyperparams)}
+    if spec.batched and "n_steps" in hp and "n_envs" in hp:
         rollout = int(hp["n_steps"]) * int(hp["n_envs"])
         hp["n_envs"], hp["n_steps"] = BATCHED_ENVS, max(1, rollout // BATCHED_ENVS)
-    path = folder / f"{algo}.yml"
+    path = folder / f"{spec.algo}.yml"
     atomic_write_text(path, yaml.safe_dump({env_id: hp, "default": hp}, sort_keys=True))
     return path
 
@@ -150,7 +161,7 @@ def train_args(job: Job) -> list[str]:
             "--eval-freq", str(10**9)]
     if spec.timesteps:
         args += ["--timesteps", str(spec.timesteps)]
-    if spec.batched:
+    if needs_own_hyperparams(spec):
         args += ["--hyperparams", job.hyperparams_dir]
     return args + ["--env-kwargs", *spec.env_kwargs]
 
@@ -559,11 +570,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               else model_provenance(ENV_IDS[TASK_ENVS[task]]) for task in tasks}
     jobs = []
     for task in tasks:
-        hp_dir = root / task / "hyperparams"
-        hp_dir.mkdir(parents=True, exist_ok=True)
         for spec in plan:
-            if spec.batched and not (hp_dir / f"{spec.algo}.yml").is_file():
-                batched_hyperparams(spec.algo, TASK_ENVS[task], hp_dir)
+            hp_dir = root / task / "hyperparams" / spec.name  # one folder per spec: its own overrides
+            if needs_own_hyperparams(spec) and not (hp_dir / f"{spec.algo}.yml").is_file():
+                hp_dir.mkdir(parents=True, exist_ok=True)
+                write_hyperparams(spec, TASK_ENVS[task], hp_dir)
             for seed in spec.seeds:
                 jobs.append(Job(task, spec, seed, str(root / task / "runs" / f"{spec.name}-s{seed}"),
                                 models[task]["path"], str(hp_dir)))
