@@ -535,6 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override every policy's seeds")
     parser.add_argument("--policies", nargs="+", default=None, help="only these policy names of the plan")
     parser.add_argument("--quick", action="store_true", help="smoke test: one seed, a few thousand steps")
+    parser.add_argument("--timesteps", type=int, default=None, help="override every policy's training steps")
     parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one torch thread each")
     parser.add_argument("--n-boot", type=int, default=N_BOOT)
     parser.add_argument("--publish", default=None, help="also copy the outputs into this folder")
@@ -562,6 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = [s for s in plan if s.name in args.policies]
     if args.seeds:
         plan = [s._replace(seeds=tuple(args.seeds)) for s in plan]
+    if args.timesteps:
+        plan = [s._replace(timesteps=args.timesteps) for s in plan]
     from dynalay_env import ENV_IDS
     from dynalay_env.data import load_dataset
 
