@@ -431,11 +431,16 @@ def _hull_at(compute: np.ndarray, accuracy: np.ndarray, at: np.ndarray, iteratio
 
 
 def vs_curve(agent: EpisodeRecords, curve: ExactCurve, n_boot: int = 1000, seed: int = 0,
-             chunk: int = 100) -> dict[str, Any]:
+             chunk: int = 100, level: float | None = None) -> dict[str, Any]:
     """Agent accuracy minus the exact hull of ``curve`` at the agent's mean compute, with a 95 %
     paired bootstrap interval over examples (each resample refits the whole curve and its hull on
     the same resampled examples as the agent). ``agent`` and ``curve`` must cover the same split,
-    in example order; the hull is fitted on that split, which favours the threshold rule."""
+    in example order; the hull is fitted on that split, which favours the threshold rule.
+
+    ``level`` (e.g. ``1 - 0.05 / 3`` for a Bonferroni correction over three comparisons) adds the
+    interval at that confidence from the same resamples, as ``ci`` with ``level``."""
+    if level is not None and not 0.0 < level < 1.0:
+        raise ValueError(f"level must be a confidence in (0, 1), e.g. 0.95, got {level!r}")
     from agents.evaluate import hull_accuracy_at
 
     n = agent.correct.shape[0]
@@ -455,8 +460,14 @@ def vs_curve(agent: EpisodeRecords, curve: ExactCurve, n_boot: int = 1000, seed:
         agent_acc = w @ agent.correct.astype(np.float64) / n
         agent_c = w @ agent.compute / n
         boots.append(agent_acc - _hull_at(comp, acc, agent_c))
-    low, high = np.percentile(np.concatenate(boots), [2.5, 97.5]) if n_boot else (float("nan"), float("nan"))
-    return {"difference": point, "ci95": [float(low), float(high)], "n_bootstrap": n_boot,
+    boots_all = np.concatenate(boots)
+    low, high = np.percentile(boots_all, [2.5, 97.5]) if n_boot else (float("nan"), float("nan"))
+    corrected: dict[str, Any] = {}
+    if level is not None:
+        tail = 50.0 * (1.0 - level)
+        c_low, c_high = np.percentile(boots_all, [tail, 100.0 - tail]) if n_boot else (float("nan"),) * 2
+        corrected = {"level": level, "ci": [float(c_low), float(c_high)], "beats_threshold_at_level": bool(c_low > 0)}
+    return {**corrected, "difference": point, "ci95": [float(low), float(high)], "n_bootstrap": n_boot,
             "agent_mean_compute": agent.mean_compute, "beats_threshold": bool(low > 0),
             "curve": curve.statistic, "n_thresholds": len(curve),
             "hull_fitted_on": "the compared split itself (this favours the threshold rule)"}

@@ -90,15 +90,22 @@ def model_provenance(dataset_name: str, progress: bool = False) -> dict[str, Any
     recipe version, and the cache key. ``path`` is this machine's; it is never written to a file."""
     from dynalay_env import cache
     from dynalay_env.data import load_dataset
-    from dynalay_env.model import load_checkpoint, provenance_of
 
     dataset = load_dataset(dataset_name)
     path = cache.cached_default_model(dataset, progress=progress)
+    return {**checkpoint_provenance(path, dataset), "cache_key": path.parent.name}
+
+
+def checkpoint_provenance(path: Path, dataset: Any) -> dict[str, Any]:
+    """:func:`model_provenance`'s fields for the checkpoint at ``path`` of ``dataset`` (a
+    :class:`dynalay_env.data.Dataset`); ``cache_key`` is None (not a cached default model)."""
+    from dynalay_env.model import load_checkpoint, provenance_of
+
     p = provenance_of(load_checkpoint(path, expected_dataset=dataset.name).model, dataset)
     return {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint, "provenance": p["id"],
             "weights_hash": p["weights_hash"], "config_hash": p["config_hash"],
             "package_version": p["package_version"], "recipe_version": p["recipe_version"],
-            "cache_key": path.parent.name, "path": str(path)}
+            "cache_key": None, "path": str(path)}
 
 
 def machine() -> dict[str, Any]:

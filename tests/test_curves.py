@@ -163,6 +163,19 @@ def test_the_exact_bootstrap_refits_the_hull_as_the_per_threshold_bootstrap_does
     np.testing.assert_allclose(exact["ci95"], brute["ci95"], atol=1e-9)
 
 
+def test_a_corrected_interval_comes_from_the_same_resamples_and_is_wider(core, record):
+    curve = exact_curve(record, "confidence")
+    agent = run_policy(core, ConfidencePolicy(0.13, layer_order=(1, 2, 3, 3)))
+    plain = vs_curve(agent, curve, n_boot=60, seed=3)
+    same = vs_curve(agent, curve, n_boot=60, seed=3, level=0.95)
+    np.testing.assert_allclose(same["ci"], plain["ci95"], atol=1e-12)
+    bonferroni = vs_curve(agent, curve, n_boot=60, seed=3, level=1 - 0.05 / 3)
+    assert bonferroni["ci"][0] <= plain["ci95"][0] and bonferroni["ci"][1] >= plain["ci95"][1]
+    assert bonferroni["ci"][1] - bonferroni["ci"][0] > plain["ci95"][1] - plain["ci95"][0]
+    with pytest.raises(ValueError, match="confidence in"):
+        vs_curve(agent, curve, n_boot=5, level=95)
+
+
 def test_vs_curve_refuses_records_of_another_split(core, record):
     agent = run_policy(subset_core(8, 40), FixedPathPolicy(()))
     with pytest.raises(ValueError, match="same split"):

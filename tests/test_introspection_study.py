@@ -1,0 +1,63 @@
+"""benchmarks/introspection.py: ``--quick`` end to end on a tiny digits model, pre-registration and
+resumption (the full study's figures are in benchmarks/results/, not checked here)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.agent_fixtures import digits_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_study():
+    spec = importlib.util.spec_from_file_location("introspection_study", ROOT / "benchmarks" / "introspection.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # NamedTuples pickle by module name (the job pool)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_quick_study_runs_end_to_end_chooses_primaries_on_val_and_resumes(tmp_path):
+    study = load_study()
+    argv = ["--run-dir", str(tmp_path), "--quick", "--tasks", "digits", "--model", f"digits={digits_checkpoint()}",
+            "--jobs", "1", "--n-boot", "50"]
+    assert study.main(argv) == 0
+    report = json.loads((tmp_path / "introspection.json").read_text())
+    task = report["tasks"]["digits"]
+    assert {r["policy"] for r in task["runs"]} == {s.name for s in study.study_plan(quick=True)}
+    for family in ("supervised", "rl"):
+        runs = [r for r in task["runs"] if r["family"] == family]
+        primary = task["families"][family]["primary"]
+        # Pre-registered on val: the family's run with the largest val margin, whatever test says.
+        assert primary["val_vs_confidence_hull"] == max(r["val"]["vs_confidence_hull"] for r in runs)
+        corrected = primary["vs_confidence_hull_bonferroni"]
+        assert corrected["level"] == pytest.approx(0.95)  # one task: no correction
+        assert task["families"][family]["hypervolume_test"] >= 0
+    for run in task["runs"]:  # the policy's own decisions are counted
+        assert run["test"]["mean_compute"] > run["test"]["mean_env_compute"]
+        assert run["test"]["vs_confidence_hull"]["curve"] == "confidence"
+    assert task["history"]["with"]["mean"] is not None and task["history"]["without"]["mean"] is not None
+    assert "prefix_oracle" in task and task["path_oracle"]["kind"] == "path"
+    assert (tmp_path / "introspection.png").stat().st_size > 0
+    assert "Does introspection pay?" in (tmp_path / "introspection.md").read_text()
+
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("digits/runs/*/study_eval.json")}
+    assert len(stamps) == len(task["runs"])
+    assert study.main(argv) == 0  # resumes: nothing is trained or played again
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("digits/runs/*/study_eval.json")} == stamps
+
+
+def test_bad_study_arguments_name_the_valid_choices(tmp_path, capsys):
+    study = load_study()
+    with pytest.raises(SystemExit):
+        study.main(["--run-dir", str(tmp_path), "--quick", "--policies", "nope"])
+    assert "the plan has" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        study.main(["--run-dir", str(tmp_path), "--quick", "--tasks", "digits", "--model", "mnist1d=x.pt"])
+    assert "TASK one of the studied tasks" in capsys.readouterr().err
