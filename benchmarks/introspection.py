@@ -18,7 +18,7 @@ Families and policies (``--quick`` runs a small subset with few steps):
 Pre-registration: before any test figure is read, the *primary* policy of each learned family and
 task is the run with the largest margin over the confidence hull on ``val`` (decisions counted).
 Claims rest on the primary comparisons on ``test`` only, with intervals Bonferroni-corrected across
-the tasks; every other row is exploratory. Each family also gets a hypervolume on ``test`` (all
+the primary comparisons (tasks x learned families); every other row is exploratory. Each family also gets a hypervolume on ``test`` (all
 its points; one reference point per task) and per seed.
 
 ``history`` on by default? The study reports, per task, PPO's ``val`` hypervolume over the three
@@ -81,11 +81,12 @@ class PolicySpec(NamedTuple):
     hyperparams: tuple[tuple[str, Any], ...] = ()  # overrides of the algorithm's hyperparams file
 
 
-def history_groups() -> str:
-    """The env's default observation groups plus ``history``, in ``--env-kwargs`` syntax."""
+def observation_groups(history: bool) -> str:
+    """The env's default observation groups with or without ``history``, in ``--env-kwargs``
+    syntax (explicit either way, so the comparison holds whatever the default becomes)."""
     from dynalay_env.core import DEFAULT_OBSERVATION_GROUPS
 
-    groups = [g for g in DEFAULT_OBSERVATION_GROUPS if g != "history"] + ["history"]
+    groups = [g for g in DEFAULT_OBSERVATION_GROUPS if g != "history"] + (["history"] if history else [])
     return f"observation_groups:[{','.join(groups)}]"
 
 
@@ -102,14 +103,15 @@ def study_plan(quick: bool = False) -> list[PolicySpec]:
     if quick:
         steps, seeds = 4096, (0,)
         return [learner("value_exit", "value_exit", 0.1, seeds, steps), learner("bc-l0.1", "bc", 0.1, seeds, steps),
-                PolicySpec("ppo-l0.1", "rl", "ppo", (lam(0.1),), seeds, steps, batched=True),
-                PolicySpec("ppo-history-l0.1", "rl", "ppo", (lam(0.1), history_groups()), seeds, steps,
+                PolicySpec("ppo-l0.1", "rl", "ppo", (lam(0.1), observation_groups(False)), seeds, steps, batched=True),
+                PolicySpec("ppo-history-l0.1", "rl", "ppo", (lam(0.1), observation_groups(True)), seeds, steps,
                            batched=True)]
     plan = [learner("value_exit", "value_exit", 0.1, SEEDS), learner("dagger-l0.1", "dagger", 0.1, SEEDS)]
     plan += [learner(f"bc-l{v}", "bc", v, SEEDS) for v in LAMBDAS]
     for v in LAMBDAS:
-        plan.append(PolicySpec(f"ppo-l{v}", "rl", "ppo", (lam(v),), SEEDS, batched=True))
-        plan.append(PolicySpec(f"ppo-history-l{v}", "rl", "ppo", (lam(v), history_groups()), SEEDS, batched=True))
+        plan.append(PolicySpec(f"ppo-l{v}", "rl", "ppo", (lam(v), observation_groups(False)), SEEDS, batched=True))
+        plan.append(PolicySpec(f"ppo-history-l{v}", "rl", "ppo", (lam(v), observation_groups(True)), SEEDS,
+                               batched=True))
     plan += [PolicySpec("maskable_ppo-l0.1", "rl", "maskable_ppo", (lam(0.1), "mask_repeats:true"), SEEDS,
                         batched=True),
              PolicySpec("dqn-l0.1", "rl", "dqn", (lam(0.1),), SEEDS),
@@ -130,6 +132,7 @@ class Job(NamedTuple):
     run_dir: str
     model_path: str
     hyperparams_dir: str
+    model_provenance: str   # provenance id of the main model at model_path
 
 
 def needs_own_hyperparams(spec: PolicySpec) -> bool:
@@ -166,6 +169,18 @@ def train_args(job: Job) -> list[str]:
     return args + ["--env-kwargs", *spec.env_kwargs]
 
 
+def check_reusable(job: Job, train: dict[str, Any]) -> None:
+    """Refuse to reuse a finished run trained on another main model or for another budget: its
+    records would be compared with curves of a different model."""
+    trained_on = (train.get("model_provenance") or {}).get("id")
+    if trained_on != job.model_provenance:
+        raise RuntimeError(f"{job.run_dir} was trained on main model {trained_on}, not {job.model_provenance}: "
+                           "use a fresh --run-dir for another model")
+    if job.spec.timesteps and train.get("timesteps_requested") != job.spec.timesteps:
+        raise RuntimeError(f"{job.run_dir} was trained for {train.get('timesteps_requested')} steps, not "
+                           f"{job.spec.timesteps}: use a fresh --run-dir for another budget")
+
+
 RECORD_FIELDS = ("label", "prediction", "correct", "compute", "flops", "steps", "path", "fpi_iterations",
                  "decisions")
 
@@ -191,6 +206,8 @@ def run_job(job: Job) -> dict[str, Any]:
     torch.set_num_threads(1)
     run_dir = Path(job.run_dir)
     summary_path = run_dir / "study_eval.json"
+    if (run_dir / "train.json").is_file():
+        check_reusable(job, json.loads((run_dir / "train.json").read_text()))
     if summary_path.is_file():
         return json.loads(summary_path.read_text())
     if not (run_dir / "train.json").is_file():
@@ -252,7 +269,6 @@ def run_jobs(jobs: list[Job], workers: int) -> None:
 
 class TaskBaselines(NamedTuple):
     curves: dict[str, dict[str, Any]]     # split -> statistic -> ExactCurve
-    exit_now_accuracy: float              # test accuracy of exiting at once (the hypervolume floor)
     full_depth: dict[str, float]
     prefix_oracle: dict[str, Any]
     path_oracle: dict[str, Any]
@@ -283,7 +299,7 @@ def task_baselines(task: str, model_path: str) -> TaskBaselines:
     oracle = run_policy(test_core, OraclePolicy(search))
     path = {"kind": "path", "accuracy": oracle.accuracy, "mean_compute": oracle.mean_compute,
             "paths_searched": search.paths_searched}
-    return TaskBaselines(curves, float(test_record.correct[:, 0].mean()),
+    return TaskBaselines(curves,
                          {"accuracy": float(test_record.correct[:, -1].mean()),
                           "mean_compute": float(test_record.flops[:, -1].mean() / test_record.normalizer)},
                          prefix_oracle_summary(prefix), path, int(test_core.num_classes))
@@ -348,7 +364,8 @@ def summarize_task(task: str, root: Path, plan: list[PolicySpec], baselines: Tas
                                            for name, c in baselines.curves["test"].items()}}}
     stats_val = families["threshold"]["per_statistic_hypervolume_val"]
     families["threshold"]["primary_chosen_on_val"] = max(stats_val, key=stats_val.get)
-    level = 1 - 0.05 / max(1, n_tasks)
+    # Bonferroni over every primary comparison of the study: one per learned family and task.
+    level = 1 - 0.05 / max(1, n_tasks * len(LEARNED_FAMILIES))
     for family in LEARNED_FAMILIES:
         members = [r for r in runs if r["family"] == family]
         if not members:
@@ -384,12 +401,14 @@ def history_rule(runs: list[dict[str, Any]], val_reference: tuple[float, float])
     """PPO's val hypervolume over the lambdas, per seed, with and without ``history``."""
     from agents.sweep import hypervolume
 
-    out: dict[str, Any] = {}
-    for variant, prefix in (("without", "ppo-l"), ("with", "ppo-history-l")):
-        members = [r for r in runs if r["policy"].startswith(prefix) and r["algo"] == "ppo"
-                   and "long" not in r["policy"]]
-        seeds = sorted({r["seed"] for r in members})
-        values = [hypervolume([(r["val"]["accuracy"], r["val"]["mean_compute"]) for r in members
+    members = {variant: [r for r in runs if r["policy"].startswith(prefix) and r["algo"] == "ppo"
+                         and "long" not in r["policy"]]
+               for variant, prefix in (("without", "ppo-l"), ("with", "ppo-history-l"))}
+    # Paired: only the seeds both variants ran.
+    seeds = sorted(set.intersection(*({r["seed"] for r in m} for m in members.values())))
+    out: dict[str, Any] = {"seeds": seeds}
+    for variant, rows in members.items():
+        values = [hypervolume([(r["val"]["accuracy"], r["val"]["mean_compute"]) for r in rows
                                if r["seed"] == s], val_reference) for s in seeds]
         out[variant] = {"per_seed": values, "mean": float(np.mean(values)) if values else None}
     if out["with"]["mean"] is not None and out["without"]["mean"] is not None:
@@ -411,7 +430,8 @@ def build_report(root: Path, tasks: list[str], plan: list[PolicySpec], quick: bo
                                         "least two tasks", "tasks_raised": raised, "on": len(raised) >= 2},
             "preregistration": ("primary policy per learned family and task = the run with the largest val margin "
                                 "over the confidence hull (decisions counted), chosen before test is read; "
-                                f"test intervals Bonferroni-corrected over {len(tasks)} task(s)")}
+                                f"test intervals Bonferroni-corrected over the {len(tasks) * len(LEARNED_FAMILIES)} primary "
+                                f"comparisons ({len(tasks)} task(s) x {len(LEARNED_FAMILIES)} learned families)")}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -580,7 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 write_hyperparams(spec, TASK_ENVS[task], hp_dir)
             for seed in spec.seeds:
                 jobs.append(Job(task, spec, seed, str(root / task / "runs" / f"{spec.name}-s{seed}"),
-                                models[task]["path"], str(hp_dir)))
+                                models[task]["path"], str(hp_dir), models[task]["provenance"]))
     run_jobs(jobs, args.jobs)
     argv_list = list(argv) if argv is not None else sys.argv[1:]
     meta = {"command": command_line(["python", "benchmarks/introspection.py", *argv_list]), "machine": machine(),

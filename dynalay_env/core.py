@@ -645,8 +645,9 @@ class DynaLayCore:
         cosine = torch.nn.functional.cosine_similarity(after, before, dim=1, eps=1e-12)
         # 0 where the first residual is 0 (the solve started at its fixed point) or unknown.
         contraction = torch.where(first_residual > 0, residual / first_residual.clamp_min(1e-30), 0.0)
+        # A solve that diverged (NaN residual) did not contract at all: 1, not a perfect 0.
         features = torch.stack([torch.ones_like(agrees), agrees, run, js, p.amax(1), change, cosine,
-                                contraction.nan_to_num(0.0)], dim=1)
+                                contraction.nan_to_num(1.0, posinf=1.0)], dim=1)
         self.history.index_copy_(0, idx, torch.minimum(torch.maximum(features, self._history_low), self._history_high))
 
     # ---- observations, masks, info ---------------------------------------------------------------

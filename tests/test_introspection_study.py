@@ -37,7 +37,7 @@ def test_the_quick_study_runs_end_to_end_chooses_primaries_on_val_and_resumes(tm
         # Pre-registered on val: the family's run with the largest val margin, whatever test says.
         assert primary["val_vs_confidence_hull"] == max(r["val"]["vs_confidence_hull"] for r in runs)
         corrected = primary["vs_confidence_hull_bonferroni"]
-        assert corrected["level"] == pytest.approx(0.95)  # one task: no correction
+        assert corrected["level"] == pytest.approx(1 - 0.05 / 2)  # one task x two learned families
         assert task["families"][family]["hypervolume_test"] >= 0
     for run in task["runs"]:  # the policy's own decisions are counted
         assert run["test"]["mean_compute"] > run["test"]["mean_env_compute"]
@@ -51,6 +51,9 @@ def test_the_quick_study_runs_end_to_end_chooses_primaries_on_val_and_resumes(tm
     assert len(stamps) == len(task["runs"])
     assert study.main(argv) == 0  # resumes: nothing is trained or played again
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("digits/runs/*/study_eval.json")} == stamps
+    # ... but never reuses a run trained for another budget (it would be compared with the wrong curves).
+    with pytest.raises(RuntimeError, match="use a fresh --run-dir"):
+        study.main(argv + ["--timesteps", "999"])
 
 
 def test_bad_study_arguments_name_the_valid_choices(tmp_path, capsys):
