@@ -156,7 +156,7 @@ LEARN: dict[str, dict] = {"value_exit": dict(n_epochs=30, threshold=0.5), "bc": 
 LEARN_STATES = {"value_exit": 6000, "bc": 3000, "dagger": 3000}
 #: value_exit's accuracy over the confidence hull at about 0.1 compute, on test; bc / dagger over the
 #: matched random policy. Measured (seeds 0-2, test, 1,250 examples): value_exit +0.097..+0.110 over the
-#: hull at 0.091-0.096 compute; bc +0.094..+0.102 and dagger +0.088..+0.103 over random (0.10-0.14 compute).
+#: hull at 0.091-0.096 compute; bc +0.076..+0.122 and dagger +0.086..+0.115 over random (0.07-0.13 compute).
 VALUE_EXIT_MARGIN = 0.03
 IMITATION_MARGIN = 0.05
 
