@@ -39,8 +39,12 @@ The path search grows as ``K^max_steps``; more than :data:`MAX_SEARCH_PATHS` pat
 
 ``n_timesteps`` counts *states* the learner collects and labels (one observation each, as one env
 step is for RL). The learners need the frozen main model (no co-training). A resumed run keeps the
-network and its step count and collects the remaining states afresh (the labelled data is not in a
-checkpoint). The progress bar is not shown (training takes seconds).
+network, its step count, its seed and random state (and ``dagger`` its iteration) and collects
+the remaining states afresh (the labelled data is not in a checkpoint). The callbacks (checkpoints,
+validation) run for a collection round only after the fit on it, so every checkpoint holds a fitted
+network. ``value_exit`` walks the order only as far as the env's masks (``compute_budget``) let
+each example go: its targets and curve count only reachable depths. The progress bar is not shown
+(training takes seconds).
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from agents.curves import exit_flops, full_depth_order, record_core, record_depths
+from agents.curves import exit_flops, full_depth_order, record_core
 from dynalay_env.core import DynaLayCore
 
 #: The largest exhaustive search (paths of length 0..max_steps from one state) :class:`BC` and
@@ -91,25 +95,38 @@ def check_search_size(num_layers: int, max_steps: int, allow_repeats: bool = Tru
     return count
 
 
-#: The searched path tables of the last few (model weights, split, max_steps, masks): the search
-#: does not depend on lambda_compute or the seed, so seeds and sweep trials share it.
-_SEARCHES: dict[tuple[Any, ...], Any] = {}
+#: The searched path tables of the last search per split name: ``split -> (key, [table per chunk])``,
+#: the key being the model's weights and config hashes, the dataset, ``max_steps``, the masks and the
+#: chunking. The search does not depend on lambda_compute or the seed, so seeds and sweep trials on
+#: the same model share it; one entry per split bounds the memory to one search of each split.
+_SEARCHES: dict[str, tuple[tuple[Any, ...], list[Any]]] = {}
 
 
-def _searched(core: DynaLayCore, start: int, chunk: int) -> Any:
-    """:func:`dynalay_env.pretrain.enumerate_paths` over examples ``start:start + chunk`` of ``core``'s
-    split, cached by the model's identity and weights (a frozen model: the learners refuse co-training)."""
+def _search_key(core: DynaLayCore, chunk: int) -> tuple[Any, ...]:
+    """What a search of ``core``'s split depends on: the model by content (weights and config hashes,
+    so equal models share it whatever their identity), the dataset, ``max_steps``, the masks, the chunks."""
+    from dynalay_env.model import config_hash, weights_hash
+
+    model = core.model
+    weights = weights_hash(model) if isinstance(model, torch.nn.Module) else id(model)
+    config = config_hash(model.config) if hasattr(model, "config") else None
+    return (weights, config, getattr(core.dataset, "fingerprint", None), core.split, core.num_examples,
+            core.max_steps, core.mask_repeats, chunk)
+
+
+def _searched(core: DynaLayCore, chunk: int) -> list[Any]:
+    """:func:`dynalay_env.pretrain.enumerate_paths` over ``core``'s split in chunks of ``chunk``
+    examples (one table each), cached per split (a frozen model: the learners refuse co-training)."""
     from dynalay_env.pretrain import enumerate_paths
 
-    weights = tuple(float(p.double().sum()) for p in core.model.parameters()) if hasattr(core.model, "parameters") else ()
-    key = (id(core.model), weights, getattr(core.dataset, "fingerprint", None), core.split, core.max_steps,
-           core.mask_repeats, start, chunk)
-    if key not in _SEARCHES:
-        if len(_SEARCHES) >= 8:
-            _SEARCHES.pop(next(iter(_SEARCHES)))
-        x, y = core.x[start:start + chunk], core.y[start:start + chunk]
-        _SEARCHES[key] = enumerate_paths(core.model, x, y, core.max_steps, allow_repeats=not core.mask_repeats)
-    return _SEARCHES[key]
+    key = _search_key(core, chunk)
+    cached = _SEARCHES.get(core.split)
+    if cached is None or cached[0] != key:
+        _SEARCHES.pop(core.split, None)  # free the old search before running the new one
+        tables = [enumerate_paths(core.model, core.x[s:s + chunk], core.y[s:s + chunk], core.max_steps,
+                                  allow_repeats=not core.mask_repeats) for s in range(0, core.num_examples, chunk)]
+        _SEARCHES[core.split] = cached = (key, tables)
+    return cached[1]
 
 
 class OracleTable:
@@ -135,8 +152,7 @@ class OracleTable:
     def __init__(self, core: DynaLayCore, lambda_compute: float, chunk: int = 2048) -> None:
         check_search_size(core.num_layers, core.max_steps, not core.mask_repeats)
         firsts = []
-        for start in range(0, core.num_examples, chunk):
-            table = _searched(core, start, chunk)
+        for table in _searched(core, chunk):
             paths = table.paths
             cost = (~table.correct).double() + lambda_compute * table.flops.double() / core.normalizer  # [P, n]
             spent = table.flops.double() / core.normalizer
@@ -194,9 +210,11 @@ def play(core: DynaLayCore, examples: np.ndarray, decide: Decide) -> tuple[dict[
     """Play one episode per example of ``examples`` in ``core`` (``core.num_envs`` at a time),
     asking ``decide`` about every running slot at every decision. Returns the visited states
     (``obs`` ``[S, obs_dim]``, ``masks`` ``[S, A]``, ``target`` ``[S]`` (-1 where ``decide`` gave
-    none), ``example``, ``step``, ``correct`` (the prediction at that state is right), ``slot``: the
-    episode number) and the finished episodes' infos (``correct``, ``compute``, ``step``, ``path``),
-    in the form :class:`agents.callbacks.EpisodeMetricsCallback` reads."""
+    none), ``example``, ``step``, ``correct`` (the prediction at that state is right), ``episode``:
+    the position in ``examples``; step-major within each ``num_envs`` chunk) and the finished episodes'
+    infos (``correct``, ``compute``, ``step``, ``path``, in the form
+    :class:`agents.callbacks.EpisodeMetricsCallback` reads, and ``episode``), in finishing order. The
+    state an episode ends in at ``max_steps`` is no decision, so it is only in its info."""
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "masks", "target", "example", "step", "correct",
                                                            "episode")}
     infos: list[dict[str, Any]] = []
@@ -226,12 +244,16 @@ def play(core: DynaLayCore, examples: np.ndarray, decide: Decide) -> tuple[dict[
             for i in done:  # the single env's form: the path cut to its steps
                 step = int(out.info["step"][i])
                 infos.append({"correct": out.info["correct"][i], "compute": out.info["compute"][i], "step": step,
-                              "path": out.info["path"][i][:step]})
+                              "path": out.info["path"][i][:step], "episode": int(first + i)})
             active[done] = False
     return {k: np.concatenate(v) for k, v in parts.items()}, infos
 
 
 # ---- networks -------------------------------------------------------------------------------------
+
+
+#: SB3's actor defaults (``net_arch`` and ``activation_fn``), for policy_kwargs that leave them out.
+DEFAULT_ACTOR: dict[str, Any] = {"net_arch": [64, 64], "activation_fn": "nn.Tanh"}
 
 
 def ppo_actor_kwargs(env_id: str | None) -> dict[str, Any]:
@@ -262,10 +284,20 @@ def _plain_net_kwargs(policy_kwargs: Any) -> dict[str, Any]:
     if not isinstance(kwargs, dict) or set(kwargs) - {"net_arch", "activation_fn"}:
         raise ValueError(f"policy_kwargs of bc/dagger may give net_arch and activation_fn only, got {policy_kwargs!r}")
     kwargs = _class_values(dict(kwargs), "policy_kwargs")
-    arch = kwargs.get("net_arch", [64, 64])
-    arch = arch.get("pi", [64, 64]) if isinstance(arch, dict) else arch
-    activation = kwargs.get("activation_fn", torch.nn.Tanh)
-    return {"net_arch": [int(w) for w in arch], "activation_fn": f"nn.{activation.__name__}"}
+    arch = kwargs.get("net_arch", DEFAULT_ACTOR["net_arch"])
+    arch = arch.get("pi", DEFAULT_ACTOR["net_arch"]) if isinstance(arch, dict) else arch
+    activation = kwargs.get("activation_fn")
+    return {"net_arch": _widths(arch, "bc/dagger: policy_kwargs.net_arch"),
+            "activation_fn": DEFAULT_ACTOR["activation_fn"] if activation is None else f"nn.{activation.__name__}"}
+
+
+def _widths(arch: Any, what: str) -> list[int]:
+    """``arch`` as a list of hidden widths (integers >= 1); ``ValueError`` naming ``what`` otherwise."""
+    if isinstance(arch, (str, dict)) or not isinstance(arch, Sequence) or not all(
+            isinstance(w, (int, np.integer)) and not isinstance(w, bool) and w >= 1 for w in arch):
+        raise ValueError(f"{what} must be a list of hidden layer widths (integers >= 1), e.g. [64, 64], "
+                         f"got {arch!r}")
+    return [int(w) for w in arch]
 
 
 def _env_id_of(core: DynaLayCore) -> str:
@@ -289,6 +321,19 @@ def _common(args: dict[str, Any]) -> dict[str, Any]:
     return {k: args[k] for k in _COMMON}
 
 
+def _plain_rng_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A NumPy bit generator's state with its 128-bit integers as strings (``torch.load`` with
+    ``weights_only=True`` reads plain dicts of str/int; 128-bit ints are kept exact this way)."""
+    return {k: _plain_rng_state(v) if isinstance(v, dict) else (str(v) if isinstance(v, int) else v)
+            for k, v in state.items()}
+
+
+def _rng_state_of(state: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`_plain_rng_state`."""
+    return {k: _rng_state_of(v) if isinstance(v, dict) else (int(v) if k != "bit_generator" else v)
+            for k, v in state.items()}
+
+
 class SupervisedAgent:
     """What the three learners share: the env and spaces, a network, the val selection, the SB3
     callback protocol of :func:`agents.training.train`, saving and loading.
@@ -298,7 +343,7 @@ class SupervisedAgent:
         env: the training env (a DynaLay SB3 VecEnv, possibly wrapped, or a core) on ``agent_train``.
         lambda_compute: price of one unit of normalised compute in the oracle's cost and the val
             selection (>= 0).
-        learning_rate: Adam's step size on the collected states.
+        learning_rate: Adam's step size on the collected states (a constant number > 0).
         n_epochs: passes over the collected states per fit.
         batch_size: states per Adam step.
         n_envs_collect: episode slots of the collection and val cores.
@@ -317,6 +362,9 @@ class SupervisedAgent:
         if isinstance(lambda_compute, bool) or not isinstance(lambda_compute, (int, float)) or not lambda_compute >= 0:
             raise ValueError(f"{self.name}: lambda_compute must be a number >= 0 (price per unit of normalised "
                              f"compute), got {lambda_compute!r}")
+        if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
+            raise ValueError(f"{self.name}: learning_rate must be a constant number > 0 (Adam's step size; "
+                             f"schedules such as 'lin_1e-3' are for the SB3 algorithms), got {learning_rate!r}")
         for key, value in (("n_epochs", n_epochs), ("batch_size", batch_size), ("n_envs_collect", n_envs_collect)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{self.name}: {key} must be an integer >= 1, got {value!r}")
@@ -367,7 +415,7 @@ class SupervisedAgent:
     # -- network ----------------------------------------------------------------------------------
 
     def _build_net(self, core: DynaLayCore) -> torch.nn.Module:
-        raise NotImplementedError
+        return self._net_for(core.observation_dim, core.num_actions)
 
     def decision_flops(self) -> int:
         """FLOPs of one decision: this agent's ``predict`` forward under FlopCounterMode
@@ -382,12 +430,18 @@ class SupervisedAgent:
         obs = torch.as_tensor(np.asarray(observation, dtype=np.float32), device=self.device)
         return self.policy(obs.reshape(-1, self.observation_space.shape[0]))
 
-    def _fit(self, x: np.ndarray, target: np.ndarray, masks: np.ndarray | None, epochs: int) -> float:
-        """Adam for ``epochs`` passes over ``(x, target)``; returns the last epoch's mean loss.
-        Classification (``masks`` given): masked cross-entropy; else mean squared error."""
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """One Adam per ``learn`` (its moments carry over the fits of one learn, so how often the
+        network is evaluated in between does not change the training)."""
+        return torch.optim.Adam(self.policy.parameters(), lr=self.learning_rate)
+
+    def _fit(self, x: np.ndarray, target: np.ndarray, masks: np.ndarray | None, epochs: int,
+             optimizer: torch.optim.Optimizer) -> float:
+        """``optimizer`` (from :meth:`_optimizer`) for ``epochs`` passes over ``(x, target)``; returns
+        the last epoch's mean loss. Classification (``masks`` given): masked cross-entropy; else mean
+        squared error."""
         net = self.policy
         net.train()
-        optimizer = torch.optim.Adam(net.parameters(), lr=self.learning_rate)
         xs = torch.as_tensor(x, dtype=torch.float32, device=self.device)
         ys = torch.as_tensor(target, device=self.device)
         ms = torch.as_tensor(masks, device=self.device) if masks is not None else None
@@ -447,12 +501,15 @@ class SupervisedAgent:
         callback.init_callback(self)
         callback.on_training_start(locals(), globals())
         self._callback = callback
-        self._train(self.num_timesteps + int(total_timesteps))
+        if int(total_timesteps) > 0:  # learn(0): nothing to collect, the network stays as it is
+            self._train(self.num_timesteps + int(total_timesteps))
         callback.on_training_end()
         return self
 
     def _round_done(self, infos: list[dict[str, Any]], states: int) -> None:
-        """One collection round: count its states, run the callbacks, write the logs."""
+        """One collection round: count its states, run the callbacks, write the logs. Called only
+        after the fit (and val choice) on those states, so a checkpoint the callbacks write always
+        holds a network fitted on what its ``num_timesteps`` counts."""
         self.num_timesteps += int(states)
         callback = self._callback
         callback.on_rollout_start()
@@ -489,7 +546,8 @@ class SupervisedAgent:
                  "num_layers": int(self.num_layers), "net": self.policy.state_dict(),
                  "observation_low": torch.as_tensor(self.observation_space.low),
                  "observation_high": torch.as_tensor(self.observation_space.high),
-                 "selection": self.selection, **self._extra_state()}
+                 "selection": self.selection, "seed": self.seed,
+                 "rng_state": _plain_rng_state(self.rng.bit_generator.state), **self._extra_state()}
         with atomic_path(Path(path)) as tmp:
             torch.save(state, tmp)
 
@@ -499,14 +557,19 @@ class SupervisedAgent:
 
     @classmethod
     def load(cls, path: str | os.PathLike, env: Any = None, device: str = "cpu", **kwargs: Any) -> SupervisedAgent:
-        """The agent saved at ``path``; ``env`` attaches a training env (to continue learning).
-        Keyword arguments SB3's ``load`` takes (``tensorboard_log``, ...) override the saved ones."""
+        """The agent saved at ``path``; ``env`` attaches a training env (to continue learning: it
+        must have the saved observation size, ``max_steps`` and layer count). The saved seed and
+        random state carry on (a resumed run draws what the uninterrupted one would); keyword
+        arguments SB3's ``load`` takes (``tensorboard_log``, ``verbose``, ``seed``: a fresh random
+        state) override the saved ones."""
         state = torch.load(path, map_location=device, weights_only=True)
         if state.get("algo") != cls.name:
             raise ValueError(f"{path} holds a {state.get('algo')!r} agent, not {cls.name!r}")
-        agent = cls(state["policy"], None, device=device, **{**state["hyperparams"],
-                                                             **{k: v for k, v in kwargs.items() if k in
-                                                                ("tensorboard_log", "verbose", "seed")}})
+        overrides = {k: v for k, v in kwargs.items() if k in ("tensorboard_log", "verbose", "seed")}
+        agent = cls(state["policy"], None, device=device,
+                    **{**state["hyperparams"], "seed": int(state.get("seed", 0)), **overrides})
+        if "rng_state" in state and "seed" not in overrides:
+            agent.rng.bit_generator.state = _rng_state_of(state["rng_state"])
         agent.observation_space = spaces.Box(state["observation_low"].numpy(), state["observation_high"].numpy(),
                                              dtype=np.float32)
         agent.action_space = spaces.Discrete(int(state["num_actions"]))
@@ -518,11 +581,19 @@ class SupervisedAgent:
         agent.selection = dict(state.get("selection") or {})
         agent._load_extra(state)
         if env is not None:
+            saved = agent._shape()
             agent.set_env(env)
-            if agent.observation_space.shape[0] != int(state["obs_dim"]):
-                raise ValueError(f"{path}: the agent reads {state['obs_dim']} observation features, the env gives "
-                                 f"{agent.observation_space.shape[0]}")
+            env_shape = {**agent._shape(), "obs_dim": int(agent.observation_space.shape[0])}
+            saved["obs_dim"] = int(state["obs_dim"])
+            wrong = [f"{k}: saved {saved[k]}, env {env_shape[k]}" for k in saved if saved[k] != env_shape[k]]
+            if wrong:
+                raise ValueError(f"{path}: the {cls.name} agent does not fit this env ({'; '.join(wrong)}); load it "
+                                 f"with an env of the same options it was trained with")
         return agent
+
+    def _shape(self) -> dict[str, Any]:
+        """What an env must match to continue this agent (see :meth:`load`)."""
+        return {"max_steps": int(self.max_steps), "num_layers": int(self.num_layers)}
 
     def _net_for(self, obs_dim: int, num_actions: int) -> torch.nn.Module:
         raise NotImplementedError
@@ -534,7 +605,7 @@ class ValueExit(SupervisedAgent):
     Args (besides :class:`SupervisedAgent`'s):
         threshold: exit when the predicted gain ``< threshold``; ``None`` picks it on val, as the
             point of :meth:`exit_curve` maximising accuracy - lambda_compute x compute.
-        net_arch: hidden widths of the regressor (ReLU).
+        net_arch: hidden widths of the regressor (ReLU), a list of integers.
     """
 
     name = "value_exit"
@@ -548,7 +619,7 @@ class ValueExit(SupervisedAgent):
             raise ValueError(f"value_exit: threshold must be a number or null (chosen on val), got {threshold!r}")
         self.threshold_param = None if threshold is None else float(threshold)
         self.threshold = 0.5 if threshold is None else float(threshold)
-        self.net_arch = [int(w) for w in net_arch]
+        self.net_arch = _widths(net_arch, "value_exit: net_arch")
         super().__init__(policy, env, **_common(locals()))
 
     def set_env(self, env: Any) -> None:
@@ -558,11 +629,11 @@ class ValueExit(SupervisedAgent):
     def _net_for(self, obs_dim: int, num_actions: int) -> torch.nn.Module:
         return mlp(obs_dim, 1, self.net_arch, torch.nn.ReLU)
 
-    def _build_net(self, core: DynaLayCore) -> torch.nn.Module:
-        return self._net_for(core.observation_dim, core.num_actions)
-
     def hyperparams(self) -> dict[str, Any]:
         return {**super().hyperparams(), "threshold": self.threshold_param, "net_arch": self.net_arch}
+
+    def _shape(self) -> dict[str, Any]:
+        return {**super()._shape(), "order": tuple(self.order)}
 
     def _extra_state(self) -> dict[str, Any]:
         return {"threshold_in_use": self.threshold, "order": list(self.order)}
@@ -583,29 +654,45 @@ class ValueExit(SupervisedAgent):
         if episode_start is not None:
             steps[np.asarray(episode_start, dtype=bool)] = 0
         order = np.asarray(list(self.order) + [0], dtype=np.int64)
-        actions = np.where(gain < self.threshold, 0, order[np.minimum(steps, len(self.order))])
+        # In float64, as exit_curve builds its thresholds (NumPy 2 would round a float threshold
+        # to float32 against a float32 gain, merging thresholds one float64 ulp apart).
+        actions = np.where(gain.astype(np.float64) < self.threshold, 0, order[np.minimum(steps, len(self.order))])
         if action_masks is not None:
             actions = np.where(np.take_along_axis(np.asarray(action_masks, bool), actions[:, None], 1)[:, 0], actions, 0)
         return actions, steps + (actions > 0)
 
     def _walk(self, core: DynaLayCore, examples: np.ndarray) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
-        """Every example down the whole order (EXIT only where it ends), recording each decision state."""
+        """Every example down the order until it ends or its next layer is masked (the env's
+        ``compute_budget``: the walk goes only where the env lets an episode go), recording each
+        decision state (:func:`play`)."""
         order = np.asarray(list(self.order) + [0], dtype=np.int64)
 
         def decide(core: DynaLayCore, rows: np.ndarray, obs: torch.Tensor, masks: torch.Tensor) -> tuple[np.ndarray, None]:
             steps = core.steps[torch.as_tensor(rows, device=core.device)].cpu().numpy()
-            return order[np.minimum(steps, len(self.order))], None
+            actions = order[np.minimum(steps, len(self.order))]
+            allowed = masks.cpu().numpy()[np.arange(rows.size), actions]
+            return np.where(allowed, actions, 0), None
 
         return play(core, examples, decide)
 
-    def gain_targets(self, core: DynaLayCore, examples: np.ndarray, data: dict[str, np.ndarray]) -> np.ndarray:
-        """``[S]`` value of continuing of each recorded state (episode ``data["episode"]`` of
-        ``examples``, at depth ``data["step"]``): the best correctness at this or any later depth of the
-        order minus the correctness now (0 or 1), read from one recorded pass
-        (:func:`agents.curves.record_depths`) over those examples."""
-        idx = torch.as_tensor(examples, device=core.device)
-        record = record_depths(core.model, core.x[idx], core.y[idx], core.max_steps, self.order)
-        correct = record.correct.astype(np.float64)
+    @staticmethod
+    def _reach(infos: list[dict[str, Any]], episodes: int) -> np.ndarray:
+        """``[episodes]``: the layers a walk applied per episode (the order's length, or fewer where
+        the masks stopped it): the deepest depth the env lets that example reach along the order."""
+        reach = np.zeros(episodes, np.int64)
+        for info in infos:
+            reach[info["episode"]] = info["step"]
+        return reach
+
+    def gain_targets(self, data: dict[str, np.ndarray], infos: list[dict[str, Any]]) -> np.ndarray:
+        """``[S]`` value of continuing of each state a walk (:meth:`_walk`) recorded: the best
+        correctness at this or any later reachable depth of the order minus the correctness now (0
+        or 1), read from the walk itself (its states and, for an end at ``max_steps``, its infos);
+        depths past where the masks stop an episode count for nothing."""
+        correct = np.zeros((len(infos), len(self.order) + 1))  # [episode, depth]; unreachable depths stay 0
+        correct[data["episode"], data["step"]] = data["correct"]
+        ends = np.array([(i["episode"], i["step"], bool(i["correct"])) for i in infos], dtype=np.int64).reshape(-1, 3)
+        correct[ends[:, 0], ends[:, 1]] = ends[:, 2]
         best_later = np.maximum.accumulate(correct[:, ::-1], axis=1)[:, ::-1]
         return (best_later - correct)[data["episode"], data["step"]]
 
@@ -615,10 +702,10 @@ class ValueExit(SupervisedAgent):
         core = work_core(self.core, self.core.split, self.n_envs_collect)
         examples = self._draw_examples(count)
         data, infos = self._walk(core, examples)
-        self._round_done(infos, data["step"].size)
-        decisions = data["step"] < len(self.order)  # where the network's answer matters
-        targets = self.gain_targets(core, examples, data)
-        self._fit(data["obs"][decisions], targets[decisions], None, self.n_epochs)
+        # Where the network's answer matters: not where the order or the masks end the walk.
+        decisions = data["step"] < self._reach(infos, examples.size)[data["episode"]]
+        targets = self.gain_targets(data, infos)
+        self._fit(data["obs"][decisions], targets[decisions], None, self.n_epochs, self._optimizer())
         self._decision_flops = None
         if self.threshold_param is None:
             curve = self.exit_curve(work_core(self.core, "val", self.n_envs_collect))
@@ -628,18 +715,23 @@ class ValueExit(SupervisedAgent):
             self.selection = {"split": "val", "threshold": self.threshold, "accuracy": float(curve["accuracy"][best]),
                               "mean_compute": float(curve["mean_compute"][best]), "lambda_compute": self.lambda_compute,
                               "n_thresholds": int(curve["threshold"].size)}
+        self._round_done(infos, data["step"].size)  # after the fit and the val choice (a checkpoint holds both)
 
     @torch.no_grad()
     def exit_curve(self, core: DynaLayCore) -> dict[str, np.ndarray]:
         """Accuracy and mean normalised compute (decisions counted) of this model on every example of
         ``core``'s split at every distinct threshold of its predicted gains: one recorded pass
-        (:func:`agents.curves.record_core`) and one walk for the observations. Arrays ``[m]``
-        ordered by compute (threshold descending); the last point never exits early."""
+        (:func:`agents.curves.record_core`: correctness and FLOPs per depth) and one walk for the
+        observations and how deep the env's masks let each example go (an episode exits there
+        whatever the threshold). Arrays ``[m]`` ordered by compute (threshold descending); the last
+        point never exits early (only where the masks force it)."""
         record = record_core(core, self.order)
-        data, _ = self._walk(core, np.arange(core.num_examples))
+        data, infos = self._walk(core, np.arange(core.num_examples))  # episode i is example i
         depth = record.depth
+        reach = self._reach(infos, record.n)
+        forced = np.arange(depth + 1)[None, :] >= reach[:, None]  # [n, D + 1] the masks end the walk here
         gains = np.full((record.n, depth), np.inf)
-        decide_rows = data["step"] < depth
+        decide_rows = data["step"] < reach[data["episode"]]
         gains[data["example"][decide_rows], data["step"][decide_rows]] = self._forward(
             data["obs"][decide_rows])[:, 0].cpu().numpy()
         # Exit at depth d < D once gain < threshold: the record value is the running minimum.
@@ -652,7 +744,7 @@ class ValueExit(SupervisedAgent):
         accuracy, compute = [], []
         for start in range(0, thresholds.size, 256):  # [T, n] exit depths, a block of thresholds at a time
             t = thresholds[start:start + 256]
-            passes = np.concatenate([gains[None] < t[:, None, None], np.ones((t.size, record.n, 1), bool)], 2)
+            passes = np.concatenate([gains[None] < t[:, None, None], np.ones((t.size, record.n, 1), bool)], 2) | forced
             exits = passes.argmax(2)
             accuracy.append(np.take_along_axis(correct[None], exits[..., None], 2)[..., 0].mean(1))
             compute.append(np.take_along_axis(flops[None], exits[..., None], 2)[..., 0].mean(1))
@@ -696,12 +788,9 @@ class BC(SupervisedAgent):
     def _net_for(self, obs_dim: int, num_actions: int) -> torch.nn.Module:
         from agents.algorithms import _resolve_class_name
 
-        kwargs = self.policy_kwargs or {}
-        activation = _resolve_class_name(kwargs.get("activation_fn", "nn.Tanh"), "policy_kwargs.activation_fn")
-        return mlp(obs_dim, num_actions, kwargs.get("net_arch", [64, 64]), activation)
-
-    def _build_net(self, core: DynaLayCore) -> torch.nn.Module:
-        return self._net_for(core.observation_dim, core.num_actions)
+        kwargs = {**DEFAULT_ACTOR, **(self.policy_kwargs or {})}
+        activation = _resolve_class_name(kwargs["activation_fn"], "policy_kwargs.activation_fn")
+        return mlp(obs_dim, num_actions, kwargs["net_arch"], activation)
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
                 action_masks: np.ndarray | None = None, deterministic: bool = True) -> tuple[np.ndarray, Any]:
@@ -722,45 +811,62 @@ class BC(SupervisedAgent):
         targets = self._table.actions(core, rows)
         return targets, targets
 
-    def _collect(self, states: int, decide: Decide) -> dict[str, np.ndarray]:
-        """Play fresh ``agent_train`` episodes with ``decide`` until ``states`` states are labelled
-        (one collection round per ``n_envs_collect`` episodes)."""
+    def _collect(self, states: int, decide: Decide) -> tuple[dict[str, np.ndarray], list[tuple[list[Any], int]]]:
+        """Play fresh ``agent_train`` episodes with ``decide`` until at least ``states`` states are
+        labelled (one collection round per ``n_envs_collect`` episodes; the last round keeps whole
+        episodes, the fewest that reach ``states``, so no depth is over-represented). Returns the
+        states and ``(infos, states)`` per round, for :meth:`_rounds_done` once the fit is done."""
         core = work_core(self.core, self.core.split, self.n_envs_collect)
         parts: list[dict[str, np.ndarray]] = []
+        rounds: list[tuple[list[Any], int]] = []
         got = 0
         while got < states:
             data, infos = play(core, self._draw_examples(self.n_envs_collect), decide)
-            take = min(data["step"].size, states - got)
-            parts.append({k: v[:take] for k, v in data.items()})
-            got += take
-            self._round_done(infos, take)
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            lengths = np.bincount(data["episode"], minlength=self.n_envs_collect)  # states per episode
+            episodes = int(np.searchsorted(np.cumsum(lengths), states - got)) + 1  # the fewest that reach it
+            keep = data["episode"] < episodes
+            parts.append({k: v[keep] for k, v in data.items()})
+            rounds.append(([i for i in infos if i["episode"] < episodes], int(keep.sum())))
+            got += int(keep.sum())
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, rounds
 
-    def _fit_and_select(self, data: dict[str, np.ndarray], parts: int, candidates: list[tuple[Any, Any]]) -> None:
-        """Fit on ``data`` in ``parts`` equal parts of ``n_epochs``; after each, score the network on
-        val and add ``(score, state_dict, summary)`` to ``candidates``."""
+    def _rounds_done(self, rounds: list[tuple[list[Any], int]]) -> None:
+        """:meth:`_round_done` for each collection round, after the fit on its states."""
+        for infos, states in rounds:
+            self._round_done(infos, states)
+
+    def _fit_and_select(self, data: dict[str, np.ndarray], optimizer: torch.optim.Optimizer,
+                        candidates: list[tuple[Any, Any, Any]], label: dict[str, Any]) -> None:
+        """Fit on ``data`` with ``optimizer`` in ``n_snapshots`` equal parts of ``n_epochs``; after
+        each, score the network on val and add ``(score, state_dict, summary)`` to ``candidates``
+        (the summary: ``label``, the snapshot number from 1, val accuracy and mean compute)."""
+        parts = self.n_snapshots
         epochs = [self.n_epochs // parts + (i < self.n_epochs % parts) for i in range(parts)]
-        for e in epochs:
+        for snapshot, e in enumerate(epochs, 1):
             if e:
-                self._fit(data["obs"], data["target"], data["masks"], e)
+                self._fit(data["obs"], data["target"], data["masks"], e, optimizer)
             val = self._val_records()
             candidates.append((self.val_score(val.accuracy, val.mean_compute),
                                {k: v.clone() for k, v in self.policy.state_dict().items()},
-                               {"accuracy": val.accuracy, "mean_compute": val.mean_compute}))
+                               {**label, "snapshot": snapshot, "accuracy": val.accuracy,
+                                "mean_compute": val.mean_compute}))
 
-    def _keep_best(self, candidates: list[tuple[Any, Any]], what: str) -> None:
+    def _keep_best(self, candidates: list[tuple[Any, Any, Any]]) -> None:
+        """Load the candidate with the best val score; ``selection`` gets its summary and ``of``
+        (how many were scored)."""
         best = max(range(len(candidates)), key=lambda i: candidates[i][0])
         self.policy.load_state_dict(candidates[best][1])
-        self.selection = {"split": "val", "lambda_compute": self.lambda_compute, what: best + 1,
-                          "of": len(candidates), **candidates[best][2]}
+        self.selection = {"split": "val", "lambda_compute": self.lambda_compute, **candidates[best][2],
+                          "of": len(candidates)}
         self._decision_flops = None
 
     def _train(self, until: int) -> None:
         self._table = OracleTable(self.core, self.lambda_compute)
-        data = self._collect(until - self.num_timesteps, self._oracle)
-        candidates: list[tuple[Any, Any]] = []
-        self._fit_and_select(data, self.n_snapshots, candidates)
-        self._keep_best(candidates, "snapshot")
+        data, rounds = self._collect(until - self.num_timesteps, self._oracle)
+        candidates: list[tuple[Any, Any, Any]] = []
+        self._fit_and_select(data, self._optimizer(), candidates, {})
+        self._keep_best(candidates)
+        self._rounds_done(rounds)  # after the fit and the choice (a checkpoint holds the chosen network)
 
 
 class DAgger(BC):
@@ -771,6 +877,11 @@ class DAgger(BC):
             on everything collected so far (``n_epochs`` per iteration).
         beta: the oracle drives with probability ``beta ** i`` in iteration ``i`` (iteration 0: the
             oracle alone), else the learned policy (greedy, masked).
+
+    The iterations done are saved with the agent: a resumed run continues at the next iteration
+    (the remaining states split over the remaining iterations), not at ``beta ** 0``; learning on
+    past ``n_iterations`` adds one iteration per ``learn``.
+    ``selection["iteration"]`` is the chosen network's iteration ``i``.
     """
 
     name = "dagger"
@@ -785,19 +896,32 @@ class DAgger(BC):
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta <= 1.0:
             raise ValueError(f"dagger: beta must be a number in [0, 1], got {beta!r}")
         self.n_iterations, self.beta = n_iterations, float(beta)
+        self.iterations_done = 0
         self._bc_init(policy_kwargs, n_snapshots)
         SupervisedAgent.__init__(self, policy, env, **_common(locals()))
 
     def hyperparams(self) -> dict[str, Any]:
         return {**super().hyperparams(), "n_iterations": self.n_iterations, "beta": self.beta}
 
+    def _extra_state(self) -> dict[str, Any]:
+        return {"iterations_done": int(self.iterations_done)}
+
+    def _load_extra(self, state: dict[str, Any]) -> None:
+        self.iterations_done = int(state.get("iterations_done", 0))
+
     def _train(self, until: int) -> None:
         total = until - self.num_timesteps
-        sizes = [total // self.n_iterations + (i < total % self.n_iterations) for i in range(self.n_iterations)]
+        if self.num_timesteps == 0:
+            self.iterations_done = 0  # a fresh run
+        first = self.iterations_done
+        left = max(self.n_iterations - first, 1)  # past n_iterations (learning on): one more iteration
+        sizes = [total // left + (j < total % left) for j in range(left)]
+        last = first + int(np.count_nonzero(sizes)) - 1  # the sizes that are 0 come last
         self._table = OracleTable(self.core, self.lambda_compute)
+        optimizer = self._optimizer()
         data: dict[str, np.ndarray] | None = None
-        candidates: list[tuple[Any, Any]] = []
-        for i, size in enumerate(sizes):
+        candidates: list[tuple[Any, Any, Any]] = []
+        for i, size in enumerate(sizes, first):
             if not size:
                 continue
             mix = self.beta ** i
@@ -810,11 +934,13 @@ class DAgger(BC):
                 learned, _ = self.predict(obs.cpu().numpy(), action_masks=masks.cpu().numpy())
                 return np.where(self.rng.random(rows.size) < mix, targets, learned), targets
 
-            new = self._collect(size, decide)
+            new, rounds = self._collect(size, decide)
             data = new if data is None else {k: np.concatenate([data[k], new[k]]) for k in data}
-            self._fit_and_select(data, self.n_snapshots, candidates)
-        if candidates:
-            self._keep_best(candidates, "iteration")
+            self._fit_and_select(data, optimizer, candidates, {"iteration": i})
+            self.iterations_done = i + 1
+            if i == last:  # the chosen network is what the run ends with
+                self._keep_best(candidates)
+            self._rounds_done(rounds)  # after the fit (a checkpoint holds a network fitted on its states)
 
 
 class SupervisedBackend:
