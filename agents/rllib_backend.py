@@ -229,11 +229,7 @@ class RLlibAgent:
     def save(self, path: str | os.PathLike) -> None:
         """Write the algorithm's checkpoint (a folder) to ``path`` atomically, with
         ``dynalay_state.json`` (the step count) inside."""
-        if self.algorithm is None:
-            raise ValueError("an RLlib agent loaded for inference has no algorithm state to save")
-        with atomic_dir(path) as tmp:
-            self.algorithm.save_to_path(str(tmp.resolve()))
-            atomic_write_json(tmp / STATE_NAME, {"algo": self.algo, "num_timesteps": self.num_timesteps})
+        write_checkpoint(self, path)
 
     # ---- acting ----
 
@@ -278,6 +274,17 @@ class RLlibAgent:
                 self._scores(obs)
             self._decision_flops = int(round(counter.get_total_flops() / batch))
         return self._decision_flops
+
+
+def write_checkpoint(agent: RLlibAgent, path: str | os.PathLike) -> Path:
+    """The algorithm's checkpoint (a folder: module, optimiser, connectors, config) at ``path``,
+    written by :func:`dynalay_env.atomic.atomic_dir`, with ``dynalay_state.json`` (the step count)."""
+    if agent.algorithm is None:
+        raise ValueError("an RLlib agent loaded for inference has no algorithm state to save")
+    with atomic_dir(path) as tmp:
+        agent.algorithm.save_to_path(str(tmp.resolve()))
+        atomic_write_json(tmp / STATE_NAME, {"algo": agent.algo, "num_timesteps": agent.num_timesteps})
+    return Path(path)
 
 
 def load_agent(path: str | os.PathLike, algo: str | None = None, device: str = "cpu") -> RLlibAgent:
@@ -329,7 +336,7 @@ def list_rllib_checkpoints(run_dir: str | Path) -> list[Path]:
 def save_rllib_checkpoint(run_dir: str | Path, agent: RLlibAgent, keep: int = 2) -> Path:
     """``checkpoints/rllib_<steps>_steps/`` of ``agent``; keeps the newest ``keep``."""
     path = Path(run_dir) / CHECKPOINT_DIR / f"rllib_{agent.num_timesteps}_steps"
-    agent.save(path)
+    write_checkpoint(agent, path)
     for old in list_rllib_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return path
@@ -412,7 +419,7 @@ def train_rllib(config: Any, run_dir: Path, resume: bool) -> tuple[RLlibAgent, P
         remaining = max(0, timesteps - done)
         if remaining > 0:
             agent.learn(remaining, callback=on_iteration)
-        agent.save(run_dir / RLLIB_DIR)
+        write_checkpoint(agent, run_dir / RLLIB_DIR)
     finally:
         algorithm.stop()
     from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN
@@ -430,4 +437,4 @@ def train_rllib(config: Any, run_dir: Path, resume: bool) -> tuple[RLlibAgent, P
 
 __all__ = ["DEFAULT_HYPERPARAMS", "INSTALL_HINT", "RLLIB_ALGORITHMS", "RLLIB_DIR", "RLlibAgent", "algorithm_config",
            "check_algorithm", "init_ray", "list_rllib_checkpoints", "load_agent", "require_ray", "rllib_hyperparams",
-           "save_rllib_checkpoint", "train_rllib"]
+           "save_rllib_checkpoint", "train_rllib", "write_checkpoint"]
