@@ -176,8 +176,9 @@ def init_ray(address: str | None, num_env_runners: int) -> None:
     if address:
         ray.init(address=address, runtime_env=env, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_env_runners + 1, include_dashboard=False, log_to_driver=False, runtime_env=env,
-                 configure_logging=False)
+        # address="local": a fresh Ray of this process, even where `ray start` left a cluster running.
+        ray.init(address="local", num_cpus=num_env_runners + 1, include_dashboard=False, log_to_driver=False,
+                 runtime_env=env, configure_logging=False)
 
 
 # ---- the agent ----------------------------------------------------------------------------------
