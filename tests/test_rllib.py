@@ -45,7 +45,7 @@ def synthetic_checkpoint() -> Path:
     from dynalay_env.cache import cached_default_model
     from dynalay_env.data import load_dataset
 
-    return Path(cached_default_model(load_dataset("synthetic")))
+    return Path(cached_default_model(load_dataset("synthetic"), progress=False))
 
 
 @pytest.fixture(scope="module", autouse=True)
