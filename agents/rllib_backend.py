@@ -307,6 +307,14 @@ def load_agent(path: str | os.PathLike, algo: str | None = None, device: str = "
     return RLlibAgent(module, algo or state["algo"], num_timesteps=state["num_timesteps"])
 
 
+def seed_replay_buffer(algorithm: Any, seed: int) -> None:
+    """Seed the sampling of ``algorithm``'s replay buffer (DQN), which RLlib draws from an unseeded
+    generator: with it, a DQN run is as reproducible as a PPO run. A no-op without a buffer."""
+    buffer = getattr(algorithm, "local_replay_buffer", None)
+    if buffer is not None and hasattr(buffer, "rng"):
+        buffer.rng = np.random.default_rng(seed)
+
+
 def set_env_option(algorithm: Any, name: str, value: Any) -> None:
     """Set the live env option ``name`` (``DynaLayCore.set_option``) in the env of every env runner
     of ``algorithm``, local and remote."""
@@ -394,6 +402,7 @@ def train_rllib(config: Any, run_dir: Path, resume: bool) -> tuple[RLlibAgent, P
         algorithm.restore_from_path(str(checkpoints[-1].resolve()))
         agent.num_timesteps = int(json.loads((checkpoints[-1] / STATE_NAME).read_text())["num_timesteps"])
         agent.module = algorithm.get_module(DEFAULT_MODULE_ID)
+    seed_replay_buffer(algorithm, config.seed + agent.num_timesteps)
     if config.decision_flops != decision_flops:
         config.decision_flops = decision_flops
         if not resume:

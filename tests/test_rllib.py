@@ -32,8 +32,8 @@ MARGIN = 0.05
 HYPERPARAMS = {
     "ppo": {"train_batch_size_per_learner": 1024, "minibatch_size": 256, "num_epochs": 10, "lr": 1e-3},
     "dqn": {"train_batch_size_per_learner": 128, "num_steps_sampled_before_learning_starts": 512,
-            "rollout_fragment_length": 4, "training_intensity": 16, "target_network_update_freq": 512,
-            "epsilon": [[0, 1.0], [3000, 0.02]], "lr": 1e-3},
+            "rollout_fragment_length": 4, "training_intensity": 32, "target_network_update_freq": 512,
+            "epsilon": [[0, 1.0], [2048, 0.02]], "lr": 1e-3},
 }
 
 
