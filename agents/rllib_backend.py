@@ -370,9 +370,8 @@ def train_rllib(config: Any, run_dir: Path, resume: bool) -> tuple[RLlibAgent, P
     from dynalay_env.env import make_core
     from dynalay_env.model import provenance_of
 
-    if config.uses_cotrain():
-        raise ValueError("--framework rllib does not co-train the main model (the env runners each hold their "
-                         "own copy); drop --cotrain / mode: cotrain")
+    if config.uses_cotrain():  # train() refuses it before creating the run folder
+        raise ValueError("--framework rllib does not co-train the main model; drop --cotrain / mode: cotrain")
     name = check_algorithm(config.algo)
     hyperparams = rllib_hyperparams(name, config.env_id, config.hyperparams_file, config.hyperparams)
     timesteps = int(config.timesteps or hyperparams["n_timesteps"])

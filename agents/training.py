@@ -403,6 +403,9 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
 
     if not resume:  # validate before creating anything on disk
         check_framework(config.framework, config.algo)
+        if config.framework == "rllib" and config.uses_cotrain():
+            raise ValueError("--framework rllib does not co-train the main model (each env runner holds its own "
+                             "copy); drop --cotrain / mode: cotrain")
         config.check_options()
         check_compatibility(get_algorithm(config.algo).name, config.env_kwargs)
         config.check_cotrain()

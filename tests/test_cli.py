@@ -161,6 +161,16 @@ def test_rllib_without_ray_exits_2_naming_the_extra(tmp_path, capsys, monkeypatc
     assert not (tmp_path / "run").exists()
 
 
+def test_rllib_refuses_cotraining_before_creating_the_run(tmp_path, capsys, monkeypatch):
+    import agents.rllib_backend
+
+    monkeypatch.setattr(agents.rllib_backend, "require_ray", lambda: None)  # Ray or not, the same refusal
+    code, _, err = run_main(capsys, ["train", "--framework", "rllib", "--cotrain", "--env", ENV_ID, "--model",
+                                     str(digits_checkpoint()), "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and "does not co-train" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_an_algorithm_rllib_does_not_offer_exits_2_listing_those_it_does(tmp_path, capsys):
     code, _, err = run_main(capsys, ["train", "--framework", "rllib", "--algo", "a2c", "--env", ENV_ID, "--model",
                                      str(digits_checkpoint()), "--run-dir", str(tmp_path / "run")])
