@@ -381,7 +381,7 @@ def train_rllib(config: Any, run_dir: Path, resume: bool) -> tuple[RLlibAgent, P
         _write_json(run_dir / CONFIG_NAME, asdict(config))
     model_path = ensure_main_model(config, run_dir)
     options = env_options(config, str(model_path.resolve()), training=True)
-    probe = make_core(1, **options)  # provenance and the reward's decision cost, as in the SB3 path
+    probe = make_core(1, **options)  # the provenance of what the runners train on (train.json)
     if resume:
         remove_stale_temporaries(run_dir)
     checkpoints = list_rllib_checkpoints(run_dir) if resume else []
@@ -393,7 +393,8 @@ def train_rllib(config: Any, run_dir: Path, resume: bool) -> tuple[RLlibAgent, P
                                  num_env_runners=config.num_env_runners).build_algo()
     agent = RLlibAgent(algorithm.get_module(DEFAULT_MODULE_ID), name, algorithm)
     # The reward charges the policy's own decisions: the measured cost unless env_kwargs give one,
-    # set live in every runner's env (as the SB3 path sets it on its core).
+    # set live in every runner's env (as the SB3 path sets it on its core). A runner that RLlib
+    # restarts after a crash would rebuild its env without it: fault tolerance is left off (default).
     given = config.env_kwargs.get("decision_flops")
     decision_flops = float(given if given is not None else agent.decision_flops())
     set_env_option(algorithm, "decision_flops", decision_flops)
@@ -446,4 +447,4 @@ def train_rllib(config: Any, run_dir: Path, resume: bool) -> tuple[RLlibAgent, P
 
 __all__ = ["DEFAULT_HYPERPARAMS", "INSTALL_HINT", "RLLIB_ALGORITHMS", "RLLIB_DIR", "RLlibAgent", "algorithm_config",
            "check_algorithm", "init_ray", "list_rllib_checkpoints", "load_agent", "require_ray", "rllib_hyperparams",
-           "save_rllib_checkpoint", "train_rllib", "write_checkpoint"]
+           "save_rllib_checkpoint", "seed_replay_buffer", "set_env_option", "train_rllib", "write_checkpoint"]
