@@ -1,22 +1,40 @@
 # Every target sets itself up on a fresh machine: a venv, torch (CPU wheel) only if it is missing,
-# then this project with its dev, zoo, sweep, images and docs extras (the rl-zoo3, sweep and MNIST-5k
-# tests and the documentation build run in CI too).
+# then this project with its dev, zoo, sweep, images, docs and video extras (the rl-zoo3, sweep, MNIST-5k
+# and RecordVideo tests and the documentation build run in CI too; RLlib has a venv of its own).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo pretrain test test-fast lint clean results results-quick docs
+.PHONY: install demo pretrain test test-fast test-rllib lint clean results results-quick docs
+
+MAIN_EXTRAS := dev,zoo,sweep,images,docs,video
+
+# $(call make_venv,VENV,EXTRAS): the venv, torch (CPU wheel) only if missing, this project with EXTRAS.
+define make_venv
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install -q --upgrade pip
+	$(1)/bin/python -c "import torch" 2>/dev/null || $(1)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(1)/bin/python -m pip install -q -e ".[$(2)]"
+	touch $(1)/.installed
+endef
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,zoo,sweep,images,docs,video]"
-	touch $(STAMP)
+	$(call make_venv,$(VENV),$(MAIN_EXTRAS))
 
 install: $(STAMP)
+
+# Ray RLlib lives in a venv of its own: ray 2.60's rllib extra pins gymnasium==1.2.2, and the main
+# venv stays on the newest gymnasium.
+RLLIB_VENV ?= .venv-rllib
+RLLIB_PY := $(RLLIB_VENV)/bin/python
+RLLIB_STAMP := $(RLLIB_VENV)/.installed
+
+RLLIB_EXTRAS := dev,rllib
+
+$(RLLIB_STAMP): pyproject.toml
+	$(call make_venv,$(RLLIB_VENV),$(RLLIB_EXTRAS))
 
 ## The main job, end to end on the embedded default dataset (MNIST-1D).
 demo: $(STAMP)
@@ -32,6 +50,12 @@ test: $(STAMP)
 ## Day-to-day subset: everything but the slow end-to-end tests.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+## The RLlib backend (PPO, DQN: train, resume, evaluate, beat random) and the env's own tests, in
+## .venv-rllib: the project on gymnasium 1.2.2.
+test-rllib: $(RLLIB_STAMP)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(RLLIB_PY) -m pytest -q tests/test_rllib.py \
+		tests/test_vector_env.py
 
 ## Every CPU number and figure of the README's results sections, into benchmarks/results/, then the
 ## README's generated blocks (resumable: current parts are skipped; see benchmarks/reproduce.py).
@@ -52,4 +76,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache site
+	rm -rf $(VENV) $(RLLIB_VENV) runs .pytest_cache site

@@ -2,7 +2,7 @@
 """DynaLay-Gym command line.
 
   pretrain   path-robust pre-training of the main model (main_model.pt, pretrain.json)
-  train      train an RL agent (SB3 / sb3-contrib) on a DynaLay env, into a resumable run folder
+  train      train an RL agent (SB3 / sb3-contrib, or Ray RLlib) on a DynaLay env, into a resumable run folder
   evaluate   evaluate a trained run on a split against every baseline (report.json/.md, figures)
   sweep      reward-shaping study: multi-objective Optuna sweep, Pareto front vs baselines
   demo       the main job end to end: pre-train, train PPO, evaluate on test, print the table
@@ -13,6 +13,7 @@ Examples::
     python train_agent.py train --algo ppo --env DynaLay-MNIST1D-v0 --env-kwargs lambda_compute:0.2 \\
         --timesteps 200000 --run-dir runs/ppo
     python train_agent.py train --run-dir runs/ppo --resume
+    python train_agent.py train --framework rllib --algo ppo --env DynaLay-Synthetic-v0 --run-dir runs/rllib-ppo
     python train_agent.py train --cotrain --agent-phase 49152 --model-phase 16 --cotrain-lr 1e-4 \\
         --timesteps 196608 --run-dir runs/ppo-cotrain      # the main model learns too
     python train_agent.py evaluate --run-dir runs/ppo --split test --validate
@@ -126,7 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(t)
     t.add_argument("--algo", default="ppo", help="algorithm (rl-zoo3 names: ppo, a2c, dqn, qrdqn, trpo, ars, "
                                                  "ppo_lstm; and maskable_ppo, and the supervised value_exit, bc, "
-                                                 "dagger). Default: %(default)s")
+                                                 "dagger; with --framework rllib: ppo, dqn). "
+                                                 "Default: %(default)s")
+    t.add_argument("--framework", default="sb3", choices=["sb3", "rllib"],
+                   help="training library: sb3 (Stable-Baselines3) or rllib (Ray RLlib, for training across "
+                        'machines; pip install -e ".[rllib]"). Default: %(default)s')
+    t.add_argument("--ray-address", default=None,
+                   help="rllib: the Ray cluster to join ('auto' after `ray start --head` on this machine, or "
+                        "HOST:6379); default: start Ray on this machine only")
+    t.add_argument("--num-env-runners", type=NON_NEGATIVE_INT, default=0,
+                   help="rllib: remote env runners, each sampling --n-envs batched episodes (0: the driver "
+                        "samples). Default: %(default)s")
     t.add_argument("--env", default=None, help="env id, e.g. DynaLay-MNIST1D-v0 (default: from --dataset)")
     t.add_argument("--model", default=None, help="main-model checkpoint (default: the cached default model)")
     t.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY:VALUE",
@@ -364,7 +375,9 @@ def _train_config(args: argparse.Namespace) -> Any:
                        device=args.device, run_dir=args.run_dir or f"runs/{args.algo}-{env_id}",
                        checkpoint_freq=getattr(args, "checkpoint_freq", 50_000),
                        eval_freq=getattr(args, "eval_freq", 50_000), hyperparams_file=getattr(args, "hyperparams", None),
-                       progress_bar=not getattr(args, "no_progress", False))
+                       progress_bar=not getattr(args, "no_progress", False),
+                       framework=getattr(args, "framework", "sb3"), ray_address=getattr(args, "ray_address", None),
+                       num_env_runners=getattr(args, "num_env_runners", 0))
 
 
 def cmd_train(args: argparse.Namespace) -> Path:
@@ -376,8 +389,11 @@ def cmd_train(args: argparse.Namespace) -> Path:
     if args.resume:
         print(f"resuming {args.run_dir}: its config.json is in force; only --timesteps may change it")
     agent, run_dir = train(config, resume=args.resume)
-    print(f"agent: {run_dir / 'agent.zip'} ({agent.num_timesteps} timesteps)\n"
-          f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
+    if (run_dir / "rllib").is_dir():
+        print(f"agent: {run_dir / 'rllib'} (RLlib checkpoint, {agent.num_timesteps} timesteps)")
+    else:
+        print(f"agent: {run_dir / 'agent.zip'} ({agent.num_timesteps} timesteps)\n"
+              f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     return run_dir
 
 

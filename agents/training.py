@@ -1,4 +1,5 @@
-"""Train an SB3 agent on a DynaLay env into one self-contained, resumable run folder.
+"""Train an agent (SB3, or Ray RLlib with ``framework="rllib"``) on a DynaLay env into one
+self-contained, resumable run folder.
 
 Run folder layout::
 
@@ -15,6 +16,9 @@ Run folder layout::
                          the main model's updates)
       val_history.json   periodic validation accuracy and compute
       train.json         timesteps, wall time, provenance
+      rllib/             RLlib runs (framework="rllib", agents.rllib_backend) only: the final RLlib
+                         checkpoint, in place of agent.zip; their periodic checkpoints are
+                         checkpoints/rllib_<steps>_steps/ folders (no tb/: RLlib's own metrics)
 
 A crash at any point loses at most the work since the last checkpoint: ``--resume`` loads the
 newest checkpoint (weights, optimiser state, step count and, for off-policy algorithms, the replay
@@ -35,6 +39,7 @@ from __future__ import annotations
 import collections.abc
 import json
 import math
+import shutil
 import time
 import types
 import typing
@@ -86,6 +91,13 @@ class TrainConfig:
     #: FLOPs per decision the training reward charged (env option ``decision_flops``): the value
     #: given in ``env_kwargs`` if any, else the measured cost of the policy built (set by ``train``).
     decision_flops: float | None = None
+    #: Training library: ``sb3`` (Stable-Baselines3 / sb3-contrib) or ``rllib`` (Ray RLlib,
+    #: :mod:`agents.rllib_backend`; ``pip install -e ".[rllib]"``).
+    framework: str = "sb3"
+    #: RLlib only: the Ray cluster to join (``auto`` or ``host:port``; None: start Ray locally) and
+    #: how many remote env runners sample (0: the driver samples).
+    ray_address: str | None = None
+    num_env_runners: int = 0
 
     def uses_cotrain(self) -> bool:
         """Whether the training env runs in ``mode="cotrain"`` (by ``cotrain`` or the env option)."""
@@ -390,11 +402,19 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
     from dynalay_env.model import provenance_of
 
     if not resume:  # validate before creating anything on disk
+        check_framework(config.framework, config.algo)
+        if config.framework == "rllib" and config.uses_cotrain():
+            raise ValueError("--framework rllib does not co-train the main model (each env runner holds its own "
+                             "copy); drop --cotrain / mode: cotrain")
         config.check_options()
         check_compatibility(get_algorithm(config.algo).name, config.env_kwargs)
         config.check_cotrain()
         check_env_builds(env_options(config, config.model, training=True))
     config, run_dir = prepare_run_dir(config, resume)
+    if config.framework == "rllib":
+        from agents.rllib_backend import train_rllib
+
+        return train_rllib(config, run_dir, resume)
     spec = get_algorithm(config.algo)
     check_compatibility(spec.name, config.env_kwargs)
     config.check_cotrain()
@@ -475,6 +495,27 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
     atomic_save_model(agent, run_dir / AGENT_NAME)
     _write_json(run_dir / "train.json", summary)
     return agent, run_dir
+
+
+#: Training libraries and the algorithms each offers (:func:`check_framework`).
+FRAMEWORKS: tuple[str, ...] = ("sb3", "rllib")
+
+
+def check_framework(framework: str, algo: str) -> None:
+    """``ValueError`` for an unknown ``framework`` (listing the valid ones), for ``rllib`` without Ray
+    installed (naming the extra), or for an algorithm the framework does not offer (listing those
+    it does)."""
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"unknown framework {framework!r}; valid: {', '.join(FRAMEWORKS)}")
+    if framework == "rllib":
+        from agents.rllib_backend import check_algorithm, require_ray
+
+        check_algorithm(algo)
+        require_ray()
+    else:
+        from agents.algorithms import get_algorithm
+
+        get_algorithm(algo)
 
 
 def restore_cotrain_state(cotrainer: Any, checkpoint: Path) -> Path:
@@ -585,7 +626,10 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
     for folder in (run_dir, run_dir / "checkpoints"):
         # stale_temporaries: the helper's own names; .zip/.pkl: those of runs written by older versions.
         for path in sorted({*stale_temporaries(folder), *folder.glob(".*.zip"), *folder.glob(".*.pkl")}):
-            path.unlink(missing_ok=True)
+            if path.is_dir():  # a folder checkpoint's (RLlib) temporary
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             removed.append(path)
     return removed
 
@@ -599,6 +643,12 @@ def load_run(run_dir: str | Path) -> tuple[TrainConfig, Any, Path]:
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a DynaLay training run: no {CONFIG_NAME}")
     config = TrainConfig.from_dict(json.loads(config_path.read_text()))
+    if config.framework == "rllib":
+        from agents.rllib_backend import RLLIB_DIR, load_agent
+
+        if not (run_dir / RLLIB_DIR).is_dir():
+            raise FileNotFoundError(f"{run_dir} has no {RLLIB_DIR}/: the run has not finished (use train --resume)")
+        return config, load_agent(run_dir / RLLIB_DIR, config.algo, device=config.device), run_dir / MODEL_NAME
     agent_path = run_dir / AGENT_NAME
     if not agent_path.is_file():
         raise FileNotFoundError(f"{run_dir} has no {AGENT_NAME}: the run has not finished (use train --resume)")

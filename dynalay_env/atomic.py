@@ -16,6 +16,7 @@ Entry points:
   keeps the target's suffix, so ``savefig`` picks the right format and SB3, which appends
   ``.zip`` only to a path without a suffix, writes exactly the temporary.
 - :func:`atomic_copy`: a copy of a file (e.g. a main model into a run folder).
+- :func:`atomic_dir`: the same for a library that writes a whole folder (an RLlib checkpoint).
 
 Temporaries are hidden files named ``.<target name>.<random>.tmp<target suffix>``; a write killed
 by SIGKILL leaves one behind (nothing can clean up after SIGKILL), never a torn target.
@@ -38,7 +39,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_copy", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
+__all__ = ["atomic_copy", "atomic_dir", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text",
            "stale_temporaries"]
 
 
@@ -121,6 +122,42 @@ def atomic_copy(source: str | os.PathLike, target: str | os.PathLike) -> Path:
     with atomic_path(target) as tmp:
         shutil.copyfile(source, tmp)
     return target
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder beside the folder ``path``; on a clean exit, fsync every file
+    in it and rename it to ``path``. An existing ``path`` is first renamed aside (a hidden
+    ``.<name>.<random>.tmp`` folder) and deleted once the new one is in place, so a crash leaves
+    the old folder, the new one, or the old one aside -- never a half-written ``path``. On an
+    exception the temporary is deleted and ``path`` is untouched.
+
+    Example: ``with atomic_dir(run_dir / "rllib") as tmp: algo.save_to_path(tmp)``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file():
+                fd = os.open(file, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes the folder private (0700)
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_folder(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def stale_temporaries(folder: str | os.PathLike) -> list[Path]:

@@ -13,6 +13,7 @@ import pytest
 
 from dynalay_env.atomic import (
     atomic_copy,
+    atomic_dir,
     atomic_path,
     atomic_write_bytes,
     atomic_write_json,
@@ -75,6 +76,26 @@ def test_a_failing_writer_leaves_the_old_file_and_no_temporary(tmp_path):
     with pytest.raises(FileNotFoundError, match="did not write"), atomic_path(target) as tmp:
         tmp.unlink()
     assert target.read_text() == "old" and stale_temporaries(tmp_path) == []
+
+
+def test_atomic_dir_writes_replaces_and_on_failure_keeps_the_old_folder(tmp_path):
+    target = tmp_path / "rllib"
+    with atomic_dir(target) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "state.pkl").write_bytes(b"v1")
+    assert (target / "sub" / "state.pkl").read_bytes() == b"v1"
+    probe = tmp_path / "probe"
+    probe.mkdir()  # the mode a plain mkdir gives, not mkdtemp's private 0700
+    assert target.stat().st_mode & 0o777 == probe.stat().st_mode & 0o777
+    probe.rmdir()
+    with atomic_dir(target) as tmp:  # an existing folder is replaced whole
+        (tmp / "new.pkl").write_bytes(b"v2")
+    assert sorted(p.name for p in target.iterdir()) == ["new.pkl"]
+    with pytest.raises(RuntimeError, match="boom"), atomic_dir(target) as tmp:
+        (tmp / "half.pkl").write_bytes(b"half")
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in target.iterdir()) == ["new.pkl"]
+    assert stale_temporaries(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["rllib"]
 
 
 def test_atomic_copy_refuses_a_missing_source(tmp_path):

@@ -133,6 +133,51 @@ def test_unknown_algo_exits_2_listing_the_valid_names(tmp_path, capsys):
     assert not (tmp_path / "run" / "config.json").exists()
 
 
+def test_unknown_framework_exits_2_listing_the_valid_ones(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--framework", "tf", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "'tf'" in err and "sb3" in err and "rllib" in err
+
+
+def test_unknown_framework_from_a_config_file_exits_2_too(tmp_path, capsys):
+    config = tmp_path / "train.yml"
+    config.write_text("framework: jax\n")
+    code, _, err = run_main(capsys, ["train", "--config", str(config), "--model", str(digits_checkpoint()),
+                                     "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and "'jax'" in err and "sb3, rllib" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_rllib_without_ray_exits_2_naming_the_extra(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed (import raises)
+    code, _, err = run_main(capsys, ["train", "--framework", "rllib", "--algo", "ppo", "--env", ENV_ID, "--model",
+                                     str(digits_checkpoint()), "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert 'pip install -e ".[rllib]"' in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_rllib_refuses_cotraining_before_creating_the_run(tmp_path, capsys, monkeypatch):
+    import agents.rllib_backend
+
+    monkeypatch.setattr(agents.rllib_backend, "require_ray", lambda: None)  # Ray or not, the same refusal
+    code, _, err = run_main(capsys, ["train", "--framework", "rllib", "--cotrain", "--env", ENV_ID, "--model",
+                                     str(digits_checkpoint()), "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and "does not co-train" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_algorithm_rllib_does_not_offer_exits_2_listing_those_it_does(tmp_path, capsys):
+    code, _, err = run_main(capsys, ["train", "--framework", "rllib", "--algo", "a2c", "--env", ENV_ID, "--model",
+                                     str(digits_checkpoint()), "--run-dir", str(tmp_path / "run")])
+    assert code == 2 and "'a2c'" in err and "valid: ppo, dqn" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_unknown_env_exits_2_listing_the_valid_ids(tmp_path, capsys):
     code, _, err = run_main(capsys, ["train", "--env", "DynaLay-Nope-v0", "--run-dir", str(tmp_path / "run")])
     assert code == 2 and "DynaLay-Nope-v0" in err and ENV_ID in err and "DynaLay-MNIST1D-v0" in err

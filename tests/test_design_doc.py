@@ -34,7 +34,7 @@ def test_the_design_page_names_what_the_code_has():
 
 def repository_text_files() -> list[Path]:
     """Source, docs and config files of the repository (virtual env, git and run folders skipped)."""
-    skip = {".venv", ".git", "runs", "node_modules", "__pycache__", ".pytest_cache", ".ruff_cache"}
+    skip = {".venv", ".venv-rllib", ".git", "runs", "node_modules", "__pycache__", ".pytest_cache", ".ruff_cache"}
     files = []
     for folder, subfolders, names in os.walk(REPO):
         subfolders[:] = [d for d in subfolders if d not in skip]

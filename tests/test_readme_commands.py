@@ -31,8 +31,10 @@ from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse
 README = REPO / "README.md"
 #: The one interpreter the README uses (the venv that `make` builds).
 PYTHON = ".venv/bin/python"
+#: The RLlib venv's interpreter and Ray's CLI (`make test-rllib` builds it: ray pins its own gymnasium).
+RLLIB_PYTHON, RAY = ".venv-rllib/bin/python", ".venv-rllib/bin/ray"
 #: Programs a README command may start with; a bare `python` is not one of them.
-PROGRAMS = {PYTHON, "make", "tensorboard"}
+PROGRAMS = {PYTHON, RLLIB_PYTHON, RAY, "make", "tensorboard"}
 
 
 def commands_in(text: str, fence: str = "```bash") -> list[str]:
@@ -118,7 +120,15 @@ def test_readme_command_uses_the_one_interpreter(command):
     assert program in PROGRAMS, f"README command {command!r} starts with {program!r}; use {PYTHON}"
 
 
-@pytest.mark.parametrize("command", [c for c in README_COMMANDS if c.startswith(PYTHON)])
+@pytest.mark.parametrize("command", [c for c in README_COMMANDS if c.startswith(RAY)])
+def test_readme_ray_commands_start_or_stop_a_cluster_node(command):
+    tokens = shlex.split(command)[1:]
+    assert tokens[0] in {"start", "stop"}, f"README command {command!r}: expected `ray start` or `ray stop`"
+    if tokens[0] == "start":
+        assert "--head" in tokens or any(t.startswith("--address=") for t in tokens), command
+
+
+@pytest.mark.parametrize("command", [c for c in README_COMMANDS if c.startswith((PYTHON, RLLIB_PYTHON))])
 def test_readme_command_parses(command, monkeypatch):
     tokens = shlex.split(command)[1:]
     if tokens[0] == "train_agent.py":
