@@ -17,14 +17,20 @@ from dynalay_env.data import load_dataset
 from dynalay_env.env import make_core
 from dynalay_env.pretrain import run_pretraining
 
+#: PPO env steps (128 envs x 64 steps: 8 updates). Seed 0 (this test's) on the default synthetic model:
+#: Spearman 0.60 and +0.097 accuracy over the matched random policy at 65,536 steps, 0.57 and +0.097 at
+#: 131,072 (thresholds 0.3 and +0.02). A longer run does not buy a steadier Spearman: at seeds 1 / 2 it was
+#: 0.44 / 0.23 at 65,536 steps and 0.29 / 0.39 at 250,000 (the accuracy margin +0.09 to +0.12 throughout).
+PPO_STEPS = 65_536
+
 
 @pytest.mark.slow
 def test_agent_spends_more_compute_on_harder_synthetic_inputs(tmp_path):
     checkpoint, _ = run_pretraining("synthetic", run_dir=tmp_path / "pretrain", seed=0, progress=False)
-    agent, _ = train(TrainConfig(algo="ppo", env_id="DynaLay-Synthetic-v0", model=str(checkpoint), timesteps=250_000,
+    agent, _ = train(TrainConfig(algo="ppo", env_id="DynaLay-Synthetic-v0", model=str(checkpoint), timesteps=PPO_STEPS,
                                  n_envs=128, seed=0, run_dir=str(tmp_path / "agent"), checkpoint_freq=10**9,
                                  eval_freq=10**9, progress_bar=False,
-                                 # 30 PPO updates in this budget: a larger step size than the YAML's 3e-4
+                                 # 8 PPO updates in this budget: a larger step size than the YAML's 3e-4
                                  # lets the policy get past "one fixed path for everyone".
                                  hyperparams={"n_steps": 64, "learning_rate": 1e-3}))
 
