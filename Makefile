@@ -7,6 +7,11 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
+# Tests run in one process per core (pytest-xdist), a whole test file per process (module fixtures and
+# per-process caches stay shared within a file); every test is single-threaded (tests/conftest.py).
+# PYTEST_PARALLEL= (empty) runs them in one process.
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
+
 .PHONY: install demo pretrain test test-fast test-rllib lint clean results results-quick docs
 
 MAIN_EXTRAS := dev,zoo,sweep,images,docs,video
@@ -45,11 +50,11 @@ pretrain: $(STAMP)
 
 ## The whole suite, slow tests included.
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 ## Day-to-day subset: everything but the slow end-to-end tests.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_PARALLEL)
 
 ## The RLlib backend (PPO, DQN: train, resume, evaluate, beat random) and the env's own tests, in
 ## .venv-rllib: the project on gymnasium 1.2.2.
