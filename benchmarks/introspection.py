@@ -253,13 +253,24 @@ def _worker_init() -> None:
 def run_jobs(jobs: list[Job], workers: int) -> None:
     """Every job, ``workers`` at a time (longest first), each in a fresh process on one thread."""
     order = sorted(jobs, key=lambda j: -(j.spec.timesteps or 200_000))
+    failed: list[str] = []
     if workers <= 1:
         for job in order:
-            run_job(job)
-        return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
-        for future in [pool.submit(run_job, job) for job in order]:
-            future.result()
+            try:
+                run_job(job)
+            except Exception as error:  # the other runs go on; the failures are listed at the end
+                failed.append(f"{job.run_dir}: {error}")
+    else:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+            futures = {pool.submit(run_job, job): job for job in order}
+            for future, job in futures.items():
+                try:
+                    future.result()
+                except Exception as error:
+                    failed.append(f"{job.run_dir}: {error}")
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(jobs)} runs failed (finished runs are kept; rerun the same "
+                           "command to retry):\n" + "\n".join(failed))
 
 
 # --------------------------------------------------------------------------------------------------
