@@ -45,9 +45,11 @@ def hand_written_text(section: str) -> str:
 
 
 def file_values() -> list[float]:
-    """Every number in every committed results file (the quick run's folder excluded)."""
+    """Every number in every committed results file, subfolders included (the quick run's folder excluded)."""
     values: list[float] = []
-    for path in sorted(RESULTS.iterdir()):
+    for path in sorted(RESULTS.rglob("*")):
+        if "quick" in path.relative_to(RESULTS).parts[:-1]:
+            continue
         if path.is_file() and path.suffix in (".json", ".md", ".txt"):
             values += [float(m.group(0)) for m in re.finditer(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?",
                                                                path.read_text().replace(",", ""))]
