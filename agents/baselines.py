@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.curves import full_depth_order, head_statistics, statistic_flops
+from agents.curves import full_depth_order, get_statistic, head_statistics, statistic_flops
 from dynalay_env.core import DynaLayCore
 
 
@@ -130,55 +130,41 @@ class FixedPathPolicy(_OrderedPolicy):
         return super()._next_layer(core)
 
 
-class ConfidencePolicy(_OrderedPolicy):
-    """EXIT when the head's top-1 probability at the current state is ``>= tau``."""
+class _HeadThresholdPolicy(_OrderedPolicy):
+    """EXIT when the head statistic ``statistic`` at the current state passes ``threshold``, in the
+    direction :data:`agents.curves.STATISTICS` gives it (the exact curves use the same rule)."""
+
+    def __init__(self, threshold: float, layer_order: Sequence[int] | None = None) -> None:
+        super().__init__(layer_order)
+        self.threshold = float(threshold)
+
+    def params(self) -> dict[str, Any]:
+        return {get_statistic(self.statistic).param: self.threshold}
+
+    def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
+        value = head_statistics(core.logits)[self.statistic]
+        return value >= self.threshold if get_statistic(self.statistic).higher else value <= self.threshold
+
+
+class ConfidencePolicy(_HeadThresholdPolicy):
+    """EXIT when the head's top-1 probability at the current state is ``>= tau`` (the threshold)."""
 
     name = "confidence"
     statistic = "confidence"
 
-    def __init__(self, tau: float, layer_order: Sequence[int] | None = None) -> None:
-        super().__init__(layer_order)
-        self.tau = float(tau)
 
-    def params(self) -> dict[str, Any]:
-        return {"tau": self.tau}
-
-    def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
-        return head_statistics(core.logits)["confidence"] >= self.tau
-
-
-class EntropyPolicy(_OrderedPolicy):
-    """EXIT when the head's entropy / log(num_classes) at the current state is ``<= h``."""
+class EntropyPolicy(_HeadThresholdPolicy):
+    """EXIT when the head's entropy / log(num_classes) at the current state is ``<= h`` (the threshold)."""
 
     name = "entropy"
     statistic = "entropy"
 
-    def __init__(self, h: float, layer_order: Sequence[int] | None = None) -> None:
-        super().__init__(layer_order)
-        self.h = float(h)
 
-    def params(self) -> dict[str, Any]:
-        return {"h": self.h}
-
-    def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
-        return head_statistics(core.logits)["entropy"] <= self.h
-
-
-class MarginPolicy(_OrderedPolicy):
-    """EXIT when the head's top-1 minus top-2 probability at the current state is ``>= m``."""
+class MarginPolicy(_HeadThresholdPolicy):
+    """EXIT when the head's top-1 minus top-2 probability at the current state is ``>= m`` (the threshold)."""
 
     name = "margin"
     statistic = "margin"
-
-    def __init__(self, m: float, layer_order: Sequence[int] | None = None) -> None:
-        super().__init__(layer_order)
-        self.m = float(m)
-
-    def params(self) -> dict[str, Any]:
-        return {"m": self.m}
-
-    def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
-        return head_statistics(core.logits)["margin"] >= self.m
 
 
 class StablePredictionPolicy(_OrderedPolicy):
