@@ -6,7 +6,13 @@ The paper's claim is *reduced computational time*; this measures it on the CPU f
 for reference, the confidence-threshold policy chosen on ``val``) against the full-depth path
 (layers 1..K) at the same batch size. Each is timed ``--repeats`` times, interleaved, and the
 median is reported, with the wall-time ratio over the compute ratio (1.0: the compute saved is all
-saved in wall time). Compute is env-only (the policy's own FLOPs are not counted).
+saved in wall time). ``mean compute`` counts the policy's decisions (its measured FLOPs per
+decision); ``mean_env_compute`` in the JSON is the main model alone.
+
+A second table times each layer's step (injection, solve, head) on the whole batch at the depth the
+full-depth path reaches it, beside the FLOPs it executes: wall time per FLOP differs between layers
+(a layer of low rank spends its time moving the state, not multiplying), and where a policy spends
+its compute on the cheap layers, its wall-time ratio exceeds its compute ratio by that much.
 
     python benchmarks/adaptive_inference.py --run-dir runs/demo/agent
 """
@@ -25,6 +31,31 @@ def timed(fn, *args) -> tuple[float, object]:
     start = time.perf_counter()
     out = fn(*args)
     return time.perf_counter() - start, out
+
+
+def layer_costs(model, x: torch.Tensor, repeats: int) -> list[dict[str, float]]:
+    """Per layer ``k``: its step (injection, solve, head) on all of ``x`` at full depth, timed
+    (median of ``repeats``), with the FLOPs it executed (``CostTable.step_flops``)."""
+    costs = model.cost_table()
+    rows = []
+    with torch.no_grad():
+        x_emb = model.encode(x)
+        z = x_emb
+        for k in range(model.num_layers):
+            def step(z_in: torch.Tensor = z, k: int = k):
+                result = model.apply_layer(k, z_in, x_emb)
+                model.classify(result.state)
+                return result
+            seconds = []
+            for _ in range(repeats):
+                t, result = timed(step)
+                seconds.append(t)
+            flops = float(costs.step_flops(k, result.flops).sum())
+            t = statistics.median(seconds)
+            rows.append({"layer": k + 1, "seconds": t, "gflops": flops / 1e9, "ms_per_gflop": 1e3 * t / (flops / 1e9),
+                         "mean_iterations": float(result.iterations.float().mean())})
+            z = result.state
+    return rows
 
 
 def main() -> None:
@@ -81,13 +112,21 @@ def main() -> None:
         print(f"{name:<24} | {acc:>8.4f} | {compute:>12.3f} | {t:>8.3f} | {t / base:>17.3f}x | "
               f"{t / base / compute:>25.2f}x")
     print(f"{'full depth':<24} | {full_acc:>8.4f} | {1.0:>12.3f} | {base:>8.3f} | {1.0:>17.3f}x | {1.0:>25.2f}x")
+    layers = layer_costs(clf.model, x[:args.batch_size], args.repeats)
+    total_t, total_f = sum(r["seconds"] for r in layers), sum(r["gflops"] for r in layers)
+    print(f"\n# each layer's step at full depth on {min(args.batch_size, len(y_np))} inputs (injection, solve, head)")
+    print(f"{'layer':>5} | {'mean iterations':>15} | {'GFLOPs':>7} | {'share of FLOPs':>14} | {'seconds':>8} | "
+          f"{'share of time':>13} | {'ms per GFLOP':>12}")
+    for r in layers:
+        print(f"{r['layer']:>5} | {r['mean_iterations']:>15.2f} | {r['gflops']:>7.3f} | {r['gflops'] / total_f:>14.3f} | "
+              f"{r['seconds']:>8.4f} | {r['seconds'] / total_t:>13.3f} | {r['ms_per_gflop']:>12.1f}")
     if args.json:
         from dynalay_env.atomic import atomic_write_json
 
         rows.append({"policy": "full depth", "accuracy": full_acc, "mean_compute": 1.0, "seconds": base,
                      "time_vs_full_depth": 1.0, "time_ratio_over_compute_ratio": 1.0})
         out = {"dataset": dataset.name, "split": args.split, "n_examples": len(y_np), "batch_size": args.batch_size,
-               "repeats": args.repeats, "torch_threads": torch.get_num_threads(), "rows": rows}
+               "repeats": args.repeats, "torch_threads": torch.get_num_threads(), "rows": rows, "layers": layers}
         atomic_write_json(args.json, out)
 
 

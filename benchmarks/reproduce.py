@@ -453,11 +453,22 @@ def collect_adaptive(ctx: Context, part: Part, meta: dict[str, Any]) -> None:
 def render_adaptive(d: dict[str, Any]) -> str:
     rows = {r["policy"]: r for r in d["rows"]}
     agent, full = rows["agent"], rows["full depth"]
-    return (f"`AdaptiveClassifier` with the {d['agent']} classifies the {d['n_examples']:,} `{d['split']}` inputs "
+    text = (f"`AdaptiveClassifier` with the {d['agent']} classifies the {d['n_examples']:,} `{d['split']}` inputs "
             f"in {agent['time_vs_full_depth']:.2f}x the wall-clock time of full-depth inference at the same batch "
             f"size ({agent['seconds']:.3f} s vs {full['seconds']:.3f} s, accuracy {agent['accuracy']:.4f} vs "
             f"{full['accuracy']:.4f}, one thread, median of {d['repeats']}, "
-            "`benchmarks/results/adaptive_inference_cpu.json`).")
+            "`benchmarks/results/adaptive_inference_cpu.json`)")
+    layers = d.get("layers")
+    if not layers:
+        return text + "."
+    # Why the wall-time ratio exceeds the compute ratio: the cheap layer's time per FLOP.
+    total_t, total_f = sum(r["seconds"] for r in layers), sum(r["gflops"] for r in layers)
+    first, last = layers[0], layers[-1]
+    return (text + f", at {agent['mean_compute']:.3f} of the full-depth compute (decisions counted): "
+            f"{agent['time_ratio_over_compute_ratio']:.2f}x its compute ratio. Layer {first['layer']} executes "
+            f"{first['gflops'] / total_f:.3f} of the full-depth FLOPs but takes {first['seconds'] / total_t:.3f} of "
+            f"its time ({first['ms_per_gflop']:.0f} ms per GFLOP against {last['ms_per_gflop']:.0f} for layer "
+            f"{last['layer']}), and most inputs this policy classifies stop after it.")
 
 
 def one_dataset(name: str) -> Callable[[Context], list[str]]:

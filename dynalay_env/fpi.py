@@ -273,7 +273,9 @@ class FPILayer(nn.Module):
         w_up = self.up.effective_weight()
 
         def f(z: Tensor, u: Tensor) -> Tensor:
-            return F.relu(self.up(F.relu(self.down(z, w_down)), w_up) + u)
+            # In place on fresh conv outputs (neither conv saves its output for backward): two fewer
+            # state-sized allocations per iteration.
+            return self.up(self.down(z, w_down).relu_(), w_up).add_(u).relu_()
 
         return f
 
@@ -337,25 +339,58 @@ def _first_or_final(first: Tensor | None, residual: Tensor) -> Tensor:
 
 def fixed_point_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_iter: int,
                       flops_per_iteration: int) -> SolveResult:
-    """Plain iteration ``z <- f(z, u)`` on the active set; each sample stops on its own."""
+    """Plain iteration ``z <- f(z, u)`` on the active set; each sample stops on its own.
+
+    The running rows are kept compacted between iterations: ``f`` runs on exactly the samples still
+    running, a sample is written out once, when it stops, and the running rows are gathered again
+    only in an iteration where some stopped. (Gathering every running row from a full-size buffer and
+    scattering it back each iteration cost as much wall time as the cheap layers' ``f``.) The
+    running set, its order and every ``f`` evaluation are those of the plain per-iteration gather, so
+    results are identical; one host synchronisation per iteration (how many rows stop).
+    """
     n = z0.shape[0]
-    z = z0.clone()
-    iterations = torch.zeros(n, dtype=torch.long, device=z0.device)
-    residual = torch.full((n,), float("inf"), device=z0.device, dtype=z0.dtype)
-    active = torch.arange(n, device=z0.device)
+    dev = z0.device
+    iterations = torch.zeros(n, dtype=torch.long, device=dev)
+    residual = torch.full((n,), float("inf"), device=dev, dtype=z0.dtype)
+    if max_iter <= 0 or n == 0:
+        return SolveResult(z0.clone(), iterations, residual.float(), residual <= tol, iterations * flops_per_iteration,
+                           residual.float())
+    z: Tensor | None = None  # the output, allocated when rows first stop apart from the rest
+    rows: Tensor | None = None  # global index of each running row; None: all n, in order
+    z_a, u_a = z0, u
     first: Tensor | None = None
-    for _ in range(max_iter):
-        if active.numel() == 0:
-            break
-        z_a = z.index_select(0, active)
-        fz = f(z_a, u.index_select(0, active))
+    for it in range(1, max_iter + 1):
+        fz = f(z_a, u_a)
         res = _relative_residual(fz, z_a)
         if first is None:  # the first iteration runs on every sample
             first = res.float()
-        z.index_copy_(0, active, fz)
-        iterations.index_add_(0, active, torch.ones_like(active))
-        residual.index_copy_(0, active, res)
-        active = active[res > tol]
+        # NaN residuals compare False: a diverged sample stops (unconverged), as at max_iter.
+        keep = res > tol if it < max_iter else torch.zeros_like(res, dtype=torch.bool)
+        n_stop = int((~keep).sum())
+        if n_stop == 0:
+            z_a = fz
+            continue
+        if n_stop == res.numel():  # every running row stops here
+            stop_rows = torch.arange(n, device=dev) if rows is None else rows
+            if z is None:  # all n stop together: fz is the output
+                z = fz
+            else:
+                z.index_copy_(0, stop_rows, fz)
+            iterations.index_fill_(0, stop_rows, it)
+            residual.index_copy_(0, stop_rows, res)
+            break
+        # Stable: the rows that keep running stay in their order, as a boolean gather would keep them.
+        order = torch.argsort(keep.to(torch.uint8), stable=True)
+        stop_local, keep_local = order[:n_stop], order[n_stop:]
+        stop_rows = stop_local if rows is None else rows.index_select(0, stop_local)
+        if z is None:
+            z = torch.empty_like(z0)
+        z.index_copy_(0, stop_rows, fz.index_select(0, stop_local))
+        iterations.index_fill_(0, stop_rows, it)
+        residual.index_copy_(0, stop_rows, res.index_select(0, stop_local))
+        rows = keep_local if rows is None else rows.index_select(0, keep_local)
+        z_a, u_a = fz.index_select(0, keep_local), u_a.index_select(0, keep_local)
+    assert z is not None  # the last iteration stops every row still running
     converged = residual <= tol
     return SolveResult(z, iterations, residual.float(), converged, iterations * flops_per_iteration,
                        _first_or_final(first, residual))

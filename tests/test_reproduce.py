@@ -134,6 +134,14 @@ def test_readme_blocks_are_rendered_from_the_results_files(tmp_path):
     assert "in 0.63x the wall-clock time" in out and "(0.140 s vs 0.223 s" in out
     assert out.startswith("intro\n") and out.endswith("end\n") and out.count(reproduce.MISSING) == 1
     assert reproduce.rewrite_readme(out, tmp_path) == out  # idempotent
+    # With the per-layer table, the block says why the wall-time ratio exceeds the compute ratio.
+    data["rows"][0]["time_ratio_over_compute_ratio"] = 0.628 / 0.277
+    data["layers"] = [{"layer": 1, "seconds": 0.06, "gflops": 0.6, "ms_per_gflop": 100.0},
+                      {"layer": 2, "seconds": 0.04, "gflops": 8.4, "ms_per_gflop": 4.8}]
+    (tmp_path / "adaptive_inference_cpu.json").write_text(json.dumps(data))
+    out = reproduce.rewrite_readme(text, tmp_path)
+    assert "at 0.277 of the full-depth compute (decisions counted): 2.27x its compute ratio" in out
+    assert "Layer 1 executes 0.067 of the full-depth FLOPs but takes 0.600 of its time (100 ms per GFLOP" in out
     with pytest.raises(ValueError, match="unknown; valid"):
         reproduce.rewrite_readme("<!-- results:nope -->\n<!-- /results:nope -->", tmp_path)
 
