@@ -468,7 +468,7 @@ def render_adaptive(d: dict[str, Any]) -> str:
             f"{agent['time_ratio_over_compute_ratio']:.2f}x its compute ratio. Layer {first['layer']} executes "
             f"{first['gflops'] / total_f:.3f} of the full-depth FLOPs but takes {first['seconds'] / total_t:.3f} of "
             f"its time ({first['ms_per_gflop']:.0f} ms per GFLOP against {last['ms_per_gflop']:.0f} for layer "
-            f"{last['layer']}), and most inputs this policy classifies stop after it.")
+            f"{last['layer']}).")
 
 
 def one_dataset(name: str) -> Callable[[Context], list[str]]:
