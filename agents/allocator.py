@@ -3,19 +3,19 @@
 glibc's ``malloc`` serves a request of at least ``M_MMAP_THRESHOLD`` bytes (128 KiB at start) with a
 mapping of its own, returned to the system when freed; smaller ones come from the heap. By default
 the threshold is *dynamic*: freeing a mapped block raises it to that block's size (up to 32 MiB). A
-PPO run frees its first rollout buffer (SB3's ``RolloutBuffer.get`` swaps it for flattened copies)
-and so lifts the threshold to a few MiB; from then on every rollout buffer, minibatch tensor and
-batch-sized activation lands in the heap. The first update leaves holes there that the heap keeps:
-``benchmarks/memory_soak.py ppo`` shows RSS a few MB (about 1.5 %) higher from the first update on,
-in glibc's free-in-heap bytes, not in its bytes in use.
+PPO run frees its first rollout buffer's observations (5.3 MB with 1,024 envs; SB3's
+``RolloutBuffer.get`` swaps the arrays for flattened copies) and so lifts the threshold to that
+size: from then on rollout buffers, minibatch tensors and batch-sized activations come from the
+heap, which keeps the holes they leave and trims its top and grows it back as they come and go.
 
-:func:`fix_mmap_threshold` sets the threshold once with ``mallopt``, which also turns the dynamic
-adjustment off, so such buffers stay mapped and the heap holds small, long-lived objects only. It
-sets the trim threshold (free bytes at the heap's top that glibc keeps before returning them) to
-8 x the mmap threshold as well: with glibc's 128 KiB the heap's top is released and faulted back in
-at every step, which cost 2x the system time in the soak; 8 MiB kept it at the default's.
-``agents.training.train`` applies it when a run starts. It is process-wide and only decides where
-glibc places blocks, never what the program computes.
+:func:`fix_mmap_threshold` sets the threshold once with ``mallopt`` (which turns the dynamic
+adjustment off) to 1 MiB, so such buffers stay mapped, and the trim threshold (free bytes at the
+heap's top kept before returning them) to 8 x that: with glibc's 128 KiB the heap's top was
+returned and faulted back in at every step, 3x the system time. Over a 2M-step PPO run
+(``benchmarks/memory_soak.py ppo``, torch's caches capped by ``dynalay_env``) RSS stayed within 2 %
+of the first rollout's with it and reached +3.2 % without it (one run each), in the same CPU time.
+It is process-wide and only decides where glibc places blocks, never what the program computes.
+``agents.training.train`` applies it when a run starts.
 
 Opt out with ``DYNALAY_MMAP_THRESHOLD=0``; set it to a byte count to choose the threshold. A
 threshold given to glibc itself (``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``, or
