@@ -32,6 +32,9 @@ agent acts, stochastically as in training, on fresh ``agent_train`` episodes, an
 and so on; the run ends with an agent phase. With ``model_phase == 0`` both learn at once: every
 ``cotrain_every`` finished training episodes, one model step. Validation during training and every
 evaluation use the model in ``frozen`` mode.
+
+Memory: an SB3 run fixes glibc's mmap and trim thresholds when it starts
+(:func:`agents.allocator.fix_mmap_threshold`; opt out with ``DYNALAY_MMAP_THRESHOLD=0``).
 """
 
 from __future__ import annotations
@@ -389,6 +392,7 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
     from stable_baselines3.common.callbacks import CallbackList
 
     from agents.algorithms import check_compatibility, get_algorithm, load_hyperparams
+    from agents.allocator import fix_mmap_threshold
     from agents.callbacks import (
         AtomicCheckpointCallback,
         CoTrainLogger,
@@ -415,6 +419,8 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
         from agents.rllib_backend import train_rllib
 
         return train_rllib(config, run_dir, resume)
+    # Before the env and the agent allocate anything: keeps RSS flat over a long run (agents/allocator.py).
+    fix_mmap_threshold()
     spec = get_algorithm(config.algo)
     check_compatibility(spec.name, config.env_kwargs)
     config.check_cotrain()

@@ -11,6 +11,14 @@ traced Python heap is a leak.
     python benchmarks/memory_soak.py vector --num-envs 1024 --checkpoints 1e6 5e6 1e7
     python benchmarks/memory_soak.py ppo --timesteps 2e6 --n-envs 1024
 
+``ppo`` runs as ``train_agent.py train`` does: torch's convolution caches capped by ``dynalay_env``
+(imported before torch) and glibc's thresholds fixed by :func:`agents.allocator.fix_mmap_threshold`
+before the env is built. Its summary gives the growth after the first rollout (taken before the
+first update) and after the second (the first update's one-time allocations included). Without
+the fixes, for comparison (torch's default cache size, glibc's dynamic threshold)::
+
+    LRU_CACHE_CAPACITY=1024 DYNALAY_MMAP_THRESHOLD=0 python benchmarks/memory_soak.py ppo
+
 One torch thread (``--threads``). Writes its table to ``--out`` as well (default: print only).
 """
 
@@ -26,6 +34,12 @@ import tracemalloc
 from typing import Any
 
 import numpy as np
+
+# Before torch: dynalay_env caps torch's per-shape convolution caches through environment variables
+# that torch reads when it is loaded (train_agent.py imports it first too).
+import dynalay_env  # noqa: F401
+
+# isort: split
 import torch
 
 
@@ -140,10 +154,14 @@ def summarise(kind: str, rows: list[dict[str, Any]]) -> str:
         first, last = rows[1], rows[-1]
         return (f"RSS {first['rss_mb']:.1f} MB at {first['env_steps']:,} env steps -> {last['rss_mb']:.1f} MB at "
                 f"{last['env_steps']:,}: {100 * (last['rss_mb'] / first['rss_mb'] - 1):+.2f}%")
-    first, peak, last = rows[0], max(r["rss_mb"] for r in rows[1:]), rows[-1]
-    return (f"RSS after the first rollout {first['rss_mb']:.1f} MB; max after it {peak:.1f} MB "
-            f"({100 * (peak / first['rss_mb'] - 1):+.2f}%); at {last['env_steps']:,} timesteps {last['rss_mb']:.1f} MB "
-            f"({100 * (last['rss_mb'] / first['rss_mb'] - 1):+.2f}%)")
+    parts = []
+    for i, when in ((0, "after the first rollout"), (1, "after the second (first update done)")):
+        if len(rows) > i + 1:
+            first, peak, last = rows[i], max(r["rss_mb"] for r in rows[i + 1:]), rows[-1]
+            parts.append(f"RSS {when} {first['rss_mb']:.1f} MB; max after it {peak:.1f} MB "
+                         f"({100 * (peak / first['rss_mb'] - 1):+.2f}%); at {last['env_steps']:,} timesteps "
+                         f"{last['rss_mb']:.1f} MB ({100 * (last['rss_mb'] / first['rss_mb'] - 1):+.2f}%)")
+    return "\n".join(parts)
 
 
 def main() -> None:
@@ -167,8 +185,16 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the rows and summary to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    settings = " | ".join(f"{name}={os.environ.get(name, '-')}" for name in (
+        "MALLOC_ARENA_MAX", "ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"))
+    if args.kind == "ppo":
+        from agents.allocator import fix_mmap_threshold, requested_threshold
+
+        # As agents.training.train does, before the env and the agent allocate.
+        fixed = fix_mmap_threshold()
+        settings += f" | glibc mmap threshold: {f'fixed at {requested_threshold():,} B' if fixed else 'dynamic'}"
     header = (f"# memory soak: {args.kind} | {platform.machine()} | torch {torch.__version__} | threads "
-              f"{torch.get_num_threads()} | MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', '-')}")
+              f"{torch.get_num_threads()} | {settings}")
     print(header, flush=True)
     rows = soak_vector(args) if args.kind == "vector" else soak_ppo(args)
     summary = summarise(args.kind, rows)
