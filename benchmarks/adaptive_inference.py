@@ -26,6 +26,8 @@ import time
 import numpy as np
 import torch
 
+from dynalay_env.model import FPIModel
+
 
 def timed(fn, *args) -> tuple[float, object]:
     start = time.perf_counter()
@@ -33,7 +35,7 @@ def timed(fn, *args) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
-def layer_costs(model, x: torch.Tensor, repeats: int) -> list[dict[str, float]]:
+def layer_costs(model: FPIModel, x: torch.Tensor, repeats: int) -> list[dict[str, float]]:
     """Per layer ``k``: its step (injection, solve, head) on all of ``x`` at full depth, timed
     (median of ``repeats``), with the FLOPs it executed (``CostTable.step_flops``)."""
     costs = model.cost_table()
