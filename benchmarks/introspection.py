@@ -485,6 +485,11 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {family} | {f['hypervolume_test']:.5f} | {p['policy']} s{p['seed']} | "
                          f"{p['test']['accuracy']:.4f} | {p['test']['mean_compute']:.3f} | "
                          f"{_ci(corrected, 'ci')} at {100 * corrected['level']:.1f}% |")
+        seed_hv = "; ".join(f"{family} " + ", ".join(f"s{seed} {_num(v)}" for seed, v in
+                                                     fam[family]["hypervolume_test_per_seed"].items())
+                            for family in LEARNED_FAMILIES if fam.get(family, {}).get("hypervolume_test_per_seed"))
+        if seed_hv:
+            lines += ["", f"Hypervolume on test per seed: {seed_hv}."]
         h = r["history"]
         per_seed = {v: ", ".join(_num(x) for x in h[v]["per_seed"]) for v in ("with", "without")}
         lines += ["", f"History group, PPO val hypervolume (mean over seeds): with {_num(h['with']['mean'])} "
