@@ -64,6 +64,10 @@ LONG_PPO_STEPS = 2_000_000
 # PPO-family runs use the batched adapter with this many envs and the project's rollout size
 # (n_envs x n_steps kept), so the algorithm is the tuned one and a step costs less.
 BATCHED_ENVS = 64
+# The long run steps 4x as many envs at a quarter of the steps each: the same rollouts, minibatches
+# and updates per step, with env steps about 2x cheaper here (one solve per layer for all envs), so
+# the study fits its 2 hours.
+LONG_PPO_ENVS = 256
 EVAL_SLOTS = 512
 N_BOOT = 1000
 
@@ -77,7 +81,8 @@ class PolicySpec(NamedTuple):
     env_kwargs: tuple[str, ...]          # rl-zoo3 syntax, as for ``train --env-kwargs``
     seeds: tuple[int, ...]
     timesteps: int | None = None         # None: the algorithm's hyperparams file
-    batched: bool = False                # PPO family: BATCHED_ENVS envs, same rollout size
+    batched: bool = False                # PPO family: ``n_envs`` envs, same rollout size
+    n_envs: int = BATCHED_ENVS           # a batched spec's number of envs
     hyperparams: tuple[tuple[str, Any], ...] = ()  # overrides of the algorithm's hyperparams file
 
 
@@ -116,7 +121,8 @@ def study_plan(quick: bool = False) -> list[PolicySpec]:
                         batched=True),
              PolicySpec("dqn-l0.1", "rl", "dqn", (lam(0.1),), SEEDS),
              PolicySpec("ppo_lstm-l0.1", "rl", "ppo_lstm", (lam(0.1),), SEEDS, batched=True),
-             PolicySpec("ppo-long-l0.1", "rl", "ppo", (lam(0.1),), (0,), LONG_PPO_STEPS, batched=True)]
+             PolicySpec("ppo-long-l0.1", "rl", "ppo", (lam(0.1),), (0,), LONG_PPO_STEPS, batched=True,
+                        n_envs=LONG_PPO_ENVS)]
     return plan
 
 
@@ -141,7 +147,7 @@ def needs_own_hyperparams(spec: PolicySpec) -> bool:
 
 def write_hyperparams(spec: PolicySpec, env_id: str, folder: Path) -> Path:
     """``folder/<algo>.yml``: the project's hyperparameters of ``spec.algo`` for ``env_id``, with
-    ``spec.hyperparams`` applied and, for a batched spec, ``BATCHED_ENVS`` envs and ``n_steps``
+    ``spec.hyperparams`` applied and, for a batched spec, ``spec.n_envs`` envs and ``n_steps``
     scaled so one rollout holds as many steps as the project's."""
     import yaml
 
@@ -151,7 +157,7 @@ def write_hyperparams(spec: PolicySpec, env_id: str, folder: Path) -> Path:
     hp = {**load_hyperparams(spec.algo, env_id), **dict(spec.hyperparams)}
     if spec.batched and "n_steps" in hp and "n_envs" in hp:
         rollout = int(hp["n_steps"]) * int(hp["n_envs"])
-        hp["n_envs"], hp["n_steps"] = BATCHED_ENVS, max(1, rollout // BATCHED_ENVS)
+        hp["n_envs"], hp["n_steps"] = spec.n_envs, max(1, rollout // spec.n_envs)
     path = folder / f"{spec.algo}.yml"
     atomic_write_text(path, yaml.safe_dump({env_id: hp, "default": hp}, sort_keys=True))
     return path
@@ -181,6 +187,13 @@ def check_reusable(job: Job, train: dict[str, Any]) -> None:
                            f"{job.spec.timesteps}: use a fresh --run-dir for another budget")
 
 
+def check_resumable(job: Job, config: dict[str, Any]) -> None:
+    """Refuse to resume or reuse a run folder started with another number of envs than the plan's."""
+    if job.spec.batched and config.get("n_envs") not in (None, job.spec.n_envs):
+        raise RuntimeError(f"{job.run_dir} was started with {config['n_envs']} envs, not {job.spec.n_envs}: "
+                           "use a fresh --run-dir for another plan")
+
+
 RECORD_FIELDS = ("label", "prediction", "correct", "compute", "flops", "steps", "path", "fpi_iterations",
                  "decisions")
 
@@ -206,6 +219,8 @@ def run_job(job: Job) -> dict[str, Any]:
     torch.set_num_threads(1)
     run_dir = Path(job.run_dir)
     summary_path = run_dir / "study_eval.json"
+    if (run_dir / "config.json").is_file():
+        check_resumable(job, json.loads((run_dir / "config.json").read_text()))
     if (run_dir / "train.json").is_file():
         check_reusable(job, json.loads((run_dir / "train.json").read_text()))
     if summary_path.is_file():
@@ -250,9 +265,22 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
+def expected_cost(job: Job) -> float:
+    """A job's rough training time in units of 1,000 PPO steps at ``BATCHED_ENVS`` envs on MNIST-1D;
+    used only to start the longest jobs first. Relative costs measured on the 2-core reference
+    machine: a DQN step (16 envs, 4 gradient steps of 256 per 64 transitions) costs about 2 PPO
+    steps, a step at 256 envs about half of one at 64, an MNIST-5k step 1.6 MNIST-1D steps, and a
+    supervised run (a few thousand labelled episodes) seconds."""
+    spec = job.spec
+    if spec.family == "supervised":
+        return 1.0
+    per_step = 2.0 if spec.algo == "dqn" else (BATCHED_ENVS / spec.n_envs) ** 0.5 if spec.batched else 1.0
+    return (spec.timesteps or 200_000) / 1000 * per_step * (1.6 if job.task == "mnist5k" else 1.0)
+
+
 def run_jobs(jobs: list[Job], workers: int) -> None:
     """Every job, ``workers`` at a time (longest first), each in a fresh process on one thread."""
-    order = sorted(jobs, key=lambda j: -(j.spec.timesteps or 200_000))
+    order = sorted(jobs, key=lambda j: -expected_cost(j))
     failed: list[str] = []
     if workers <= 1:
         for job in order:
@@ -615,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for task in tasks:
         for spec in plan:
             hp_dir = root / task / "hyperparams" / spec.name  # one folder per spec: its own overrides
-            if needs_own_hyperparams(spec) and not (hp_dir / f"{spec.algo}.yml").is_file():
+            if needs_own_hyperparams(spec):  # rewritten each time, so it always follows the plan
                 hp_dir.mkdir(parents=True, exist_ok=True)
                 write_hyperparams(spec, TASK_ENVS[task], hp_dir)
             for seed in spec.seeds:

@@ -64,3 +64,28 @@ def test_bad_study_arguments_name_the_valid_choices(tmp_path, capsys):
     with pytest.raises(SystemExit):
         study.main(["--run-dir", str(tmp_path), "--quick", "--tasks", "digits", "--model", "mnist1d=x.pt"])
     assert "TASK one of the studied tasks" in capsys.readouterr().err
+
+
+def test_the_long_run_keeps_the_rollout_size_and_a_run_started_with_other_envs_is_refused(tmp_path):
+    study = load_study()
+    plan = {spec.name: spec for spec in study.study_plan()}
+    env_id = study.TASK_ENVS["mnist1d"]
+    import yaml
+
+    sizes = {}
+    for name in ("ppo-l0.1", "ppo-long-l0.1"):
+        folder = tmp_path / name
+        folder.mkdir()
+        hp = yaml.safe_load(study.write_hyperparams(plan[name], env_id, folder).read_text())[env_id]
+        sizes[name] = (hp["n_envs"], hp["n_steps"])
+    assert sizes["ppo-l0.1"] == (study.BATCHED_ENVS, 4096 // study.BATCHED_ENVS)
+    assert sizes["ppo-long-l0.1"] == (study.LONG_PPO_ENVS, 4096 // study.LONG_PPO_ENVS)
+
+    job = study.Job("mnist1d", plan["ppo-long-l0.1"], 0, str(tmp_path / "run"), "model.pt", "hp", "id")
+    study.check_resumable(job, {"n_envs": study.LONG_PPO_ENVS})
+    with pytest.raises(RuntimeError, match="started with 64 envs, not 256"):
+        study.check_resumable(job, {"n_envs": 64})
+    # Longest first: the long run, then DQN, then the PPO runs, the supervised learners last.
+    jobs = [job._replace(spec=plan[name]) for name in ("value_exit", "ppo-l0.1", "dqn-l0.1", "ppo-long-l0.1")]
+    assert [j.spec.name for j in sorted(jobs, key=lambda j: -study.expected_cost(j))] == [
+        "ppo-long-l0.1", "dqn-l0.1", "ppo-l0.1", "value_exit"]
