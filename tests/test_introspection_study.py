@@ -46,6 +46,9 @@ def test_the_quick_study_runs_end_to_end_chooses_primaries_on_val_and_resumes(tm
     assert "prefix_oracle" in task and task["path_oracle"]["kind"] == "path"
     assert (tmp_path / "introspection.png").stat().st_size > 0
     assert "Does introspection pay?" in (tmp_path / "introspection.md").read_text()
+    # The study folder is recorded by its role, not by this machine's path.
+    assert str(tmp_path) not in (tmp_path / "introspection.md").read_text()
+    assert "--run-dir $STUDY_DIR" in report["command"]
 
     stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("digits/runs/*/study_eval.json")}
     assert len(stamps) == len(task["runs"])
