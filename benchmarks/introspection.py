@@ -13,7 +13,8 @@ Families and policies (``--quick`` runs a small subset with few steps):
   charged for its statistic;
 * ``supervised`` -- ``value_exit`` and ``dagger`` (lambda 0.1), ``bc`` at lambda 0.03, 0.1, 0.3;
 * ``rl`` -- PPO with and without the ``history`` observation group at lambda 0.03, 0.1, 0.3 (the
-  paper reward), MaskablePPO, DQN and ``ppo_lstm`` at lambda 0.1, and one long PPO run (2M steps).
+  paper reward), MaskablePPO, DQN and ``ppo_lstm`` at lambda 0.1, and one long PPO run (2M steps on
+  256 envs).
 
 Pre-registration: before any test figure is read, the *primary* policy of each learned family and
 task is the run with the largest margin over the confidence hull on ``val`` (decisions counted).
@@ -266,16 +267,16 @@ def _worker_init() -> None:
 
 
 def expected_cost(job: Job) -> float:
-    """A job's rough training time in units of 1,000 PPO steps at ``BATCHED_ENVS`` envs on MNIST-1D;
-    used only to start the longest jobs first. Relative costs measured on the 2-core reference
-    machine: a DQN step (16 envs, 4 gradient steps of 256 per 64 transitions) costs about 2 PPO
-    steps, a step at 256 envs about half of one at 64, an MNIST-5k step 1.6 MNIST-1D steps, and a
+    """A job's rough training time in units of 1,000 PPO steps at ``BATCHED_ENVS`` envs; used only
+    to start the longest jobs first. Relative costs from the committed study (2-core reference
+    machine, the three tasks alike): a DQN step (16 envs, 4 gradient steps of 256 per 64
+    transitions) costs about 2.3 PPO steps, a step at 256 envs about half of one at 64, and a
     supervised run (a few thousand labelled episodes) seconds."""
     spec = job.spec
     if spec.family == "supervised":
         return 1.0
-    per_step = 2.0 if spec.algo == "dqn" else (BATCHED_ENVS / spec.n_envs) ** 0.5 if spec.batched else 1.0
-    return (spec.timesteps or 200_000) / 1000 * per_step * (1.6 if job.task == "mnist5k" else 1.0)
+    per_step = 2.3 if spec.algo == "dqn" else (BATCHED_ENVS / spec.n_envs) ** 0.5 if spec.batched else 1.0
+    return (spec.timesteps or 200_000) / 1000 * per_step
 
 
 def run_jobs(jobs: list[Job], workers: int) -> None:
