@@ -613,20 +613,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from benchmarks.reproduce import (
-        EXTRA_PATHS,
         checkpoint_provenance,
         command_line,
         machine,
         model_provenance,
+        record_by_role,
         write_json,
         write_text,
     )
 
     start = time.perf_counter()
     root = Path(args.run_dir)
-    for folder, name in ((args.run_dir, "$STUDY_DIR"), (args.publish, "$PUBLISH_DIR")):
-        if folder and Path(folder).is_absolute() and (folder, name) not in EXTRA_PATHS:
-            EXTRA_PATHS.append((folder, name))  # recorded by its role, not by this machine's path
+    record_by_role(args.run_dir, "$STUDY_DIR")
+    record_by_role(args.publish, "$PUBLISH_DIR")
     tasks = args.tasks or (["synthetic"] if args.quick else default_tasks())
     plan = study_plan(args.quick)
     if args.policies:

@@ -121,6 +121,13 @@ def machine() -> dict[str, Any]:
 EXTRA_PATHS: list[tuple[str, str]] = []
 
 
+def record_by_role(folder: str | os.PathLike | None, name: str) -> None:
+    """Have :func:`scrub` write ``folder`` (a command-line option's folder) as ``name`` (``$ROLE``)
+    when it is absolute, so results files name the option, not this machine's path."""
+    if folder and Path(folder).is_absolute() and (str(folder), name) not in EXTRA_PATHS:
+        EXTRA_PATHS.append((str(folder), name))
+
+
 def local_paths() -> list[tuple[str, str]]:
     """(machine-local prefix, its portable name), longest first, for :func:`scrub`."""
     from dynalay_env.cache import model_cache_dir
@@ -841,9 +848,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     work = Path(args.work) if args.work else Path("runs/reproduce-quick" if args.quick else "runs/reproduce")
-    for folder, name in ((work, "$REPRODUCE_WORK"), (out, "$REPRODUCE_OUT")):
-        if folder.is_absolute():  # recorded by its option's name, not by this machine's path
-            EXTRA_PATHS.append((str(folder), name))
+    record_by_role(work, "$REPRODUCE_WORK")
+    record_by_role(out, "$REPRODUCE_OUT")
     ctx = Context(out=out, work=work, budget=QUICK if args.quick else FULL, quick=args.quick)
     selected = set(args.only or [name for name, part in PARTS.items() if part.enabled(ctx)])
     names = needed(sorted(selected, key=list(PARTS).index), ctx)
