@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import traceback
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from agents.sweep import (
     quiet_optuna,
     url_has_password,
 )
-from tests.agent_fixtures import REPO, TINY_PPO, cli_env, write_hyperparams
+from tests.agent_fixtures import ENV_ID, REPO, TINY_PPO, cli_env, digits_checkpoint, write_hyperparams
 from tests.postgres_server import DATABASE, USER, PostgresServer, postgres_server
 from tests.test_sweep import _check_complete_study, _sweep_cli
 
@@ -110,6 +111,32 @@ def test_dynalay_storage_is_read_when_storage_is_absent(monkeypatch, tmp_path):
     assert _parsed_storage(["--storage", "postgresql://flag@db-host/dynalay"]) == "postgresql://flag@db-host/dynalay"
     monkeypatch.setenv(STORAGE_ENV, "")
     assert _parsed_storage([]) is None
+
+
+@pytest.mark.parametrize("how", ["--storage", STORAGE_ENV])
+def test_the_issue_s_command_prints_the_password_nowhere(monkeypatch, tmp_path, capsys, how):
+    """The reported case: a password in the URL, no server listening. ``--storage`` warns once;
+    ``DYNALAY_STORAGE`` may carry the password (a process's environment is its owner's alone)."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql://user:secretpw@127.0.0.1:{port}/db"
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    storage = ["--storage", url]
+    if how == STORAGE_ENV:
+        monkeypatch.setenv(STORAGE_ENV, url)
+        storage = []
+    run_dir = tmp_path / "sweep"
+    code = train_agent.main(["sweep", "--env", ENV_ID, "--model", str(digits_checkpoint()), "--run-dir", str(run_dir),
+                             "--n-trials", "1", *storage])
+    out, err = capsys.readouterr()
+    assert code == 2 and "cannot open the study storage" in err
+    assert f"storage postgresql://user:***@127.0.0.1:{port}/db" in out
+    warnings = [line for line in err.splitlines() if "carries a password" in line]
+    assert len(warnings) == (1 if how == "--storage" else 0)
+    assert "secretpw" not in out + err
+    assert [p for p in run_dir.rglob("*") if p.is_file() and b"secretpw" in p.read_bytes()] == []
+    assert json.loads((run_dir / "sweep_config.json").read_text())["storage"] == f"postgresql://user@127.0.0.1:{port}/db"
 
 
 def _urls(text: str) -> list[str]:
