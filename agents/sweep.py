@@ -36,9 +36,10 @@ next worker that looks and re-queued with the same parameters
 Ctrl-C, resumes the original trial's training run from its last checkpoint when its run folder is on
 this machine. Re-running the same command resumes the study; a larger ``n_trials`` extends it.
 
-**Secrets.** The storage's password never leaves memory: messages, reports, ``sweep_config.json`` and
-Optuna's attributes name the storage by :func:`masked_url` or :func:`public_url` (the URL without its
-password), so a resumed or joined worker takes the password from where the first one did. Give it as
+**Secrets.** The storage's password never leaves memory: messages and reports show the storage by
+:func:`masked_url`, ``sweep_config.json`` keeps :func:`public_url` (the URL without its password),
+and Optuna's attributes do not hold it at all, so a resumed or joined worker takes the password from
+where the first one did. Give it as
 PostgreSQL's drivers read it when the URL has none -- ``PGPASSWORD``, ``~/.pgpass`` or a ``PGSERVICE``
 service file -- or give the whole URL in ``DYNALAY_STORAGE`` (:data:`STORAGE_ENV`), which the command
 line reads when ``--storage`` is absent. A URL with a password still works; the command warns once
@@ -81,7 +82,7 @@ DIRECTIONS: tuple[str, str] = ("maximize", "minimize")
 SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "random")
 STUDY_DB = "study.db"
 REPORT_NAME = "sweep.json"
-CONFIG_NAME = "sweep_config.json"
+SWEEP_CONFIG_NAME = "sweep_config.json"
 #: Environment variable holding the whole storage URL, read by the command line when ``--storage`` is absent.
 STORAGE_ENV = "DYNALAY_STORAGE"
 #: Where a storage password belongs instead of the URL (named by warnings, ``--help`` and the docs).
@@ -411,12 +412,15 @@ def password_warning(url: str) -> str | None:
 def _scrub(text: str, url: str) -> str:
     """``text`` (e.g. a driver's error message) with the password of ``url`` replaced by ``***``."""
     parsed = _parse_url(url)
-    secrets = [] if parsed is None else [parsed.password, *(v for k, v in parsed.query.items()
-                                                            if k.lower() in PASSWORD_QUERY_KEYS)]
+    if parsed is None:
+        return _mask_unparsed(text)
+    secrets = [parsed.password]
+    for key, value in parsed.query.items():  # a value is a tuple when the key is repeated
+        if key.lower() in PASSWORD_QUERY_KEYS:
+            secrets += [value] if isinstance(value, str) else list(value)
     for secret in secrets:
-        for value in ([secret] if isinstance(secret, str) else list(secret or ())):
-            if value:
-                text = text.replace(value, "***")
+        if secret:
+            text = text.replace(secret, "***")
     return text
 
 
@@ -747,7 +751,7 @@ def run_sweep(config: SweepConfig) -> dict[str, Any]:
     config.validate()
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / CONFIG_NAME, config.to_dict())
+    atomic_write_json(run_dir / SWEEP_CONFIG_NAME, config.to_dict())
     quiet_optuna()
     storage = open_storage(config)
     model_path, provenance = resolve_main_model(config)
