@@ -8,6 +8,7 @@ shows what threshold every seed and setting clears, so the tests' thresholds are
 
     python benchmarks/learning_margins.py                  # everything (about an hour on 2 idle cores)
     python benchmarks/learning_margins.py --checks ppo dqn --seeds 0 1
+    .venv-rllib/bin/python benchmarks/learning_margins.py --checks rllib_ppo rllib_dqn
 
 Writes ``benchmarks/results/learning_margins.json`` and ``.md`` after every result (resumable: a
 rerun skips the (check, seed, setting) entries the JSON already holds).
@@ -39,12 +40,16 @@ RESULTS = ROOT / "benchmarks" / "results" / "learning_margins.json"
 SETTINGS: dict[str, dict[str, str]] = {"default": {}, "mkl_cbwr": {"MKL_CBWR": "COMPATIBLE"}}
 #: The SB3 algorithms measured: the learning-tested ones and those measured but smoke-only.
 SB3_CHECKS: tuple[str, ...] = (*learning.LEARN, *learning.MEASURED_SMOKE_ONLY)
-CHECKS: tuple[str, ...] = (*SB3_CHECKS, "cleanrl_ppo", "acceptance")
+#: The main venv's checks (the default); the RLlib ones run in .venv-rllib (ray pins its own gymnasium).
+MAIN_CHECKS: tuple[str, ...] = (*SB3_CHECKS, "cleanrl_ppo", "acceptance")
+RLLIB_CHECKS: tuple[str, ...] = tuple(f"rllib_{algo}" for algo in learning.RLLIB_HYPERPARAMS)
+CHECKS: tuple[str, ...] = (*MAIN_CHECKS, *RLLIB_CHECKS)
 #: Each check's asserted quantities and thresholds, as the tests assert them.
 THRESHOLDS: dict[str, dict[str, float]] = {
     **{name: {"margin": learning.MARGIN} for name in learning.LEARN},
     "cleanrl_ppo": {"margin": learning.CLEANRL_MARGIN},
     "acceptance": {"margin": learning.ACCEPTANCE_MARGIN, "compute_gap": learning.ACCEPTANCE_COMPUTE_GAP},
+    **{check: {"margin": learning.RLLIB_MARGIN} for check in RLLIB_CHECKS},
 }
 
 
@@ -59,6 +64,8 @@ def run_check(check: str, seed: int, workdir: Path) -> dict[str, Any]:
         return learning.cleanrl_margin(seed, workdir).to_json()
     if check in SB3_CHECKS:
         return learning.sb3_margin(check, seed).to_json()
+    if check in RLLIB_CHECKS:
+        return learning.rllib_margin(check.removeprefix("rllib_"), seed, workdir).to_json()
     raise ValueError(f"unknown check {check!r}; valid checks: {list(CHECKS)}")
 
 
@@ -82,7 +89,7 @@ def render(results: dict[str, Any]) -> str:
     lines = ["# Learning tests: margins over seeds and CPU kernel settings", "",
              "Written by `python benchmarks/learning_margins.py` (`tests/learning.py` holds the checks). "
              "*margin*: accuracy over the random policy of matched compute (val, 1,250 examples; the "
-             "acceptance test: test, 2,000). *compute_gap*: the acceptance agent's mean compute on the hardest "
+             "acceptance test and RLlib: test, 2,000). *compute_gap*: the acceptance agent's mean compute on the hardest "
              "quarter of test inputs minus the easiest (by known noise level). mkl_cbwr = `MKL_CBWR=COMPATIBLE`.",
              "", "| check | quantity | setting | " + " | ".join(f"seed {s}" for s in learning.SEEDS)
              + " | min | test asserts |", "|---|---|---|" + "---:|" * (len(learning.SEEDS) + 2)]
@@ -105,7 +112,8 @@ def render(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checks", nargs="+", default=list(CHECKS), choices=CHECKS)
+    parser.add_argument("--checks", nargs="+", default=list(MAIN_CHECKS), choices=CHECKS,
+                        help="default: every check of the main venv; rllib_* need .venv-rllib")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(learning.SEEDS))
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON (the .md is written beside it)")

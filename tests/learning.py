@@ -26,11 +26,13 @@ from agents.baselines import matched_random
 from agents.evaluate import run_policy
 from agents.sb3_vec_env import DynaLayVecEnv
 from agents.training import TrainConfig, train
+from dynalay_env.cache import cached_default_model
 from dynalay_env.data import load_dataset
 from dynalay_env.env import make_core
 from dynalay_env.model import load_checkpoint, save_checkpoint
 from dynalay_env.pretrain import run_pretraining
 from tests.env_fixtures import learning_synthetic_model
+from train_agent import main as cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -223,3 +225,49 @@ def acceptance_run(seed: int, workdir: Path) -> dict[str, Any]:
             "easy_compute": easy_compute, "hard_compute": hard_compute, "compute_gap": hard_compute - easy_compute,
             "finite": bool(np.isfinite(records.compute).all())}
 
+
+
+# ---- the RLlib backend (test_rllib.py; .venv-rllib) --------------------------------------------
+
+RLLIB_ENV_ID = "DynaLay-Synthetic-v0"
+RLLIB_N_ENVS = 32
+#: First leg and total after the resume (env steps).
+RLLIB_FIRST, RLLIB_TOTAL = 4096, 8192
+#: A compute price at which depth 2 pays on the default synthetic model, so a learned policy is not
+#: full depth.
+RLLIB_ENV_KWARGS = ["lambda_compute:0.2"]
+#: Short-run settings (the defaults in agents.rllib_backend are for 200k steps): many small updates.
+RLLIB_HYPERPARAMS: dict[str, dict[str, Any]] = {
+    "ppo": {"train_batch_size_per_learner": 1024, "minibatch_size": 256, "num_epochs": 10, "lr": 1e-3},
+    "dqn": {"train_batch_size_per_learner": 128, "num_steps_sampled_before_learning_starts": 512,
+            "rollout_fragment_length": 4, "training_intensity": 32, "target_network_update_freq": 512,
+            "epsilon": [[0, 1.0], [2048, 0.02]], "lr": 1e-3},
+}
+#: How much more accurate on test than the report's matched-compute random policy.
+RLLIB_MARGIN = 0.05
+
+
+def rllib_train_resume_evaluate(algo: str, seed: int, checkpoint: Path, run: Path) -> dict[str, Any]:
+    """Through the CLI as a user runs it: train ``RLLIB_FIRST`` steps, resume to ``RLLIB_TOTAL``,
+    evaluate on test (``--n-boot 50``, no figures). Returns the report; the run folder stays."""
+    hyperparams = run.parent / f"hp_{algo}_{seed}.yml"
+    hyperparams.write_text(json.dumps({RLLIB_ENV_ID: RLLIB_HYPERPARAMS[algo]}))  # JSON is YAML
+    legs = [["train", "--framework", "rllib", "--algo", algo, "--env", RLLIB_ENV_ID, "--model", str(checkpoint),
+             "--env-kwargs", *RLLIB_ENV_KWARGS, "--timesteps", str(RLLIB_FIRST), "--n-envs", str(RLLIB_N_ENVS),
+             "--hyperparams", str(hyperparams), "--checkpoint-freq", "2048", "--eval-freq", "4096",
+             "--seed", str(seed), "--run-dir", str(run), "--no-progress"],
+            ["train", "--run-dir", str(run), "--resume", "--timesteps", str(RLLIB_TOTAL), "--no-progress"],
+            ["evaluate", "--run-dir", str(run), "--n-boot", "50", "--no-figures"]]
+    for argv in legs:
+        if cli(argv) != 0:
+            raise RuntimeError(f"train_agent.py {' '.join(argv)} failed")
+    return json.loads((run / "report.json").read_text())
+
+
+def rllib_margin(algo: str, seed: int, workdir: Path) -> Margin:
+    """An RLlib run's test accuracy against the report's own matched random row."""
+    checkpoint = Path(cached_default_model(load_dataset("synthetic"), progress=False))
+    report = rllib_train_resume_evaluate(algo, seed, checkpoint, workdir / f"rllib_{algo}_{seed}")
+    random = next(b for b in report["baselines"] if b["name"] == "random")
+    return Margin(f"rllib_{algo}", seed, report["accuracy"], report["mean_compute"], random["accuracy"],
+                  random["mean_compute"], report["random_match"]["matched"])
