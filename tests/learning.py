@@ -271,3 +271,18 @@ def rllib_margin(algo: str, seed: int, workdir: Path) -> Margin:
     random = next(b for b in report["baselines"] if b["name"] == "random")
     return Margin(f"rllib_{algo}", seed, report["accuracy"], report["mean_compute"], random["accuracy"],
                   random["mean_compute"], report["random_match"]["matched"])
+
+
+# ---- the default pre-training recipe (test_pretrain.py) ----------------------------------------
+
+#: Full-depth test accuracy the default digits recipe must reach (359 test examples).
+DIGITS_FULL_DEPTH_ACCURACY = 0.97
+
+
+def pretrain_digits(seed: int, workdir: Path) -> dict[str, Any]:
+    """The default digits recipe at ``seed``: its full-depth test accuracy and its margin over
+    :data:`DIGITS_FULL_DEPTH_ACCURACY`."""
+    _, report = run_pretraining("digits", run_dir=workdir / f"pretrain_digits_{seed}", seed=seed, progress=False)
+    accuracy = report["full_depth_accuracy"]
+    return {"seed": seed, "full_depth_accuracy": accuracy, "margin": accuracy - DIGITS_FULL_DEPTH_ACCURACY,
+            "accuracy_by_depth": report["accuracy_by_depth"], "epochs_run": report["epochs_run"]}

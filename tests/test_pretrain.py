@@ -33,6 +33,7 @@ from dynalay_env.pretrain import (
     resolve_device,
     run_pretraining,
 )
+from tests import learning
 
 
 def all_paths(num_layers: int, max_steps: int) -> set[tuple[int, ...]]:
@@ -341,7 +342,8 @@ def test_default_pretraining_on_digits_reaches_acceptance_accuracy(tmp_path: Pat
         print(f"\n[default digits pretraining] {elapsed:.1f} s, full_depth_accuracy="
               f"{report['full_depth_accuracy']:.4f}, by depth={[round(a, 4) for a in report['accuracy_by_depth']]}, "
               f"oracle={report['oracle_accuracy']:.4f}, epochs={report['epochs_run']}")
-    assert report["full_depth_accuracy"] >= 0.97
+    # benchmarks/results/learning_margins.md (pretrain_digits): seeds 0-4 under two kernel settings.
+    assert report["full_depth_accuracy"] >= learning.DIGITS_FULL_DEPTH_ACCURACY
 
 
 
