@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -244,20 +244,30 @@ class RandomPolicy(BaselinePolicy):
         return params
 
     def actions(self, core: DynaLayCore, episode_start: np.ndarray) -> np.ndarray:
-        n = core.num_envs
-        # Three draws per step whatever the parameters: common random numbers keep the compute of
-        # the family monotone in its level under one seed, so bisection converges.
+        n, k = core.num_envs, core.num_layers
+        # The same three draws per step whatever the parameters (common random numbers): compute
+        # then rises with the level on average, which is what the bisection needs.
         exit_draw, deep_draw = self.rng.random(n), self.rng.random(n)
-        layers = self.rng.integers(1, core.num_layers + 1, size=n)
-        layers = np.where(deep_draw < self.deep, costliest_layer(core.model), layers)
-        return np.where(exit_draw < self.p_exit, 0, layers)
+        layers = self.rng.integers(1, k + 1, size=n)
+        # Only layers the env allows (mask_repeats, compute_budget): a masked choice would become
+        # EXIT and make the deep end of the family exit early. A drawn layer that is not allowed is
+        # redrawn among the allowed ones, which keeps the choice uniform over them.
+        allowed = core.action_masks()[:, 1:]
+        refused = ~allowed[np.arange(n), layers - 1]
+        if refused.any():
+            redraw = np.where(allowed, self.rng.random((n, k)), -1.0).argmax(1) + 1
+            layers = np.where(refused, redraw, layers)
+        step_cost = np.asarray(core.model.cost_table().worst_step_flops())
+        costliest = np.where(allowed, step_cost, -np.inf).argmax(1) + 1
+        layers = np.where(deep_draw < self.deep, costliest, layers)
+        return np.where((exit_draw < self.p_exit) | ~allowed.any(1), 0, layers)
 
 
 def costliest_layer(model: Any) -> int:
     """The 1-based action of the layer whose step costs most at the solver's iteration cap
-    (:meth:`dynalay_env.model.CostTable.worst_step_flops`)."""
-    worst = model.cost_table().worst_step_flops()
-    return int(np.argmax(worst)) + 1
+    (:meth:`dynalay_env.model.CostTable.worst_step_flops`): the layer the random family's ``deep``
+    dial takes when the env allows it."""
+    return int(np.argmax(model.cost_table().worst_step_flops())) + 1
 
 
 @dataclass
@@ -355,22 +365,37 @@ def calibrate_random(evaluate_compute: Callable[[RandomPolicy], float], target_c
 
 
 #: Relative compute difference within which a random policy counts as matched to its target.
-MATCH_TOLERANCE = 0.05
+MATCH_TOLERANCE = 0.02
+
+
+class _Played(Protocol):
+    """What :func:`matched_random` needs of a played pass (``EpisodeRecords`` has it)."""
+
+    @property
+    def accuracy(self) -> float: ...
+
+    @property
+    def mean_compute(self) -> float: ...
 
 
 @dataclass(frozen=True)
 class RandomMatch:
     """A random policy calibrated to a target compute, and whether it got there.
 
-    ``compute`` is its mean normalised compute where it was calibrated; ``matched`` is
-    ``|compute - target| <= MATCH_TOLERANCE * target``. Unmatched, ``note`` says why and the
-    comparison must not be read as one at equal compute."""
+    ``records`` is its pass where it was calibrated (``val`` in reports) and ``compute`` that pass's
+    mean normalised compute; ``matched`` is ``|compute - target| <= MATCH_TOLERANCE * target``.
+    Unmatched, ``note`` says why and the comparison must not be read as one at equal compute."""
 
     policy: RandomPolicy
     target: float
-    compute: float
+    records: Any
     matched: bool
     note: str
+
+    @property
+    def compute(self) -> float:
+        """Mean normalised compute of the calibrated policy where it was calibrated."""
+        return float(self.records.mean_compute)
 
     def to_json(self) -> dict[str, Any]:
         """The calibration's figures for reports."""
@@ -378,18 +403,24 @@ class RandomMatch:
                 "params": self.policy.params(), "note": self.note}
 
 
-def matched_random(evaluate_compute: Callable[[RandomPolicy], float], target_compute: float,
-                   seed: int = 0) -> RandomMatch:
-    """:func:`calibrate_random`, then a check that the compute was reached, with a note if not."""
-    policy = calibrate_random(evaluate_compute, target_compute, seed=seed)
-    compute = float(evaluate_compute(policy.fresh()))
-    matched = abs(compute - target_compute) <= MATCH_TOLERANCE * max(target_compute, 1e-12)
+def matched_random(play: Callable[[RandomPolicy], _Played], target_compute: float, seed: int = 0) -> RandomMatch:
+    """:func:`calibrate_random` on ``play(policy).mean_compute``, then a check that the compute was
+    reached, with a note that says why where it was not. ``play`` plays a policy on the calibration
+    split (for example ``lambda p: run_policy(val_core, p)``)."""
+    policy = calibrate_random(lambda p: play(p).mean_compute, target_compute, seed=seed)
+    records = play(policy.fresh())
+    matched = abs(records.mean_compute - target_compute) <= MATCH_TOLERANCE * max(target_compute, 1e-12)
     if matched:
         note = "random policy at matched compute"
     else:
-        ceiling = float(evaluate_compute(RandomPolicy.at_level(RandomPolicy.MAX_LEVEL, seed)))
-        note = (f"no random policy reaches compute {target_compute:.4f}: the family spans "
-                f"[{float(evaluate_compute(RandomPolicy.at_level(0.0, seed))):.4f}, {ceiling:.4f}] "
-                "(exit at once .. the costliest layer for max_steps); the random row is the nearest end, "
-                "not a comparison at equal compute")
-    return RandomMatch(policy.fresh(), float(target_compute), compute, matched, note)
+        floor = float(play(RandomPolicy.at_level(0.0, seed)).mean_compute)
+        ceiling = float(play(RandomPolicy.at_level(RandomPolicy.MAX_LEVEL, seed)).mean_compute)
+        if floor <= target_compute <= ceiling:
+            note = (f"the bisection ended at compute {records.mean_compute:.4f}, not {target_compute:.4f}, inside the "
+                    f"family's span [{floor:.4f}, {ceiling:.4f}]: its compute is not monotone in the level on this "
+                    "split; the random row is not a comparison at equal compute")
+        else:
+            note = (f"no random policy reaches compute {target_compute:.4f}: the family spans [{floor:.4f}, "
+                    f"{ceiling:.4f}] (exit at once .. the costliest allowed layer for max_steps); the random row is "
+                    "the nearest end, not a comparison at equal compute")
+    return RandomMatch(policy.fresh(), float(target_compute), records, matched, note)

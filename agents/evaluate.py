@@ -342,7 +342,7 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
         agent_records = run_policy(core, agent, name=agent_name, params={})
     target = agent_records.mean_compute if agent_records is not None else chosen["confidence"].mean_compute
     # Calibrated on val; a target no random policy reaches is reported as unmatched, never silently.
-    random_match = matched_random(lambda p: run_policy(val_core, p).mean_compute, target, seed=seed)
+    random_match = matched_random(lambda p: run_policy(val_core, p), target, seed=seed)
     random_records = run_policy(core, random_match.policy)
 
     baselines = fixed + list(chosen.values()) + [random_records, oracle, prefix]
@@ -363,7 +363,7 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
                    "search_flops": search.search_flops,
                    "unsolvable_share": float((~search.solvable).mean())},
         "prefix_oracle": prefix_oracle_summary(prefix),
-        "random_match": random_match.to_json(),
+        "random_match": {**random_match.to_json(), "compute_on_split": random_records.mean_compute},
         # Adaptivity per episode, for every policy: compute spread and Spearman with difficulty.
         "baselines": [{**b.summary(), "episode_compute": episode_compute_stats(b.compute, search.wrong_share)}
                       for b in baselines],
@@ -386,8 +386,9 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
     return report
 
 
-#: Exit probabilities of the random-policy curve (:func:`baseline_curves`).
-RANDOM_EXIT_GRID: tuple[float, ...] = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9)
+#: Levels of the random-policy curve (:func:`baseline_curves`, :meth:`RandomPolicy.at_level`): exit
+#: probabilities 0.9 .. 0.05, then uniform layers to max_steps, then towards the costliest layer.
+RANDOM_LEVELS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.65, 0.8, 0.9, 0.95, 1.0, 1.5, 2.0)
 
 
 #: Explains the curves and the hull in every report.
@@ -408,7 +409,7 @@ def prefix_oracle_summary(prefix: EpisodeRecords) -> dict[str, Any]:
 def baseline_curves(core: DynaLayCore, seed: int = 0) -> dict[str, Any]:
     """Every non-learned policy's accuracy/compute on ``core``'s split (a sequential core).
     Lists of :class:`EpisodeRecords`: ``fixed_paths`` (:func:`candidate_paths`), ``random``
-    (``RANDOM_EXIT_GRID``), ``oracle`` (the path oracle) and ``prefix_oracle`` (one point each);
+    (``RANDOM_LEVELS``), ``oracle`` (the path oracle) and ``prefix_oracle`` (one point each);
     :class:`agents.curves.ExactCurve`: ``confidence``, ``entropy``, ``margin`` and
     ``stable_prediction`` (every distinct threshold, one recorded pass)."""
     search = oracle_search(core.model, core.x, core.y, core.max_steps, allow_repeats=not core.mask_repeats)
@@ -416,7 +417,7 @@ def baseline_curves(core: DynaLayCore, seed: int = 0) -> dict[str, Any]:
     return {
         "fixed_paths": [run_policy(core, FixedPathPolicy(p)) for p in candidate_paths(core.num_layers, core.max_steps)],
         **{name: exact_curve(record, name, statistic_flops(name, core.num_classes)) for name in STATISTICS},
-        "random": [run_policy(core, RandomPolicy(p, seed)) for p in RANDOM_EXIT_GRID],
+        "random": [run_policy(core, RandomPolicy.at_level(level, seed)) for level in RANDOM_LEVELS],
         "oracle": [run_policy(core, OraclePolicy(search))],
         "prefix_oracle": [prefix_oracle(record)],
     }

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from agents.algorithms import get_algorithm, load_hyperparams
-from agents.baselines import calibrate_random
+from agents.baselines import matched_random
 from agents.curves import exact_curve, record_core, statistic_flops, vs_curve
 from agents.evaluate import run_policy
 from agents.interface import Agent
@@ -199,11 +199,10 @@ def test_imitation_beats_the_matched_compute_random_policy(name: str) -> None:
                                           seed=seed)
         agent.learn(LEARN_STATES[name])
         learned = run_policy(test, agent)
-        # 8 bisection steps: p_exit within 1/256, compute within a few percent (matched below).
-        random = run_policy(test, calibrate_random(lambda p: run_policy(test, p).mean_compute, learned.mean_compute,
-                                                   iterations=8))
+        match = matched_random(lambda p: run_policy(test, p), learned.mean_compute)
+        random = match.records
         assert learned.mean_compute > 0.02, f"{name} learned to EXIT at once"
-        assert random.mean_compute == pytest.approx(learned.mean_compute, rel=0.05)
+        assert match.matched, match.note
         assert learned.accuracy >= random.accuracy + IMITATION_MARGIN, (seed, learned.accuracy, random.accuracy)
 
 
