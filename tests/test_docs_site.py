@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -123,3 +124,78 @@ def test_the_custom_model_example_runs(capsys: pytest.CaptureFixture[str]):
     assert len(accuracy) == 3 and min(accuracy) > 0.5, accuracy  # 2 layers; well above chance (0.1)
     assert result["observation_shape"][0] == 64
     assert result["episode"]["step"] <= 2 and "vector env" in capsys.readouterr().out
+
+
+# ---- the newcomer's path --------------------------------------------------------------------------
+
+#: Pages a newcomer needs, as built URLs.
+NEWCOMER_PAGES = ("index.html", "installation/index.html", "getting-started/index.html", "envs/index.html",
+                  "glossary/index.html", "tips/index.html", "mdp/index.html", "results/index.html",
+                  "studies/index.html", "performance/index.html", "changelog/index.html", "citing/index.html")
+
+
+def _config() -> dict:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("", lambda loader, suffix, node: None)  # !!python/name and !ENV tags
+    return yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=Loader)
+
+
+def test_the_newcomer_pages_exist(site: Path):
+    missing = [page for page in NEWCOMER_PAGES if not (site / page).is_file()]
+    assert not missing, f"pages missing from the site: {missing}"
+    from dynalay_env import ENV_IDS
+
+    env_pages = {p.name for p in (site / "envs").iterdir() if p.is_dir()}
+    assert len(env_pages) == len(ENV_IDS), f"one page per env id: {sorted(env_pages)} for {sorted(ENV_IDS)}"
+    titles = " ".join((site / "envs" / page / "index.html").read_text() for page in env_pages)
+    for env_id in ENV_IDS:
+        assert f">{env_id}<" in titles, f"no env page is titled {env_id}"
+
+
+def test_the_home_page_is_the_landing_page(site: Path):
+    home = (site / "index.html").read_text()
+    for needle in ("arxiv.org/abs/2312.12781", "make install", "pip install", "assets/agent.gif",
+                   "assets/results/introspection.png", '<span class="n">make</span>', "Expected output",
+                   _config()["repo_url"]):
+        assert needle in home, f"the home page lacks {needle!r}"
+    assert (site / "assets" / "results" / "introspection.png").is_file()
+
+
+def test_site_and_repo_urls_make_a_sitemap(site: Path):
+    config = _config()
+    assert config["site_url"].startswith("https://") and config["site_url"].endswith("/")
+    assert config["repo_url"].startswith("https://github.com/")
+    sitemap = (site / "sitemap.xml").read_text()
+    assert sitemap.count("<loc>") >= len(NEWCOMER_PAGES) and config["site_url"] + "installation/" in sitemap
+    path = "/" + config["site_url"].split("://", 1)[1].split("/", 1)[1]  # "/dynalay-gym/"
+    assert f'href="{path}assets/' in (site / "404.html").read_text()  # assets by absolute path: works at any depth
+
+
+def test_the_results_pages_show_figures_not_paths(site: Path):
+    studies = (site / "studies" / "index.html").read_text()
+    for name in ("introspection.png", "sweep_mnist1d.png"):
+        assert f'src="../assets/results/{name}"' in studies, name
+        assert (site / "assets" / "results" / name).is_file(), name
+    for page in ("results", "studies", "performance"):
+        text = (site / page / "index.html").read_text()
+        assert "<table>" in text and "_Not generated yet" not in text, page
+        assert not re.search(r'see "[^"]+" (?:above|below)', text), f"{page}: a reference to a section of another page"
+
+
+def test_the_mdp_page_opens_with_prose_and_renders_the_reward_as_math(site: Path):
+    mdp = (site / "mdp" / "index.html").read_text()
+    body = mdp[mdp.index('<h1 id="the-mdp">'):]
+    assert "Bases:" not in body[:body.index("Reference: ")], "the MDP page starts with the class's bases"
+    assert '<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">' in body
+    for page in ("mnist1d", "digits"):
+        assert "<math " in (site / "envs" / page / "index.html").read_text(), page
+
+
+def test_code_blocks_wrap_instead_of_clipping():
+    css = (ROOT / "docs" / "assets" / "extra.css").read_text()
+    assert re.search(r"pre > code\s*\{[^}]*white-space:\s*pre-wrap", css)
+    assert "assets/extra.css" in _config()["extra_css"]
