@@ -6,7 +6,7 @@ model for a dataset is found, in this order:
 1. in the user's cache folder (``$DYNALAY_MODEL_CACHE``, else
    ``platformdirs.user_cache_dir("dynalay_env")/models``): a model the user pre-trained wins;
 2. among the models shipped in the package (``dynalay_env/models/``, written by ``make models``:
-   ``mnist1d``, ``digits`` and ``synthetic``), when one was made by the same recipe version, model
+   ``mnist1d``, ``digits``, ``synthetic`` and ``mnist5k``), when one was made by the same recipe version, model
    and pre-training config from the same data (dataset fingerprint): the shipped folder is named by
    the same key as the cache folder, so a shipped model is used exactly when a cached one would be;
 3. otherwise it is pre-trained (about 2 minutes on one core) and cached. A file lock guards the
@@ -45,8 +45,9 @@ logger = logging.getLogger(__name__)
 SHIPPED_MODELS_DIR = Path(str(importlib.resources.files("dynalay_env").joinpath("models")))
 #: The shipped models' manifest: one record per dataset (see :func:`ship_default_models`).
 MANIFEST_NAME = "manifest.json"
-#: The datasets whose default model ``make models`` ships (small, and need no files or extras).
-SHIPPED_DATASETS: tuple[str, ...] = ("mnist1d", "digits", "synthetic")
+#: The datasets whose default model ``make models`` ships: those that need no files (``mnist5k``
+#: needs the ``images`` extra for its data; its model ships all the same).
+SHIPPED_DATASETS: tuple[str, ...] = ("mnist1d", "digits", "synthetic", "mnist5k")
 
 
 def model_cache_dir() -> Path:

@@ -25,7 +25,7 @@ MANIFEST = cache.read_manifest()
 CACHED_DEFAULT_MODEL = cache.cached_default_model
 
 
-def test_the_three_small_defaults_are_shipped_and_packaged():
+def test_the_default_models_are_shipped_and_packaged():
     assert set(cache.SHIPPED_DATASETS) <= set(MANIFEST["models"]), (
         f"shipped models {sorted(MANIFEST['models'])}; run `make models` to ship {cache.SHIPPED_DATASETS}")
     pyproject = (REPO / "pyproject.toml").read_text()
@@ -103,3 +103,26 @@ def test_gym_make_uses_the_shipped_model_with_an_empty_cache(tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-1] == MANIFEST["models"]["synthetic"]["provenance"]
     assert "pre-training" not in out.stderr and not (tmp_path / "models").exists()
+
+
+ENV_PAGES = {"mnist1d": "DynaLay-MNIST1D-v0", "digits": "DynaLay-Digits-v0", "synthetic": "DynaLay-Synthetic-v0",
+             "mnist5k": "DynaLay-MNIST5k-v0"}
+
+
+@pytest.mark.parametrize("name", sorted(ENV_PAGES))
+def test_an_env_page_states_the_spaces_of_the_env(name):
+    """The quick facts of docs/envs/<name>.md are those of the env made with the shipped model."""
+    import gymnasium as gym
+
+    page = (REPO / "docs" / "envs" / f"{name}.md").read_text()
+    path = cache.SHIPPED_MODELS_DIR / MANIFEST["models"][name]["file"]
+    env = gym.make(ENV_PAGES[name], model=str(path))
+    history = gym.make(ENV_PAGES[name], model=str(path),
+                       observation_groups=["hidden", "head", "progress", "last_action", "solver", "history"])
+    assert f"`Discrete({env.action_space.n})`" in page
+    assert f"`Box(-inf, inf, {env.observation_space.shape}, float32)` with the default groups" in page
+    assert f"{history.observation_space.shape} with `history`" in page
+    dataset = load_dataset(name)
+    assert f"`{dataset.input_shape}`, {dataset.num_classes} classes" in page
+    sizes = " / ".join(f"{len(dataset.splits[s][1]):,}" for s in ("model_train", "agent_train", "val", "test"))
+    assert f"| {sizes} |" in page
