@@ -97,6 +97,7 @@ class SearchRange:
 
     @property
     def fixed(self) -> bool:
+        """True when the range is one value (``low == high``): nothing is searched."""
         return self.low == self.high
 
     @classmethod
@@ -141,6 +142,7 @@ class SearchRange:
         return [self.low, self.high] + (["log"] if self.log else [])
 
     def suggest(self, trial: Any, name: str) -> float:
+        """The value for ``trial``: the fixed value, or Optuna's draw in ``[low, high]`` (log-uniform if ``log``)."""
         if self.fixed:
             return self.low
         return float(trial.suggest_float(name, self.low, self.high, log=self.log))
@@ -155,7 +157,7 @@ class SweepConfig:
     """A reward-shaping study. Ranges take :meth:`SearchRange.parse` syntax; ``reward_kinds`` and
     ``algos`` with one entry are fixed, with several a categorical choice per trial; ``learning_rate``
     ``None`` keeps the algorithm's hyperparameter file (``hyperparams_file``, default
-    ``hyperparams/<algo>.yml``). ``timesteps``: agent env steps per trial.
+    ``agents/hyperparams/<algo>.yml``). ``timesteps``: agent env steps per trial.
     ``heartbeat_interval`` / ``grace_period``: seconds (grace defaults to 3 heartbeats)."""
 
     study_name: str = "reward-shaping"
@@ -249,15 +251,19 @@ class SweepConfig:
         return self
 
     def dataset_name(self) -> str:
+        """The dataset the sweep trains on: ``dataset``, else the env id's, else ``env_kwargs`` or ``mnist1d``."""
         return self.dataset or ENV_IDS[self.env_id] or self.env_kwargs.get("dataset", "mnist1d")
 
     def storage_url(self) -> str:
+        """The Optuna storage URL: ``storage``, else the run folder's SQLite file."""
         return self.storage or f"sqlite:///{(Path(self.run_dir) / STUDY_DB).resolve()}"
 
     def artifact_path(self) -> Path:
+        """Where trials' agents are stored: ``artifact_dir``, else ``<run_dir>/artifacts``."""
         return Path(self.artifact_dir) if self.artifact_dir else Path(self.run_dir) / "artifacts"
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the config (ranges as their JSON form), as the study stores it."""
         out = asdict(self)
         for name in (*SEARCHED_REWARD_PARAMS, "learning_rate", "exit_threshold"):
             value = getattr(self, name)
@@ -266,6 +272,7 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepConfig:
+        """The config a :meth:`to_dict` dict describes; unknown keys raise ``ValueError``."""
         from agents.training import config_from_dict
 
         return config_from_dict(cls, d, "sweep")
@@ -383,6 +390,7 @@ def _rdb_storage(url: str, config: SweepConfig, attempts: int = 5) -> Any:
 
 
 def make_sampler(config: SweepConfig, seed: int) -> Any:
+    """The Optuna sampler ``config.sampler`` names (TPE with a constant liar by default), seeded with ``seed``."""
     import optuna
 
     if config.sampler == "random":
@@ -475,6 +483,7 @@ class TrialRunner:
         self.current: int | None = None   # number of the trial in progress (for Ctrl-C requeueing)
 
     def trial_dir(self, number: int) -> Path:
+        """The run folder of trial ``number`` of this study."""
         return Path(self.config.run_dir) / "trials" / self.config.study_name / f"trial_{number:04d}"
 
     def __call__(self, trial: Any) -> tuple[float, float]:
@@ -808,6 +817,7 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> dict[str, Path]:
 
 
 def format_choice(choice: dict[str, Any] | None) -> str:
+    """One line for a trial's choice (algorithm, reward and its parameters); empty for None."""
     if not choice:
         return ""
     params = ", ".join(f"{k}={v:.3g}" for k, v in choice["reward_params"].items())
@@ -818,6 +828,7 @@ def format_choice(choice: dict[str, Any] | None) -> str:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
+    """The sweep report as Markdown: trial counts and wall time, the Pareto trials on ``val`` and ``test``."""
     from dynalay_env.model import format_provenance
 
     c = report["counts"]

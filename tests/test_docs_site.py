@@ -64,6 +64,26 @@ def public_names(path: Path) -> set[str]:
     return names
 
 
+def undocumented(path: Path) -> list[str]:
+    """Public objects of the module at ``path`` without a docstring: the module itself, its public
+    classes and functions, and the public methods (properties included) of its public classes, at any
+    depth of class nesting. Names with a leading underscore are private, dunder methods included."""
+    tree = ast.parse(path.read_text(), str(path))
+    missing = [] if ast.get_docstring(tree) else ["<module>"]
+
+    def walk(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            public = not getattr(node, "name", "_").startswith("_")
+            if public and isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                if ast.get_docstring(node) is None:
+                    missing.append(prefix + node.name)
+                if isinstance(node, ast.ClassDef):
+                    walk(node.body, f"{prefix}{node.name}.")
+
+    walk(_top_level(tree.body), "")
+    return missing
+
+
 def package_public_names(root: Path = ROOT) -> set[str]:
     """``{"module.name"}`` over every module of :data:`PACKAGES`."""
     return {f"{module_name(path, root)}.{name}" for package in PACKAGES
@@ -92,6 +112,23 @@ def test_every_public_name_is_in_the_api_reference(site: Path):
     assert len(expected) > 100 and "dynalay_env.DynaLayEnv" in expected and "agents.interface.Agent" in expected
     missing = sorted(expected - inventory_names(site / "objects.inv"))
     assert missing == [], f"public names missing from the API reference: {missing}"
+
+
+def test_every_public_object_has_a_docstring():
+    """The API reference (and the custom-model page, which sends readers to it) shows docstrings:
+    every public module, class, function and method of the packages has one."""
+    missing = [f"{module_name(path)}.{name}" for package in PACKAGES
+               for path in sorted((ROOT / package).rglob("*.py")) for name in undocumented(path)]
+    assert missing == [], f"{len(missing)} public objects without a docstring: {missing}"
+
+
+def test_the_docstring_check_sees_methods_properties_and_modules(tmp_path: Path):
+    path = tmp_path / "mod.py"
+    path.write_text('class A:\n    """Doc."""\n    @property\n    def size(self): return 1\n'
+                    "    def _private(self): ...\n    def __len__(self): return 1\n"
+                    "    class B:\n        def run(self): ...\n"
+                    'def f():\n    """Doc."""\ndef g(): ...\nclass _Hidden:\n    def h(self): ...\n')
+    assert undocumented(path) == ["<module>", "A.size", "A.B", "A.B.run", "g"]
 
 
 def test_the_generator_gives_every_module_a_page_in_the_navigation(site: Path):
