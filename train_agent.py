@@ -18,8 +18,8 @@ Examples::
         --timesteps 196608 --run-dir runs/ppo-cotrain      # the main model learns too
     python train_agent.py evaluate --run-dir runs/ppo --split test --validate
     python train_agent.py sweep --n-trials 12 --workers 2 --run-dir runs/sweep
-    python train_agent.py sweep --storage postgresql://user:pw@host/db --study-name s1 --workers 2 \\
-        --artifact-dir /shared/artifacts        # on every machine: workers join one study
+    python train_agent.py sweep --storage postgresql://user@host/db --study-name s1 --workers 2 \\
+        --artifact-dir /shared/artifacts        # on every machine: workers join one study (password: ~/.pgpass)
     python train_agent.py demo --run-dir runs/demo
 """
 
@@ -184,7 +184,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train one agent per trial with a drawn reward, score it on val (accuracy, mean normalised "
                     "compute), re-evaluate the Pareto trials on test against the baselines; writes sweep.json, "
                     "sweep.md and sweep.png into --run-dir. Re-running the command resumes the study.\n\n"
-                    "Ranges: LOW,HIGH (uniform), LOW,HIGH,log (log-uniform) or one value (fixed).")
+                    "Ranges: LOW,HIGH (uniform), LOW,HIGH,log (log-uniform) or one value (fixed).\n\n"
+                    "Storage passwords stay off the command line (where every user of the machine can read "
+                    "them): give --storage without a password and let the PostgreSQL driver read it from "
+                    "PGPASSWORD, ~/.pgpass (a line host:port:database:user:password, mode 0600) or a "
+                    "PGSERVICE service file, or give the whole URL in the environment variable "
+                    "DYNALAY_STORAGE. For example:\n\n"
+                    "  python train_agent.py sweep --storage postgresql://dynalay@db-host/dynalay ...\n"
+                    "  PGSERVICE=dynalay python train_agent.py sweep --storage postgresql:// ...\n"
+                    "  export DYNALAY_STORAGE=postgresql://dynalay@db-host/dynalay  # then no --storage\n\n"
+                    "Messages, reports and sweep_config.json never show a password.")
     _add_common(s)
     s.add_argument("--env", default=None, help="env id (default: from --dataset)")
     s.add_argument("--model", default=None, help="main-model checkpoint (default: the cached default model)")
@@ -192,8 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="env options fixed for every trial, e.g. mask_repeats:true")
     s.add_argument("--study-name", default="reward-shaping", help="study name in the storage (default: %(default)s)")
     s.add_argument("--storage", default=None,
-                   help="RDB URL shared by all workers, e.g. postgresql://user:pw@host:5432/db "
-                        "(default: sqlite:///<run-dir>/study.db)")
+                   help="RDB URL shared by all workers, without a password, e.g. postgresql://user@host:5432/db "
+                        "(password from PGPASSWORD, ~/.pgpass or PGSERVICE; default: $DYNALAY_STORAGE, else "
+                        "sqlite:///<run-dir>/study.db)")
     s.add_argument("--artifact-dir", default=None,
                    help="where trials store their agents (default: <run-dir>/artifacts; a folder every machine sees "
                         "when workers run on several)")
@@ -490,7 +500,11 @@ def print_report_table(report: dict) -> None:
 
 
 def _sweep_config(args: argparse.Namespace) -> Any:
-    from agents.sweep import SweepConfig
+    """The :class:`agents.sweep.SweepConfig` of the parsed ``sweep`` arguments; the storage is
+    ``--storage``, else the ``DYNALAY_STORAGE`` environment variable, else SQLite in the run folder."""
+    import os
+
+    from agents.sweep import STORAGE_ENV, SweepConfig
     from dynalay_env import ENV_IDS
 
     if args.env and args.env not in ENV_IDS:
@@ -503,7 +517,8 @@ def _sweep_config(args: argparse.Namespace) -> Any:
         except ValueError:
             raise ValueError(f"--hv-reference expects ACC,COMPUTE numbers, got {args.hv_reference!r}") from None
     return SweepConfig(
-        study_name=args.study_name, run_dir=args.run_dir or "runs/sweep", storage=args.storage,
+        study_name=args.study_name, run_dir=args.run_dir or "runs/sweep",
+        storage=args.storage or os.environ.get(STORAGE_ENV) or None,
         artifact_dir=args.artifact_dir, env_id=env_id, dataset=args.dataset, data_root=args.data_root,
         model=args.model, env_kwargs=parse_env_kwargs(args.env_kwargs), n_trials=args.n_trials,
         workers=args.workers, timesteps=args.timesteps, n_envs=args.n_envs, seed=args.seed, device=args.device,
@@ -516,16 +531,20 @@ def _sweep_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict:
-    from agents.sweep import run_sweep
+    from agents.sweep import STORAGE_ENV, masked_url, password_warning, run_sweep
     from agents.training import check_env_builds
 
     config = _sweep_config(args).validate()
+    warning = password_warning(args.storage) if args.storage else None
+    if warning:
+        print(warning, file=sys.stderr)
     options = {**config.env_kwargs, "dataset": config.dataset_name(), "model": config.model, "device": config.device}
     if config.data_root:
         options["data_root"] = config.data_root
     check_env_builds(options)  # the env's own checks, before any worker starts
     print(f"study {config.study_name!r}: {config.n_trials} trials of {config.timesteps} timesteps, "
-          f"{config.workers} worker(s) here, storage {config.storage or config.storage_url()}")
+          f"{config.workers} worker(s) here, storage {masked_url(config.storage_url())}"
+          f"{f' (from {STORAGE_ENV})' if config.storage and not args.storage else ''}")
     report = run_sweep(config)
     print_sweep_table(report)
     run_dir = Path(config.run_dir)

@@ -6,8 +6,9 @@ it), because some of them need what the observation may not carry (the head's ou
 episode_start, deterministic)`` returns ``(actions [N], state)`` exactly like ``BaseAlgorithm.predict``.
 
 * :class:`FixedPathPolicy` -- a fixed layer sequence, then EXIT;
-* :class:`RandomPolicy`    -- EXIT with probability ``p_exit``, else a uniformly random layer;
-  :func:`calibrate_random` picks ``p_exit`` so that its mean compute matches a target;
+* :class:`RandomPolicy`    -- EXIT with probability ``p_exit``, else a random layer (uniform, or tilted
+  by ``deep`` towards the costliest layer); :func:`calibrate_random` picks one number, its level, so
+  that its mean compute matches a target, and :func:`matched_random` says whether it got there;
 * :class:`ConfidencePolicy` -- EXIT once the head's top-1 probability ``>= tau``;
 * :class:`EntropyPolicy`   -- EXIT once the head's normalised entropy ``<= h``;
 * :class:`MarginPolicy`    -- EXIT once the head's top-1 minus top-2 probability ``>= m``;
@@ -24,7 +25,7 @@ so a default-constructed rule played with a threshold lands exactly on that thre
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,27 +211,69 @@ class StablePredictionPolicy(_OrderedPolicy):
 
 
 class RandomPolicy(BaselinePolicy):
-    """EXIT with probability ``p_exit``, else a uniformly random layer (seeded)."""
+    """EXIT with probability ``p_exit``; otherwise, with probability ``deep``, the costliest layer
+    (:func:`costliest_layer`), else a uniformly random layer (seeded).
+
+    ``deep`` lets the random family reach any mean compute a policy can spend, up to ``max_steps``
+    steps of the costliest layer: uniform layers alone stop well short of that. One number
+    ``level`` in ``[0, 2]`` orders the family by compute (:meth:`at_level`), and
+    :func:`calibrate_random` bisects it.
+    """
 
     name = "random"
 
-    def __init__(self, p_exit: float, seed: int = 0) -> None:
+    def __init__(self, p_exit: float, seed: int = 0, deep: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= p_exit <= 1.0:
             raise ValueError(f"p_exit must be in [0, 1], got {p_exit}")
+        if not 0.0 <= deep <= 1.0:
+            raise ValueError(f"deep must be in [0, 1], got {deep}")
         self.p_exit = float(p_exit)
+        self.deep = float(deep)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
 
+    #: The range of :meth:`at_level`: 0 exits at once, 1 is uniform layers until ``max_steps``, 2 is
+    #: the costliest layer until ``max_steps``.
+    MAX_LEVEL = 2.0
+
+    @classmethod
+    def at_level(cls, level: float, seed: int = 0) -> RandomPolicy:
+        """The family by one number, compute rising with it: ``level`` in ``[0, 1]`` is
+        ``p_exit = 1 - level`` with uniform layers; in ``[1, 2]`` it never exits early and
+        ``deep = level - 1``."""
+        if not 0.0 <= level <= cls.MAX_LEVEL:
+            raise ValueError(f"level must be in [0, {cls.MAX_LEVEL}], got {level}")
+        return cls(max(0.0, 1.0 - level), seed, deep=max(0.0, level - 1.0))
+
+    def fresh(self) -> RandomPolicy:
+        """The same policy with its generator back at the seed (replays the same draws)."""
+        return RandomPolicy(self.p_exit, self.seed, deep=self.deep)
+
     def params(self) -> dict[str, Any]:
-        """``{"p_exit": ..., "seed": ...}``."""
-        return {"p_exit": round(self.p_exit, 4), "seed": self.seed}
+        """``{"p_exit": ..., "seed": ...}``, plus ``deep`` when it is not 0."""
+        params: dict[str, Any] = {"p_exit": round(self.p_exit, 4), "seed": self.seed}
+        if self.deep:
+            params["deep"] = round(self.deep, 4)
+        return params
 
     def actions(self, core: DynaLayCore, episode_start: np.ndarray) -> np.ndarray:
-        """EXIT with probability ``p_exit``, else a uniformly random layer, per slot: ``[N]`` int."""
+        """EXIT with probability ``p_exit``, else the costliest layer with probability ``deep``, else a
+        uniformly random layer, per slot: ``[N]`` int."""
         n = core.num_envs
+        # Three draws per step whatever the parameters: common random numbers keep the compute of
+        # the family monotone in its level under one seed, so bisection converges.
+        exit_draw, deep_draw = self.rng.random(n), self.rng.random(n)
         layers = self.rng.integers(1, core.num_layers + 1, size=n)
-        return np.where(self.rng.random(n) < self.p_exit, 0, layers)
+        layers = np.where(deep_draw < self.deep, costliest_layer(core.model), layers)
+        return np.where(exit_draw < self.p_exit, 0, layers)
+
+
+def costliest_layer(model: Any) -> int:
+    """The 1-based action of the layer whose step costs most at the solver's iteration cap
+    (:meth:`dynalay_env.model.CostTable.worst_step_flops`)."""
+    worst = model.cost_table().worst_step_flops()
+    return int(np.argmax(worst)) + 1
 
 
 @dataclass
@@ -311,14 +354,60 @@ class OraclePolicy(BaselinePolicy):
         return self._table[core.example, step].cpu().numpy()
 
 
-def calibrate_random(evaluate_compute: Any, target_compute: float, seed: int = 0, iterations: int = 12) -> RandomPolicy:
-    """Bisection on ``p_exit`` so that ``evaluate_compute(policy)`` (mean normalised compute on
-    ``val``) is close to ``target_compute``; compute falls as ``p_exit`` rises."""
-    lo, hi = 0.0, 1.0
+def calibrate_random(evaluate_compute: Callable[[RandomPolicy], float], target_compute: float, seed: int = 0,
+                     iterations: int = 14) -> RandomPolicy:
+    """Bisection on :meth:`RandomPolicy.at_level` so that ``evaluate_compute(policy)`` (mean
+    normalised compute, on ``val`` in reports) is close to ``target_compute``.
+
+    A target beyond the family's reach (above ``max_steps`` steps of the costliest layer, or below
+    exiting at once) gets the end of the family: compare the compute of what it returns with the
+    target before calling the two matched (:func:`matched_random`)."""
+    lo, hi = 0.0, RandomPolicy.MAX_LEVEL
     for _ in range(iterations):
         mid = (lo + hi) / 2
-        if evaluate_compute(RandomPolicy(mid, seed)) > target_compute:
+        if evaluate_compute(RandomPolicy.at_level(mid, seed)) < target_compute:
             lo = mid
         else:
             hi = mid
-    return RandomPolicy((lo + hi) / 2, seed)
+    return RandomPolicy.at_level((lo + hi) / 2, seed)
+
+
+#: Relative compute difference within which a random policy counts as matched to its target.
+MATCH_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class RandomMatch:
+    """A random policy calibrated to a target compute, and whether it got there.
+
+    ``compute`` is its mean normalised compute where it was calibrated; ``matched`` is
+    ``|compute - target| <= MATCH_TOLERANCE * target``. Unmatched, ``note`` says why and the
+    comparison must not be read as one at equal compute."""
+
+    policy: RandomPolicy
+    target: float
+    compute: float
+    matched: bool
+    note: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The calibration's figures for reports."""
+        return {"target_compute": self.target, "calibrated_compute": self.compute, "matched": self.matched,
+                "params": self.policy.params(), "note": self.note}
+
+
+def matched_random(evaluate_compute: Callable[[RandomPolicy], float], target_compute: float,
+                   seed: int = 0) -> RandomMatch:
+    """:func:`calibrate_random`, then a check that the compute was reached, with a note if not."""
+    policy = calibrate_random(evaluate_compute, target_compute, seed=seed)
+    compute = float(evaluate_compute(policy.fresh()))
+    matched = abs(compute - target_compute) <= MATCH_TOLERANCE * max(target_compute, 1e-12)
+    if matched:
+        note = "random policy at matched compute"
+    else:
+        ceiling = float(evaluate_compute(RandomPolicy.at_level(RandomPolicy.MAX_LEVEL, seed)))
+        note = (f"no random policy reaches compute {target_compute:.4f}: the family spans "
+                f"[{float(evaluate_compute(RandomPolicy.at_level(0.0, seed))):.4f}, {ceiling:.4f}] "
+                "(exit at once .. the costliest layer for max_steps); the random row is the nearest end, "
+                "not a comparison at equal compute")
+    return RandomMatch(policy.fresh(), float(target_compute), compute, matched, note)

@@ -27,7 +27,7 @@ from agents.baselines import (
     OraclePolicy,
     OracleSearch,
     RandomPolicy,
-    calibrate_random,
+    matched_random,
     oracle_search,
 )
 from agents.curves import (
@@ -344,8 +344,9 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
     if agent is not None:
         agent_records = run_policy(core, agent, name=agent_name, params={})
     target = agent_records.mean_compute if agent_records is not None else chosen["confidence"].mean_compute
-    random_policy = calibrate_random(lambda p: run_policy(val_core, p).mean_compute, target, seed=seed)
-    random_records = run_policy(core, random_policy)
+    # Calibrated on val; a target no random policy reaches is reported as unmatched, never silently.
+    random_match = matched_random(lambda p: run_policy(val_core, p).mean_compute, target, seed=seed)
+    random_records = run_policy(core, random_match.policy)
 
     baselines = fixed + list(chosen.values()) + [random_records, oracle, prefix]
     report: dict[str, Any] = {
@@ -365,6 +366,7 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
                    "search_flops": search.search_flops,
                    "unsolvable_share": float((~search.solvable).mean())},
         "prefix_oracle": prefix_oracle_summary(prefix),
+        "random_match": random_match.to_json(),
         # Adaptivity per episode, for every policy: compute spread and Spearman with difficulty.
         "baselines": [{**b.summary(), "episode_compute": episode_compute_stats(b.compute, search.wrong_share)}
                       for b in baselines],
@@ -511,6 +513,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["", f"**Against confidence thresholding at the same compute (decisions counted on both sides):** {v['difference']:+.4f} accuracy "
                       f"(95% paired bootstrap CI [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]); "
                       + ("beats thresholding." if v["beats_threshold"] else "does not beat thresholding.")]
+    if "random_match" in report and not report["random_match"]["matched"]:
+        lines += ["", f"**The random row is not at matched compute:** {report['random_match']['note']}."]
     oracles = [(label, report[key]) for key, label in (("oracle", "path oracle"), ("prefix_oracle", "prefix oracle"))
                if key in report]
     if oracles:

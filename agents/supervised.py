@@ -564,9 +564,16 @@ class SupervisedAgent:
         random state carry on (a resumed run draws what the uninterrupted one would); keyword
         arguments SB3's ``load`` takes (``tensorboard_log``, ``verbose``, ``seed``: a fresh random
         state) override the saved ones."""
-        state = torch.load(path, map_location=device, weights_only=True)
-        if state.get("algo") != cls.name:
-            raise ValueError(f"{path} holds a {state.get('algo')!r} agent, not {cls.name!r}")
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - torch raises several types for foreign or hostile files
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            reason = next((line for line in lines if "unsupported global" in line.lower()), lines[0] if lines else "")
+            raise ValueError(f"{path} is not a readable {cls.name!r} agent: it may hold only tensors and plain "
+                             f"values ({type(exc).__name__}: {reason})") from exc
+        if not isinstance(state, dict) or state.get("algo") != cls.name:
+            found = state.get("algo") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"{path} holds a {found!r} agent, not {cls.name!r}")
         overrides = {k: v for k, v in kwargs.items() if k in ("tensorboard_log", "verbose", "seed")}
         agent = cls(state["policy"], None, device=device,
                     **{**state["hyperparams"], "seed": int(state.get("seed", 0)), **overrides})

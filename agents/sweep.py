@@ -36,6 +36,15 @@ next worker that looks and re-queued with the same parameters
 Ctrl-C, resumes the original trial's training run from its last checkpoint when its run folder is on
 this machine. Re-running the same command resumes the study; a larger ``n_trials`` extends it.
 
+**Secrets.** The storage's password never leaves memory: messages and reports show the storage by
+:func:`masked_url`, ``sweep_config.json`` keeps :func:`public_url` (the URL without its password),
+and Optuna's attributes do not hold it at all, so a resumed or joined worker takes the password from
+where the first one did. Give it as
+PostgreSQL's drivers read it when the URL has none -- ``PGPASSWORD``, ``~/.pgpass`` or a ``PGSERVICE``
+service file -- or give the whole URL in ``DYNALAY_STORAGE`` (:data:`STORAGE_ENV`), which the command
+line reads when ``--storage`` is absent. A URL with a password still works; the command warns once
+(:func:`password_warning`), since a command line is readable by every user of the machine.
+
 Run folder::
 
     run_dir/
@@ -73,6 +82,14 @@ DIRECTIONS: tuple[str, str] = ("maximize", "minimize")
 SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "random")
 STUDY_DB = "study.db"
 REPORT_NAME = "sweep.json"
+SWEEP_CONFIG_NAME = "sweep_config.json"
+#: Environment variable holding the whole storage URL, read by the command line when ``--storage`` is absent.
+STORAGE_ENV = "DYNALAY_STORAGE"
+#: Where a storage password belongs instead of the URL (named by warnings, ``--help`` and the docs).
+SAFER_WAYS = (f"put the password in PGPASSWORD, ~/.pgpass or a PGSERVICE service file, or the whole URL in "
+              f"{STORAGE_ENV}")
+#: URL query keys that carry a password to the driver (libpq's ``password``, MySQL drivers' ``passwd``).
+PASSWORD_QUERY_KEYS: tuple[str, ...] = ("password", "passwd")
 #: Keys of SweepConfig that may differ between the workers of one study (machine-local choices).
 #: ``model`` is a path, which differs between machines; the model itself is checked by its provenance.
 LOCAL_KEYS: frozenset[str] = frozenset({"run_dir", "storage", "artifact_dir", "model", "workers", "threads", "device",
@@ -158,11 +175,13 @@ class SweepConfig:
     ``algos`` with one entry are fixed, with several a categorical choice per trial; ``learning_rate``
     ``None`` keeps the algorithm's hyperparameter file (``hyperparams_file``, default
     ``agents/hyperparams/<algo>.yml``). ``timesteps``: agent env steps per trial.
-    ``heartbeat_interval`` / ``grace_period``: seconds (grace defaults to 3 heartbeats)."""
+    ``heartbeat_interval`` / ``grace_period``: seconds (grace defaults to 3 heartbeats).
+    ``storage``: an RDB URL (``None``: SQLite in the run folder); a password in it is used to connect
+    but is left out of :meth:`to_dict` and of the repr."""
 
     study_name: str = "reward-shaping"
     run_dir: str = "runs/sweep"
-    storage: str | None = None
+    storage: str | None = field(default=None, repr=False)
     artifact_dir: str | None = None
     env_id: str = "DynaLay-MNIST1D-v0"
     dataset: str | None = None
@@ -263,8 +282,11 @@ class SweepConfig:
         return Path(self.artifact_dir) if self.artifact_dir else Path(self.run_dir) / "artifacts"
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of the config (ranges as their JSON form), as the study stores it."""
+        """The config as JSON values (ranges in their JSON form), with ``storage`` :func:`public_url`
+        (no password): what the study stores."""
         out = asdict(self)
+        if self.storage is not None:
+            out["storage"] = public_url(self.storage)
         for name in (*SEARCHED_REWARD_PARAMS, "learning_rate", "exit_threshold"):
             value = getattr(self, name)
             out[name] = value.to_json() if isinstance(value, SearchRange) else value
@@ -333,14 +355,93 @@ def suggest(trial: Any, config: SweepConfig) -> TrialChoice:
 # --------------------------------------------------------------------------------------------------
 
 
-def masked_url(url: str) -> str:
-    """The storage URL with its password hidden (for messages and reports)."""
-    try:
-        from sqlalchemy.engine import make_url
+def _parse_url(url: str) -> Any:
+    """SQLAlchemy's ``URL`` of ``url``, or ``None`` when it does not parse."""
+    from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is reported as given
+    try:
+        return make_url(url)
+    except Exception:  # noqa: BLE001 - ArgumentError, or ValueError for e.g. a non-numeric port
+        return None
+
+
+def _mask_unparsed(url: str) -> str:
+    """A URL SQLAlchemy cannot parse, with anything that may be a password replaced by ``***``."""
+    import re
+
+    url = re.sub(r"^([^:/?#]+://[^:/?#@]*:).*@", r"\1***@", url)  # user:PASSWORD@ (up to the last @)
+    return re.sub(rf"(?i)\b({'|'.join(PASSWORD_QUERY_KEYS)})=[^&]*", r"\1=***", url)
+
+
+def masked_url(url: str) -> str:
+    """The storage URL as messages and reports show it: a password (in the URL or its query string)
+    as ``***``, so that a reader sees one was given."""
+    parsed = _parse_url(url)
+    if parsed is None:
+        return _mask_unparsed(url)
+    hidden = {k: "***" for k in parsed.query if k.lower() in PASSWORD_QUERY_KEYS}
+    rendered = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return rendered.replace("=%2A%2A%2A", "=***")  # the query's mask as the password's (not percent-encoded)
+
+
+def public_url(url: str) -> str:
+    """The storage URL without its password (in the URL or its query string): what is written to
+    files, and what a worker connects with when the password comes from the environment."""
+    parsed = _parse_url(url)
+    if parsed is None:
+        return _mask_unparsed(url)
+    # URL.set(password=None) keeps the password (None means "unchanged" there): rebuild the tuple.
+    stripped = parsed._replace(password=None).difference_update_query(
+        [k for k in parsed.query if k.lower() in PASSWORD_QUERY_KEYS])
+    return stripped.render_as_string(hide_password=False)
+
+
+def url_has_password(url: str) -> bool:
+    """Whether ``url`` carries a password (``user:PASSWORD@`` or a ``password=`` query parameter)."""
+    parsed = _parse_url(url)
+    if parsed is None:
+        return _mask_unparsed(url) != url
+    return bool(parsed.password) or any(k.lower() in PASSWORD_QUERY_KEYS for k in parsed.query)
+
+
+def password_warning(url: str) -> str | None:
+    """The one-line warning for a storage URL with a password given as an option (``--storage`` or a
+    ``--config`` file); ``None`` when it has none. It says why (the process list shows a command line
+    to every user of the machine; shell history and files keep it) and names the safer ways. The
+    password itself is never in it."""
+    if not url_has_password(url):
+        return None
+    return (f"warning: the storage URL {masked_url(url)} carries a password, which the process list shows to "
+            f"every user of this machine and which shell history and files keep; use {public_url(url)} and "
+            f"{SAFER_WAYS}")
+
+
+def _scrub(text: str, url: str) -> str:
+    """``text`` (e.g. a driver's error message) with the password of ``url`` replaced by ``***``."""
+    parsed = _parse_url(url)
+    if parsed is None:
+        return _mask_unparsed(text)
+    secrets = [parsed.password]
+    for key, value in parsed.query.items():  # a value is a tuple when the key is repeated
+        if key.lower() in PASSWORD_QUERY_KEYS:
+            secrets += [value] if isinstance(value, str) else list(value)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _default_driver(url: str) -> str:
+    """``url``, with ``postgresql://`` pointed at psycopg2 when SQLAlchemy's default PostgreSQL
+    driver (psycopg 3 since SQLAlchemy 2.1) is not installed but psycopg2 (the ``sweep`` extra) is."""
+    import importlib.util
+
+    parsed = _parse_url(url)
+    if parsed is None or parsed.drivername != "postgresql":
         return url
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return parsed.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    return url
 
 
 def quiet_optuna() -> None:
@@ -365,7 +466,9 @@ def open_storage(config: SweepConfig) -> Any:
                          f"installed: pip install -e '.[sweep]' (psycopg2-binary for PostgreSQL)") from exc
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many types; all mean "cannot use this URL"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"cannot open the study storage {masked_url(url)}: {type(exc).__name__}: {reason}") from exc
+        hint = (f" (the URL has no password: {SAFER_WAYS})" if "no password supplied" in reason else "")
+        raise ValueError(f"cannot open the study storage {masked_url(url)}: {type(exc).__name__}: "
+                         f"{_scrub(reason, url)}{hint}") from None
 
 
 def _rdb_storage(url: str, config: SweepConfig, attempts: int = 5) -> Any:
@@ -377,7 +480,7 @@ def _rdb_storage(url: str, config: SweepConfig, attempts: int = 5) -> Any:
                                      else {"pool_pre_ping": True})
     for attempt in range(attempts):
         try:
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
+            return RDBStorage(_default_driver(url), engine_kwargs=engine_kwargs, heartbeat_interval=config.heartbeat_interval,
                               grace_period=config.grace_period,
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=config.max_retry))
         except (IntegrityError, ProgrammingError):
@@ -594,8 +697,13 @@ def _requeue_interrupted(study: Any, number: int | None, max_retry: int) -> None
         RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, trial)
 
 
-def _worker_process(config_dict: dict[str, Any], model_path: str, provenance: str, worker_index: int) -> None:
-    config = SweepConfig.from_dict(config_dict).validate()
+def _worker_process(config_dict: dict[str, Any], storage: str | None, model_path: str, provenance: str,
+                    worker_index: int) -> None:
+    """One spawned worker. ``storage``: the URL as given (with any password: ``config_dict`` has it
+    without), handed over the multiprocessing pipe, never on a command line."""
+    config = SweepConfig.from_dict(config_dict)
+    config.storage = storage
+    config.validate()
     try:
         run_worker(config, Path(model_path), provenance, worker_index)
     except KeyboardInterrupt:
@@ -609,7 +717,8 @@ def run_workers(config: SweepConfig, model_path: Path, provenance: str) -> None:
         return
     context = multiprocessing.get_context("spawn")  # no forked torch / SQLite state
     processes = [context.Process(target=_worker_process, name=f"sweep-worker-{i}",
-                                 args=(config.to_dict(), str(model_path), provenance, i)) for i in range(config.workers)]
+                                 args=(config.to_dict(), config.storage, str(model_path), provenance, i))
+                 for i in range(config.workers)]
     for process in processes:
         process.start()
     try:
@@ -651,7 +760,7 @@ def run_sweep(config: SweepConfig) -> dict[str, Any]:
     config.validate()
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "sweep_config.json", config.to_dict())
+    atomic_write_json(run_dir / SWEEP_CONFIG_NAME, config.to_dict())
     quiet_optuna()
     storage = open_storage(config)
     model_path, provenance = resolve_main_model(config)
@@ -968,4 +1077,5 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
 
 
 __all__ = ["SweepConfig", "SearchRange", "TrialChoice", "TrialRunner", "claim_slot", "suggest", "open_storage", "open_study",
-           "run_worker", "run_workers", "run_sweep", "build_report", "hypervolume", "trial_counts", "masked_url"]
+           "run_worker", "run_workers", "run_sweep", "build_report", "hypervolume", "trial_counts", "masked_url",
+           "public_url", "url_has_password", "password_warning", "STORAGE_ENV", "SAFER_WAYS"]

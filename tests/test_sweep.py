@@ -2,19 +2,15 @@
 
 Fast tests check the search space, the errors, the hypervolume, the surplus rule and the worker loop
 with a stand-in objective. The slow ones run the real command on digits with a tiny PPO: two local
-workers on one SQLite study, a worker killed mid-trial, and two workers on a real PostgreSQL server.
+workers on one SQLite study, a worker killed mid-trial, and two workers on a real PostgreSQL server
+that asks for a password (given by ``PGPASSWORD`` to one, by ``~/.pgpass`` to the other).
 """
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import pwd
-import shutil
 import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +18,7 @@ import optuna
 import pytest
 
 from agents.sweep import (
+    STORAGE_ENV,
     SearchRange,
     SweepConfig,
     baseline_points,
@@ -44,6 +41,7 @@ from tests.agent_fixtures import (
     sigkill_when,
     write_hyperparams,
 )
+from tests.postgres_server import PostgresServer, postgres_server
 
 quiet_optuna()
 
@@ -355,72 +353,39 @@ def test_a_worker_killed_mid_trial_leaves_it_failed_and_a_restart_finishes_the_s
 # ---- several machines: a real PostgreSQL server (slow) ---------------------------------------------------
 
 
-def _postgres_bin() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).resolve().parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(candidates[-1]).parent if candidates else None
-
-
-def _unavailable(reason: str) -> None:
-    # CI installs the server (.ci/run) and sets DYNALAY_REQUIRE_POSTGRES: there, a missing server fails.
-    if os.environ.get("DYNALAY_REQUIRE_POSTGRES"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+#: The test server's password; the workers get it from the environment, never from a command line.
+PG_PASSWORD = "dynalay-test-pw"
 
 
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A throw-away PostgreSQL server on a Unix socket and a free port; yields its SQLAlchemy URL."""
-    bindir = _postgres_bin()
-    if bindir is None:
-        _unavailable("PostgreSQL server binaries (initdb) not found; install Debian's postgresql package")
-    as_server_user: list[str] = []
-    root = Path(tempfile.mkdtemp(prefix="dynalay-pg-"))  # under /tmp: reachable by the server user
-    if os.geteuid() == 0:  # initdb refuses to run as root: run the server as the postgres user
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            _unavailable("running as root and there is no 'postgres' user to run the server as")
-        shutil.chown(root, "postgres")
-        as_server_user = ["runuser", "-u", "postgres", "--"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data, log = root / "data", root / "server.log"
-
-    def run(*args: str) -> None:
-        done = subprocess.run([*as_server_user, *args], capture_output=True, text=True, timeout=120)
-        if done.returncode != 0:
-            server_log = log.read_text() if log.exists() else ""
-            pytest.fail(f"{' '.join(args)} failed:\n{done.stdout}{done.stderr}{server_log}")
-
-    try:
-        run(str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "start",
-            "-o", f"-k {root} -p {port} -c listen_addresses=''")
-        yield f"postgresql+psycopg2://postgres@/postgres?host={root}&port={port}"
-    finally:
-        if (data / "postmaster.pid").exists():
-            subprocess.run([*as_server_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                           capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+def postgres() -> Iterator[PostgresServer]:
+    """A throw-away PostgreSQL server that asks for :data:`PG_PASSWORD`."""
+    with postgres_server(password=PG_PASSWORD) as server:
+        yield server
 
 
 @pytest.mark.slow
-def test_two_machines_share_a_postgresql_study(tmp_path, postgres_url):
+def test_two_machines_share_a_postgresql_study_with_the_password_from_the_environment(tmp_path, postgres):
     hyperparams = write_hyperparams(tmp_path / "hp.yml", dict(TINY_PPO))
     artifacts = tmp_path / "shared_artifacts"  # what a shared folder is to several machines
     machines = [tmp_path / "machine_a", tmp_path / "machine_b"]
-    procs = [subprocess.Popen(_sweep_cli(run_dir, hyperparams, "--n-trials", "4", "--timesteps", "2048",
-                                         "--storage", postgres_url, "--study-name", "shared",
-                                         "--artifact-dir", str(artifacts)),
-                              cwd=REPO, env=cli_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for run_dir in machines]
+    home = tmp_path / "home"  # machine B's ~/.pgpass (libpq ignores one that others can read)
+    home.mkdir()
+    (home / ".pgpass").write_text(f"*:{postgres.port}:*:postgres:{PG_PASSWORD}\n")
+    (home / ".pgpass").chmod(0o600)
+    base = {k: v for k, v in cli_env(tmp_path).items() if k not in ("PGPASSWORD", "PGSERVICE", STORAGE_ENV)}
+    # Machine A: a password-free --storage and PGPASSWORD; machine B: the URL in DYNALAY_STORAGE
+    # (no --storage; the bare postgresql:// scheme) and the password in ~/.pgpass.
+    setups = [(["--storage", postgres.url()], {**base, "HOME": str(tmp_path), "PGPASSWORD": PG_PASSWORD}),
+              ([], {**base, "HOME": str(home), STORAGE_ENV: postgres.url(driver="postgresql")})]
+    procs = [subprocess.Popen(_sweep_cli(run_dir, hyperparams, "--n-trials", "4", "--timesteps", "2048", *storage,
+                                         "--study-name", "shared", "--artifact-dir", str(artifacts)),
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for run_dir, (storage, env) in zip(machines, setups, strict=True)]
     outputs = [p.communicate(timeout=400)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], "\n".join(outputs)
-    study = _load(postgres_url, "shared")
+    assert f"(from {STORAGE_ENV})" in outputs[1] and not any("carries a password" in out for out in outputs)
+    study = _load(postgres.url(PG_PASSWORD), "shared")
     complete = _check_complete_study(study, 4)
     ran_on = {Path(t.user_attrs["run_dir"]).parents[2] for t in complete}
     assert ran_on == set(machines), "both workers should have completed trials of the shared study"
