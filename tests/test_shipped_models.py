@@ -120,8 +120,8 @@ def test_an_env_page_states_the_spaces_of_the_env(name):
     history = gym.make(ENV_PAGES[name], model=str(path),
                        observation_groups=["hidden", "head", "progress", "last_action", "solver", "history"])
     assert f"`Discrete({env.action_space.n})`" in page
-    assert f"`Box(-inf, inf, {env.observation_space.shape}, float32)` with the default groups" in page
-    assert f"{history.observation_space.shape} with `history`" in page
+    assert f"`Box` of shape `{env.observation_space.shape}`, float32, with the default groups" in page
+    assert f"`{history.observation_space.shape}` with `history`" in page
     dataset = load_dataset(name)
     assert f"`{dataset.input_shape}`, {dataset.num_classes} classes" in page
     sizes = " / ".join(f"{len(dataset.splits[s][1]):,}" for s in ("model_train", "agent_train", "val", "test"))
