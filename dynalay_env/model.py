@@ -212,9 +212,13 @@ class FPIModel(Protocol):
     """The interface DynaLay-Gym needs from a main model (batched; see module docstring for shapes)."""
 
     num_layers: int
+    """K, the number of FPI layers: the action space is ``Discrete(K + 1)``."""
     num_classes: int
+    """Number of classes the head predicts."""
     input_shape: tuple[int, ...]
+    """Shape of one input example, without the batch dimension (checked against the dataset's)."""
     state_shape: tuple[int, ...]
+    """Shape of one example's hidden state ``z``, without the batch dimension."""
 
     def encode(self, x: Tensor) -> Tensor:
         """``[N, *input_shape] -> z0 [N, *state_shape]``; z0 is also the input embedding."""
