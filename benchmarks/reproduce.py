@@ -752,11 +752,13 @@ class Runner:
 
 
 def is_cached(dataset_name: str) -> bool:
-    """Whether the default model of ``dataset_name`` is already in the cache (no pre-training)."""
-    from dynalay_env.cache import default_model_path
+    """Whether the default model of ``dataset_name`` needs no pre-training: it is in the user cache,
+    or a matching one ships with the package."""
+    from dynalay_env.cache import default_model_path, shipped_model_path
     from dynalay_env.data import load_dataset
 
-    return default_model_path(load_dataset(dataset_name)).is_file()
+    dataset = load_dataset(dataset_name)
+    return default_model_path(dataset).is_file() or shipped_model_path(dataset) is not None
 
 
 # --------------------------------------------------------------------------------------------------
