@@ -89,3 +89,17 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(RLLIB_VENV) runs .pytest_cache site
+
+.PHONY: models wheel-test
+
+## The default main models shipped in the wheel (mnist1d, digits, synthetic, mnist5k): pre-trained by the
+## project's own recipe through the user cache (a cached model is reused), copied into
+## dynalay_env/models/ with a manifest of their provenance (dynalay_env/cache.py).
+models: $(STAMP)
+	$(PY) -m dynalay_env.cache mnist1d digits synthetic mnist5k
+
+## The wheel outside the repository: build it, install it non-editable into a fresh venv, and from an
+## empty folder with an empty model cache run gym.make + a step (under 5 s), `dynalay train`,
+## `dynalay evaluate` and `python -m train_agent` (benchmarks/wheel_first_use.py).
+wheel-test: $(STAMP)
+	$(PY) benchmarks/wheel_first_use.py

@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "observation_groups:[hidden,head]")
     t.add_argument("--timesteps", type=POSITIVE_INT, default=None, help="total env steps (default: hyperparams n_timesteps)")
     t.add_argument("--n-envs", type=POSITIVE_INT, default=None, help="parallel episodes (default: hyperparams n_envs)")
-    t.add_argument("--hyperparams", default=None, help="rl-zoo3-style YAML (default: hyperparams/<algo>.yml)")
+    t.add_argument("--hyperparams", default=None, help="rl-zoo3-style YAML (default: the packaged agents/hyperparams/<algo>.yml)")
     t.add_argument("--checkpoint-freq", type=POSITIVE_INT, default=50_000, help="timesteps between checkpoints")
     t.add_argument("--eval-freq", type=POSITIVE_INT, default=50_000, help="timesteps between val evaluations")
     t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--algos", default="ppo", help="algorithms to search, comma-separated (default: %(default)s)")
     s.add_argument("--learning-rate", default=None, help="range of the agent's learning rate, e.g. 1e-4,3e-3,log "
                                                          "(default: the hyperparameter file's)")
-    s.add_argument("--hyperparams", default=None, help="rl-zoo3-style YAML (default: hyperparams/<algo>.yml)")
+    s.add_argument("--hyperparams", default=None, help="rl-zoo3-style YAML (default: the packaged agents/hyperparams/<algo>.yml)")
     s.add_argument("--sampler", default="tpe", help="tpe, nsga2 or random (default: %(default)s)")
     s.add_argument("--heartbeat-interval", type=POSITIVE_INT, default=10,
                    help="seconds between a running trial's heartbeats (default: %(default)s)")

@@ -22,11 +22,12 @@ through :meth:`AlgoSpec.build` / :meth:`AlgoSpec.load`, which return the framewo
 
 Names are looked up case-insensitively (``-`` counts as ``_``).
 
-Hyperparameters live in ``hyperparams/<name>.yml`` at the repository root, in rl-zoo3's format
+Hyperparameters live in ``agents/hyperparams/<name>.yml``, package data of ``agents`` (shipped in the
+wheel and read with :mod:`importlib.resources`), in rl-zoo3's format
 (one entry per env id: ``n_timesteps``, ``policy``, ``n_envs``, ``normalize``, ``policy_kwargs`` as a
 string such as ``"dict(net_arch=[64, 64])"``, and the algorithm's own constructor arguments), so the
 same file drives the project CLI (:func:`load_hyperparams` + :func:`make_model`) and
-``python -m rl_zoo3.train --gym-packages dynalay_env --conf-file hyperparams/<name>.yml``
+``python -m rl_zoo3.train --gym-packages dynalay_env --conf-file agents/hyperparams/<name>.yml``
 (``pip install -e ".[zoo]"``). With rl-zoo3, add ``--num-threads 1``: it steps a ``DummyVecEnv`` of
 single envs, whose tiny per-example torch calls run several times slower with more than one intra-op
 thread on 2 cores; env options go as ``--env-kwargs model:"'/path/main_model.pt'" lambda_compute:0.2``
@@ -50,6 +51,7 @@ from __future__ import annotations
 import ast
 import copy
 import importlib
+import importlib.resources
 import inspect
 import os
 import warnings
@@ -69,9 +71,10 @@ from stable_baselines3.common.utils import LinearSchedule
 from agents.interface import SB3_BACKEND, Agent, Backend
 from agents.supervised import BC, SUPERVISED_BACKEND, DAgger, ValueExit
 
-#: Folder of the rl-zoo3 style hyperparameter files (``<algo>.yml``), at the repository root.
-#: ``$DYNALAY_HYPERPARAMS_DIR`` overrides it.
-HYPERPARAMS_DIR = Path(__file__).resolve().parent.parent / "hyperparams"
+#: Folder of the rl-zoo3 style hyperparameter files (``<algo>.yml``): package data of ``agents``,
+#: found with :mod:`importlib.resources`, so it is there in a source checkout and in an installed
+#: wheel alike. ``$DYNALAY_HYPERPARAMS_DIR`` overrides it.
+HYPERPARAMS_DIR = Path(str(importlib.resources.files("agents").joinpath("hyperparams")))
 HYPERPARAMS_DIR_ENV = "DYNALAY_HYPERPARAMS_DIR"
 
 #: Entries tried, in order, when a file has no entry for the requested env id: rl-zoo3's own
@@ -200,7 +203,8 @@ def get_algorithm(name: str) -> AlgoSpec:
 
 def hyperparams_file(algo: str, path: str | os.PathLike | None = None) -> Path:
     """The YAML file :func:`load_hyperparams` reads: ``path`` if it is a file, ``path/<algo>.yml`` if
-    it is a folder, else ``$DYNALAY_HYPERPARAMS_DIR/<algo>.yml`` or ``hyperparams/<algo>.yml``."""
+    it is a folder, else ``$DYNALAY_HYPERPARAMS_DIR/<algo>.yml`` or the packaged
+    ``agents/hyperparams/<algo>.yml`` (:data:`HYPERPARAMS_DIR`)."""
     spec = get_algorithm(algo)
     if path is None:
         folder = Path(os.environ.get(HYPERPARAMS_DIR_ENV) or HYPERPARAMS_DIR)

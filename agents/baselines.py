@@ -45,6 +45,7 @@ class BaselinePolicy:
         self.core: DynaLayCore | None = None
 
     def bind(self, core: DynaLayCore) -> BaselinePolicy:
+        """Attach the policy to the batched ``core`` it will act in; returns the policy."""
         self.core = core
         return self
 
@@ -52,6 +53,7 @@ class BaselinePolicy:
     statistic: str | None = None
 
     def params(self) -> dict[str, Any]:
+        """The rule's parameters (e.g. ``{"tau": 0.9}``), for reports and labels."""
         return {}
 
     def decision_flops(self) -> int:
@@ -61,6 +63,7 @@ class BaselinePolicy:
         return statistic_flops(self.statistic, self._core().num_classes) if self.statistic else 0
 
     def label(self) -> str:
+        """``name(param=value, ...)``: how reports name the policy."""
         params = ", ".join(f"{k}={v}" for k, v in self.params().items())
         return f"{self.name}({params})" if params else self.name
 
@@ -71,10 +74,16 @@ class BaselinePolicy:
         return self.core
 
     def actions(self, core: DynaLayCore, episode_start: np.ndarray) -> np.ndarray:
+        """The next action of every slot of ``core``, ``[N]`` int (0 = EXIT, k = layer k)."""
         raise NotImplementedError
 
     def predict(self, observation: Any, state: Any = None, episode_start: np.ndarray | None = None,
                 deterministic: bool = True, action_masks: np.ndarray | None = None) -> tuple[np.ndarray, Any]:
+        """SB3's ``predict`` interface: ``(actions [N], state)`` for the bound core's current states.
+
+        ``observation`` is not read (the rule reads the core); an action that ``action_masks``
+        forbids becomes EXIT, which is always allowed.
+        """
         core = self._core()
         if episode_start is None:
             episode_start = (core.steps == 0).cpu().numpy()
@@ -120,9 +129,11 @@ class FixedPathPolicy(_OrderedPolicy):
         self.path = tuple(int(a) for a in path)
 
     def params(self) -> dict[str, Any]:
+        """``{"path": [...]}``, the layers it runs."""
         return {"path": list(self.path)}
 
     def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
+        """``[N]`` bool: the slot has run the whole path."""
         return core.steps >= len(self.path)
 
     def _next_layer(self, core: DynaLayCore) -> torch.Tensor:
@@ -183,9 +194,11 @@ class StablePredictionPolicy(_OrderedPolicy):
         self._unchanged: torch.Tensor | None = None
 
     def params(self) -> dict[str, Any]:
+        """``{"k": ...}``, the steps the prediction must stay unchanged."""
         return {"k": self.k}
 
     def should_exit(self, core: DynaLayCore, episode_start: np.ndarray) -> torch.Tensor:
+        """``[N]`` bool: the head's prediction has not changed for ``k`` steps."""
         prediction = core.logits.argmax(1)
         if self._last is None or self._last.shape != prediction.shape:
             self._last = prediction.clone()
@@ -238,12 +251,15 @@ class RandomPolicy(BaselinePolicy):
         return RandomPolicy(self.p_exit, self.seed, deep=self.deep)
 
     def params(self) -> dict[str, Any]:
+        """``{"p_exit": ..., "seed": ...}``, plus ``deep`` when it is not 0."""
         params: dict[str, Any] = {"p_exit": round(self.p_exit, 4), "seed": self.seed}
         if self.deep:
             params["deep"] = round(self.deep, 4)
         return params
 
     def actions(self, core: DynaLayCore, episode_start: np.ndarray) -> np.ndarray:
+        """EXIT with probability ``p_exit``, else the costliest allowed layer with probability
+        ``deep``, else a uniformly random allowed layer, per slot: ``[N]`` int."""
         n, k = core.num_envs, core.num_layers
         # The same three draws per step whatever the parameters (common random numbers): compute
         # then rises with the level on average, which is what the bisection needs.
@@ -335,6 +351,7 @@ class OraclePolicy(BaselinePolicy):
         self._table = torch.as_tensor(table)
 
     def bind(self, core: DynaLayCore) -> OraclePolicy:
+        """Attach to ``core``; ``ValueError`` if its split is not the one the oracle was searched on."""
         if core.num_examples != len(self.search.best_path):
             raise ValueError(f"the oracle was searched on {len(self.search.best_path)} examples but the env's split "
                              f"{core.split!r} has {core.num_examples}")
@@ -342,6 +359,7 @@ class OraclePolicy(BaselinePolicy):
         return super().bind(core)  # type: ignore[return-value]
 
     def actions(self, core: DynaLayCore, episode_start: np.ndarray) -> np.ndarray:
+        """Each slot's next action on its example's cheapest correct path: ``[N]`` int."""
         step = core.steps.clamp_max(self._table.shape[1] - 1)
         return self._table[core.example, step].cpu().numpy()
 

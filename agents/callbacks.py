@@ -122,6 +122,7 @@ def atomic_save_model(model: Any, path: Path) -> None:
 
 
 def atomic_save_replay_buffer(model: Any, path: Path) -> None:
+    """Save ``model``'s replay buffer to ``path`` atomically (temporary file + rename)."""
     atomic_save(path, model.save_replay_buffer)
 
 
@@ -156,6 +157,7 @@ class AtomicCheckpointCallback(BaseCallback):
             self.save()
 
     def save(self) -> Path:
+        """Write a checkpoint of the agent now (and the co-trained model, if any); returns its path."""
         get_env = getattr(self.model, "get_env", None)
         cotrainer = cotrainer_of(get_env() if callable(get_env) else None)
         return save_run_checkpoint(self.dir.parent, self.model, cotrainer, self.keep, steps=self.num_timesteps)
@@ -191,6 +193,7 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 
 def replay_buffer_for(checkpoint: Path) -> Path:
+    """The replay-buffer file saved with the agent checkpoint ``checkpoint``."""
     steps = _CHECKPOINT_RE.search(checkpoint.name).group(1)  # type: ignore[union-attr]
     return checkpoint.parent / f"replay_buffer_{steps}_steps.pkl"
 
@@ -220,6 +223,7 @@ class CoTrainLogger:
 
     @property
     def writer(self) -> Any:
+        """The TensorBoard ``SummaryWriter`` of the log folder, created on first use."""
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -238,6 +242,8 @@ class CoTrainLogger:
         return len(new)
 
     def log_phase(self, timesteps: int, stats: list[Any], val: dict[str, float] | None = None) -> None:
+        """Log one model phase at ``timesteps``: its mean loss and episode accuracy, and the ``val``
+        accuracy and compute after it."""
         if stats:
             self.writer.add_scalar("cotrain/phase_loss", float(np.mean([s.loss for s in stats])), timesteps)
             self.writer.add_scalar("cotrain/phase_episode_accuracy",
@@ -248,6 +254,7 @@ class CoTrainLogger:
         self.writer.flush()
 
     def close(self) -> None:
+        """Flush and close the TensorBoard writer (a later log opens a new one)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None

@@ -89,6 +89,7 @@ def statistic_flops(statistic: str, num_classes: int) -> int:
 
 
 def get_statistic(name: str) -> Statistic:
+    """The :class:`Statistic` called ``name``; ``ValueError`` names the valid ones."""
     if name not in STATISTICS:
         raise ValueError(f"unknown statistic {name!r}; valid: {', '.join(STATISTICS)}")
     return STATISTICS[name]
@@ -115,10 +116,12 @@ class DepthRecord:
 
     @property
     def n(self) -> int:
+        """Number of examples recorded."""
         return int(self.label.shape[0])
 
     @property
     def depth(self) -> int:
+        """D, the number of layers of the recorded order."""
         return len(self.order)
 
     @property
@@ -248,6 +251,7 @@ class ExactCurve:
 
     @property
     def param(self) -> str:
+        """The name of the rule's parameter (e.g. ``tau`` for confidence)."""
         return get_statistic(self.statistic).param
 
     def __len__(self) -> int:
@@ -260,6 +264,7 @@ class ExactCurve:
         return upper_hull(self.mean_compute, self.accuracy)
 
     def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: every threshold with its accuracy and mean compute, and the upper hull."""
         hc, ha = self.hull()
         return {"statistic": self.statistic, "rule": get_statistic(self.statistic).rule, "param": self.param,
                 "decision_flops": self.decision_flops, "n_thresholds": len(self),

@@ -72,6 +72,7 @@ class EpisodeRecords:
 
     @property
     def accuracy(self) -> float:
+        """Share of the episodes answered right."""
         return float(self.correct.mean())
 
     @property
@@ -94,6 +95,7 @@ class EpisodeRecords:
         return self.env_flops / self.normalizer
 
     def summary(self) -> dict[str, Any]:
+        """The policy's figures for a report: accuracy, mean compute (with and without decisions), steps."""
         return {"name": self.policy, "params": self.params, "accuracy": self.accuracy,
                 "mean_compute": self.mean_compute, "mean_env_compute": float(self.env_compute.mean()),
                 "decision_flops": self.decision_flops, "mean_steps": float(self.steps.mean())}
@@ -273,6 +275,7 @@ def known_difficulty_correlation(records: EpisodeRecords, core: DynaLayCore) -> 
 
 
 def per_class_compute(records: EpisodeRecords, num_classes: int) -> list[float | None]:
+    """Mean normalised compute per true class (None for a class with no example), ``num_classes`` entries."""
     return [float(records.compute[records.label == c].mean()) if (records.label == c).any() else None
             for c in range(num_classes)]
 
@@ -488,6 +491,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
+    """The evaluation report as Markdown: the table of every policy, the agent against thresholding, provenance."""
     lines = [f"# DynaLay evaluation: {report.get('policy')} on {report.get('dataset', '?')} / {report['split']}",
              "", f"{report['n_examples']} examples, each once. Compute is normalised: 1.0 = full-depth model. "
                  "*mean compute* counts the policy's own decisions (FLOPs per decision x decisions: each step, EXIT "
@@ -534,6 +538,9 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 def plot_report(run_dir: Path, report: dict[str, Any], focus: EpisodeRecords, baselines: Sequence[EpisodeRecords],
                 curves: dict[str, ExactCurve], search: OracleSearch) -> dict[str, Path]:
+    """Draw the report's figures into ``run_dir`` (accuracy against compute, compute against difficulty,
+    actions taken); returns ``{name: path}``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

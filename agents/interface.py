@@ -162,6 +162,7 @@ class SB3Agent:
             setattr(self.model, name, value)
 
     def learn(self, total_timesteps: int, **kwargs: Any) -> SB3Agent:
+        """Train for ``total_timesteps`` env steps (SB3's ``learn``); returns the agent."""
         self.model.learn(total_timesteps=total_timesteps, **kwargs)
         return self
 
@@ -176,11 +177,15 @@ class SB3Agent:
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
                 action_masks: np.ndarray | None = None, deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        """Actions ``[N]`` for observations ``[N, D]`` (SB3's ``predict``); masks are applied by
+        algorithms that take them (MaskablePPO).
+        """
         kwargs = {"action_masks": action_masks} if self._masks and action_masks is not None else {}
         return self.model.predict(observation, state=state, episode_start=episode_start, deterministic=deterministic,
                                   **kwargs)
 
     def decision_flops(self) -> int:
+        """FLOPs of one decision of the policy network, measured once with ``torch.utils.flop_counter``."""
         if self._decision_flops is None:  # shapes never change, so one measurement holds
             self._decision_flops = sb3_decision_flops(self.model)
         return self._decision_flops
@@ -193,6 +198,7 @@ class SB3Backend:
 
     def build(self, spec: Any, env: Any, hyperparams: dict[str, Any], *, seed: int = 0, device: str = "cpu",
               tensorboard_log: str | None = None, verbose: int = 0) -> SB3Agent:
+        """A fresh SB3 agent of algorithm ``spec`` on ``env`` from rl-zoo3 style ``hyperparams``."""
         from agents.algorithms import make_model
 
         return SB3Agent(make_model(spec.name, env, hyperparams, seed=seed, device=device,
@@ -200,6 +206,7 @@ class SB3Backend:
 
     def load(self, spec: Any, path: str | os.PathLike, *, env: Any = None, device: str = "cpu",
              **kwargs: Any) -> SB3Agent:
+        """The SB3 agent saved at ``path`` (``env`` attaches an env to continue training)."""
         return SB3Agent(spec.cls.load(path, env=env, device=device, **kwargs))
 
 

@@ -217,6 +217,9 @@ def write_table(table: dict[str, Any], path: str | os.PathLike) -> tuple[Path, P
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """``python -m agents.introspection_features``: print the feature-group AUROC table of a task;
+    returns its figures.
+    """
     from dynalay_env import ENV_IDS
     from dynalay_env.env import make_core
 

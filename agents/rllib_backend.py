@@ -66,7 +66,7 @@ INSTALL_HINT = 'pip install -e ".[rllib]"'
 
 #: Defaults per algorithm: ``n_timesteps`` / ``n_envs`` (as in the SB3 YAML files), the module's
 #: hidden layers, and RLlib ``config.training(...)`` arguments. ``gamma`` is 1: an episode is one
-#: example of 1-5 steps and the reward already prices compute (see hyperparams/ppo.yml).
+#: example of 1-5 steps and the reward already prices compute (see agents/hyperparams/ppo.yml).
 DEFAULT_HYPERPARAMS: dict[str, dict[str, Any]] = {
     "ppo": dict(n_timesteps=200_000, n_envs=16, fcnet_hiddens=[64, 64], gamma=1.0, lr=3e-4, lambda_=0.95,
                 train_batch_size_per_learner=4096, minibatch_size=512, num_epochs=10, clip_param=0.2,

@@ -61,6 +61,7 @@ class DynaLayVecEnv(VecEnv):
     # ---- SB3 VecEnv API --------------------------------------------------------------------------
 
     def reset(self) -> VecEnvObs:
+        """Start a new episode in every slot; returns the observations ``[num_envs, D]``."""
         if any(s is not None for s in self._seeds) or not self._seeded:
             self.core.seed(self._seeds)
             self._seeded = True
@@ -79,9 +80,14 @@ class DynaLayVecEnv(VecEnv):
         return obs
 
     def step_async(self, actions: np.ndarray) -> None:
+        """Store the actions ``[num_envs]`` for :meth:`step_wait`."""
         self._actions = np.asarray(actions)
 
     def step_wait(self) -> VecEnvStepReturn:
+        """Step every slot; ended episodes reset at once (SB3's convention, with ``terminal_observation``).
+
+        Returns ``(obs [num_envs, D], rewards [num_envs], dones [num_envs], infos)``.
+        """
         if self._actions is None:
             raise RuntimeError("step_wait() called without step_async(actions)")
         out = self.core.step(self._actions.reshape(-1) if self._actions.size == self.num_envs else self._actions)
@@ -113,6 +119,7 @@ class DynaLayVecEnv(VecEnv):
         return obs, rewards, dones, infos
 
     def close(self) -> None:
+        """Nothing to release: the core lives in this process."""
         pass
 
     def _indices(self, indices: VecEnvIndices) -> list[int]:
@@ -123,6 +130,7 @@ class DynaLayVecEnv(VecEnv):
         return list(indices)
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        """The attribute ``attr_name`` of the core (or this adapter) for each slot in ``indices``."""
         idx = self._indices(indices)
         if attr_name == "render_mode":
             return [None for _ in idx]
@@ -137,6 +145,9 @@ class DynaLayVecEnv(VecEnv):
 
     def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None,
                    **method_kwargs: Any) -> list[Any]:
+        """Call ``method_name`` of the core for each slot in ``indices`` (``action_masks`` and ``render``
+        are answered per slot).
+        """
         idx = self._indices(indices)
         if method_name == "action_masks":
             masks = self.core.action_masks()
@@ -148,6 +159,7 @@ class DynaLayVecEnv(VecEnv):
         return [result for _ in idx]
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
+        """Always False: the slots are not Gymnasium envs, so no wrapper applies."""
         return [False for _ in self._indices(indices)]
 
     def action_masks(self) -> np.ndarray:
@@ -155,4 +167,5 @@ class DynaLayVecEnv(VecEnv):
         return self.core.action_masks()
 
     def get_images(self) -> Sequence[np.ndarray | None]:
+        """No images (``render_mode`` is None); one None per slot."""
         return [None for _ in range(self.num_envs)]

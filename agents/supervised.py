@@ -32,7 +32,7 @@ counted), and is reported on ``test`` by ``evaluate``.
   after each iteration; the best iteration on val is kept.
 
 ``bc`` and ``dagger`` use the network of PPO's policy: the actor MLP of the PPO hyperparameters for
-the env (``hyperparams/ppo.yml`` through :func:`agents.algorithms.load_hyperparams`; ``net_arch``
+the env (``agents/hyperparams/ppo.yml`` through :func:`agents.algorithms.load_hyperparams`; ``net_arch``
 and ``activation_fn``) and a linear action head. All three honour action masks (a masked action
 becomes EXIT; the oracle's targets respect the masks of the state; training logits are masked).
 The path search grows as ``K^max_steps``; more than :data:`MAX_SEARCH_PATHS` paths is refused.
@@ -406,6 +406,7 @@ class SupervisedAgent:
         self.num_layers = core.num_layers
 
     def get_env(self) -> Any:
+        """The attached training env (None after loading without one)."""
         return self.env
 
     def _check_env(self) -> None:
@@ -552,6 +553,7 @@ class SupervisedAgent:
             torch.save(state, tmp)
 
     def hyperparams(self) -> dict[str, Any]:
+        """The learner's hyperparameters, as saved with it and shown in reports."""
         return {"lambda_compute": self.lambda_compute, "learning_rate": self.learning_rate, "n_epochs": self.n_epochs,
                 "batch_size": self.batch_size, "n_envs_collect": self.n_envs_collect}
 
@@ -630,6 +632,7 @@ class ValueExit(SupervisedAgent):
         super().__init__(policy, env, **_common(locals()))
 
     def set_env(self, env: Any) -> None:
+        """Attach ``env`` and take its full-depth order of layers (the order along which it exits)."""
         super().set_env(env)
         self.order = full_depth_order(self.core.num_layers, self.core.max_steps)
 
@@ -637,6 +640,7 @@ class ValueExit(SupervisedAgent):
         return mlp(obs_dim, 1, self.net_arch, torch.nn.ReLU)
 
     def hyperparams(self) -> dict[str, Any]:
+        """The shared hyperparameters plus the exit threshold and the network's layer sizes."""
         return {**super().hyperparams(), "threshold": self.threshold_param, "net_arch": self.net_arch}
 
     def _shape(self) -> dict[str, Any]:
@@ -784,9 +788,11 @@ class BC(SupervisedAgent):
         self.policy_kwargs = None if policy_kwargs is None else _plain_net_kwargs(policy_kwargs)
 
     def hyperparams(self) -> dict[str, Any]:
+        """The shared hyperparameters plus the oracle snapshots and the policy network's arguments."""
         return {**super().hyperparams(), "n_snapshots": self.n_snapshots, "policy_kwargs": self.policy_kwargs}
 
     def set_env(self, env: Any) -> None:
+        """Attach ``env``; check that its oracle search stays small, and take PPO's actor network for it."""
         super().set_env(env)
         check_search_size(self.core.num_layers, self.core.max_steps, not self.core.mask_repeats, self.name)
         if self.policy_kwargs is None:  # PPO's actor for this env, fixed from now on (and saved)
@@ -908,6 +914,7 @@ class DAgger(BC):
         SupervisedAgent.__init__(self, policy, env, **_common(locals()))
 
     def hyperparams(self) -> dict[str, Any]:
+        """BC's hyperparameters plus DAgger's iterations and its mixing rate ``beta``."""
         return {**super().hyperparams(), "n_iterations": self.n_iterations, "beta": self.beta}
 
     def _extra_state(self) -> dict[str, Any]:
@@ -959,6 +966,7 @@ class SupervisedBackend:
 
     def build(self, spec: Any, env: Any, hyperparams: dict[str, Any], *, seed: int = 0, device: str = "cpu",
               tensorboard_log: str | None = None, verbose: int = 0) -> SupervisedAgent:
+        """A fresh learner of algorithm ``spec`` on ``env`` from ``hyperparams``."""
         from agents.algorithms import make_model
 
         return make_model(spec.name, env, hyperparams, seed=seed, device=device, tensorboard_log=tensorboard_log,
@@ -966,6 +974,7 @@ class SupervisedBackend:
 
     def load(self, spec: Any, path: str | os.PathLike, *, env: Any = None, device: str = "cpu",
              **kwargs: Any) -> SupervisedAgent:
+        """The learner saved at ``path`` (``env`` attaches a training env)."""
         return spec.cls.load(path, env=env, device=device, **kwargs)
 
 

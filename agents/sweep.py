@@ -114,6 +114,7 @@ class SearchRange:
 
     @property
     def fixed(self) -> bool:
+        """True when the range is one value (``low == high``): nothing is searched."""
         return self.low == self.high
 
     @classmethod
@@ -158,6 +159,7 @@ class SearchRange:
         return [self.low, self.high] + (["log"] if self.log else [])
 
     def suggest(self, trial: Any, name: str) -> float:
+        """The value for ``trial``: the fixed value, or Optuna's draw in ``[low, high]`` (log-uniform if ``log``)."""
         if self.fixed:
             return self.low
         return float(trial.suggest_float(name, self.low, self.high, log=self.log))
@@ -172,7 +174,7 @@ class SweepConfig:
     """A reward-shaping study. Ranges take :meth:`SearchRange.parse` syntax; ``reward_kinds`` and
     ``algos`` with one entry are fixed, with several a categorical choice per trial; ``learning_rate``
     ``None`` keeps the algorithm's hyperparameter file (``hyperparams_file``, default
-    ``hyperparams/<algo>.yml``). ``timesteps``: agent env steps per trial.
+    ``agents/hyperparams/<algo>.yml``). ``timesteps``: agent env steps per trial.
     ``heartbeat_interval`` / ``grace_period``: seconds (grace defaults to 3 heartbeats).
     ``storage``: an RDB URL (``None``: SQLite in the run folder); a password in it is used to connect
     but is left out of :meth:`to_dict` and of the repr."""
@@ -268,16 +270,20 @@ class SweepConfig:
         return self
 
     def dataset_name(self) -> str:
+        """The dataset the sweep trains on: ``dataset``, else the env id's, else ``env_kwargs`` or ``mnist1d``."""
         return self.dataset or ENV_IDS[self.env_id] or self.env_kwargs.get("dataset", "mnist1d")
 
     def storage_url(self) -> str:
+        """The Optuna storage URL: ``storage``, else the run folder's SQLite file."""
         return self.storage or f"sqlite:///{(Path(self.run_dir) / STUDY_DB).resolve()}"
 
     def artifact_path(self) -> Path:
+        """Where trials' agents are stored: ``artifact_dir``, else ``<run_dir>/artifacts``."""
         return Path(self.artifact_dir) if self.artifact_dir else Path(self.run_dir) / "artifacts"
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as JSON values, with ``storage`` :func:`public_url` (no password)."""
+        """The config as JSON values (ranges in their JSON form), with ``storage`` :func:`public_url`
+        (no password): what the study stores."""
         out = asdict(self)
         if self.storage is not None:
             out["storage"] = public_url(self.storage)
@@ -288,6 +294,7 @@ class SweepConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepConfig:
+        """The config a :meth:`to_dict` dict describes; unknown keys raise ``ValueError``."""
         from agents.training import config_from_dict
 
         return config_from_dict(cls, d, "sweep")
@@ -486,6 +493,7 @@ def _rdb_storage(url: str, config: SweepConfig, attempts: int = 5) -> Any:
 
 
 def make_sampler(config: SweepConfig, seed: int) -> Any:
+    """The Optuna sampler ``config.sampler`` names (TPE with a constant liar by default), seeded with ``seed``."""
     import optuna
 
     if config.sampler == "random":
@@ -578,6 +586,7 @@ class TrialRunner:
         self.current: int | None = None   # number of the trial in progress (for Ctrl-C requeueing)
 
     def trial_dir(self, number: int) -> Path:
+        """The run folder of trial ``number`` of this study."""
         return Path(self.config.run_dir) / "trials" / self.config.study_name / f"trial_{number:04d}"
 
     def __call__(self, trial: Any) -> tuple[float, float]:
@@ -917,6 +926,7 @@ def write_report(run_dir: Path, report: dict[str, Any]) -> dict[str, Path]:
 
 
 def format_choice(choice: dict[str, Any] | None) -> str:
+    """One line for a trial's choice (algorithm, reward and its parameters); empty for None."""
     if not choice:
         return ""
     params = ", ".join(f"{k}={v:.3g}" for k, v in choice["reward_params"].items())
@@ -927,6 +937,7 @@ def format_choice(choice: dict[str, Any] | None) -> str:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
+    """The sweep report as Markdown: trial counts and wall time, the Pareto trials on ``val`` and ``test``."""
     from dynalay_env.model import format_provenance
 
     c = report["counts"]

@@ -134,6 +134,9 @@ class TrainConfig:
         return "alternate" if self.cotrain and self.model_phase > 0 else "concurrent"
 
     def dataset_name(self) -> str:
+        """The dataset of the run: ``dataset``, else the env id's, else ``env_kwargs`` or ``mnist1d``;
+        ``ValueError`` for an unknown env id.
+        """
         if self.dataset:
             return self.dataset
         if self.env_id not in ENV_IDS:
@@ -142,6 +145,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """The config a saved ``config.json`` dict describes; unknown keys raise ``ValueError``."""
         return config_from_dict(cls, d, "training")
 
     def check_options(self) -> None:

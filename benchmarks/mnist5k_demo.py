@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The README's MNIST-5k results: run the demo on ``mnist5k`` and collect its figures in one file.
+"""The MNIST-5k results (docs/results.md): run the demo on ``mnist5k`` and collect its figures in one file.
 
 Runs ``train_agent.py demo --dataset mnist5k --run-dir RUN`` (pre-train the main model, train PPO on
 ``agent_train``, evaluate on ``test`` against the baselines), then writes ``--out`` (JSON) with the

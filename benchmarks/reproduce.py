@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Regenerate every CPU number and figure of the README's results sections (``make results``).
+"""Regenerate every CPU number and figure of the documentation's results pages (``make results``).
 
 Each *part* runs the project's own scripts by command line (``train_agent.py``, ``benchmarks/*.py``)
 against one pinned main model per dataset, the cached default of the current recipe
@@ -25,7 +25,7 @@ model provenance) is skipped, so an interrupted run resumes; ``--force`` reruns.
     python benchmarks/reproduce.py --quick              # fewer steps and seeds, into benchmarks/results/quick
     python benchmarks/reproduce.py --only agent_seeds adaptive_inference --force
     python benchmarks/reproduce.py --list
-    python benchmarks/reproduce.py --readme             # rewrite README's generated blocks from --out
+    python benchmarks/reproduce.py --readme             # rewrite the results pages' generated blocks from --out
 
 Out of scope: the GPU figures (the CUDA throughput table, the H200 pre-training) and long studies with
 their own commands and files.
@@ -54,9 +54,12 @@ if str(ROOT) not in sys.path:  # run as a script: import the project from this c
     sys.path.insert(0, str(ROOT))
 
 RESULTS = Path("benchmarks/results")
-README = ROOT / "README.md"
+#: The documentation pages whose ``<!-- results:NAME -->`` blocks ``--readme`` regenerates from
+#: the results files (each block stands on exactly one of them; tests/test_readme_numbers.py checks
+#: every other number on them against the committed results files).
+RESULTS_PAGES: tuple[Path, ...] = tuple(ROOT / "docs" / f"{name}.md" for name in ("results", "studies", "performance"))
 
-# The study sizes. FULL fits well under 45 minutes on 2 cores (see the README); QUICK checks the
+# The study sizes. FULL fits well under 45 minutes on 2 cores (see docs/results.md); QUICK checks the
 # pipeline in a few minutes. A changed budget changes the commands, so the parts rerun.
 FULL: dict[str, Any] = {
     "agent_algos": ["ppo", "dqn", "maskable_ppo"], "agent_seeds": [0, 1, 2], "agent_timesteps": 200_000,
@@ -395,7 +398,7 @@ def collect_sweep(ctx: Context, part: Part, meta: dict[str, Any]) -> None:
 def render_sweep(d: dict[str, Any]) -> str:
     hv = d["hypervolume"]
     c = d["config"]
-    return (f"The run above (`benchmarks/results/sweep_mnist1d.md` / `.json`): {d['counts']['complete']} trials, "
+    return (f"The committed sweep (`benchmarks/results/sweep_mnist1d.md` / `.json`): {d['counts']['complete']} trials, "
             f"{c['timesteps']:,} steps each, one seed each, {c['workers']} workers. The study took "
             f"{d['study_wall_seconds']:.0f} s from the first trial's start to the last one's end (mean trial "
             f"{d['mean_trial_seconds']:.0f} s), and the whole command {d['reproduce']['wall_seconds']:.0f} s. "
@@ -749,15 +752,17 @@ class Runner:
 
 
 def is_cached(dataset_name: str) -> bool:
-    """Whether the default model of ``dataset_name`` is already in the cache (no pre-training)."""
-    from dynalay_env.cache import default_model_path
+    """Whether the default model of ``dataset_name`` needs no pre-training: it is in the user cache,
+    or a matching one ships with the package."""
+    from dynalay_env.cache import default_model_path, shipped_model_path
     from dynalay_env.data import load_dataset
 
-    return default_model_path(load_dataset(dataset_name)).is_file()
+    dataset = load_dataset(dataset_name)
+    return default_model_path(dataset).is_file() or shipped_model_path(dataset) is not None
 
 
 # --------------------------------------------------------------------------------------------------
-# README blocks
+# Generated blocks of the results pages
 # --------------------------------------------------------------------------------------------------
 
 BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z0-9_]+) -->\n)(?P<body>.*?)(<!-- /results:(?P=name) -->)", re.S)
@@ -770,7 +775,7 @@ def render_total(d: dict[str, Any]) -> str:
             f"{len(r['parts_run'])} part(s){skipped}.")
 
 
-# README block name -> (results file in --out, renderer of its JSON)
+# Block name -> (results file in --out, renderer of its JSON)
 BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "reproduce": ("reproduce.json", render_total),
     "pretrain_mnist1d": ("pretrain_mnist1d_cpu.json", render_pretrain),
@@ -785,9 +790,9 @@ MISSING = "_Not generated yet: run `make results` (it runs `.venv/bin/python ben
 
 
 def render_block(name: str, results: Path) -> str:
-    """The generated text of README block ``name`` from the results files in ``results``."""
+    """The generated text of block ``name`` from the results files in ``results``."""
     if name not in BLOCKS:
-        raise ValueError(f"README block {name!r} is unknown; valid: {', '.join(BLOCKS)}")
+        raise ValueError(f"results block {name!r} is unknown; valid: {', '.join(BLOCKS)}")
     file, render = BLOCKS[name]
     path = results / file
     if not path.is_file():
@@ -816,8 +821,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="results folder (default: benchmarks/results, or .../quick)")
     parser.add_argument("--work", default=None, help="run folders (default: runs/reproduce or runs/reproduce-quick)")
     parser.add_argument("--jobs", type=int, default=2, help="jobs at once, one torch thread each (default: 2)")
-    parser.add_argument("--readme", action="store_true",
-                        help="only rewrite README.md's generated blocks from the files in --out")
+    parser.add_argument("--readme", "--docs", action="store_true",
+                        help="only rewrite the generated blocks of the results pages (docs/results.md, "
+                             "docs/studies.md, docs/performance.md) from the files in --out")
     parser.add_argument("--pretrain-default", metavar="DATASET", help=argparse.SUPPRESS)  # a part's job
     args = parser.parse_args(argv)
     if args.pretrain_default:
@@ -840,8 +846,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     out = Path(args.out) if args.out else RESULTS / "quick" if args.quick else RESULTS
     if args.readme:
-        write_text(README, rewrite_readme(README.read_text(), ROOT / out if not out.is_absolute() else out))
-        print(f"[reproduce] README.md blocks regenerated from {out}")
+        for page in RESULTS_PAGES:
+            write_text(page, rewrite_readme(page.read_text(), ROOT / out if not out.is_absolute() else out))
+        print(f"[reproduce] the generated blocks of {', '.join(p.relative_to(ROOT).as_posix() for p in RESULTS_PAGES)} "
+              f"regenerated from {out}")
         return 0
     os.chdir(ROOT)
     import torch
@@ -859,7 +867,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = Runner(ctx, names, selected, args.force, args.jobs, command)
     rc = runner.run()
     wall = time.perf_counter() - start
-    if rc == 0 and not args.only and runner.ran:  # the whole pipeline's wall time goes in the README
+    if rc == 0 and not args.only and runner.ran:  # the whole pipeline's wall time goes on the results page
         write_json(out / "reproduce.json", {"reproduce": {
             "command": command, "wall_seconds": wall, "jobs": args.jobs, "machine": machine(),
             "parts_run": sorted(runner.ran, key=list(PARTS).index),

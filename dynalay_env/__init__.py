@@ -28,7 +28,7 @@ os.environ.setdefault("LRU_CACHE_CAPACITY", "32")
 
 from gymnasium.envs.registration import register, registry  # noqa: E402
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: Version of the numerics that make a main model: the FPI layers and solvers (fpi.py), the model
 #: and its initialisation (model.py), the pre-training recipe (pretrain.py) and the data it reads.

@@ -1,18 +1,35 @@
-"""Where an environment's main model comes from: a checkpoint, a model object, or the cached default.
+"""Where an environment's main model comes from: a checkpoint, a model object, or the default.
 
 With no model given, ``gym.make("DynaLay-MNIST1D-v0")`` must work on a fresh machine. The default
-model for a dataset is pre-trained on first use and cached under the user's cache folder
-(``$DYNALAY_MODEL_CACHE``, else ``platformdirs.user_cache_dir("dynalay_env")/models``). A file lock
-guards the training, and the checkpoint is written to a temporary name and renamed, so parallel
-processes (subprocess vector envs, sweep workers) train it once and never read a half-written file.
+model for a dataset is found, in this order:
+
+1. in the user's cache folder (``$DYNALAY_MODEL_CACHE``, else
+   ``platformdirs.user_cache_dir("dynalay_env")/models``): a model the user pre-trained wins;
+2. among the models shipped in the package (``dynalay_env/models/``, written by ``make models``:
+   ``mnist1d``, ``digits``, ``synthetic`` and ``mnist5k``), when one was made by the same recipe version, model
+   and pre-training config from the same data (dataset fingerprint): the shipped folder is named by
+   the same key as the cache folder, so a shipped model is used exactly when a cached one would be;
+3. otherwise it is pre-trained (about 2 minutes on one core) and cached. A file lock guards the
+   training, and the checkpoint is written to a temporary name and renamed, so parallel processes
+   (subprocess vector envs, sweep workers) train it once and never read a half-written file.
+
+``python -m dynalay_env.cache DATASET ...`` (``make models``) pre-trains the default models of the
+given datasets with the project's own recipe (through the cache, so a cached model is reused) and
+copies them into the package with a manifest of their provenance.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import importlib.resources
+import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,8 +39,20 @@ from dynalay_env.model import FPIModel, MainModel, load_checkpoint, provenance_h
 MODEL_CACHE_ENV = "DYNALAY_MODEL_CACHE"
 logger = logging.getLogger(__name__)
 
+#: Folder of the default models shipped in the package: ``<cache key>/main_model.pt`` (a
+#: ``weights_only`` torch checkpoint of :func:`dynalay_env.model.save_checkpoint`) and
+#: ``pretrain.json`` beside it, plus :data:`MANIFEST_NAME`. Found with :mod:`importlib.resources`.
+SHIPPED_MODELS_DIR = Path(str(importlib.resources.files("dynalay_env").joinpath("models")))
+#: The shipped models' manifest: one record per dataset (see :func:`ship_default_models`).
+MANIFEST_NAME = "manifest.json"
+#: The datasets whose default model ``make models`` ships: those that need no files (``mnist5k``
+#: needs the ``images`` extra for its data; its model ships all the same).
+SHIPPED_DATASETS: tuple[str, ...] = ("mnist1d", "digits", "synthetic", "mnist5k")
+
 
 def model_cache_dir() -> Path:
+    """The user cache folder of default models: ``$DYNALAY_MODEL_CACHE``, else
+    ``platformdirs.user_cache_dir("dynalay_env")/models``."""
     env = os.environ.get(MODEL_CACHE_ENV)
     if env:
         return Path(env).expanduser()
@@ -61,9 +90,22 @@ def recipe_fingerprint(dataset: Dataset) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def shipped_model_path(dataset: Dataset, models_dir: str | os.PathLike | None = None) -> Path | None:
+    """The shipped default model for ``dataset`` if one matches it, else None.
+
+    A shipped model matches when its folder has the name of ``dataset``'s cache folder
+    (:func:`default_model_path`): same dataset name and fingerprint, recipe version and
+    :func:`recipe_fingerprint`. ``models_dir`` defaults to :data:`SHIPPED_MODELS_DIR`.
+    """
+    folder = Path(models_dir) if models_dir is not None else SHIPPED_MODELS_DIR
+    path = folder / default_model_path(dataset).parent.name / default_model_path(dataset).name
+    return path if path.is_file() else None
+
+
 def cached_default_model(dataset: Dataset, data_root: str | os.PathLike | None = None,
-                         progress: bool = True) -> Path:
-    """Path of the default model for ``dataset``, pre-training it first if it is not cached yet."""
+                         progress: bool = True, shipped: bool = True) -> Path:
+    """Path of the default model for ``dataset``: the user cache's, else a matching shipped model
+    (``shipped=True``), else one pre-trained now into the cache."""
     from filelock import FileLock
 
     from dynalay_env.pretrain import CHECKPOINT_NAME, REPORT_NAME, run_pretraining
@@ -71,6 +113,8 @@ def cached_default_model(dataset: Dataset, data_root: str | os.PathLike | None =
     path = default_model_path(dataset)
     if path.is_file():
         return path
+    if shipped and (packaged := shipped_model_path(dataset)) is not None:
+        return packaged
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if path.is_file():  # another process trained it while we waited for the lock
@@ -112,3 +156,99 @@ def resolve_model(model: FPIModel | str | os.PathLike | None, dataset: Dataset,
     provenance = (provenance_hash(model, dataset.fingerprint) if isinstance(model, MainModel)
                   else f"user-model:{type(model).__name__}")
     return model, provenance
+
+
+# ---- shipping the default models (``make models``) ---------------------------------------------------
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 (hex) of the bytes of the file at ``path``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_manifest(models_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The shipped models' manifest (``{"models": {dataset: record}}``); empty if there is none."""
+    path = (Path(models_dir) if models_dir is not None else SHIPPED_MODELS_DIR) / MANIFEST_NAME
+    if not path.is_file():
+        return {"models": {}}
+    return json.loads(path.read_text())
+
+
+def ship_default_models(datasets: list[str] | tuple[str, ...] = SHIPPED_DATASETS,
+                        models_dir: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
+    """Pre-train (through the user cache: a cached model is reused) the default model of each of
+    ``datasets`` and copy it with its ``pretrain.json`` into ``models_dir/<cache key>/`` (default
+    :data:`SHIPPED_MODELS_DIR`); older shipped folders of those datasets are removed.
+
+    Returns the manifest, also written to ``models_dir/manifest.json``: per dataset the cache key,
+    the checkpoint's file name, size and sha256, its provenance (:func:`dynalay_env.model.provenance_of`:
+    id, weights and config hashes, package version, recipe version), the dataset fingerprint, the
+    :func:`recipe_fingerprint`, and the pre-training report's time and test accuracies.
+    """
+    from dynalay_env.atomic import atomic_copy, atomic_write_json
+    from dynalay_env.data import load_dataset
+    from dynalay_env.model import load_checkpoint, provenance_of
+    from dynalay_env.pretrain import CHECKPOINT_NAME, REPORT_NAME
+
+    folder = Path(models_dir) if models_dir is not None else SHIPPED_MODELS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(folder)
+    for name in datasets:
+        dataset = load_dataset(name)
+        source = cached_default_model(dataset, progress=progress, shipped=False)
+        key = source.parent.name
+        record = provenance_of(load_checkpoint(source, expected_dataset=name).model, dataset)
+        report = json.loads((source.parent / REPORT_NAME).read_text())
+        report.pop("checkpoint", None)  # the temporary folder it was trained in: this machine's path
+        for stale in folder.glob(f"{name}-*"):
+            if stale.is_dir() and stale.name != key:
+                shutil.rmtree(stale)
+        target = folder / key
+        target.mkdir(exist_ok=True)
+        atomic_copy(source, target / CHECKPOINT_NAME)
+        atomic_write_json(target / REPORT_NAME, report)
+        manifest["models"][name] = {
+            "cache_key": key, "file": f"{key}/{CHECKPOINT_NAME}", "bytes": (target / CHECKPOINT_NAME).stat().st_size,
+            "sha256": file_sha256(target / CHECKPOINT_NAME), "format": "torch.save, loads with weights_only=True",
+            "provenance": record["id"], "weights_hash": record["weights_hash"], "config_hash": record["config_hash"],
+            "package_version": record["package_version"], "recipe_version": record["recipe_version"],
+            "recipe_fingerprint": recipe_fingerprint(dataset),
+            "dataset": name, "dataset_fingerprint": dataset.fingerprint,
+            "made_by": f"python -m dynalay_env.cache {name} (make models)",
+            "pretrain": {k: report.get(k) for k in ("train_seconds", "epochs_run", "split", "accuracy_by_depth",
+                                                     "oracle_accuracy")},
+        }
+        logger.warning("shipped the default %s model %s (%s bytes)", name, key, manifest["models"][name]["bytes"])
+    manifest["models"] = dict(sorted(manifest["models"].items()))
+    atomic_write_json(folder / MANIFEST_NAME, manifest)
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dynalay_env.cache [DATASET ...]``: ship the default models (``make models``)."""
+    parser = argparse.ArgumentParser(prog="python -m dynalay_env.cache", description=(
+        "Pre-train the default main models (through the user cache) and ship them in the package."))
+    parser.add_argument("datasets", nargs="*", default=list(SHIPPED_DATASETS),
+                        help=f"datasets (default: {' '.join(SHIPPED_DATASETS)})")
+    parser.add_argument("--models-dir", default=None, help="where to write them (default: the package's models/)")
+    args = parser.parse_args(argv)
+    from dynalay_env.data import DATASETS
+
+    unknown = [d for d in args.datasets if d not in DATASETS]
+    if unknown:
+        parser.error(f"unknown dataset(s) {', '.join(unknown)}; valid: {', '.join(sorted(DATASETS))}")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    torch.set_num_threads(1)
+    manifest = ship_default_models(args.datasets, args.models_dir)
+    for name in args.datasets:
+        record = manifest["models"][name]
+        print(f"{name}: {record['file']} ({record['bytes']:,} bytes, provenance {record['provenance']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -134,6 +134,7 @@ class LazyInfo(Mapping[str, Any]):
         return len(self._tensors)
 
     def tensors(self) -> dict[str, Tensor]:
+        """A shallow copy of the info as device tensors (leading dim N), with no numpy conversion."""
         return dict(self._tensors)
 
     def __repr__(self) -> str:
@@ -404,6 +405,7 @@ class DynaLayCore:
 
     @property
     def observation_dim(self) -> int:
+        """Length of one observation vector: the features of the enabled observation groups."""
         return len(self.observation_names)
 
     # ---- sampling --------------------------------------------------------------------------------
@@ -692,6 +694,7 @@ class DynaLayCore:
         return mask
 
     def action_masks(self) -> np.ndarray:
+        """``[N, K + 1]`` bool numpy masks of the allowed actions per slot (EXIT is always allowed)."""
         return self.action_masks_tensor().cpu().numpy()
 
     def info_tensors(self, prediction: Tensor | None = None, correct: Tensor | None = None) -> dict[str, Tensor]:

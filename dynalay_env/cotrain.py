@@ -246,6 +246,7 @@ class CoTrainer:
         self.extra = dict(state.get("extra", {}))
 
     def to_bytes(self) -> bytes:
+        """The :meth:`state_dict` serialised with ``torch.save`` (what :meth:`save` writes)."""
         buffer = io.BytesIO()
         torch.save(self.state_dict(), buffer)
         return buffer.getvalue()
@@ -257,6 +258,7 @@ class CoTrainer:
         atomic_write_bytes(path, self.to_bytes())
 
     def load(self, path: Any) -> None:
+        """Restore the model and optimiser state from a file written by :meth:`save`."""
         self.load_state_dict(load_state(path))
 
 

@@ -56,6 +56,7 @@ ENV_OPTIONS: tuple[str, ...] = ("dataset", "model", "data_root", "split", "sampl
 
 
 def observation_space_of(core: DynaLayCore) -> spaces.Box:
+    """The ``Box(float32)`` observation space of ``core``: its per-feature lower and upper bounds."""
     return spaces.Box(core.observation_low, core.observation_high, dtype=np.float32)
 
 
@@ -137,7 +138,7 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
     | Argument | Default | Meaning |
     |---|---|---|
     | ``dataset`` | ``"mnist1d"`` | registered dataset name (``dynalay_env.data.available_datasets()``) or a ``Dataset`` |
-    | ``model`` | ``None`` | checkpoint path, ``FPIModel`` object, or None for the cached default model (trained on first use) |
+    | ``model`` | ``None`` | checkpoint path, ``FPIModel`` object, or None for the default model (user cache, else shipped, else pre-trained on first use) |
     | ``data_root`` | ``None`` | folder of local dataset files (mnist, fashion_mnist, cifar10) |
     | ``split`` | ``"agent_train"`` | ``model_train``, ``agent_train``, ``val`` or ``test`` |
     | ``sample_mode`` | ``"random"`` | ``random`` or ``sequential`` |
@@ -194,14 +195,17 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
     # Gymnasium's conventions: names and meanings of the observation features.
     @property
     def observation_names(self) -> list[str]:
+        """The name of every observation feature, in observation order (e.g. ``hidden_0``, ``top1_prob``)."""
         return self.core.observation_names
 
     @property
     def observation_descriptions(self) -> dict[str, str]:
+        """What each observation feature (or feature pattern such as ``prob_c``) means."""
         return self.core.observation_descriptions
 
     @property
     def num_layers(self) -> int:
+        """K, the number of FPI layers of the main model (actions ``1..K``)."""
         return self.core.num_layers
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
@@ -221,6 +225,11 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
         return obs, info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Apply ``action`` (0 = EXIT, k = layer k); returns ``(obs, reward, terminated, truncated, info)``.
+
+        Raises ``ValueError`` for an action that is not an integer in ``[0, K]``, and ``RuntimeError``
+        when called before :meth:`reset` or after the episode ended.
+        """
         if self._needs_reset:
             raise RuntimeError("step() called before reset() or after the episode terminated; call reset() first")
         if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)) and not (

@@ -120,6 +120,7 @@ class OperatorNormLinear(_ContractiveMap):
         return float(torch.linalg.matrix_norm(self.scaled_weight(), ord=2))
 
     def flops(self, sample_shape: tuple[int, ...]) -> int:
+        """FLOPs of one application to one sample (``2 x out x in``); ``sample_shape`` is unused."""
         return 2 * self.weight.shape[0] * self.weight.shape[1]
 
 
@@ -265,6 +266,8 @@ class FPILayer(nn.Module):
     # ---- the map ---------------------------------------------------------------------------------
 
     def inject(self, z_in: Tensor, x_emb: Tensor) -> Tensor:
+        """The input injection ``u`` ``[N, *state_shape]`` of a solve: the injected state plus the
+        injected input embedding."""
         return self.inject_state(z_in) + self.inject_input(x_emb)
 
     def fixed_point_map(self) -> Callable[[Tensor, Tensor], Tensor]:

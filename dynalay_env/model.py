@@ -93,12 +93,14 @@ class ModelConfig:
                              f"for family {self.family!r}")
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of the config (tuples as lists), as checkpoints store it."""
         d = dataclasses.asdict(self)
         d["input_shape"] = list(self.input_shape)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """The config a :meth:`to_dict` dict describes (lists back to tuples, layer specs rebuilt)."""
         d = dict(d)
         d["input_shape"] = tuple(d["input_shape"])
         d["layers"] = tuple(LayerSpec(**spec) for spec in d["layers"])
@@ -210,9 +212,13 @@ class FPIModel(Protocol):
     """The interface DynaLay-Gym needs from a main model (batched; see module docstring for shapes)."""
 
     num_layers: int
+    """K, the number of FPI layers: the action space is ``Discrete(K + 1)``."""
     num_classes: int
+    """Number of classes the head predicts."""
     input_shape: tuple[int, ...]
+    """Shape of one input example, without the batch dimension (checked against the dataset's)."""
     state_shape: tuple[int, ...]
+    """Shape of one example's hidden state ``z``, without the batch dimension."""
 
     def encode(self, x: Tensor) -> Tensor:
         """``[N, *input_shape] -> z0 [N, *state_shape]``; z0 is also the input embedding."""
@@ -226,7 +232,10 @@ class FPIModel(Protocol):
     def introspect(self, z: Tensor) -> Tensor:
         """``[N, *state_shape] -> [N, introspection_dim]`` pooled summary of the state."""
 
-    def cost_table(self) -> CostTable: ...
+    def cost_table(self) -> CostTable:
+        """The model's FLOP costs: encoder, per-layer injection and iteration, head, the compute
+        normaliser (> 0) and each layer's maximum iterations.
+        """
 
 
 class MainModel(nn.Module):
@@ -292,18 +301,23 @@ class MainModel(nn.Module):
 
     @property
     def num_layers(self) -> int:
+        """K, the number of FPI layers (actions ``1..K``)."""
         return len(self.layers)
 
     @property
     def num_classes(self) -> int:
+        """Number of classes the head predicts."""
         return self.config.num_classes
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input example, without the batch dimension (e.g. ``(1, 40)``)."""
         return self.config.input_shape
 
     @property
     def introspection_dim(self) -> int:
+        """Width D of :meth:`introspect`'s output: the state's for ``mlp`` models, else 2C (per-channel
+        mean and max)."""
         return self.state_shape[0] if self.config.family == "mlp" else 2 * self.state_shape[0]
 
     @property
@@ -315,6 +329,7 @@ class MainModel(nn.Module):
         return self.state_shape[0] * grid ** (len(self.state_shape) - 1)
 
     def check_input(self, x: Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is ``[N, *input_shape]``."""
         if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"MainModel expects inputs of shape [N, {', '.join(map(str, self.input_shape))}], "
                              f"got {tuple(x.shape)}")
@@ -325,15 +340,24 @@ class MainModel(nn.Module):
         return (x - self.input_mean.view(view)) / self.input_std.view(view)
 
     def encode(self, x: Tensor) -> Tensor:
+        """Raw inputs ``x`` ``[N, *input_shape]`` -> the initial state ``[N, *state_shape]``
+        (standardised, encoded, ReLU)."""
         self.check_input(x)
         return F.relu(self.encoder(self.normalize_input(x)))
 
     def apply_layer(self, k: int, z: Tensor, x_emb: Tensor) -> SolveResult:
+        """Solve layer ``k`` (0-based) from state ``z`` with the input embedding ``x_emb``, both
+        ``[N, *state_shape]``.
+
+        Returns the :class:`~dynalay_env.fpi.SolveResult`: the new state and, per sample, the iterations,
+        the final residual and the FLOPs executed. ``ValueError`` for ``k`` outside ``0..K-1``.
+        """
         if not 0 <= k < self.num_layers:
             raise ValueError(f"layer index {k} out of range; valid 0..{self.num_layers - 1}")
         return self.layers[k](z, x_emb)
 
     def introspect(self, z: Tensor) -> Tensor:
+        """The ``hidden`` observation of states ``z``: ``[N, D]`` (:attr:`introspection_dim`)."""
         if self.config.family == "mlp":
             return z
         flat = z.flatten(2)
@@ -348,6 +372,7 @@ class MainModel(nn.Module):
         return pool(z, grid).flatten(1)
 
     def classify(self, z: Tensor) -> Tensor:
+        """The head's logits ``[N, num_classes]`` at states ``z`` ``[N, *state_shape]``."""
         return self.head_out(F.relu(self.head_hidden(self.head_features(z))))
 
     @property
@@ -376,14 +401,17 @@ class MainModel(nn.Module):
     # ---- costs -----------------------------------------------------------------------------------
 
     def encoder_flops(self) -> int:
+        """FLOPs of encoding one example."""
         if self.config.family == "mlp":
             return 2 * self.encoder.weight.numel()
         return 2 * self.encoder.weight.numel() * math.prod(self.state_shape[1:])
 
     def head_flops(self) -> int:
+        """FLOPs of one head evaluation on one example."""
         return 2 * (self.head_hidden.weight.numel() + self.head_out.weight.numel())
 
     def cost_table(self) -> CostTable:
+        """The model's :class:`CostTable` (FLOPs per example; the normaliser fixed at pre-training)."""
         return CostTable(
             encoder=self.encoder_flops(),
             injection=tuple(layer.injection_flops() for layer in self.layers),
@@ -424,6 +452,7 @@ class MainModel(nn.Module):
 
 
 def package_version() -> str:
+    """The version of the installed ``dynalay_env`` (``dynalay_env.__version__``)."""
     from dynalay_env import __version__
 
     return __version__

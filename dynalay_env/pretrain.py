@@ -105,7 +105,7 @@ IMAGE_RECIPE: dict[str, Any] = {"batch_size": 64, "warmup": 0.03, "epochs": 30, 
 #: Per-dataset training recipes (fields of PretrainConfig) used when no config is given. Digits has
 #: 719 training examples: small batches, input noise and label smoothing keep it from overfitting.
 #: The full-size image sets (30,000 model_train images by the file rule) get fewer epochs so that
-#: pre-training ends within about 15 minutes on 2 CPU cores (see README, "Real images").
+#: pre-training ends within about 15 minutes on 2 CPU cores (see docs/training.md, "Real images").
 DATASET_RECIPES: dict[str, dict[str, Any]] = {
     "digits": {"batch_size": 32, "input_noise": 0.1, "label_smoothing": 0.1},
     "mnist5k": IMAGE_RECIPE,
@@ -373,7 +373,7 @@ def pretrain(dataset: Dataset, model_config: ModelConfig | None = None, config: 
 
 
 def pretrain_report(model: MainModel, dataset: Dataset, max_steps: int, device: torch.device) -> dict[str, Any]:
-    """The figures of ``pretrain.json`` on the ``test`` split (see README)."""
+    """The figures of ``pretrain.json`` on the ``test`` split (see docs/results.md)."""
     x_test, y_test = dataset.as_tensors("test", device)
     by_depth = depth_accuracies(model, x_test, y_test)
     table = enumerate_paths(model, x_test, y_test, max_steps)

@@ -54,6 +54,7 @@ class RewardInputs:
 
 
 class RewardFunction(Protocol):
+    """A reward function: one :class:`RewardInputs` batch of N episodes in, a float tensor ``[N]`` out."""
     def __call__(self, inputs: RewardInputs) -> Tensor: ...
 
 
@@ -65,7 +66,7 @@ class RewardParams:
     ``F = shaping_gamma * Phi(s') - Phi(s)`` with ``Phi(s) = p_head(y | s)`` and ``Phi = 0`` at
     terminal states (Ng, Harada & Russell 1999): it densifies the signal without changing the
     optimal policy when ``shaping_gamma`` equals the agent's discount (1.0 in every shipped
-    ``hyperparams/*.yml``: episodes are 1-5 steps and the reward already prices compute).
+    ``agents/hyperparams/*.yml``: episodes are 1-5 steps and the reward already prices compute).
     """
 
     correct_reward: float = 1.0
@@ -147,6 +148,7 @@ REWARD_PARAMETERS: dict[str, tuple[str, ...]] = {
 
 
 def available_rewards() -> list[str]:
+    """The names of the registered rewards (``paper``, ``blockdrop``, ``logprob``, and any registered since)."""
     return list(REWARDS)
 
 

@@ -141,6 +141,7 @@ class DynaLayVectorEnv(VectorEnv):
         return tuple(value for _ in range(self.num_envs))
 
     def get_attr(self, name: str) -> tuple[Any, ...]:
+        """The value of attribute ``name`` for every slot (one shared core: the same value each time)."""
         return self.call(name)
 
     def set_attr(self, name: str, values: Any) -> None:
@@ -164,6 +165,7 @@ class DynaLayVectorEnv(VectorEnv):
 
     @property
     def observation_names(self) -> list[str]:
+        """The name of every observation feature, in observation order."""
         return self.core.observation_names
 
 

@@ -399,7 +399,7 @@ def test_rl_zoo3_trains_on_dynalay(tmp_path: Path, tiny_digits_model, digits) ->
     save_checkpoint(checkpoint, tiny_digits_model, {"name": digits.name, "fingerprint": digits.fingerprint})
     logs = tmp_path / "logs"
     cmd = [sys.executable, "-m", "rl_zoo3.train", "--algo", "ppo", "--env", "DynaLay-Digits-v0",
-           "--gym-packages", "dynalay_env", "--conf-file", str(REPO / "hyperparams" / "ppo.yml"),
+           "--gym-packages", "dynalay_env", "--conf-file", str(REPO / "agents" / "hyperparams" / "ppo.yml"),
            "-n", "256", "--num-threads", "1", "--seed", "0", "-f", str(logs), "--eval-freq", "-1",
            "--env-kwargs", f"model:{str(checkpoint)!r}", "lambda_compute:0.2",
            "-params", "n_envs:4", "n_steps:64", "batch_size:64", "n_epochs:1"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -63,6 +64,26 @@ def public_names(path: Path) -> set[str]:
     return names
 
 
+def undocumented(path: Path) -> list[str]:
+    """Public objects of the module at ``path`` without a docstring: the module itself, its public
+    classes and functions, and the public methods (properties included) of its public classes, at any
+    depth of class nesting. Names with a leading underscore are private, dunder methods included."""
+    tree = ast.parse(path.read_text(), str(path))
+    missing = [] if ast.get_docstring(tree) else ["<module>"]
+
+    def walk(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            public = not getattr(node, "name", "_").startswith("_")
+            if public and isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                if ast.get_docstring(node) is None:
+                    missing.append(prefix + node.name)
+                if isinstance(node, ast.ClassDef):
+                    walk(node.body, f"{prefix}{node.name}.")
+
+    walk(_top_level(tree.body), "")
+    return missing
+
+
 def package_public_names(root: Path = ROOT) -> set[str]:
     """``{"module.name"}`` over every module of :data:`PACKAGES`."""
     return {f"{module_name(path, root)}.{name}" for package in PACKAGES
@@ -91,6 +112,23 @@ def test_every_public_name_is_in_the_api_reference(site: Path):
     assert len(expected) > 100 and "dynalay_env.DynaLayEnv" in expected and "agents.interface.Agent" in expected
     missing = sorted(expected - inventory_names(site / "objects.inv"))
     assert missing == [], f"public names missing from the API reference: {missing}"
+
+
+def test_every_public_object_has_a_docstring():
+    """The API reference (and the custom-model page, which sends readers to it) shows docstrings:
+    every public module, class, function and method of the packages has one."""
+    missing = [f"{module_name(path)}.{name}" for package in PACKAGES
+               for path in sorted((ROOT / package).rglob("*.py")) for name in undocumented(path)]
+    assert missing == [], f"{len(missing)} public objects without a docstring: {missing}"
+
+
+def test_the_docstring_check_sees_methods_properties_and_modules(tmp_path: Path):
+    path = tmp_path / "mod.py"
+    path.write_text('class A:\n    """Doc."""\n    @property\n    def size(self): return 1\n'
+                    "    def _private(self): ...\n    def __len__(self): return 1\n"
+                    "    class B:\n        def run(self): ...\n"
+                    'def f():\n    """Doc."""\ndef g(): ...\nclass _Hidden:\n    def h(self): ...\n')
+    assert undocumented(path) == ["<module>", "A.size", "A.B", "A.B.run", "g"]
 
 
 def test_the_generator_gives_every_module_a_page_in_the_navigation(site: Path):
@@ -123,3 +161,78 @@ def test_the_custom_model_example_runs(capsys: pytest.CaptureFixture[str]):
     assert len(accuracy) == 3 and min(accuracy) > 0.5, accuracy  # 2 layers; well above chance (0.1)
     assert result["observation_shape"][0] == 64
     assert result["episode"]["step"] <= 2 and "vector env" in capsys.readouterr().out
+
+
+# ---- the newcomer's path --------------------------------------------------------------------------
+
+#: Pages a newcomer needs, as built URLs.
+NEWCOMER_PAGES = ("index.html", "installation/index.html", "getting-started/index.html", "envs/index.html",
+                  "glossary/index.html", "tips/index.html", "mdp/index.html", "results/index.html",
+                  "studies/index.html", "performance/index.html", "changelog/index.html", "citing/index.html")
+
+
+def _config() -> dict:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("", lambda loader, suffix, node: None)  # !!python/name and !ENV tags
+    return yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=Loader)
+
+
+def test_the_newcomer_pages_exist(site: Path):
+    missing = [page for page in NEWCOMER_PAGES if not (site / page).is_file()]
+    assert not missing, f"pages missing from the site: {missing}"
+    from dynalay_env import ENV_IDS
+
+    env_pages = {p.name for p in (site / "envs").iterdir() if p.is_dir()}
+    assert len(env_pages) == len(ENV_IDS), f"one page per env id: {sorted(env_pages)} for {sorted(ENV_IDS)}"
+    titles = " ".join((site / "envs" / page / "index.html").read_text() for page in env_pages)
+    for env_id in ENV_IDS:
+        assert f">{env_id}<" in titles, f"no env page is titled {env_id}"
+
+
+def test_the_home_page_is_the_landing_page(site: Path):
+    home = (site / "index.html").read_text()
+    for needle in ("arxiv.org/abs/2312.12781", "make install", "pip install", "assets/agent.gif",
+                   "assets/results/introspection.png", '<span class="n">make</span>', "Expected output",
+                   _config()["repo_url"]):
+        assert needle in home, f"the home page lacks {needle!r}"
+    assert (site / "assets" / "results" / "introspection.png").is_file()
+
+
+def test_site_and_repo_urls_make_a_sitemap(site: Path):
+    config = _config()
+    assert config["site_url"].startswith("https://") and config["site_url"].endswith("/")
+    assert config["repo_url"].startswith("https://github.com/")
+    sitemap = (site / "sitemap.xml").read_text()
+    assert sitemap.count("<loc>") >= len(NEWCOMER_PAGES) and config["site_url"] + "installation/" in sitemap
+    path = "/" + config["site_url"].split("://", 1)[1].split("/", 1)[1]  # "/dynalay-gym/"
+    assert f'href="{path}assets/' in (site / "404.html").read_text()  # assets by absolute path: works at any depth
+
+
+def test_the_results_pages_show_figures_not_paths(site: Path):
+    studies = (site / "studies" / "index.html").read_text()
+    for name in ("introspection.png", "sweep_mnist1d.png"):
+        assert f'src="../assets/results/{name}"' in studies, name
+        assert (site / "assets" / "results" / name).is_file(), name
+    for page in ("results", "studies", "performance"):
+        text = (site / page / "index.html").read_text()
+        assert "<table>" in text and "_Not generated yet" not in text, page
+        assert not re.search(r'see "[^"]+" (?:above|below)', text), f"{page}: a reference to a section of another page"
+
+
+def test_the_mdp_page_opens_with_prose_and_renders_the_reward_as_math(site: Path):
+    mdp = (site / "mdp" / "index.html").read_text()
+    body = mdp[mdp.index('<h1 id="the-mdp">'):]
+    assert "Bases:" not in body[:body.index("Reference: ")], "the MDP page starts with the class's bases"
+    assert '<math xmlns="http://www.w3.org/1998/Math/MathML" display="block">' in body
+    for page in ("mnist1d", "digits"):
+        assert "<math " in (site / "envs" / page / "index.html").read_text(), page
+
+
+def test_code_blocks_wrap_instead_of_clipping():
+    css = (ROOT / "docs" / "assets" / "extra.css").read_text()
+    assert re.search(r"pre > code\s*\{[^}]*white-space:\s*pre-wrap", css)
+    assert "assets/extra.css" in _config()["extra_css"]

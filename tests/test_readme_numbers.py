@@ -1,8 +1,11 @@
-"""Every number in the README's results sections is backed by a committed results file.
+"""Every number on the results pages and in the README is backed by a committed results file.
 
-The tables are generated blocks (``<!-- results:NAME -->``): they must equal what
-``benchmarks/reproduce.py --readme`` renders from ``benchmarks/results/``. Every other number in
-those sections (prose, hand-written tables) must appear in a results file at the precision shown,
+The results live on the documentation's results pages (``docs/results.md``, ``docs/studies.md``,
+``docs/performance.md``: :data:`reproduce.RESULTS_PAGES`); the README keeps a short summary of them
+(:data:`README_SUMMARY_HEADING`). The tables are generated blocks (``<!-- results:NAME -->``), each
+on exactly one page: they must equal what ``benchmarks/reproduce.py --readme`` renders from
+``benchmarks/results/``. Every other number on those pages and in the README's prose (hand-written
+text and tables; code and link targets aside) must appear in a results file at the precision shown,
 as a fraction or as a percentage / points of one.
 """
 
@@ -18,7 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
-FIRST_RESULTS_HEADING = "## Results on MNIST-1D"
+#: The README's section that summarises the studies (up to the next ``## `` heading).
+README_SUMMARY_HEADING = "## What the studies found"
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import reproduce  # noqa: E402
@@ -29,10 +33,14 @@ POINTS = re.compile(r"[^.;\n]{0,40}?\b(?:points?|pts)\b")  # "+1.7 to +2.8 point
 ABSOLUTE = re.compile(r"(?<![\w:/.$~])/(?:home|work|tmp|root|Users|var|private|mnt|opt|srv)/")
 
 
-def results_sections(text: str) -> str:
-    """The README from the first results heading to the end (Results, Reward shaping, Co-training,
-    Adaptive inference, Throughput)."""
-    return text[text.index(FIRST_RESULTS_HEADING):]
+PAGES = {page.relative_to(ROOT).as_posix(): page for page in reproduce.RESULTS_PAGES}
+
+
+def readme_summary(text: str) -> str:
+    """The README's summary of the studies: from :data:`README_SUMMARY_HEADING` to the next ``## ``."""
+    start = text.index(README_SUMMARY_HEADING)
+    end = text.find("\n## ", start + len(README_SUMMARY_HEADING))
+    return text[start:] if end < 0 else text[start:end]
 
 
 def hand_written_text(section: str) -> str:
@@ -77,29 +85,44 @@ def shown_forms(values: list[float], max_digits: int = 6) -> dict[tuple[int, boo
 
 
 def unbacked(text: str, shown: dict[tuple[int, bool], set[str]]) -> list[str]:
-    prose = hand_written_text(results_sections(text))
+    """The numbers of ``text``'s prose that no results file backs."""
+    prose = hand_written_text(text)
     return [m.group(1) for m in NUMBER.finditer(prose)
             if not backed(m.group(1), "." in m.group(1) or m.group(2) == "%" or bool(POINTS.match(prose, m.end())),
                           shown)]
 
 
-def test_generated_blocks_match_the_results_files():
-    text = README.read_text()
-    assert reproduce.BLOCK.search(results_sections(text)), "the results sections have no generated blocks"
-    names = {m.group("name") for m in reproduce.BLOCK.finditer(text)}
-    assert names == set(reproduce.BLOCKS), f"README blocks {sorted(names)} != generated {sorted(reproduce.BLOCKS)}"
+def test_every_generated_block_stands_on_exactly_one_results_page():
+    names = [m.group("name") for page in PAGES.values() for m in reproduce.BLOCK.finditer(page.read_text())]
+    assert sorted(names) == sorted(reproduce.BLOCKS), (
+        f"blocks on the results pages {sorted(names)} != generated {sorted(reproduce.BLOCKS)}")
+    assert not reproduce.BLOCK.search(README.read_text()), "the README keeps no generated block: they live in docs/"
+
+
+@pytest.mark.parametrize("name", sorted(PAGES))
+def test_generated_blocks_match_the_results_files(name):
+    text = PAGES[name].read_text()
     assert reproduce.rewrite_readme(text, RESULTS) == text, (
-        "README's generated blocks are stale: run `python benchmarks/reproduce.py --readme`")
+        f"{name}'s generated blocks are stale: run `python benchmarks/reproduce.py --readme`")
 
 
-def test_every_number_in_the_results_sections_is_in_a_results_file():
-    missing = unbacked(README.read_text(), shown_forms(file_values()))
+@pytest.mark.parametrize("name", sorted(PAGES))
+def test_every_number_on_a_results_page_is_in_a_results_file(name):
+    missing = unbacked(PAGES[name].read_text(), shown_forms(file_values()))
+    assert not missing, f"{name}: numbers with no committed results file behind them: {missing}"
+
+
+def test_every_number_of_the_readme_is_in_a_results_file():
+    """The whole README, its summary of the studies included (code and link targets aside)."""
+    text = README.read_text()
+    assert len(re.findall(r"\d", readme_summary(text))) >= 5, "the README's summary of the studies quotes no figures"
+    missing = unbacked(text, shown_forms(file_values()))
     assert not missing, f"README numbers with no committed results file behind them: {missing}"
 
 
 def test_the_number_check_catches_an_unbacked_number():
     shown = shown_forms([0.9825, 316.0, 1.5])
-    text = f"{FIRST_RESULTS_HEADING}\n\nThe oracle is right for 98.3% (0.9825) in 316 s; a run took 234 s.\n"
+    text = "## Results\n\nThe oracle is right for 98.3% (0.9825) in 316 s; a run took 234 s.\n"
     assert unbacked(text, shown) == ["234"]
     # code and generated blocks are not prose
     text += "`--timesteps 777`\n```bash\nrun 888\n```\n<!-- results:x -->\n999\n<!-- /results:x -->\n"
