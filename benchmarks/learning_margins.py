@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
             for proc in procs.values():
                 if proc.poll() is None:
                     proc.kill()
+    # Written again at the end, so a rerun with nothing left to run re-renders the table.
+    atomic_write_json(args.out, results)
+    atomic_write_text(args.out.with_suffix(".md"), render(results))
     failed = [setting for setting, proc in procs.items() if proc.wait() != 0]
     if failed:
         print(f"the worker(s) of {failed} failed", file=sys.stderr)
