@@ -6,7 +6,7 @@ imported into several modules would be rebuilt in each of them.
 * :func:`digits_model`: a main model (mlp family) pre-trained 3 epochs on ``digits`` (~1 s).
 * :func:`synthetic_model`: a main model (conv1d family) pre-trained 1 epoch on ``synthetic`` (~1 s).
 * :func:`learning_synthetic_model`: a main model pre-trained 8 epochs on ``synthetic`` (~10 s), on which
-  depth pays; the learning tests (``test_algorithms.py``, ``test_cleanrl_example.py``) share it.
+  depth pays; the learning checks (``tests/learning.py``) share it.
 * :func:`mnist1d_model`: an *untrained* small conv1d model for MNIST-1D whose compute normaliser is
   calibrated on part of ``val`` (a real MNIST-1D pre-training costs ~25 s per epoch on 2 cores).
 

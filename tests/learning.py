@@ -1,8 +1,9 @@
 """The learning checks: each trains one learner at one seed and compares it with the random policy of
 matched compute (:func:`agents.baselines.matched_random`), on ``val`` of the synthetic dataset.
 
-The tests (``test_algorithms.py``, ``test_cleanrl_example.py``, ``test_acceptance.py``) run each check at
-:data:`SUITE_SEED` and assert its margin; ``benchmarks/learning_margins.py`` runs the same checks over
+The tests (``test_learning_algorithms.py``, ``test_cleanrl_example.py``, ``test_acceptance.py``,
+``test_rllib.py``, ``test_pretrain.py``) run each check at :data:`SUITE_SEED` and assert what
+:func:`failures` names; ``benchmarks/learning_margins.py`` runs the same checks over
 :data:`SEEDS` under the default CPU kernels and under ``MKL_CBWR=COMPATIBLE`` (as another CPU would
 compute), into ``benchmarks/results/learning_margins.json``. A threshold is set from that table, with
 headroom at every seed and setting, never from one lucky seed.
@@ -41,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 SEEDS: tuple[int, ...] = (0, 1, 2, 3, 4)
 SUITE_SEED = SEEDS[0]
 
-# ---- SB3 algorithms (test_algorithms.py) ------------------------------------------------------
+# ---- SB3 algorithms (test_learning_algorithms.py) ------------------------------------------------------
 
 #: Env steps on 32 batched envs of the synthetic dataset, with a compute price low enough that depth
 #: pays (lambda_compute 0.05: the full-depth path costs 0.05 of reward and buys about +14 points of

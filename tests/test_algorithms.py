@@ -2,8 +2,8 @@
 
 Every registered algorithm is built from its own YAML entry (shrunk to a few hundred steps) on the
 batched SB3 adapter over the session's tiny digits model, trains and is evaluated (a smoke test).
-Whether it *learns* is a separate test on the synthetic dataset: the agent must beat the random policy
-whose compute matches its own; the algorithms that do not do so reliably within a test-sized budget
+Whether it *learns* is ``test_learning_algorithms.py``, on the synthetic dataset: the agent must beat
+the random policy whose compute matches its own; the algorithms that do not do so reliably within a test-sized budget
 are named in :data:`SMOKE_ONLY`, with the reason. The slow test runs the real
 ``python -m rl_zoo3.train`` on a saved tiny checkpoint.
 """
@@ -443,14 +443,3 @@ def test_every_algorithm_is_learning_tested_or_named_smoke_only() -> None:
     assert set(learning.LEARN) | set(SMOKE_ONLY) | supervised == set(available_algorithms())
     assert not set(learning.LEARN) & set(SMOKE_ONLY) and not (set(learning.LEARN) | set(SMOKE_ONLY)) & supervised
     assert all(reason for reason in SMOKE_ONLY.values())
-
-
-@pytest.mark.learning
-@pytest.mark.slow  # about 15 s per algorithm on 2 busy cores, plus the model's 10 s: `make test` runs it
-@pytest.mark.parametrize("name", list(learning.LEARN))
-def test_algorithm_beats_the_matched_compute_random_policy(name: str) -> None:
-    """At the suite's seed; benchmarks/results/learning_margins.md has every seed 0-4 under the default
-    kernels and MKL_CBWR=COMPATIBLE, and the threshold holds at each."""
-    result = learning.sb3_margin(name, learning.SUITE_SEED)
-    assert not learning.failures(name, result.to_json()), (learning.failures(name, result.to_json()),
-                                                           result.describe())
