@@ -205,8 +205,6 @@ def test_calibrate_random_hits_the_target_compute(val_core, target):
 
 def test_random_deep_takes_the_costliest_layer(val_core):
     layer = costliest_layer(val_core.model)
-    worst = val_core.model.cost_table().worst_step_flops()
-    assert worst[layer - 1] == max(worst)
     records = run_policy(subset_core(16, 60), RandomPolicy(0.0, seed=0, deep=1.0))
     assert (records.path == layer).all() and (records.steps == MAX_STEPS).all()
 
@@ -223,6 +221,19 @@ def test_random_family_spans_every_compute_a_policy_can_spend():
         assert run_policy(core, FixedPathPolicy(path)).mean_compute <= compute[-1] * (1 + 1e-9)
 
 
+def test_random_family_under_repeat_masks_takes_only_allowed_layers():
+    """With mask_repeats a masked choice would become EXIT: the family draws among the allowed layers,
+    so its deep end still walks max_steps layers (alternating the two costliest) and compute rises."""
+    core = subset_core(60, 60, mask_repeats=True)
+    levels = (0.5, 1.0, 1.5, 2.0)
+    runs = [run_policy(core, RandomPolicy.at_level(level)) for level in levels]
+    assert [r.mean_compute for r in runs] == sorted(r.mean_compute for r in runs)
+    deepest = runs[-1]
+    assert (deepest.steps == MAX_STEPS).all()
+    assert (deepest.path[:, 1:] != deepest.path[:, :-1]).all()  # never the same layer twice in a row
+    assert deepest.path[0, 0] == costliest_layer(core.model)
+
+
 @pytest.mark.parametrize("level", [-0.1, 2.5])
 def test_random_level_out_of_range(level):
     with pytest.raises(ValueError, match=r"level must be in \[0, 2.0\]"):
@@ -236,7 +247,7 @@ def test_matched_random_beyond_uniform_layers(val_core):
     random policy at its compute: the family tilts towards the costliest layer."""
     uniform_ceiling = run_policy(val_core, RandomPolicy(0.0)).mean_compute
     target = uniform_ceiling * 1.15
-    match = matched_random(lambda p: run_policy(val_core, p).mean_compute, target)
+    match = matched_random(lambda p: run_policy(val_core, p), target)
     assert match.matched and match.policy.p_exit == 0.0 and match.policy.deep > 0
     assert run_policy(val_core, match.policy).mean_compute == pytest.approx(target, rel=0.02)
     assert match.to_json()["params"]["deep"] == round(match.policy.deep, 4)
@@ -244,7 +255,7 @@ def test_matched_random_beyond_uniform_layers(val_core):
 
 def test_matched_random_says_when_no_random_policy_reaches_the_target(val_core):
     ceiling = run_policy(val_core, RandomPolicy.at_level(2.0)).mean_compute
-    match = matched_random(lambda p: run_policy(val_core, p).mean_compute, ceiling * 1.5)
+    match = matched_random(lambda p: run_policy(val_core, p), ceiling * 1.5)
     assert not match.matched
     assert match.compute == pytest.approx(ceiling, rel=1e-3)
     assert "no random policy reaches compute" in match.note and f"{ceiling:.4f}" in match.note
