@@ -34,7 +34,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -45,6 +44,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script: import the project from this checkout
+    sys.path.insert(0, str(ROOT))
+
+from dynalay_env.atomic import atomic_copy, atomic_write_json, atomic_write_text  # noqa: E402
 
 #: Run in the fresh venv from an empty folder: the first make, timed from interpreter start.
 FIRST_MAKE = r"""
@@ -76,7 +79,7 @@ def build_wheel(work: Path, python: str = sys.executable) -> Path:
     source = work / "source"
     for name in project_files():
         (source / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, source / name)
+        atomic_copy(ROOT / name, source / name)
     dist = work / "dist"
     run([python, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(source)], cwd=work)
     wheels = sorted(dist.glob("dynalay_gym-*.whl"))
@@ -102,7 +105,7 @@ def make_venv(venv: Path, wheel: Path, deps: str) -> Path:
         # project) are not processed, so the project can only come from the wheel.
         site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                         cwd=venv.parent).strip())
-        (site / "zz_project_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+        atomic_write_text(site / "zz_project_dependencies.pth", sysconfig.get_paths()["purelib"] + "\n")
         run([str(python), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], cwd=venv.parent)
         # The wheel's own requirements are met (pip check also judges the fresh venv's seed packages).
         check = subprocess.run([str(python), "-m", "pip", "check"], cwd=venv.parent, capture_output=True, text=True)
@@ -194,9 +197,6 @@ def main(argv: list[str] | None = None) -> int:
                               "cpu_count": os.cpu_count(), "python": platform.python_version(),
                               "torch": torch.__version__, "load_average": list(os.getloadavg())}
         figures["finished_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        sys.path.insert(0, str(ROOT))
-        from dynalay_env.atomic import atomic_write_json
-
         atomic_write_json(args.out, figures)
     print(f"wheel OK: first gym.make {figures['first_make_seconds']:.2f} s from an empty cache, outside the repo")
     return 0
