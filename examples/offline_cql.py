@@ -1,6 +1,6 @@
 """Offline RL on DynaLay: a Minari dataset of oracle and random episodes, then TorchRL's discrete CQL.
 
-    python examples/offline_cql.py --env-id DynaLay-Synthetic-v0 --episodes 1000 --updates 3000
+    python examples/offline_cql.py --env-id DynaLay-Synthetic-v0 --episodes 2000 --updates 10000
 
 1. **The dataset.** ``train_agent.py export`` records the episodes of any policies as a Minari
    dataset; here the same function (``agents.minari_export.export_dataset``) records the path oracle
@@ -47,9 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset-id", default="dynalay/synthetic/oracle-random-v0", help="Minari dataset id")
     p.add_argument("--minari-dir", default=None,
                    help="Minari datasets folder (default: Minari's own); the dataset is recorded there if missing")
-    p.add_argument("--episodes", type=int, default=1000, help="episodes per policy when recording")
+    p.add_argument("--episodes", type=int, default=2000, help="episodes per policy when recording")
     p.add_argument("--random-exit", type=float, default=0.3, help="P(EXIT) of the random policy's episodes")
-    p.add_argument("--updates", type=int, default=3000, help="gradient steps")
+    p.add_argument("--updates", type=int, default=10000, help="gradient steps")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--hidden", type=int, default=64)
