@@ -11,8 +11,10 @@ machine slows every face alike):
 * ``SyncVectorEnv`` -- Gymnasium's ``SyncVectorEnv`` of N single envs (NEXT_STEP), the yardstick the
   env's own modes cannot move.
 
-It prints steps/s (slot steps: N per call) and each face's ratio to ``NEXT_STEP``, and writes the
-table to ``benchmarks/results/autoreset_modes_cpu.txt``.
+It prints slot steps/s (N per call) and transitions/s: the slot steps that are an MDP transition.
+With ``NEXT_STEP`` a slot's reset step is no transition (its action is ignored); in the other modes
+and the SB3 adapter every slot step is one. Ratios are of transitions/s to ``NEXT_STEP``'s. The table
+goes to ``benchmarks/results/autoreset_modes_cpu.txt``.
 
     python benchmarks/autoreset_modes.py                        # default MNIST-1D model (cached), CPU
     python benchmarks/autoreset_modes.py --sizes 16 256 1024 --steps 400 --rounds 5
@@ -48,22 +50,31 @@ def actions_for(num_envs: int, num_actions: int, steps: int, seed: int = 0) -> n
     return np.where(rng.random((steps, num_envs)) < 0.3, 0, layers).astype(np.int64)
 
 
-def gym_runner(env: Any, disabled: bool = False) -> Callable[[np.ndarray], None]:
-    def run(actions: np.ndarray) -> None:
+def gym_runner(env: Any, mode: AutoresetMode) -> Callable[[np.ndarray], int]:
+    """Steps ``env`` through ``actions``; returns the number of transitions."""
+    def run(actions: np.ndarray) -> int:
         env.reset(seed=0)
+        transitions, pending = 0, np.zeros(actions.shape[1], dtype=bool)
         for a in actions:
-            terminated = env.step(a)[2]
-            if disabled and terminated.any():
+            terminated = np.asarray(env.step(a)[2])
+            if mode is AutoresetMode.NEXT_STEP:
+                transitions += int((~pending).sum())  # a pending slot's step was its reset
+                pending = terminated
+            else:
+                transitions += terminated.size
+            if mode is AutoresetMode.DISABLED and terminated.any():
                 env.reset(options={"reset_mask": terminated})
+        return transitions
     return run
 
 
-def sb3_runner(env: DynaLayVecEnv) -> Callable[[np.ndarray], None]:
-    def run(actions: np.ndarray) -> None:
+def sb3_runner(env: DynaLayVecEnv) -> Callable[[np.ndarray], int]:
+    def run(actions: np.ndarray) -> int:
         env.seed(0)
         env.reset()
         for a in actions:
             env.step(a)
+        return actions.size
     return run
 
 
@@ -84,32 +95,33 @@ def main(argv: list[str] | None = None) -> str:
              f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
              f"load average {os.getloadavg()[0]:.1f} at start; best of {args.rounds} interleaved rounds of "
              f"{args.steps} steps",
-             f"{'N':>6}  {'face':<14} {'steps/s':>10}  {'vs NEXT_STEP':>12}"]
+             f"{'N':>6}  {'face':<14} {'steps/s':>10} {'transitions/s':>14}  {'vs NEXT_STEP':>12}"]
     dataset = dynalay_env.ENV_IDS[args.env_id]
 
     def single() -> DynaLayEnv:
         return DynaLayEnv(dataset=dataset, **options)
 
     for n in args.sizes:
-        faces: dict[str, Callable[[np.ndarray], None]] = {}
+        faces: dict[str, Callable[[np.ndarray], int]] = {}
         for mode in AutoresetMode:
             venv = gym.make_vec(args.env_id, num_envs=n, autoreset_mode=mode, **options)
-            faces[mode.name] = gym_runner(venv, disabled=mode is AutoresetMode.DISABLED)
+            faces[mode.name] = gym_runner(venv, mode)
         faces["SB3 adapter"] = sb3_runner(DynaLayVecEnv(n, dataset=dataset, **options))
         if n <= args.sync_max:
-            faces["SyncVectorEnv"] = gym_runner(SyncVectorEnv([single] * n))
+            faces["SyncVectorEnv"] = gym_runner(SyncVectorEnv([single] * n), AutoresetMode.NEXT_STEP)
         num_actions = int(gym.make_vec(args.env_id, num_envs=1, **options).single_action_space.n)
         actions = actions_for(n, num_actions, args.steps)
         best = dict.fromkeys(faces, float("inf"))
+        transitions = dict.fromkeys(faces, 0)
         for _ in range(args.rounds):
             for name, run in faces.items():
                 start = time.perf_counter()
-                run(actions)
+                transitions[name] = run(actions)
                 best[name] = min(best[name], time.perf_counter() - start)
-        base = n * args.steps / best["NEXT_STEP"]
+        base = transitions["NEXT_STEP"] / best["NEXT_STEP"]
         for name, seconds in best.items():
-            rate = n * args.steps / seconds
-            lines.append(f"{n:>6}  {name:<14} {rate:>10.0f}  {rate / base:>12.2f}")
+            rate = transitions[name] / seconds
+            lines.append(f"{n:>6}  {name:<14} {n * args.steps / seconds:>10.0f} {rate:>14.0f}  {rate / base:>12.2f}")
     table = "\n".join(lines) + "\n"
     print(table, end="")
     atomic_write_text(args.out, table)
