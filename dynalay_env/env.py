@@ -66,8 +66,9 @@ def unexpected_keyword(names: Sequence[str], owner: str = "DynaLay env") -> Type
     more = f" (and {', '.join(map(repr, rest))})" if rest else ""
     hint = ""
     if first in VECTOR_ONLY_OPTIONS:
-        hint = (f"; {first!r} is an option of the vector env: gym.make_vec(id, num_envs=N, {first}=...) "
-                f"(or vector_kwargs={{{first!r}: ...}} with vectorization_mode='sync' or 'async')")
+        hint = f"; {first!r} is an option of the vector env: gym.make_vec(id, num_envs=N, {first}=...)"
+        if first == "autoreset_mode":  # Gymnasium's own vector envs take it too
+            hint += " (or vector_kwargs={'autoreset_mode': ...} with vectorization_mode='sync' or 'async')"
     return TypeError(f"{owner} got an unexpected keyword argument {first!r}{more}{hint}; valid options: "
                      f"{', '.join(sorted(ENV_OPTIONS + REWARD_PARAM_NAMES))}")
 
