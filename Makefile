@@ -88,7 +88,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) $(RLLIB_VENV) runs .pytest_cache site
+	rm -rf $(VENV) $(RLLIB_VENV) $(PEERS_VENV) runs .pytest_cache site
 
 .PHONY: models wheel-test
 
@@ -103,3 +103,21 @@ models: $(STAMP)
 ## `dynalay evaluate` and `python -m train_agent` (benchmarks/wheel_first_use.py).
 wheel-test: $(STAMP)
 	$(PY) benchmarks/wheel_first_use.py
+
+# Other RL libraries as their users call them (TorchRL, skrl, Tianshou; Minari datasets and offline RL)
+# live in a venv of their own: the main venv and `make test` stay free of them.
+PEERS_VENV ?= .venv-peers
+PEERS_PY := $(PEERS_VENV)/bin/python
+PEERS_STAMP := $(PEERS_VENV)/.installed
+
+PEERS_EXTRAS := dev,peers
+
+$(PEERS_STAMP): pyproject.toml
+	$(call make_venv,$(PEERS_VENV),$(PEERS_EXTRAS))
+
+## The env under TorchRL, skrl, Tianshou and Minari (tests/test_peers_*.py), in .venv-peers; a missing
+## library fails these tests here instead of skipping them.
+.PHONY: test-peers
+test-peers: $(PEERS_STAMP)
+	DYNALAY_REQUIRE_PEERS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PEERS_PY) -m pytest -q $(PYTEST_PARALLEL) \
+		tests/test_peers_*.py

@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--algo", default="ppo", help="algorithm (default: %(default)s)")
     d.add_argument("--n-boot", type=POSITIVE_INT, default=1000, help="bootstrap resamples (default: %(default)s)")
 
+    add_export_parser(sub)
     sub.add_parser("list-datasets", help="print the registered dataset names")
     return parser
 
@@ -616,6 +617,49 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     return report
 
 
+def add_export_parser(sub: Any) -> argparse.ArgumentParser:
+    """``export``: episodes of any policies as a Minari dataset (offline RL)."""
+    from agents.minari_export import POLICY_FORMS
+
+    x = sub.add_parser("export", help="record episodes of policies (oracle, random, thresholds, trained runs, or "
+                                      "a mix) as a Minari dataset for offline RL")
+    x.add_argument("--dataset-id", required=True, help="Minari dataset id, e.g. dynalay/mnist1d/oracle-random-v0")
+    x.add_argument("--policy", action="append", required=True, metavar="POLICY",
+                   help=f"a policy ({', '.join(POLICY_FORMS)}); repeat it for a mix, recorded one after the other")
+    x.add_argument("--episodes", type=POSITIVE_INT, default=1000, help="episodes per policy (default: %(default)s)")
+    x.add_argument("--env", default="DynaLay-MNIST1D-v0", help="env id (default: %(default)s)")
+    x.add_argument("--model", default=None, help="main-model checkpoint (default: the cached default model)")
+    x.add_argument("--env-kwargs", nargs="*", default=None, metavar="KEY:VALUE",
+                   help="env options, e.g. lambda_compute:0.05 mask_repeats:true")
+    x.add_argument("--split", default="agent_train", help="split the episodes come from (default: %(default)s)")
+    x.add_argument("--out", default=None, help="Minari datasets folder (default: Minari's own, MINARI_DATASETS_PATH)")
+    x.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="seed of the example stream (default: %(default)s)")
+    x.add_argument("--threads", type=POSITIVE_INT, default=1, help="torch threads (default: %(default)s)")
+    return x
+
+
+def cmd_export(args: argparse.Namespace) -> Any:
+    """Write the Minari dataset ``--dataset-id`` and print where it is and what it holds."""
+    from dynalay_env import ENV_IDS
+
+    if args.env not in ENV_IDS:
+        raise ValueError(f"unknown env id {args.env!r}; valid ids: {', '.join(ENV_IDS)}")
+    import importlib.util
+
+    if importlib.util.find_spec("minari") is None:
+        raise ValueError("export needs Minari with its dataset-creation extra: pip install 'dynalay-gym[peers]' "
+                         "(or 'minari[create,hdf5]')")
+    from agents.minari_export import datasets_path, export_dataset, minari_root
+
+    dataset = export_dataset(args.dataset_id, args.policy, args.episodes, args.env, model=args.model,
+                             split=args.split, seed=args.seed, out=args.out, **parse_env_kwargs(args.env_kwargs))
+    with datasets_path(args.out):
+        where = minari_root() / args.dataset_id
+    print(f"Minari dataset {args.dataset_id}: {dataset.total_episodes} episodes, {dataset.total_steps} steps "
+          f"({args.episodes} per policy: {', '.join(args.policy)}) in {where}")
+    return dataset
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
@@ -629,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(available_datasets()))
             return 0
         {"pretrain": cmd_pretrain, "train": cmd_train, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
-         "demo": cmd_demo}[args.command](args)
+         "demo": cmd_demo, "export": cmd_export}[args.command](args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line
         return 2

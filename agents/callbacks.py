@@ -57,7 +57,8 @@ class EpisodeMetricsCallback(BaseCallback):
                 self.correct.append(float(info["correct"]))
                 self.compute.append(float(info["compute"]))
                 self.steps.append(int(info["step"]))
-                counts = np.bincount(np.asarray(info.get("path", []), dtype=np.int64), minlength=self.num_actions)
+                taken = np.asarray(info.get("path", []), dtype=np.int64)[: int(info["step"])]  # padded with -1
+                counts = np.bincount(taken, minlength=self.num_actions)
                 counts[0] = int(info["step"] < self.max_steps)  # the episode chose EXIT
                 self.actions.append(counts[: self.num_actions])
         return True

@@ -40,7 +40,10 @@ class DynaLayVecEnv(VecEnv):
 
     Per-step infos: a running env's dict holds ``step`` and ``compute``; a finished env's holds
     the episode's ``label, prediction, correct, step, compute, flops, path, fpi_iterations,
-    example, provenance``, ``terminal_observation`` and ``TimeLimit.truncated`` (always False).
+    example, masked_action, repeated`` as the single env gives them (``path`` and
+    ``fpi_iterations`` padded to ``max_steps``: -1 and 0 past ``step``),
+    ``terminal_observation`` and ``TimeLimit.truncated`` (always False). The model's id is
+    ``get_attr("provenance")``.
     """
 
     def __init__(self, num_envs: int = 1, dataset: str | Dataset = DEFAULT_DATASET,
@@ -75,7 +78,7 @@ class DynaLayVecEnv(VecEnv):
         else:
             obs = self.core.reset().cpu().numpy()
         info = self.core.info_arrays()
-        self.reset_infos = [{"example": int(e), "label": int(y), "compute": float(c), "provenance": self.core.provenance}
+        self.reset_infos = [{"example": int(e), "label": int(y), "compute": float(c)}
                             for e, y, c in zip(info["example"], info["label"], info["compute"], strict=True)]
         return obs
 
@@ -102,16 +105,14 @@ class DynaLayVecEnv(VecEnv):
         if finished.size:
             # Whole columns to Python lists at once, not one .item() per finished env and key.
             columns = {key: info[key][finished].tolist() for key in _EPISODE_KEYS}
-            paths = info["path"][finished].tolist()
-            iterations = info["fpi_iterations"][finished].tolist()
+            paths = info["path"][finished]  # fresh arrays: rows are handed out as they are
+            iterations = info["fpi_iterations"][finished]
             for j, i in enumerate(finished.tolist()):
                 d = infos[i]
                 for key in _EPISODE_KEYS:
                     d[key] = columns[key][j]
-                steps = d["step"]
-                d["path"] = paths[j][:steps]
-                d["fpi_iterations"] = iterations[j][:steps]
-                d["provenance"] = self.core.provenance
+                d["path"] = paths[j]
+                d["fpi_iterations"] = iterations[j]
                 d["terminal_observation"] = obs[i].copy()
                 d["TimeLimit.truncated"] = False
             # Same-step autoreset: the returned observation is the new episode's first one.

@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -94,21 +94,6 @@ def _choices(name: str, value: Any, valid: Sequence[Any]) -> None:
         raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(repr, valid))}")
 
 
-@dataclass(frozen=True)
-class WallTime:
-    """A measured wall-clock duration, in seconds (``float(t)`` gives them).
-
-    Timing is a measurement, not part of the trajectory: two ``WallTime`` values compare equal
-    whatever they hold, so replaying a seeded trajectory gives equal ``info`` dicts (Gymnasium's
-    determinism check compares them).
-    """
-
-    seconds: float = field(compare=False)
-
-    def __float__(self) -> float:
-        return self.seconds
-
-
 class LazyInfo(Mapping[str, Any]):
     """Per-slot info of one step (leading dim N): device tensors that become numpy arrays when read.
 
@@ -147,8 +132,8 @@ class StepOutput:
 
     ``obs`` float32 ``[N, obs_dim]`` (the states reached; for terminated slots the terminal
     observation), ``reward`` float32 ``[N]``, ``terminated`` bool ``[N]``. ``info`` maps the keys of
-    :meth:`DynaLayCore.info_arrays` (plus ``masked_action`` and ``repeated``) to numpy arrays, made
-    from device tensors only when read (:class:`LazyInfo`).
+    :meth:`DynaLayCore.info_tensors` to numpy arrays, made from device tensors only when read
+    (:class:`LazyInfo`).
     """
 
     obs: Tensor
@@ -615,7 +600,7 @@ class DynaLayCore:
         reward = torch.where(active_t, self.reward(inputs), 0.0)
         self.done |= terminated
         obs = self.observations_tensor()
-        info = LazyInfo({**self.info_tensors(prediction, correct), "masked_action": masked, "repeated": repeated})
+        info = LazyInfo(self.info_tensors(prediction, correct, masked, repeated))
         self.last_step_seconds = time.perf_counter() - start
         if self.cotrainer is not None and self.cotrainer.active:
             # After the step's outputs are computed: the model moves only between env steps.
@@ -697,12 +682,23 @@ class DynaLayCore:
         """``[N, K + 1]`` bool numpy masks of the allowed actions per slot (EXIT is always allowed)."""
         return self.action_masks_tensor().cpu().numpy()
 
-    def info_tensors(self, prediction: Tensor | None = None, correct: Tensor | None = None) -> dict[str, Tensor]:
-        """Per-slot info as fresh device tensors (leading dim N): later steps never change them."""
+    def info_tensors(self, prediction: Tensor | None = None, correct: Tensor | None = None,
+                     masked_action: Tensor | None = None, repeated: Tensor | None = None) -> dict[str, Tensor]:
+        """Per-slot info as fresh device tensors (leading dim N): later steps never change them.
+
+        The keys, dtypes and shapes are the same after a reset and after a step (fixed-shape info):
+        ``masked_action`` and ``repeated`` (bool ``[N]``) are False unless a step says otherwise;
+        ``path`` (int64 ``[N, max_steps]``, -1 past the steps taken) and ``fpi_iterations`` (int64
+        ``[N, max_steps]``, 0 past the steps taken) are padded.
+        """
         if prediction is None:
             prediction = self.logits.argmax(1)
         if correct is None:
             correct = prediction == self.label
+        if masked_action is None:
+            masked_action = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        if repeated is None:
+            repeated = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         # .clone(): these state tensors are updated in place by later steps.
         return {
             "example": self.example.clone(),
@@ -715,11 +711,14 @@ class DynaLayCore:
             "path": self.path.clone(),
             "fpi_iterations": self.path_iterations.clone(),
             "action_mask": self.action_masks_tensor(),
+            "masked_action": masked_action,
+            "repeated": repeated,
         }
 
-    def info_arrays(self, prediction: Tensor | None = None, correct: Tensor | None = None) -> dict[str, Any]:
-        """Per-slot info as fresh numpy arrays (leading dim N): later steps never change them."""
-        return dict(LazyInfo(self.info_tensors(prediction, correct)))
+    def info_arrays(self) -> dict[str, Any]:
+        """Per-slot info of the current states as fresh numpy arrays (leading dim N; the keys of
+        :meth:`info_tensors`): later steps never change them."""
+        return dict(LazyInfo(self.info_tensors()))
 
     #: Options that can change on a live core (the others size its buffers or spaces).
     SETTABLE_OPTIONS: tuple[str, ...] = ("mask_repeats", "compute_budget", "decision_flops")

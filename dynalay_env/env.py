@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from dynalay_env.core import DEFAULT_OBSERVATION_GROUPS, DynaLayCore, WallTime
+from dynalay_env.core import DEFAULT_OBSERVATION_GROUPS, DynaLayCore
 from dynalay_env.data import DEFAULT_DATASET, Dataset, load_dataset
 from dynalay_env.model import FPIModel
 from dynalay_env.render import FrameRenderer
@@ -35,10 +35,9 @@ def make_core(num_envs: int, *, dataset: str | Dataset = DEFAULT_DATASET,
     from dynalay_env.cache import resolve_model
     from dynalay_env.pretrain import resolve_device
 
-    unknown = set(reward_params) - set(REWARD_PARAM_NAMES)
+    unknown = [name for name in reward_params if name not in REWARD_PARAM_NAMES]
     if unknown:
-        raise TypeError(f"unknown DynaLay env option(s) {sorted(unknown)}; valid options: "
-                        f"{sorted(ENV_OPTIONS + REWARD_PARAM_NAMES)}")
+        raise unexpected_keyword(unknown)
     merged = {**(reward_kwargs or {}), **reward_params}
     dev = resolve_device(device)
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_root=data_root)
@@ -55,12 +54,53 @@ ENV_OPTIONS: tuple[str, ...] = ("dataset", "model", "data_root", "split", "sampl
                                 "device", "mode", "cotrain_lr", "cotrain_every", "decision_flops")
 
 
+#: Options of the vector faces only (``gym.make_vec(id, num_envs=N, autoreset_mode=...)``).
+VECTOR_ONLY_OPTIONS: tuple[str, ...] = ("autoreset_mode", "return_tensors")
+
+
+def unexpected_keyword(names: Sequence[str], owner: str = "DynaLay env") -> TypeError:
+    """The ``TypeError`` for unknown env options, in Python's own wording (``... got an unexpected
+    keyword argument 'NAME'``): libraries parse it (TorchRL retries without ``frameskip`` when it
+    reads it). The message goes on to list the valid options."""
+    first, rest = names[0], list(names[1:])
+    more = f" (and {', '.join(map(repr, rest))})" if rest else ""
+    hint = ""
+    if first in VECTOR_ONLY_OPTIONS:
+        hint = f"; {first!r} is an option of the vector env: gym.make_vec(id, num_envs=N, {first}=...)"
+        if first == "autoreset_mode":  # Gymnasium's own vector envs take it too
+            hint += " (or vector_kwargs={'autoreset_mode': ...} with vectorization_mode='sync' or 'async')"
+    return TypeError(f"{owner} got an unexpected keyword argument {first!r}{more}{hint}; valid options: "
+                     f"{', '.join(sorted(ENV_OPTIONS + REWARD_PARAM_NAMES))}")
+
+
 def observation_space_of(core: DynaLayCore) -> spaces.Box:
     """The ``Box(float32)`` observation space of ``core``: its per-feature lower and upper bounds."""
     return spaces.Box(core.observation_low, core.observation_high, dtype=np.float32)
 
 
-class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
+class CoreFacts:
+    """Facts about the env that are not numbers of the trajectory, read from its core; shared by the
+    single and the vector env."""
+
+    core: DynaLayCore
+
+    @property
+    def provenance(self) -> str:
+        """Id of the main model, its data and the package version (see ``dynalay_env.model``)."""
+        return self.core.provenance
+
+    @property
+    def last_step_seconds(self) -> float:
+        """Wall-clock seconds of the last ``reset`` or ``step`` (a measurement, not in ``info``)."""
+        return self.core.last_step_seconds
+
+    @property
+    def observation_names(self) -> list[str]:
+        """Name of every observation feature, in order."""
+        return self.core.observation_names
+
+
+class DynaLayEnv(CoreFacts, gym.Env[np.ndarray, np.int64]):
     """Adaptive depth as an MDP: pick the next FPI layer of a main model, or exit and classify.
 
     ## Description
@@ -126,12 +166,31 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
 
     ## Info
 
-    ``label``, ``prediction``, ``correct`` (at the current state), ``step``, ``compute``
-    (normalised, cumulative), ``flops`` (cumulative), ``path`` (actions applied), ``fpi_iterations``
-    (per step), ``step_wall_time`` (a ``WallTime``: ``float(info["step_wall_time"])`` is the
-    measured seconds of the step; it compares equal whatever its value, so seeded replays give equal
-    infos), ``action_mask``, ``masked_action``, ``repeated``,
-    ``example`` (index in the split), ``provenance`` (model, data and version hash).
+    Every ``info`` (after ``reset`` and after ``step``) has the same keys, dtypes and shapes, the same
+    as one slot of ``gym.make_vec``'s vector env and of Gymnasium's ``SyncVectorEnv`` over this env,
+    so any vectoriser or tensordict can stack it. Scalars are Python ``int``, ``float`` and ``bool``,
+    which numpy and Gymnasium's vector envs store with the dtype shown; the others are numpy arrays.
+
+    | Key | dtype | shape | Meaning |
+    |---|---|---|---|
+    | ``example`` | int64 | () | index of the example in the split |
+    | ``label`` | int64 | () | its true class |
+    | ``prediction`` | int64 | () | the head's class at the current state |
+    | ``correct`` | bool | () | ``prediction == label`` |
+    | ``step`` | int64 | () | layers applied so far (0 at reset) |
+    | ``compute`` | float64 | () | cumulative normalised compute (1.0 = full depth), encoder and heads included |
+    | ``flops`` | float64 | () | cumulative FLOPs executed |
+    | ``path`` | int64 | (max_steps,) | actions applied, in order; **-1** past ``step`` |
+    | ``fpi_iterations`` | int64 | (max_steps,) | solver iterations of each applied layer; **0** past ``step`` |
+    | ``action_mask`` | bool | (K+1,) | actions allowed at the current state |
+    | ``masked_action`` | bool | () | this step's action was masked and ran as EXIT (False at reset) |
+    | ``repeated`` | bool | () | this step re-applied the layer just applied (False at reset) |
+
+    ``path[:step]`` is the path as a list. Two facts that are not numbers of the trajectory live on
+    the env instead: ``env.unwrapped.provenance`` (str: the id of the main model, its data and the
+    package version; every report records it) and ``env.unwrapped.last_step_seconds`` (wall-clock
+    seconds of the last ``reset``/``step``, a measurement: seeded replays give equal infos, as
+    Gymnasium's determinism check wants).
 
     ## Arguments
 
@@ -192,12 +251,7 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
         self._needs_reset = True
         self._stream_seeded = False
 
-    # Gymnasium's conventions: names and meanings of the observation features.
-    @property
-    def observation_names(self) -> list[str]:
-        """The name of every observation feature, in observation order (e.g. ``hidden_0``, ``top1_prob``)."""
-        return self.core.observation_names
-
+    # Gymnasium's conventions: meanings of the observation features (names: CoreFacts).
     @property
     def observation_descriptions(self) -> dict[str, str]:
         """What each observation feature (or feature pattern such as ``prob_c``) means."""
@@ -242,22 +296,10 @@ class DynaLayEnv(gym.Env[np.ndarray, np.int64]):
         info = self._info(out.info)
         return out.obs[0].cpu().numpy(), float(out.reward[0]), terminated, False, info
 
-    def _info(self, arrays: dict[str, Any]) -> dict[str, Any]:
-        info: dict[str, Any] = {}
-        steps = int(arrays["step"][0])
-        for key, value in arrays.items():
-            v = value[0]
-            if key == "path":
-                info[key] = [int(a) for a in v[:steps]]
-            elif key == "fpi_iterations":
-                info[key] = [int(i) for i in v[:steps]]
-            elif isinstance(v, np.ndarray):
-                info[key] = v.copy()
-            else:
-                info[key] = v.item()
-        info["provenance"] = self.core.provenance
-        info["step_wall_time"] = WallTime(self.core.last_step_seconds)
-        return info
+    def _info(self, arrays: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Slot 0 of the core's info arrays: Python scalars and fresh fixed-size arrays (see Info)."""
+        return {key: value[0].copy() if value.ndim > 1 else value[0].item() for key, value in arrays.items()}
+
 
     def action_masks(self) -> np.ndarray:
         """``[K+1]`` bool mask of allowed actions (sb3-contrib MaskablePPO's hook)."""

@@ -135,7 +135,7 @@ def main(steps: int = 300, seed: int = 0) -> dict[str, object]:
     while not done:  # a confidence rule: apply layers 1, 2, ... until the head is sure, then EXIT
         action = 0 if obs[top1] >= 0.9 or info["step"] >= model.num_layers else info["step"] + 1
         obs, reward, done, truncated, info = env.step(action)
-    print(f"episode: path {info['path']}, correct {info['correct']}, compute {info['compute']:.3f}")
+    print(f"episode: path {info['path'][:info['step']].tolist()}, correct {info['correct']}, compute {info['compute']:.3f}")
 
     # Natively batched: N episodes per step, one solve per chosen layer.
     envs = gym.make_vec("DynaLay-Digits-v0", num_envs=64, model=model, split="val")

@@ -79,9 +79,11 @@ def test_spaces_dtypes_and_shapes(digits_model):
                 assert terminal.dtype == np.float32 and terminal.shape == (dim,)
                 assert venv.observation_space.contains(terminal)
                 assert info["TimeLimit.truncated"] is False
-                for key in ("label", "prediction", "correct", "step", "compute", "path", "example", "provenance"):
+                for key in ("label", "prediction", "correct", "step", "compute", "path", "example", "masked_action"):
                     assert key in info, f"finished env info lacks {key!r}"
-                assert len(info["path"]) == info["step"]
+                max_steps = venv.core.max_steps
+                assert info["path"].shape == info["fpi_iterations"].shape == (max_steps,)
+                assert (info["path"][: info["step"]] > 0).all() and (info["path"][info["step"]:] == -1).all()
         done_count += int(dones.sum())
     assert done_count >= N
     venv.close()

@@ -1,4 +1,4 @@
-"""``DynaLayVectorEnv``: the natively batched Gymnasium vector env (NEXT_STEP autoreset).
+"""``DynaLayVectorEnv``: the natively batched Gymnasium vector env, in each of Gymnasium's autoreset modes.
 
 Checked against N single ``DynaLayEnv`` and against Gymnasium's own ``SyncVectorEnv`` of single envs,
 so the batched core and the single env are one MDP.
@@ -47,7 +47,7 @@ def check_info(info: dict, num_envs: int) -> None:
     assert isinstance(info, dict)
     keys = [k for k in info if not k.startswith("_")]
     for key in ("example", "label", "prediction", "correct", "step", "compute", "flops", "path",
-                "fpi_iterations", "action_mask", "autoreset", "provenance"):
+                "fpi_iterations", "action_mask", "masked_action", "repeated"):
         assert key in keys, f"info lacks {key!r}"
     for key in keys:
         value = info[key]
@@ -64,7 +64,7 @@ def test_make_vec_returns_native_vector_env(digits_model):
     try:
         assert type(venv) is DynaLayVectorEnv
         assert venv.num_envs == N
-        assert venv.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+        assert venv.autoreset_mode == venv.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
         assert venv.unwrapped.spec is not None and venv.unwrapped.spec.id == "DynaLay-Digits-v0"
 
         single = DynaLayEnv(dataset="digits", model=model)
@@ -142,10 +142,10 @@ def test_info_masks_are_fresh_arrays(digits_model):
     venv = make_venv(digits_model, 4)
     _, info = venv.reset(seed=0)
     info["_example"][0] = False  # e.g. a wrapper marking a key absent in slot 0
-    info["provenance"][1] = "edited"
+    info["label"][1] = -5
     _, _, _, _, info = venv.step(np.array([1, 2, 3, 0]))
     assert all(info[k].all() for k in info if k.startswith("_"))
-    assert info["provenance"].tolist() == [venv.core.provenance] * 4
+    assert (info["label"] >= 0).all()
 
 
 def test_get_attr_reads_what_set_attr_wrote(digits_model):
@@ -235,7 +235,6 @@ def test_vector_env_replays_single_envs(any_model):
         actions = random_actions(rng, N, k1)
         obs, reward, terminated, truncated, info = venv.step(actions)
         assert not truncated.any()
-        np.testing.assert_array_equal(info["autoreset"], pending)
         for i, env in enumerate(singles):
             where = f"step {t} slot {i}"
             if pending[i]:
@@ -287,7 +286,6 @@ def test_action_of_a_resetting_slot_is_ignored(digits_model):
     out_b = b.step(np.array([0, 1, 2, 2]))
     for x, y in zip(out_a[:4], out_b[:4], strict=True):
         np.testing.assert_array_equal(x, y)
-    assert out_a[4]["autoreset"].tolist() == [True, False, True, False]
     assert out_a[1][[0, 2]].tolist() == [0.0, 0.0] and not out_a[2][[0, 2]].any()
     assert (out_a[4]["step"][[0, 2]] == 0).all()
 
@@ -414,10 +412,12 @@ def test_sequential_mode_visits_each_example_once_per_pass(digits_model, policy)
     rng = np.random.default_rng(4)
     _, info = venv.reset(seed=0)
     visited = info["example"].tolist()
+    terminated = np.zeros(N, dtype=bool)
     while len(visited) < 2 * n + N:
+        restarted = terminated  # NEXT_STEP: a slot that ended restarts at the next step
         actions = np.zeros(N, dtype=np.int64) if policy == "always-exit" else random_actions(rng, N, k1, 0.5)
-        _, _, _, _, info = venv.step(actions)
-        visited += info["example"][info["autoreset"]].tolist()
+        _, _, terminated, _, info = venv.step(actions)
+        visited += info["example"][restarted].tolist()
     first, second = visited[:n], visited[n:2 * n]
     assert sorted(first) == list(range(n)), "first pass does not visit each example exactly once"
     assert sorted(second) == list(range(n)), "second pass does not visit each example exactly once"
@@ -425,3 +425,170 @@ def test_sequential_mode_visits_each_example_once_per_pass(digits_model, policy)
     # A seeded reset rewinds to the start of the split.
     _, info = venv.reset(seed=1)
     assert info["example"].tolist() == list(range(N))
+
+
+# ---- Gymnasium's three autoreset modes ------------------------------------------------------------
+
+
+def assert_vector_infos_equal(native: dict, sync: dict, where: str) -> None:
+    """Gymnasium vector infos equal key by key: same keys, dtypes, shapes and values (floats to
+    batched-rounding precision), recursing into ``final_info``; ``final_obs`` object arrays slot by slot."""
+    assert set(native) == set(sync), f"{where}: keys differ: {set(native) ^ set(sync)}"
+    for key in native:
+        a, b = native[key], sync[key]
+        at = f"{where} info[{key!r}]"
+        if isinstance(b, dict):
+            assert isinstance(a, dict), at
+            assert_vector_infos_equal(a, b, at)
+            continue
+        assert isinstance(a, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape, \
+            f"{at}: {getattr(a, 'dtype', type(a))} {getattr(a, 'shape', '')} != {b.dtype} {b.shape}"
+        if a.dtype == object:
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
+                assert (x is None) == (y is None), f"{at} slot {i}"
+                if x is not None:
+                    np.testing.assert_allclose(x, y, atol=ATOL, err_msg=f"{at} slot {i}")
+        elif np.issubdtype(a.dtype, np.floating):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12, err_msg=at)
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=at)
+
+
+@pytest.mark.parametrize("mode", list(AutoresetMode), ids=lambda m: m.name)
+def test_each_autoreset_mode_matches_gymnasium_sync_vector_env(digits_model, mode):
+    """Step by step, the native vector env in each mode returns what Gymnasium's ``SyncVectorEnv`` of
+    single envs returns with the same seeds and mode: observations, rewards, terminations and the
+    whole info (SAME_STEP: ``final_obs``/``final_info``; DISABLED: partial resets by ``reset_mask``)."""
+    model, dataset = digits_model
+    native = gym.make_vec("DynaLay-Digits-v0", num_envs=N, model=model, autoreset_mode=mode, mask_repeats=True)
+    sync = SyncVectorEnv([lambda: DynaLayEnv(dataset=dataset, model=model, mask_repeats=True) for _ in range(N)],
+                         autoreset_mode=mode)
+    assert type(native) is DynaLayVectorEnv
+    assert native.autoreset_mode == native.metadata["autoreset_mode"] == sync.autoreset_mode == mode
+    o1, i1 = native.reset(seed=4)
+    o2, i2 = sync.reset(seed=4)
+    np.testing.assert_allclose(o1, o2, atol=ATOL)
+    assert_vector_infos_equal(i1, i2, "reset")
+    rng = np.random.default_rng(9)
+    ended = partial_resets = 0
+    for t in range(40):
+        actions = random_actions(rng, N, native.single_action_space.n)
+        o1, r1, te1, tr1, i1 = native.step(actions)
+        o2, r2, te2, tr2, i2 = sync.step(actions)
+        where = f"{mode.name} step {t}"
+        np.testing.assert_allclose(o1, o2, atol=ATOL, err_msg=where)
+        np.testing.assert_allclose(r1, r2, atol=ATOL, err_msg=where)
+        np.testing.assert_array_equal(te1, te2, err_msg=where)
+        np.testing.assert_array_equal(tr1, tr2, err_msg=where)
+        assert_vector_infos_equal(i1, i2, where)
+        ended += int(te1.sum())
+        if mode == AutoresetMode.SAME_STEP:
+            assert ("final_obs" in i1) == bool(te1.any()), where
+        if mode == AutoresetMode.DISABLED and te1.any():
+            # The first partial reset re-seeds the ended slots (slot i gets 100 + i), later ones go on.
+            seed = 100 if partial_resets == 0 else None
+            o1, i1 = native.reset(seed=seed, options={"reset_mask": te1.copy()})
+            o2, i2 = sync.reset(seed=seed, options={"reset_mask": te2.copy()})
+            np.testing.assert_allclose(o1, o2, atol=ATOL, err_msg=f"{where} reset_mask")
+            assert_vector_infos_equal(i1, i2, f"{where} reset_mask")
+            np.testing.assert_array_equal(i1["_example"], te1)
+            partial_resets += 1
+        if t in (17, 29):
+            # Any mode: a partial reset of running and just-ended slots alike (a pending NEXT_STEP
+            # autoreset of a slot reset here is dropped, as in SyncVectorEnv).
+            mask = np.zeros(N, dtype=bool)
+            mask[[0, 3, 5]] = True
+            o1, i1 = native.reset(options={"reset_mask": mask.copy()})
+            o2, i2 = sync.reset(options={"reset_mask": mask.copy()})
+            np.testing.assert_allclose(o1, o2, atol=ATOL, err_msg=f"{where} forced reset_mask")
+            assert_vector_infos_equal(i1, i2, f"{where} forced reset_mask")
+    assert ended >= 3 * N, f"too few episode ends to compare: {ended}"
+    if mode == AutoresetMode.DISABLED:
+        assert partial_resets >= 5
+    sync.close()
+
+
+def test_same_step_returns_the_new_episode_and_keeps_the_final_one(digits_model):
+    venv = make_venv(digits_model, 4, autoreset_mode=AutoresetMode.SAME_STEP)
+    twin = make_venv(digits_model, 4)  # NEXT_STEP, same seeds: its terminal step is the reference
+    venv.reset(seed=3)
+    twin.reset(seed=3)
+    actions = np.array([0, 2, 0, 1])
+    obs, reward, terminated, _, info = venv.step(actions)
+    ref_obs, ref_reward, ref_terminated, _, ref_info = twin.step(actions)
+    np.testing.assert_array_equal(terminated, [True, False, True, False])
+    np.testing.assert_array_equal(terminated, ref_terminated)
+    np.testing.assert_allclose(reward, ref_reward)
+    np.testing.assert_array_equal(info["_final_obs"], terminated)
+    np.testing.assert_array_equal(info["_final_info"], terminated)
+    for i in range(4):
+        if terminated[i]:
+            np.testing.assert_array_equal(info["final_obs"][i], ref_obs[i])
+            assert info["final_info"]["example"][i] == ref_info["example"][i]
+            assert info["step"][i] == 0 and info["path"][i].tolist() == [-1] * venv.core.max_steps
+        else:
+            assert info["final_obs"][i] is None
+            np.testing.assert_array_equal(obs[i], ref_obs[i])
+    # The restarted slots run their new episode at once: the next step's actions apply to them
+    # (slots 1 and 3 exit now and restart again).
+    _, _, terminated, _, info = venv.step(np.array([1, 0, 1, 0]))
+    assert terminated.tolist() == [False, True, False, True] and info["step"].tolist() == [1, 0, 1, 0]
+    assert info["final_info"]["step"].tolist() == [0, 1, 0, 1]
+
+
+def test_disabled_mode_needs_a_reset_mask(digits_model):
+    venv = make_venv(digits_model, 3, autoreset_mode="Disabled")
+    assert venv.autoreset_mode == AutoresetMode.DISABLED
+    venv.reset(seed=0)
+    _, _, terminated, _, _ = venv.step(np.array([0, 1, 1]))
+    assert terminated.tolist() == [True, False, False]
+    with pytest.raises(RuntimeError, match=r"finished episode slot\(s\) \[0\].*reset_mask"):
+        venv.step(np.array([1, 1, 1]))
+    obs, info = venv.reset(options={"reset_mask": terminated})
+    assert obs.shape == (3, venv.single_observation_space.shape[0])
+    assert info["_step"].tolist() == [True, False, False] and info["step"].tolist() == [0, 0, 0]
+    _, _, _, _, info = venv.step(np.array([1, 1, 1]))
+    assert info["step"].tolist() == [1, 2, 2]
+    for bad, match in [(np.array([1, 0, 0]), "numpy bool array of shape"), ([True, False, False], "numpy bool"),
+                       (np.zeros(2, dtype=bool), r"shape \(3,\)"), (np.zeros(3, dtype=bool), "at least one")]:
+        with pytest.raises(ValueError, match=match):
+            venv.reset(options={"reset_mask": bad})
+
+
+@pytest.mark.parametrize(("value", "mode"), [("SameStep", AutoresetMode.SAME_STEP), ("same_step", AutoresetMode.SAME_STEP),
+                                             ("DISABLED", AutoresetMode.DISABLED), ("NextStep", AutoresetMode.NEXT_STEP)])
+def test_autoreset_mode_by_name(digits_model, value, mode):
+    venv = make_venv(digits_model, 2, autoreset_mode=value)
+    assert venv.autoreset_mode is mode and venv.metadata["autoreset_mode"] is mode
+    assert DynaLayVectorEnv.metadata["autoreset_mode"] is AutoresetMode.NEXT_STEP  # the class default is untouched
+
+
+def test_bad_autoreset_mode(digits_model):
+    with pytest.raises(ValueError, match=r"unknown autoreset_mode 'eager'; valid: AutoresetMode.NEXT_STEP \('NextStep'\)"):
+        make_venv(digits_model, 2, autoreset_mode="eager")
+
+
+# ---- fixed-shape info: the single env, a sync vector of single envs and the native vector env ------
+
+
+def test_info_is_the_same_in_single_sync_and_native_envs(digits_model):
+    """Key by key: the same keys, dtypes and shapes in the single env's info, in one slot of
+    ``SyncVectorEnv``'s and in one slot of the native vector env's, after reset and after steps."""
+    model, dataset = digits_model
+    single = DynaLayEnv(dataset=dataset, model=model, max_steps=3)
+    sync = SyncVectorEnv([lambda: DynaLayEnv(dataset=dataset, model=model, max_steps=3) for _ in range(2)])
+    native = make_venv(digits_model, 2, max_steps=3)
+    infos = [(single.reset(seed=0)[1], sync.reset(seed=0)[1], native.reset(seed=0)[1])]
+    for actions in ([1, 0], [2, 1], [3, 2]):
+        infos.append((single.step(actions[0])[4], sync.step(np.array(actions))[4], native.step(np.array(actions))[4]))
+    for t, (one, synced, batched) in enumerate(infos):
+        keys = {k for k in batched if not k.startswith("_")}
+        assert set(one) == keys == {k for k in synced if not k.startswith("_")}, t
+        for key in keys:
+            value = np.asarray(one[key])
+            for name, vec in (("sync", synced), ("native", batched)):
+                assert vec[key].dtype == value.dtype, f"{t} {name} {key}: {vec[key].dtype} != {value.dtype}"
+                assert vec[key].shape == (2, *value.shape), f"{t} {name} {key}: {vec[key].shape}"
+                assert vec[f"_{key}"].all()
+            np.testing.assert_array_equal(batched[key][0], value, err_msg=f"{t} {key}")
+    sync.close()

@@ -47,15 +47,16 @@ def random_actions(rng: np.random.Generator, num_envs: int, num_actions: int, ex
 
 
 def info_at(info: dict[str, Any], i: int, key: str) -> Any:
-    """Slot ``i``'s value of a vector env's info key, in the single env's form (path cut to its steps)."""
-    if key == "path":
-        return [int(a) for a in info["path"][i][: int(info["step"][i])]]
+    """Slot ``i``'s value of a vector env's info key, in the single env's form (a Python scalar or a
+    fixed-size array)."""
     value = info[key][i]
     return value.item() if isinstance(value, np.generic) else value
 
 
 def assert_info_matches(vec_value: Any, single_value: Any, key: str, where: str) -> None:
-    if key == "compute":
+    if isinstance(vec_value, np.ndarray) or isinstance(single_value, np.ndarray):
+        np.testing.assert_array_equal(vec_value, single_value, err_msg=f"{where}: {key}")
+    elif key == "compute":
         assert np.isclose(vec_value, single_value, atol=ATOL), f"{where}: {key} {vec_value} != {single_value}"
     else:
         assert vec_value == single_value, f"{where}: {key} {vec_value!r} != {single_value!r}"
