@@ -22,7 +22,6 @@ from agents.rllib_backend import RLLIB_DIR, RLlibAgent, list_rllib_checkpoints  
 from tests import learning  # noqa: E402
 
 ENV_ID = learning.RLLIB_ENV_ID
-TOTAL = learning.RLLIB_TOTAL
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +60,7 @@ def test_train_checkpoint_resume_evaluate_and_beat_random(algo: str, synthetic_c
     first = legs.first_leg_checkpoints
     assert first and (run / RLLIB_DIR / "dynalay_state.json").is_file()
     summary = json.loads((run / "train.json").read_text())
-    assert summary["resumed_from"] == int(first[-1].name.split("_")[1]) and summary["timesteps_done"] >= TOTAL
+    assert summary["resumed_from"] == int(first[-1].name.split("_")[1]) and summary["timesteps_done"] >= learning.RLLIB_BUDGET[algo][1]
     assert list_rllib_checkpoints(run)[-1] != first[-1]
     assert len(json.loads((run / "val_history.json").read_text())) >= 2  # kept across the resume
 
@@ -76,7 +75,7 @@ def test_train_checkpoint_resume_evaluate_and_beat_random(algo: str, synthetic_c
 
     # Loaded through the algorithm interface: the RLModule alone, masks respected, FLOPs measured.
     _, agent, _ = load_run(run)
-    assert isinstance(agent, RLlibAgent) and agent.num_timesteps >= TOTAL
+    assert isinstance(agent, RLlibAgent) and agent.num_timesteps >= learning.RLLIB_BUDGET[algo][1]
     assert report["decision_flops"] == agent.decision_flops() > 0
     obs = np.zeros((3, agent.module.observation_space.shape[0]), dtype=np.float32)
     only_exit = np.zeros((3, agent.module.action_space.n), dtype=bool)
