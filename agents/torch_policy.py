@@ -80,4 +80,17 @@ def evaluate_greedy(policy: GreedyTorchPolicy, env_id: str, *, model: str | os.P
             "decision_flops": policy.decision_flops()}
 
 
-__all__ = ["GreedyTorchPolicy", "evaluate_greedy"]
+def report_evaluation(report: dict[str, Any], results: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Print the one-line summary of an :func:`evaluate_greedy` report and, if ``results`` names a
+    file, write the report there as JSON (atomically). Returns ``report``."""
+    from dynalay_env.atomic import atomic_write_json
+
+    print(f"eval on {report['split']} ({report['episodes']} examples): accuracy {report['accuracy']:.4f}, "
+          f"mean compute {report['mean_compute']:.4f} (1.0 = full depth; {report['decision_flops']} FLOPs per "
+          "decision included)")
+    if results:
+        atomic_write_json(results, report)
+    return report
+
+
+__all__ = ["GreedyTorchPolicy", "evaluate_greedy", "report_evaluation"]

@@ -36,7 +36,7 @@ from torchrl.objectives import DiscreteCQLLoss, SoftUpdate, ValueEstimators
 
 import dynalay_env  # noqa: F401  (registers the DynaLay env ids)
 from agents.minari_export import datasets_path, export_dataset
-from agents.torch_policy import GreedyTorchPolicy, evaluate_greedy
+from agents.torch_policy import GreedyTorchPolicy, evaluate_greedy, report_evaluation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -131,14 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     policy = GreedyTorchPolicy(q_net, obs_dim, num_actions)
     report = {**evaluate_greedy(policy, args.env_id, model=args.model, lambda_compute=args.lambda_compute),
               "args": vars(args)}
-    print(f"eval on {report['split']} ({report['episodes']} examples): accuracy {report['accuracy']:.4f}, "
-          f"mean compute {report['mean_compute']:.4f} (1.0 = full depth; {report['decision_flops']} FLOPs per "
-          f"decision included)")
-    if args.results:
-        from dynalay_env.atomic import atomic_write_json  # write-then-rename: never a half-written file
-
-        atomic_write_json(args.results, report)
-    return report
+    return report_evaluation(report, args.results)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from skrl.utils import set_seed
 from torch import nn
 
 import dynalay_env  # noqa: F401  (registers the DynaLay env ids)
-from agents.torch_policy import GreedyTorchPolicy, evaluate_greedy
+from agents.torch_policy import GreedyTorchPolicy, evaluate_greedy, report_evaluation
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -115,14 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     greedy = GreedyTorchPolicy(policy.net, policy.num_observations, int(policy.action_space.n))
     report = {**evaluate_greedy(greedy, args.env_id, model=args.model, lambda_compute=args.lambda_compute),
               "args": vars(args)}
-    print(f"eval on {report['split']} ({report['episodes']} examples): accuracy {report['accuracy']:.4f}, "
-          f"mean compute {report['mean_compute']:.4f} (1.0 = full depth; {report['decision_flops']} FLOPs per "
-          f"decision included)")
-    if args.results:
-        from dynalay_env.atomic import atomic_write_json  # write-then-rename: never a half-written file
-
-        atomic_write_json(args.results, report)
-    return report
+    return report_evaluation(report, args.results)
 
 
 if __name__ == "__main__":
