@@ -145,6 +145,8 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
                 raise AssertionError(f"dynalay_env was imported from {runs[name]['dynalay_env_file']}, not the fresh venv")
             if any(cache.iterdir()):
                 raise AssertionError(f"the first make wrote to the empty model cache: {sorted(p.name for p in cache.iterdir())}")
+            if list(datasets_cache.glob("mnist1d_*.npz")):
+                raise AssertionError("the first make generated MNIST-1D instead of reading the wheel's shipped copy")
         first = runs["empty_model_cache"]
         dynalay = str(work / "venv" / "bin" / "dynalay")
         t = time.perf_counter()
@@ -168,9 +170,10 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
                 "build_and_install_seconds": installed, "first_make_seconds": first["make_seconds"],
                 "first_step_seconds": first["step_seconds"], "max_seconds": args.max_seconds,
                 "fresh_machine_first_make_seconds": runs["fresh_machine"]["make_seconds"],
-                "note": ("first_make_seconds: a fresh wheel install, empty model cache, MNIST-1D already generated "
-                         "into the dataset cache; fresh_machine_first_make_seconds: the dataset cache empty too "
-                         "(MNIST-1D generated during the make). Both from interpreter start, imports included."),
+                "note": ("fresh_machine_first_make_seconds: a fresh wheel install with empty model and dataset "
+                         "caches (the model and the MNIST-1D signals read from the wheel's shipped copies); "
+                         "first_make_seconds: the same again in a second process. Both from interpreter start, "
+                         "imports included."),
                 "model_provenance": first["provenance"], "package_version": first["version"],
                 "train_512_steps_seconds": train_seconds, "evaluate_seconds": evaluate_seconds}
 
@@ -185,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     figures = check(args)
     print(json.dumps(figures, indent=2))
-    if figures["first_make_seconds"] >= args.max_seconds:
-        print(f"FAIL: the first gym.make took {figures['first_make_seconds']:.2f} s (limit {args.max_seconds} s)")
+    slowest = max(figures["first_make_seconds"], figures["fresh_machine_first_make_seconds"])
+    if slowest >= args.max_seconds:
+        print(f"FAIL: the first gym.make took {slowest:.2f} s (limit {args.max_seconds} s)")
         return 1
     if args.out:
         import torch

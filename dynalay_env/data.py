@@ -511,17 +511,44 @@ def _mnist1d_info(path: Path) -> dict[str, Any]:
             "overrides": dict(_MNIST1D_OVERRIDES), "cache_file": str(path)}
 
 
+#: Generated datasets shipped in the package (``make models``), named as their cache files are: a file
+#: is used only where the generator's recipe and version give the same name. Generating MNIST-1D
+#: takes several seconds, the rest of a first ``gym.make`` under two.
+SHIPPED_DATA_DIR = Path(str(importlib.resources.files("dynalay_env").joinpath("data_files")))
+
+
+def ship_mnist1d(target_dir: str | os.PathLike = SHIPPED_DATA_DIR) -> Path:
+    """Generate MNIST-1D afresh and write it into ``target_dir`` under its cache name (compressed),
+    for the package to ship; returns the file. Any older shipped MNIST-1D file there is removed."""
+    target = Path(target_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    x, y, _ = _generate_mnist1d()
+    ds = Dataset("mnist1d", (1, 40), 10, _cut(x, y, _MNIST1D_SIZES, SPLITS))
+    path = _mnist1d_cache_path(target)
+    from dynalay_env.atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **_dataset_to_npz(ds))
+    for old in target.glob("mnist1d_*.npz"):
+        if old != path:
+            old.unlink()
+    return path
+
+
 def _load_mnist1d(data_root: Path | None, cache_dir: Path) -> Dataset:
     """MNIST-1D: 12,000 generated signals, x float32 (N, 1, 40), 10 classes, split 6000/2000/2000/2000
-    in generation order (make_dataset already shuffles)."""
+    in generation order (make_dataset already shuffles). Read from the user's cache, else from the
+    package's shipped copy of the same recipe (:data:`SHIPPED_DATA_DIR`), else generated and cached."""
     del data_root  # generated, nothing to read
     path = _mnist1d_cache_path(cache_dir)
-    if path.exists():
+    for candidate in (path, _mnist1d_cache_path(SHIPPED_DATA_DIR)):
+        if not candidate.exists():
+            continue
         try:
-            return _read_mnist1d_cache(path)
+            return _read_mnist1d_cache(candidate)
         # Corrupt in any way -> regenerate: the cache is never a source of truth.
         except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
-            logger.warning("mnist1d cache %s is unreadable (%s: %s); regenerating it", path, type(e).__name__, e)
+            logger.warning("mnist1d cache %s is unreadable (%s: %s); regenerating it", candidate, type(e).__name__, e)
 
     x, y, args = _generate_mnist1d()
     info = _mnist1d_info(path)

@@ -43,11 +43,23 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     data.clear_cache()
 
 
+#: The package's shipped generated data (``make models``); the tests below of generation and caching
+#: hide it, so that a cold load really generates.
+SHIPPED_DATA_DIR = data.SHIPPED_DATA_DIR
+
+
+@pytest.fixture(autouse=True)
+def _no_shipped_data(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    monkeypatch.setattr(data, "SHIPPED_DATA_DIR", tmp_path_factory.mktemp("no_shipped_data"))
+
+
 @pytest.fixture(scope="session")
 def mnist1d_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One cold generation of mnist1d for the whole session (it takes a few seconds)."""
     cache = tmp_path_factory.mktemp("mnist1d_cache")
-    data.load_dataset("mnist1d", cache_dir=cache)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(data, "SHIPPED_DATA_DIR", tmp_path_factory.mktemp("no_shipped_data"))
+        data.load_dataset("mnist1d", cache_dir=cache)
     return cache
 
 
@@ -256,6 +268,25 @@ def test_mnist1d_generation_keeps_global_rng_and_never_downloads(
     # A regeneration in a fresh folder reproduces the same data byte for byte.
     assert fresh.fingerprint == mnist1d.fingerprint
     assert list((tmp_path / "cache").glob("mnist1d_*.npz"))  # default dir taken from the env var
+
+
+def test_the_shipped_mnist1d_is_what_the_generator_makes(mnist1d: Dataset):
+    """``make models`` ships MNIST-1D under the name its cache file has for this recipe and mnist1d
+    version; its bytes are those a generation gives."""
+    path = data._mnist1d_cache_path(SHIPPED_DATA_DIR)
+    assert path.is_file(), f"no shipped MNIST-1D at {path}: run `make models`"
+    assert [p.name for p in SHIPPED_DATA_DIR.glob("mnist1d_*.npz")] == [path.name]
+    assert data._read_mnist1d_cache(path).fingerprint == mnist1d.fingerprint  # mnist1d: generated here
+
+
+def test_a_cold_load_reads_the_shipped_mnist1d_without_generating(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                                    mnist1d: Dataset):
+    monkeypatch.setattr(data, "SHIPPED_DATA_DIR", SHIPPED_DATA_DIR)
+    monkeypatch.setattr(data, "_generate_mnist1d", lambda: pytest.fail("generated although a copy ships"))
+    data.clear_cache()
+    ds = load_dataset("mnist1d", cache_dir=tmp_path / "empty")
+    assert ds.fingerprint == mnist1d.fingerprint
+    assert ds.info["cache_file"] == str(data._mnist1d_cache_path(SHIPPED_DATA_DIR))
 
 
 @pytest.mark.parametrize("corruption", ["garbage", "truncated", "tampered", "empty"])
