@@ -90,6 +90,20 @@ def worker(pairs: list[tuple[str, int]]) -> None:
                   flush=True)
 
 
+def _commit() -> str:
+    """The checkout's commit (short hash), or ``unknown`` outside git: each entry records where it ran."""
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+def _machine() -> dict[str, Any]:
+    """What the entries ran on: platform, cores and library versions (the kernels vary by setting)."""
+    import platform
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
+
+
 def load(path: Path) -> dict[str, Any]:
     """The results file's content, or an empty one."""
     return json.loads(path.read_text()) if path.is_file() else {"entries": []}
@@ -115,7 +129,9 @@ def render(results: dict[str, Any]) -> str:
              "agent's mean compute on the hardest quarter of test inputs minus the easiest (by known noise "
              "level), minus the same gap of the matched random policy. *full_depth_accuracy*: the default "
              "digits recipe on test (359 examples). mkl_cbwr = `MKL_CBWR=COMPATIBLE`. A value marked * fails "
-             "what the test asserts there; *passes* counts the seeds where everything the test asserts holds.",
+             "what the test asserts there; *passes* counts the seeds where everything the test asserts holds. "
+             "Each entry of the JSON records the commit it ran at ("
+             + ", ".join(sorted({e.get("commit", "unknown") for e in results["entries"]})) + ") and its seconds.",
              "", "| check | quantity | setting | " + " | ".join(f"seed {s}" for s in seeds) + " | min | passes |",
              "|---|---|---|" + "---:|" * (len(seeds) + 2)]
     by_key = {(e["check"], e["setting"], e["seed"]): e for e in results["entries"]}
@@ -164,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     results = load(args.out)
+    results.update({"command": "python benchmarks/learning_margins.py", "machine": _machine()})
+    commit = _commit()
     results["entries"] = [e for e in results["entries"] if e["check"] not in args.redo]
     done = {(e["check"], e["setting"], e["seed"]) for e in results["entries"]}
     lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
@@ -187,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
                 if line is None:
                     running -= 1
                     continue
-                entry = {**json.loads(line), "setting": setting}
+                entry = {**json.loads(line), "setting": setting, "commit": commit}
                 results["entries"].append(entry)
                 results["entries"].sort(key=lambda e: (e["check"], e["setting"], e["seed"]))
                 atomic_write_json(args.out, results)
