@@ -107,7 +107,7 @@ def verdict(entry: dict[str, Any]) -> str:
     """``pass``, ``smoke only``, the failed conditions, or ``error``."""
     if "error" in entry:
         return "error"
-    if entry["check"] in learning.MEASURED_SMOKE_ONLY:
+    if entry["check"] in learning.MEASURED_SMOKE_ONLY or entry["check"] in learning.PEER_SMOKE_ONLY:
         return "smoke only"
     return "; ".join(learning.failures(entry["check"], entry["result"])) or "pass"
 
@@ -160,7 +160,8 @@ def render(results: dict[str, Any]) -> str:
                         passes += verdict(e) == "pass"
                         cells.append(f"{e['result'][quantity]:+.3f}" + ("" if ok else "*"))
                 measured = sum(e is not None for e in entries)
-                judged = "smoke only" if check in learning.MEASURED_SMOKE_ONLY else f"{passes}/{measured}"
+                smoke = check in learning.MEASURED_SMOKE_ONLY or check in learning.PEER_SMOKE_ONLY
+                judged = "smoke only" if smoke else f"{passes}/{measured}"
                 lowest = f"{min(values):+.3f}" if values else ""
                 lines.append(f"| {check} | {quantity} | {setting} | {' | '.join(cells)} | {lowest} | {judged} |")
     failed = [f"- {e['check']} / {e['setting']} / seed {e['seed']}: {verdict(e)}" for e in results["entries"]
