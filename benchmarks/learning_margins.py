@@ -10,6 +10,8 @@ asserts holds (``tests.learning.failures``), so the thresholds are not tuned to 
     python benchmarks/learning_margins.py                  # the main venv's checks (about an hour, 2 cores)
     python benchmarks/learning_margins.py --checks ppo dqn --seeds 0 1
     .venv-rllib/bin/python benchmarks/learning_margins.py --checks rllib_ppo rllib_dqn --settings default
+    .venv-peers/bin/python benchmarks/learning_margins.py --checks torchrl_ppo skrl_ppo_vector skrl_ppo_single \
+        offline_cql --out benchmarks/results/learning_margins_peers.json
 
 Writes ``benchmarks/results/learning_margins.json`` and ``.md`` after every result. Resumable: a rerun
 skips the (check, setting, seed) entries the JSON holds; ``--redo CHECK`` drops a check's entries first.
@@ -52,7 +54,11 @@ SB3_CHECKS: tuple[str, ...] = (*learning.LEARN, *learning.MEASURED_SMOKE_ONLY)
 #: The main venv's checks (the default); the RLlib ones run in .venv-rllib (ray pins its own gymnasium).
 MAIN_CHECKS: tuple[str, ...] = (*SB3_CHECKS, "cleanrl_ppo", "acceptance", "pretrain_digits")
 RLLIB_CHECKS: tuple[str, ...] = tuple(f"rllib_{algo}" for algo in learning.RLLIB_HYPERPARAMS)
-CHECKS: tuple[str, ...] = (*MAIN_CHECKS, *RLLIB_CHECKS)
+#: The peer libraries' examples (TorchRL, skrl, Minari + TorchRL's CQL) run in .venv-peers; their
+#: results go to a file of their own (PEER_RESULTS).
+PEER_CHECKS: tuple[str, ...] = tuple(learning.PEER_RUNS)
+PEER_RESULTS = ROOT / "benchmarks" / "results" / "learning_margins_peers.json"
+CHECKS: tuple[str, ...] = (*MAIN_CHECKS, *RLLIB_CHECKS, *PEER_CHECKS)
 #: The quantities of each check the table shows, one row each.
 SHOWN: dict[str, tuple[str, ...]] = {"acceptance": ("margin", "adaptive_gap"),
                                      "pretrain_digits": ("full_depth_accuracy",)}
@@ -73,6 +79,8 @@ def run_check(check: str, seed: int, workdir: Path) -> dict[str, Any]:
         return learning.sb3_margin(check, seed).to_json()
     if check in RLLIB_CHECKS:
         return learning.rllib_margin(check.removeprefix("rllib_"), seed, workdir).to_json()
+    if check in PEER_CHECKS:
+        return learning.peer_margin(check, seed, workdir).to_json()
     raise ValueError(f"unknown check {check!r}; valid checks: {list(CHECKS)}")
 
 
@@ -113,7 +121,7 @@ def verdict(entry: dict[str, Any]) -> str:
     """``pass``, ``smoke only``, the failed conditions, or ``error``."""
     if "error" in entry:
         return "error"
-    if entry["check"] in learning.MEASURED_SMOKE_ONLY:
+    if entry["check"] in learning.MEASURED_SMOKE_ONLY or entry["check"] in learning.PEER_SMOKE_ONLY:
         return "smoke only"
     return "; ".join(learning.failures(entry["check"], entry["result"])) or "pass"
 
@@ -122,15 +130,30 @@ def render(results: dict[str, Any]) -> str:
     """The markdown table: per check, quantity and setting, each seed's value (* where the test
     would fail there), the minimum over the seeds measured, and how many pass."""
     seeds = learning.SEEDS
-    lines = ["# Learning tests: margins over seeds and CPU kernel settings", "",
-             "Written by `python benchmarks/learning_margins.py` (the checks and what each asserts: "
-             "`tests/learning.py`). *margin*: accuracy over the random policy of matched compute (val, "
-             "1,250 examples; the acceptance test and RLlib: test, 2,000). *adaptive_gap*: the acceptance "
-             "agent's mean compute on the hardest quarter of test inputs minus the easiest (by known noise "
-             "level), minus the same gap of the matched random policy. *full_depth_accuracy*: the default "
-             "digits recipe on test (359 examples). mkl_cbwr = `MKL_CBWR=COMPATIBLE`. A value marked * fails "
-             "what the test asserts there; *passes* counts the seeds where everything the test asserts holds. "
-             "Each entry of the JSON records the commit it ran at ("
+    present = {e["check"] for e in results["entries"]}
+    peers = bool(present) and present <= set(PEER_CHECKS)
+    if peers:
+        title = "# Peer-library learning tests: margins over seeds and CPU kernel settings"
+        source = ("Written by `.venv-peers/bin/python benchmarks/learning_margins.py --checks "
+                  f"{' '.join(PEER_CHECKS)} --out benchmarks/results/learning_margins_peers.json` (the examples "
+                  "of TorchRL, skrl and offline CQL from a Minari dataset, `tests/test_peers_*.py`; the main "
+                  "venv's checks are in `learning_margins.md`, the checks and what each asserts in "
+                  "`tests/learning.py`).")
+    else:
+        title = "# Learning tests: margins over seeds and CPU kernel settings"
+        source = ("Written by `python benchmarks/learning_margins.py` (the checks and what each asserts: "
+                  "`tests/learning.py`; the peer libraries' examples are in `learning_margins_peers.md`).")
+    quantities = ("*margin*: accuracy over the random policy of matched compute (val, 1,250 examples; the "
+                  "acceptance test and RLlib: test, 2,000). *adaptive_gap*: the acceptance agent's mean compute "
+                  "on the hardest quarter of test inputs minus the easiest (by known noise level), minus the same "
+                  "gap of the matched random policy. *full_depth_accuracy*: the default digits recipe on test "
+                  "(359 examples).")
+    if peers:
+        quantities = "*margin*: accuracy over the random policy of matched compute (val, 1,250 examples)."
+    lines = [title, "",
+             f"{source} {quantities} mkl_cbwr = `MKL_CBWR=COMPATIBLE`. A value marked * fails what the test "
+             "asserts there; *passes* counts the seeds where everything the test asserts holds. Each entry of "
+             "the JSON records the commit it ran at ("
              + ", ".join(sorted({e.get("commit", "unknown") for e in results["entries"]})) + ") and its seconds.",
              "", "| check | quantity | setting | " + " | ".join(f"seed {s}" for s in seeds) + " | min | passes |",
              "|---|---|---|" + "---:|" * (len(seeds) + 2)]
@@ -153,7 +176,8 @@ def render(results: dict[str, Any]) -> str:
                         passes += verdict(e) == "pass"
                         cells.append(f"{e['result'][quantity]:+.3f}" + ("" if ok else "*"))
                 measured = sum(e is not None for e in entries)
-                judged = "smoke only" if check in learning.MEASURED_SMOKE_ONLY else f"{passes}/{measured}"
+                smoke = check in learning.MEASURED_SMOKE_ONLY or check in learning.PEER_SMOKE_ONLY
+                judged = "smoke only" if smoke else f"{passes}/{measured}"
                 lowest = f"{min(values):+.3f}" if values else ""
                 lines.append(f"| {check} | {quantity} | {setting} | {' | '.join(cells)} | {lowest} | {judged} |")
     failed = [f"- {e['check']} / {e['setting']} / seed {e['seed']}: {verdict(e)}" for e in results["entries"]
@@ -168,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checks", nargs="+", default=list(MAIN_CHECKS), choices=CHECKS,
-                        help="default: every check of the main venv; rllib_* need .venv-rllib")
+                        help="default: every check of the main venv; rllib_* need .venv-rllib, the peer checks "
+                        f"({', '.join(PEER_CHECKS)}) .venv-peers and --out {PEER_RESULTS.relative_to(ROOT)}")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(learning.SEEDS))
     parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--redo", nargs="+", default=[], choices=CHECKS, help="drop these checks' entries first")

@@ -7,17 +7,12 @@ The main venv has none of these libraries: there the tests skip. ``make test-pee
 from __future__ import annotations
 
 import importlib
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def require(module: str) -> ModuleType:
@@ -40,29 +35,16 @@ def synthetic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def run_example(script: str, args: list[str], cwd: Path, timeout: int = 420) -> dict[str, Any]:
-    """Run ``examples/<script>`` as a user would (one thread), with ``--results``; its JSON report."""
-    results = cwd / "eval.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, str(REPO / "examples" / script), *args, "--results", str(results)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return json.loads(results.read_text())
+def assert_example_learns(check: str, checkpoint: Path, workdir: Path) -> dict[str, Any]:
+    """Run peer check ``check``'s example (``tests.learning.PEER_RUNS``) at the suite's seed and assert
+    that it evaluated every val example, counted its decisions' FLOPs, and passed what
+    ``tests.learning.failures`` asserts (it beats the matched random policy by ``PEER_MARGIN``).
+    Returns the example's report."""
+    from tests import learning
 
-
-def assert_beats_matched_random(report: dict[str, Any], checkpoint: Path, margin: float, **env_options: Any) -> None:
-    """The report's accuracy on ``val`` beats, by ``margin``, the random policy calibrated to spend
-    the same mean compute (decisions included) on the same split, model and env options."""
-    from agents.baselines import calibrate_random
-    from agents.evaluate import run_policy
-    from dynalay_env.env import make_core
-
+    report = learning.run_peer_example(check, checkpoint, learning.SUITE_SEED, workdir)
     assert report["episodes"] == 1250 and report["decision_flops"] > 0
-    assert report["mean_compute"] > 0.05, f"the agent learned to EXIT at once: {report}"
-    core = make_core(256, dataset="synthetic", model=checkpoint, split="val", sample_mode="sequential",
-                     **env_options)
-    random = run_policy(core, calibrate_random(lambda p: run_policy(core, p).mean_compute, report["mean_compute"]))
-    assert random.mean_compute == pytest.approx(report["mean_compute"], rel=0.02), "compute not matched"
-    assert report["accuracy"] >= random.accuracy + margin, (
-        f"accuracy {report['accuracy']:.3f} at compute {report['mean_compute']:.3f}, random "
-        f"{random.accuracy:.3f} at {random.mean_compute:.3f}")
+    result = learning.peer_versus_random(check, report, checkpoint, learning.SUITE_SEED)
+    assert not learning.failures(check, result.to_json()), (learning.failures(check, result.to_json()),
+                                                             result.describe())
+    return report

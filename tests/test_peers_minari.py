@@ -2,8 +2,8 @@
 
 ``train_agent.py export`` writes the episodes of a mix of policies as a Minari dataset that
 ``minari.load_dataset`` reads back, step for step, info included; ``examples/offline_cql.py`` learns
-from oracle and random episodes with TorchRL's discrete CQL and beats the random policy of matched
-compute on synthetic.
+from oracle and random episodes with TorchRL's discrete CQL (smoke only: its margin over the random policy of
+matched compute is measured, not asserted; see ``tests.learning.PEER_SMOKE_ONLY``).
 """
 
 # Tests take the imported fixtures as parameters of the same name (pytest); not redefinitions.
@@ -20,7 +20,8 @@ import train_agent
 from agents.baselines import oracle_search
 from agents.minari_export import datasets_path
 from dynalay_env.env import make_core
-from tests.peer_fixtures import assert_beats_matched_random, require, run_example, synthetic_checkpoint  # noqa: F401
+from tests import learning
+from tests.peer_fixtures import require, synthetic_checkpoint  # noqa: F401
 from tests.vec_fixtures import _one_thread, digits_model  # noqa: F401  (fixtures)
 
 minari = require("minari")
@@ -97,15 +98,12 @@ def test_export_refuses_an_unknown_policy(digits_checkpoint: Path, tmp_path: Pat
     assert "unknown policy 'greedy'; valid forms: oracle, random:P_EXIT" in capsys.readouterr().err
 
 
-#: Points of val accuracy over the matched-compute random policy the offline learner must gain.
-#: Measured with these flags (2,000 oracle + 2,000 random episodes, 10,000 updates) at seeds 1, 2, 3:
-#: +3.9 (0.453 at compute 0.333 against random 0.414), +3.8, +6.7.
-MARGIN = 0.025
-
-
 @pytest.mark.slow  # about 10 s of pre-training, 80 s of recording, 40 s of CQL and 10 s of evaluation
-def test_offline_cql_example_beats_matched_random(synthetic_checkpoint: Path, tmp_path: Path) -> None:
-    report = run_example("offline_cql.py", ["--env-id", "DynaLay-Synthetic-v0", "--model", str(synthetic_checkpoint),
-                                            "--minari-dir", str(tmp_path / "minari"), "--episodes", "2000",
-                                            "--updates", "10000", "--seed", "1"], tmp_path)
-    assert_beats_matched_random(report, synthetic_checkpoint, MARGIN, lambda_compute=0.05)
+def test_offline_cql_example_learns_from_a_minari_dataset(synthetic_checkpoint: Path, tmp_path: Path) -> None:
+    """Smoke only (``tests.learning.PEER_SMOKE_ONLY`` says why; its margins over seeds 0-4 are in
+    benchmarks/results/learning_margins_peers.md): the example records, learns and evaluates every val
+    example, and its policy neither exits at once (compute 0.21-0.36 at every seed measured) nor
+    goes full depth everywhere."""
+    report = learning.run_peer_example("offline_cql", synthetic_checkpoint, learning.SUITE_SEED, tmp_path)
+    assert report["episodes"] == 1250 and report["decision_flops"] > 0
+    assert 0.05 < report["mean_compute"] < 1.0, report
