@@ -122,3 +122,6 @@ $(PEERS_STAMP): pyproject.toml
 test-peers: $(PEERS_STAMP)
 	DYNALAY_REQUIRE_PEERS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PEERS_PY) -m pytest -q $(PYTEST_PARALLEL) \
 		tests/test_peers_*.py
+	# ... and their learning tests again under another CPU's kernels, as make test-kernels does.
+	DYNALAY_REQUIRE_PEERS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(KERNELS_ENV) $(PEERS_PY) -m pytest -q \
+		$(PYTEST_PARALLEL) -m learning tests/test_peers_*.py
