@@ -155,12 +155,13 @@ def run_cleanrl(checkpoint: Path, seed: int, workdir: Path) -> tuple[subprocess.
     return done, report
 
 
-def cleanrl_versus_random(report: dict[str, Any], checkpoint: Path, seed: int) -> Margin:
-    """The example's greedy policy on val (its own report: accuracy, and compute with its decisions
-    counted) against matched random on the same model."""
+def example_versus_random(check: str, report: dict[str, Any], checkpoint: Path, seed: int,
+                          env_kwargs: dict[str, Any]) -> Margin:
+    """An example script's greedy policy on val (its own report: accuracy, and compute with its
+    decisions counted) against matched random on the same model and env options."""
     model = load_checkpoint(checkpoint, expected_dataset="synthetic").model
-    return versus_matched_random("cleanrl_ppo", seed, _Summary(report["accuracy"], report["mean_compute"]), model,
-                                 load_dataset("synthetic"), CLEANRL_ENV_KWARGS)
+    return versus_matched_random(check, seed, _Summary(report["accuracy"], report["mean_compute"]), model,
+                                 load_dataset("synthetic"), env_kwargs)
 
 
 def cleanrl_margin(seed: int, workdir: Path) -> Margin:
@@ -171,7 +172,7 @@ def cleanrl_margin(seed: int, workdir: Path) -> Margin:
     done, report = run_cleanrl(checkpoint, seed, workdir)
     if done.returncode != 0:
         raise RuntimeError(f"cleanrl_ppo.py failed at seed {seed}:\n{done.stdout[-3000:]}{done.stderr[-3000:]}")
-    return cleanrl_versus_random(report, checkpoint, seed)
+    return example_versus_random("cleanrl_ppo", report, checkpoint, seed, CLEANRL_ENV_KWARGS)
 
 
 @dataclass(frozen=True)
@@ -368,20 +369,13 @@ def run_peer_example(check: str, checkpoint: Path, seed: int, workdir: Path) -> 
     return json.loads(results.read_text())
 
 
-def peer_versus_random(check: str, report: dict[str, Any], checkpoint: Path, seed: int) -> Margin:
-    """A peer example's greedy policy on val (its own report, decisions counted in its compute)
-    against matched random on the same model and env options."""
-    model = load_checkpoint(checkpoint, expected_dataset="synthetic").model
-    return versus_matched_random(check, seed, _Summary(report["accuracy"], report["mean_compute"]), model,
-                                 load_dataset("synthetic"), PEER_ENV_KWARGS)
-
-
 def peer_margin(check: str, seed: int, workdir: Path) -> Margin:
     """Run peer check ``check`` at ``seed`` on the learning model and compare it with matched random."""
     checkpoint = workdir / "main_model.pt"
     if not checkpoint.is_file():
         save_learning_model(checkpoint)
-    return peer_versus_random(check, run_peer_example(check, checkpoint, seed, workdir), checkpoint, seed)
+    return example_versus_random(check, run_peer_example(check, checkpoint, seed, workdir), checkpoint, seed,
+                                 PEER_ENV_KWARGS)
 
 
 # ---- what each check asserts (the tests and the margins table both use this) --------------------

@@ -44,7 +44,7 @@ def assert_example_learns(check: str, checkpoint: Path, workdir: Path) -> dict[s
 
     report = learning.run_peer_example(check, checkpoint, learning.SUITE_SEED, workdir)
     assert report["episodes"] == 1250 and report["decision_flops"] > 0
-    result = learning.peer_versus_random(check, report, checkpoint, learning.SUITE_SEED)
+    result = learning.example_versus_random(check, report, checkpoint, learning.SUITE_SEED, learning.PEER_ENV_KWARGS)
     assert not learning.failures(check, result.to_json()), (learning.failures(check, result.to_json()),
                                                              result.describe())
     return report

@@ -29,7 +29,8 @@ def test_cleanrl_ppo_beats_matched_random_without_sb3(tmp_path: Path) -> None:
     assert "eval on val (1250 examples)" in done.stdout
     assert report["episodes"] == 1250 and report["decision_flops"] > 0
     assert report["mean_compute"] > 0.05, f"the agent learned to EXIT at once: {report}"
-    result = learning.cleanrl_versus_random(report, checkpoint, learning.SUITE_SEED)
+    result = learning.example_versus_random("cleanrl_ppo", report, checkpoint, learning.SUITE_SEED,
+                                            learning.CLEANRL_ENV_KWARGS)
     assert not learning.failures("cleanrl_ppo", result.to_json()), (
         learning.failures("cleanrl_ppo", result.to_json()), result.describe())
 
