@@ -126,6 +126,8 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
         for needed in ("agents/hyperparams/ppo.yml", "dynalay_env/models/manifest.json", "train_agent.py"):
             if needed not in names:
                 raise AssertionError(f"the wheel has no {needed}")
+        if any(line.split()[0].startswith("benchmarks/") for line in names.splitlines() if line.strip()):
+            raise AssertionError("the wheel ships benchmarks/, which belongs to the repository only")
         python = make_venv(work / "venv", wheel, args.deps)
         outside = work / "elsewhere"
         outside.mkdir()
