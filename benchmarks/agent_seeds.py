@@ -97,4 +97,3 @@ def write_json(path: Path, args: argparse.Namespace, root: Path, rows: list[tupl
     out = {"env": args.env, "split": first["split"], "n_examples": first["n_examples"], "seeds": args.seeds,
            "runs": runs, **{k: first[k] for k in ("best_fixed_path", "full_depth", "oracle")}}
     atomic_write_json(path, out, default=float)
-

@@ -279,4 +279,3 @@ def aggregate(out_dir: Path, timesteps: int, json_path: str | None = None) -> No
         print(f"  {dataset} {name}: " + "; ".join(
             f"[{layer[5:]}] {ms(cell[f'test_{layer}_change'])} / {ms(cell[f'agent_train_{layer}_change'])}"
             for layer in layers))
-

@@ -218,4 +218,3 @@ def main(argv: list[str] | None = None) -> None:
         atomic_write_json(args.json, {"sizes": table, "ppo_seconds": ppo, "device": args.device,
                                       "torch_threads": torch.get_num_threads(),
                                       "ppo": {"timesteps": args.ppo_timesteps, "n_envs": args.ppo_envs}})
-

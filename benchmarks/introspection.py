@@ -640,4 +640,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         plot(report, folder / "introspection.png")
     print(render_markdown(report))
     return 0
-

@@ -257,4 +257,3 @@ def _forward(setting: str, proc: subprocess.Popen, lines: queue.Queue) -> None:
         else:
             print(f"[{setting}] {line}", end="", flush=True)
     lines.put((setting, None))
-

@@ -204,4 +204,3 @@ def main(argv: list[str] | None = None) -> None:
         payload = {"header": header, "args": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows,
                    "summary": summary}
         atomic_write_json(args.out, payload)
-

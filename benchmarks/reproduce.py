@@ -876,4 +876,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[reproduce] total wall time {wall:.0f} s ({wall / 60:.1f} min), {'FAILED' if rc else 'all parts done'}",
           flush=True)
     return rc
-

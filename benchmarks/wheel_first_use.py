@@ -204,4 +204,3 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.out, figures)
     print(f"wheel OK: first gym.make {figures['first_make_seconds']:.2f} s from an empty cache, outside the repo")
     return 0
-
