@@ -258,6 +258,8 @@ def test_command_parses(command, monkeypatch):
         args = parse_only(train, ["rl_zoo3.train", *tokens[2:]], monkeypatch)
         assert args.algo == "ppo" and args.env.startswith("DynaLay-")
         assert (REPO / args.conf_file).is_file(), f"{args.conf_file} does not exist"
+    elif tokens[:3] == ["-m", "benchmarks", "--list"]:
+        assert benchmarks_main(tokens[2:]) == 0
     elif tokens[:2] == ["-m", "benchmarks"]:
         parse_only(lambda: benchmarks_main(tokens[2:]), ["python -m benchmarks", *tokens[2:]], monkeypatch)
     elif tokens[0].startswith("examples/"):
