@@ -22,6 +22,7 @@ from torch import Tensor
 
 from dynalay_env.atomic import atomic_write_json
 from dynalay_env.data import Dataset, load_dataset
+from dynalay_env.device import resolve_device
 from dynalay_env.model import (
     MainModel,
     ModelConfig,
@@ -31,6 +32,7 @@ from dynalay_env.model import (
     provenance_of,
     save_checkpoint,
 )
+from dynalay_env.options import EnvOptions
 
 CHECKPOINT_NAME = "main_model.pt"
 REPORT_NAME = "pretrain.json"
@@ -46,7 +48,7 @@ class PretrainConfig:
     lr: float = 3e-3
     warmup: float = 0.3  # share of the one-cycle schedule spent raising the learning rate to ``lr``
     weight_decay: float = 1e-4
-    max_steps: int = 4
+    max_steps: int = EnvOptions.default("max_steps")
     patience: int = 10
     seed: int = 0
     device: str = "cpu"
@@ -118,19 +120,6 @@ DATASET_RECIPES: dict[str, dict[str, Any]] = {
 def recipe_for(dataset_name: str) -> PretrainConfig:
     """The default :class:`PretrainConfig` for a dataset (see ``DATASET_RECIPES``)."""
     return PretrainConfig(**DATASET_RECIPES.get(dataset_name, {}))
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``cpu`` / ``cuda`` / ``cuda:N``; a clear error when CUDA is asked for but absent."""
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unsupported device {device!r}; valid: 'cpu', 'cuda', 'cuda:N'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"unsupported device {device!r}; valid: 'cpu', 'cuda', 'cuda:N'")
-    return dev
 
 
 def path_robust_loss(model: MainModel, x: Tensor, y: Tensor, path: list[int], label_smoothing: float = 0.0) -> Tensor:

@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 import dynalay_env
 from dynalay_env import ENV_IDS
 from dynalay_env.data import DatasetNotFoundError, load_dataset
-from dynalay_env.env import ENV_OPTIONS, REWARD_PARAM_NAMES, DynaLayEnv
+from dynalay_env.env import ENV_OPTIONS, DynaLayEnv
 from dynalay_env.model import CheckpointError, MainModel, default_config, save_checkpoint
+from dynalay_env.options import REWARD_PARAM_NAMES
 from tests.env_fixtures import (  # noqa: F401
     digits_model,
     mnist1d_model,

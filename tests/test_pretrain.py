@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from dynalay_env.data import make_synthetic
+from dynalay_env.device import resolve_device
 from dynalay_env.model import CheckpointError, MainModel
 from dynalay_env.pretrain import (
     CHECKPOINT_NAME,
@@ -30,7 +31,6 @@ from dynalay_env.pretrain import (
     path_robust_loss,
     pretrain,
     recipe_for,
-    resolve_device,
     run_pretraining,
 )
 from tests import learning
