@@ -54,7 +54,7 @@ import torch
 from torch import Tensor
 
 from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, CoTrainer
-from dynalay_env.data import Dataset
+from dynalay_env.datasets import Dataset
 from dynalay_env.model import FPIModel
 from dynalay_env.options import (
     DEFAULT_OBSERVATION_GROUPS as DEFAULT_OBSERVATION_GROUPS,  # transitional: removed at merge

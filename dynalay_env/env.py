@@ -12,7 +12,7 @@ from gymnasium import spaces
 
 from dynalay_env.cache import resolve_model
 from dynalay_env.core import DynaLayCore
-from dynalay_env.data import Dataset, load_dataset
+from dynalay_env.datasets import Dataset, load_dataset
 from dynalay_env.device import resolve_device
 from dynalay_env.model import FPIModel
 from dynalay_env.options import REWARD_PARAM_NAMES, EnvOptions
@@ -169,7 +169,7 @@ class DynaLayEnv(CoreFacts, gym.Env[np.ndarray, np.int64]):
 
     | Argument | Default | Meaning |
     |---|---|---|
-    | ``dataset`` | ``"mnist1d"`` | registered dataset name (``dynalay_env.data.available_datasets()``) or a ``Dataset`` |
+    | ``dataset`` | ``"mnist1d"`` | registered dataset name (``dynalay_env.datasets.list_datasets()``) or a ``Dataset`` |
     | ``model`` | None | checkpoint path, ``FPIModel`` object, or None for the default model (user cache, else shipped, else pre-trained on first use) |
     | ``data_root`` | None | folder of local dataset files (mnist, fashion_mnist, cifar10) |
     | ``split`` | ``"agent_train"`` | the split episodes are drawn from; one of ``"model_train"``, ``"agent_train"``, ``"val"``, ``"test"`` |

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, check_options
-from dynalay_env.data import DEFAULT_DATASET, SPLITS, Dataset
+from dynalay_env.datasets import DEFAULT_DATASET, SPLITS, Dataset
 from dynalay_env.device import parse_device
 from dynalay_env.model import FPIModel
 from dynalay_env.rewards import SHAPINGS, Reward, RewardParams, make_reward
@@ -111,7 +111,7 @@ class EnvOptions:
     """
 
     dataset: str | Dataset = _option(
-        DEFAULT_DATASET, "registered dataset name (``dynalay_env.data.available_datasets()``) or a ``Dataset``")
+        DEFAULT_DATASET, "registered dataset name (``dynalay_env.datasets.list_datasets()``) or a ``Dataset``")
     model: FPIModel | str | os.PathLike | None = _option(
         None, "checkpoint path, ``FPIModel`` object, or None for the default model (user cache, else shipped, "
               "else pre-trained on first use)")

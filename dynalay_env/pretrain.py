@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dynalay_env.atomic import atomic_write_json
-from dynalay_env.data import Dataset, load_dataset
+from dynalay_env.datasets import Dataset, load_dataset
 from dynalay_env.device import resolve_device
 from dynalay_env.model import (
     MainModel,

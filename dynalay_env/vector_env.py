@@ -38,7 +38,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from dynalay_env.core import DynaLayCore
-from dynalay_env.data import Dataset
+from dynalay_env.datasets import Dataset
 from dynalay_env.env import CoreFacts, given_sources, make_core, observation_space_of
 from dynalay_env.model import FPIModel
 from dynalay_env.options import EnvOptions

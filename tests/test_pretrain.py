@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dynalay_env.data import make_synthetic
+from dynalay_env.datasets import make_synthetic
 from dynalay_env.device import resolve_device
 from dynalay_env.model import CheckpointError, MainModel
 from dynalay_env.pretrain import (
