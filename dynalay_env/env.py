@@ -175,7 +175,7 @@ class DynaLayEnv(CoreFacts, gym.Env[np.ndarray, np.int64]):
     | ``split`` | ``"agent_train"`` | the split episodes are drawn from; one of ``"model_train"``, ``"agent_train"``, ``"val"``, ``"test"`` |
     | ``sample_mode`` | ``"random"`` | how episodes pick examples: seeded at random, or each once per pass in order; one of ``"random"``, ``"sequential"`` |
     | ``max_steps`` | 4 | layers applied before a forced exit (>= 1) |
-    | ``reward`` | ``"paper"`` | reward name (``dynalay_env.rewards.available_rewards()``) or callable; its parameters are the options below or ``reward_kwargs={...}`` |
+    | ``reward`` | ``"paper"`` | reward name (``dynalay_env.rewards.list_rewards()``) or callable; its parameters are the options below or ``reward_kwargs={...}`` |
     | ``lambda_compute`` | 0.1 | price of one unit of normalised compute (>= 0) |
     | ``mu_redundant`` | 0.05 | penalty for re-applying the layer just applied (>= 0) |
     | ``correct_reward`` | 1.0 | terminal reward of a right answer |

@@ -122,7 +122,7 @@ class EnvOptions:
         "random", "how episodes pick examples: seeded at random, or each once per pass in order", choices=SAMPLE_MODES)
     max_steps: int = _option(4, "layers applied before a forced exit (>= 1)")
     reward: str | Callable[..., Any] | Reward = _option(
-        "paper", "reward name (``dynalay_env.rewards.available_rewards()``) or callable; its parameters are the "
+        "paper", "reward name (``dynalay_env.rewards.list_rewards()``) or callable; its parameters are the "
                  "options below or ``reward_kwargs={...}``")
     lambda_compute: float = _reward_option("lambda_compute", "price of one unit of normalised compute (>= 0)")
     mu_redundant: float = _reward_option("mu_redundant", "penalty for re-applying the layer just applied (>= 0)")
