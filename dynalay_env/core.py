@@ -153,11 +153,9 @@ class DynaLayCore:
                  examples: tuple[Tensor, Tensor] | None = None, **kwargs: Any) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-        if options is None:
-            sources = {"model": model, **({"dataset": dataset} if dataset is not None else {})}
-            options = EnvOptions.from_kwargs({**sources, **kwargs}, owner="DynaLayCore.__init__()")
-        elif kwargs:
-            options = options.replace(**kwargs)
+        if options is None:  # record where the model and the data came from: the objects themselves
+            kwargs = {"model": model, **({"dataset": dataset} if dataset is not None else {}), **kwargs}
+        options = EnvOptions.resolve(options, kwargs, owner="DynaLayCore.__init__()")
         if (dataset is None) == (examples is None):
             raise ValueError("pass exactly one of dataset (with split) or examples=(x, y)")
         if dataset is not None and (tuple(model.input_shape) != tuple(dataset.input_shape)

@@ -29,10 +29,7 @@ def make_core(num_envs: int, options: EnvOptions | None = None, **kwargs: Any) -
     ``--env-kwargs`` pass: ``make_core(8, max_steps=3, lambda_compute=0.2)``), or both (the keywords
     change the given options). Resolves the dataset, the device and the main model (see
     :func:`~dynalay_env.cache.resolve_model`)."""
-    if options is None:
-        options = EnvOptions.from_kwargs(kwargs)
-    elif kwargs:
-        options = options.replace(**kwargs)
+    options = EnvOptions.resolve(options, kwargs)
     dev = resolve_device(options.device)
     ds = options.dataset if isinstance(options.dataset, Dataset) else load_dataset(options.dataset,
                                                                                    data_root=options.data_root)

@@ -212,6 +212,17 @@ class EnvOptions:
         names."""
         return cls()._with(dict(kwargs), owner)
 
+    @classmethod
+    def resolve(cls, options: EnvOptions | None, kwargs: Mapping[str, Any], owner: str = "DynaLay env") -> EnvOptions:
+        """What a face of the env was given: ``options`` changed by ``kwargs`` (``options`` None: the
+        defaults). A ``TypeError`` when ``options`` is not an :class:`EnvOptions`."""
+        if options is None:
+            return cls.from_kwargs(kwargs, owner)
+        if not isinstance(options, cls):
+            raise TypeError(f"options must be an EnvOptions (or pass the options as keywords), got "
+                            f"{type(options).__name__}")
+        return options._with(dict(kwargs), owner) if kwargs else options
+
     def replace(self, **changes: Any) -> EnvOptions:
         """A copy with ``changes`` (the keywords of :meth:`from_kwargs`), validated again."""
         return self._with(changes, "EnvOptions.replace()")
