@@ -212,7 +212,17 @@ class DynaLayCore:
         if self.num_examples == 0:
             raise ValueError(f"split {self.split!r} of dataset {getattr(dataset, 'name', 'examples')!r} is empty")
 
-        n, state_shape = self.num_envs, tuple(model.state_shape)
+        self._allocate_state()
+
+        #: The slots' example streams (:class:`~dynalay_env.sampling.ExampleSampler`).
+        self.sampler = ExampleSampler(self.num_envs, self.num_examples, self.sample_mode)
+        self._build_observation_layout()
+        self.last_step_seconds = 0.0
+        self.cotrainer = self._make_cotrainer(options.cotrain_lr, options.cotrain_every)
+
+    def _allocate_state(self) -> None:
+        """The per-slot state tensors (leading dim N) on the device; every slot starts done."""
+        n, state_shape, dev = self.num_envs, tuple(self.model.state_shape), self.device
         self.state_shape = state_shape
         self.z = torch.zeros(n, *state_shape, device=dev)
         self.x_emb = torch.zeros(n, *state_shape, device=dev)
@@ -230,19 +240,13 @@ class DynaLayCore:
         self.done = torch.ones(n, dtype=torch.bool, device=dev)  # a slot must be reset before stepping
         # The introspection of each slot's state, kept beside it: the observation reads it, and only
         # the slots whose state changed are introspected again.
-        self.hidden = torch.zeros(n, int(model.introspect(self.z[:1]).shape[1]), device=dev)
+        self.hidden = torch.zeros(n, int(self.model.introspect(self.z[:1]).shape[1]), device=dev)
         # The history group's features of each slot (HISTORY_FEATURES), updated when a layer moves
         # the state; kept only when the group is observed.
         self._track_history = "history" in self.observation_groups
         self.history = torch.zeros(n, len(HISTORY_FEATURES), device=dev)
         self._history_low = torch.tensor([-1.0 if f == "state_cosine" else 0.0 for f in HISTORY_FEATURES], device=dev)
         self._history_high = torch.ones(len(HISTORY_FEATURES), device=dev)
-
-        #: The slots' example streams (:class:`~dynalay_env.sampling.ExampleSampler`).
-        self.sampler = ExampleSampler(n, self.num_examples, self.sample_mode)
-        self._build_observation_layout()
-        self.last_step_seconds = 0.0
-        self.cotrainer = self._make_cotrainer(options.cotrain_lr, options.cotrain_every)
 
     def _make_cotrainer(self, lr: float | None, every: int | None) -> CoTrainer | None:
         """The :class:`~dynalay_env.cotrain.CoTrainer` of ``cotrain`` mode (None when frozen)."""
