@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 
 from dynalay_env.data import SPLITS, Dataset
+from dynalay_env.datasets.variants import example_info
 from dynalay_env.model import FPIModel
 from dynalay_env.rewards import Reward, RewardInputs, make_reward
 
@@ -258,6 +259,9 @@ class DynaLayCore:
             y = y.long()
         self.x, self.y = x, y
         self.num_examples = int(y.shape[0])
+        # Per-example facts of a task variant (noisy_label bool, severity int64; False / -1 otherwise).
+        self._example_info = {key: torch.as_tensor(np.array(value), device=dev)
+                              for key, value in example_info(dataset, split, self.num_examples).items()}
         if self.num_examples == 0:
             raise ValueError(f"split {split!r} of dataset {getattr(dataset, 'name', 'examples')!r} is empty")
 
@@ -713,6 +717,7 @@ class DynaLayCore:
             "action_mask": self.action_masks_tensor(),
             "masked_action": masked_action,
             "repeated": repeated,
+            **{key: value.index_select(0, self.example) for key, value in self._example_info.items()},
         }
 
     def info_arrays(self) -> dict[str, Any]:
