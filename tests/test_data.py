@@ -31,7 +31,8 @@ from dynalay_env.data import (
     register_dataset,
 )
 
-BUILTIN = ["cifar10", "digits", "fashion_mnist", "mnist", "mnist1d", "mnist5k", "synthetic"]
+BUILTIN = ["cifar10", "digits", "fashion_mnist", "mnist", "mnist1d", "mnist5k", "mnist5k_corrupted",
+           "mnist5k_noisy_labels", "synthetic"]
 
 
 @pytest.fixture(autouse=True)
