@@ -242,3 +242,15 @@ def test_the_corrupted_default_model_trains_on_clean_data_with_the_image_recipe(
     assert hashlib.sha256(corrupted.split("model_train")[0].tobytes()).digest() == \
         hashlib.sha256(mnist5k.split("model_train")[0].tobytes()).digest()
     assert recipe_for("mnist5k_corrupted") == recipe_for("mnist5k") == recipe_for("mnist5k_noisy_labels")
+
+
+def test_the_sb3_adapter_hands_the_facts_to_finished_episodes(noisy):
+    from agents.sb3_vec_env import DynaLayVecEnv
+
+    env = DynaLayVecEnv(4, dataset="mnist5k_noisy_labels", model=tiny_model(noisy), split="val")
+    env.reset()
+    infos = env.step(np.zeros(4, dtype=np.int64))[3]  # EXIT everywhere: every episode ends
+    facts = noisy.examples["val"]
+    for info in infos:
+        assert info["noisy_label"] == facts["noisy_label"][info["example"]]
+        assert info["severity"] == -1
