@@ -40,6 +40,8 @@ __all__ = [
     "budgeted_score",
     "common_range_hypervolume",
     "margin_resamples",
+    "render_markdown",
+    "score_families",
 ]
 
 #: Compute budgets B, as fractions of full depth (normalised compute, decisions counted).
@@ -193,3 +195,37 @@ def common_range_hypervolume(front: Sequence[tuple[float, float]], other: Sequen
         return hypervolume([(a, max(c, low)) for a, c in points if c < high], (floor_accuracy, high))
 
     return {"range": [float(low), float(high)], "front": area(front), "other": area(other)}
+
+
+def score_families(families: dict[str, Sequence[BudgetRun]], curve: ExactCurve, budgets: Sequence[float] = BUDGETS,
+                   n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+    """:func:`budgeted_score` of every family (``name -> runs``) against the same ``test`` curve, with
+    the same resamples (one ``seed``), so families are compared on the same bootstrap draws."""
+    return {name: budgeted_score(runs, curve, budgets, n_boot=n_boot, seed=seed, alpha=alpha)
+            for name, runs in families.items()}
+
+
+def render_markdown(scores: dict[str, dict[str, Any]]) -> str:
+    """A markdown table of :func:`score_families`' result: one row per family, the margin (and the
+    entry's test compute, ``!`` when flagged) per budget, then the score with its interval."""
+    if not scores:
+        return "No family has a run.\n"
+    first = next(iter(scores.values()))
+    budgets = [b["budget"] for b in first["budgets"]]
+    level = 100 * (1 - first["alpha"])
+    lines = ["| family | " + " | ".join(f"B = {b:g}" for b in budgets) + f" | score ({level:.4g} % interval) |",
+             "|---|" + "---|" * (len(budgets) + 1)]
+    for name, score in scores.items():
+        cells = []
+        for b in score["budgets"]:
+            e = b["entry"]
+            cells.append("no run" if e is None else
+                         f"{e['margin']:+.4f} [{e['ci'][0]:+.4f}, {e['ci'][1]:+.4f}] "
+                         f"at {e['test_compute']:.3f}{' !' if e['over_budget'] else ''}")
+        total = ("none" if score["score"] is None else
+                 f"{score['score']:+.4f} [{score['ci'][0]:+.4f}, {score['ci'][1]:+.4f}]"
+                 + ("" if score["complete"] else f" over {len(score['budgets_scored'])} budgets"))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {total} |")
+    return "\n".join(lines) + ("\n\nMargin = the family's entry (best `val` accuracy within B) minus the confidence "
+                               "hull at B on `test`, paired bootstrap; `at`: the entry's test compute; `!`: it "
+                               "exceeds B by more than 5 %.\n")

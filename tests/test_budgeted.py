@@ -15,6 +15,8 @@ from agents.budgeted import (
     budgeted_score,
     common_range_hypervolume,
     margin_resamples,
+    render_markdown,
+    score_families,
 )
 from agents.curves import DepthRecord, exact_curve, records_at_exits
 from agents.evaluate import hull_accuracy_at
@@ -172,3 +174,13 @@ def test_hypervolume_counts_only_the_range_both_fronts_cover():
     wider = common_range_hypervolume([*front, (0.99, 2.0)], other, floor_accuracy=0.5)
     assert wider["front"] == pytest.approx(out["front"])
     assert common_range_hypervolume([(0.9, 0.1)], [(0.9, 0.5)], 0.5)["range"] is None
+
+
+def test_families_share_the_resamples_and_render_as_a_table(family, curve):
+    scores = score_families({"learned": family, "fixed": family[2:]}, curve, n_boot=100, alpha=0.05 / 2)
+    assert scores["learned"] == budgeted_score(family, curve, n_boot=100, alpha=0.05 / 2)
+    table = render_markdown(scores)
+    assert table.count("\n| ") == 2 and "\n| learned | " in table  # one row per family after the header
+    assert "| fixed | no run | no run |" in table and "over 2 budgets" in table
+    assert "97.5 % interval" in table
+    assert render_markdown({}) == "No family has a run.\n"
