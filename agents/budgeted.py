@@ -172,7 +172,8 @@ def common_range_hypervolume(front: Sequence[tuple[float, float]], other: Sequen
     """Hypervolumes of two fronts over only the compute range both cover.
 
     Args:
-        front, other: ``(accuracy, mean normalised compute)`` points of each front.
+        front: ``(accuracy, mean normalised compute)`` points of the first front.
+        other: The same for the second front.
         floor_accuracy: Accuracy below which nothing counts (e.g. the always-EXIT policy's).
 
     Returns:

@@ -174,6 +174,7 @@ def test_options_combine_and_name_the_result():
     assert both.name == "digits+label_noise=0.2" and both.fingerprint != digits.fingerprint
     assert both.variant["label_noise"] == {"rate": 0.2, "classes": None, "seed": 1}
     assert both.info["base_fingerprint"] == digits.fingerprint
+    assert repr(both).startswith("Dataset(name='digits+label_noise=0.2'") and len(repr(both)) < 300
 
 
 # ---- determinism across processes ----------------------------------------------------------------------

@@ -25,6 +25,11 @@ name                       recipe
 ``mnist5k_noisy_labels``   ``mnist5k`` with 30 % of the labels of classes 0-4 resampled (seed 0)
 ``mnist5k_corrupted``      ``mnist5k`` with every non-``model_train`` example corrupted (seed 0)
 =========================  ======================================================================
+
+Other variants: ``register_variant("mnist5k_blurred", "mnist5k", corruption=Corruption(kinds=("blur",)))``
+makes the name usable everywhere a dataset name is (``gym.make("DynaLay-v0", dataset=...)``, the
+default model's pre-training, checkpoints); :func:`apply_variants` alone gives a ``Dataset`` object
+to pass with your own ``model=``.
 """
 
 from __future__ import annotations
@@ -195,7 +200,7 @@ def corrupt_images(x: np.ndarray, kind_ids: np.ndarray, severity: np.ndarray, rn
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)  # the Dataset's short repr, not every array
 class VariantDataset(Dataset):
     """A :class:`~dynalay_env.data.Dataset` made by :func:`apply_variants`, with per-example facts.
 
