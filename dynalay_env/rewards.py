@@ -3,17 +3,17 @@
 Every reward sees one :class:`RewardInputs` batch per environment step (all N episodes at once) and
 returns a float32 tensor ``[N]``. Compute is *normalised* (1.0 = the full-depth model; docs/design.md).
 
-Defaults (shared by all rewards): ``correct_reward=+1``, ``wrong_reward=-1``,
-``lambda_compute=0.1``, ``mu_redundant=0.05``.
+The parameters and their defaults are the fields of :class:`RewardParams` (shared by all rewards).
 
-Why these values: a right answer is worth ``correct_reward - wrong_reward = 2`` more than a wrong
+Why these defaults: a right answer is worth ``correct_reward - wrong_reward = 2`` more than a wrong
 one. Running one more layer costs ``lambda_compute * c_step`` with ``c_step`` about 1/3 (one of K=3
-layers of the full-depth model), so with ``lambda_compute=0.1`` a layer is worth running when it
-raises the chance of a correct answer by more than ``0.1 * (1/3) / 2 ~ 1.7`` points. On MNIST-1D the
-first layer adds ~20 points on average, so depth pays on average, while a confident example
-gains far less than that and should exit: the trade-off a policy has to learn. ``mu_redundant=0.05``
-is a few times a layer's compute price, so repeating a layer must buy at least
-``(0.05 + 0.1/3) / 2 ~ 4`` points of accuracy to pay off; repeating is allowed, not forbidden.
+layers of the full-depth model), so a layer is worth running when it raises the chance of a correct
+answer by more than ``lambda_compute * (1/3) / 2`` (about 1.7 points at the default). On MNIST-1D
+the first layer adds ~20 points on average, so depth pays on average, while a confident example
+gains far less than that and should exit: the trade-off a policy has to learn. ``mu_redundant`` is
+a few times a layer's compute price, so repeating a layer must buy at least
+``(mu_redundant + lambda_compute / 3) / 2`` (about 4 points at the defaults) of accuracy to pay
+off; repeating is allowed, not forbidden.
 """
 
 from __future__ import annotations

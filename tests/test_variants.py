@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dynalay_env.data import SPLITS, Dataset, load_dataset
+from dynalay_env.datasets import SPLITS, Dataset, load_dataset
 from dynalay_env.datasets.variants import (
     CORRUPTION_SPLITS,
     CORRUPTIONS,
@@ -42,7 +42,7 @@ EXPECTED_DIGESTS = {
 }
 DIGEST_SCRIPT = """
 import hashlib, json, sys
-from dynalay_env.data import SPLITS, load_dataset
+from dynalay_env.datasets import SPLITS, load_dataset
 out = {}
 for name in sys.argv[1:]:
     ds = load_dataset(name)

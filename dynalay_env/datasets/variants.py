@@ -1,6 +1,6 @@
 """Task variants of a dataset: noisy labels and corrupted inputs, fixed by a seed.
 
-Two transforms of a loaded :class:`~dynalay_env.data.Dataset`, each deterministic across processes
+Two transforms of a loaded :class:`~dynalay_env.datasets.Dataset`, each deterministic across processes
 and machines (numpy ``Generator`` streams seeded from the option's own fields and the split name,
 never Python's ``hash``; the image operations are scipy's plain C loops in float64):
 
@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from dynalay_env.data import SPLITS, Dataset, load_dataset, register_dataset
+from dynalay_env.datasets.base import SPLITS, Dataset
+from dynalay_env.datasets.registry import DatasetLoader, load_dataset, register_dataset
 
 __all__ = [
     "CORRUPTIONS",
@@ -57,6 +58,7 @@ __all__ = [
     "corrupt_images",
     "example_info",
     "register_variant",
+    "variant_loader",
     "variant_summary",
 ]
 
@@ -202,7 +204,7 @@ def corrupt_images(x: np.ndarray, kind_ids: np.ndarray, severity: np.ndarray, rn
 
 @dataclass(frozen=True, eq=False, repr=False)  # the Dataset's short repr, not every array
 class VariantDataset(Dataset):
-    """A :class:`~dynalay_env.data.Dataset` made by :func:`apply_variants`, with per-example facts.
+    """A :class:`~dynalay_env.datasets.Dataset` made by :func:`apply_variants`, with per-example facts.
 
     Attributes (besides the Dataset's):
         base: Registry name of the dataset it was made from.
@@ -296,19 +298,30 @@ def example_info(dataset: Dataset | None, split: str, num_examples: int | None =
     return {"noisy_label": np.zeros(n, dtype=bool), "severity": np.full(n, -1, dtype=np.int64)}
 
 
-#: Registered variants: ``name -> (base dataset, label_noise, corruption)``.
-VARIANTS: dict[str, tuple[str, LabelNoise | None, Corruption | None]] = {}
+#: The built-in variants, ``name -> (base dataset, label_noise, corruption)``; the package registers
+#: them with the other datasets, and :func:`register_variant` adds to it.
+VARIANTS: dict[str, tuple[str, LabelNoise | None, Corruption | None]] = {
+    "mnist5k_noisy_labels": ("mnist5k", LabelNoise(0.3, classes=(0, 1, 2, 3, 4), seed=0), None),
+    "mnist5k_corrupted": ("mnist5k", None, Corruption(seed=0)),
+}
 
 
-def register_variant(name: str, base: str, *, label_noise: LabelNoise | None = None,
-                     corruption: Corruption | None = None, overwrite: bool = False) -> None:
-    """Register ``name`` in the dataset registry as ``base`` with the given options applied."""
+def variant_loader(name: str, base: str, label_noise: LabelNoise | None = None,
+                   corruption: Corruption | None = None) -> DatasetLoader:
+    """A registry loader ``(data_root, cache_dir) -> Dataset``: ``base`` with the options applied,
+    named ``name``."""
     def loader(data_root: Path | None, cache_dir: Path) -> Dataset:
         clean = load_dataset(base, data_root=data_root, cache_dir=cache_dir)
         return apply_variants(clean, label_noise=label_noise, corruption=corruption, name=name)
 
     loader.__doc__ = f"{name}: {base} with label_noise={label_noise}, corruption={corruption}."
-    register_dataset(name, loader, overwrite=overwrite)
+    return loader
+
+
+def register_variant(name: str, base: str, *, label_noise: LabelNoise | None = None,
+                     corruption: Corruption | None = None, overwrite: bool = False) -> None:
+    """Register ``name`` in the dataset registry as ``base`` with the given options applied."""
+    register_dataset(name, variant_loader(name, base, label_noise, corruption), overwrite=overwrite)
     VARIANTS[name] = (base, label_noise, corruption)
 
 
@@ -324,7 +337,3 @@ def variant_summary(dataset: Dataset) -> Mapping[str, Any]:
                       "severity_counts": [int((sev == s).sum()) for s in range(MAX_SEVERITY + 1)] if (sev >= 0).any()
                       else []}
     return out
-
-
-register_variant("mnist5k_noisy_labels", "mnist5k", label_noise=LabelNoise(0.3, classes=(0, 1, 2, 3, 4), seed=0))
-register_variant("mnist5k_corrupted", "mnist5k", corruption=Corruption(seed=0))
