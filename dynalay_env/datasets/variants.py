@@ -62,7 +62,7 @@ __all__ = [
     "variant_summary",
 ]
 
-#: Corruption kinds, in the order of their ids (``example_info(...)["corruption"]``).
+#: Corruption kinds, in the order of their ids (``VariantDataset.examples[split]["corruption"]``).
 CORRUPTIONS: tuple[str, ...] = ("gaussian_noise", "blur", "rotation", "occlusion")
 #: Highest severity; severities are 0 (clean) .. MAX_SEVERITY.
 MAX_SEVERITY = 4
@@ -71,7 +71,8 @@ CORRUPTION_SPLITS: tuple[str, ...] = ("agent_train", "val", "test")
 #: Per-example keys the env copies into ``info``: ``noisy_label`` bool, ``severity`` int64.
 EXAMPLE_INFO_KEYS: tuple[str, ...] = ("noisy_label", "severity")
 
-# Strength of each kind per severity 0..4, for inputs in [0, 1] (MNIST-C's ranges, five steps).
+# Strength of each kind per severity 0..4, for inputs in [0, 1]: chosen in the spirit of MNIST-C
+# (Mu & Gilmer 2019); the pixels move further at every step (tests/test_variants.py).
 _NOISE_STD = (0.0, 0.08, 0.16, 0.24, 0.32)  # Gaussian noise std, then clipped to [0, 1]
 _BLUR_SIGMA = (0.0, 0.5, 0.8, 1.1, 1.4)  # Gaussian blur sigma, pixels
 _ROTATION_DEG = (0.0, 15.0, 30.0, 45.0, 60.0)  # rotation angle, degrees, random sign
@@ -320,7 +321,10 @@ def variant_loader(name: str, base: str, label_noise: LabelNoise | None = None,
 
 def register_variant(name: str, base: str, *, label_noise: LabelNoise | None = None,
                      corruption: Corruption | None = None, overwrite: bool = False) -> None:
-    """Register ``name`` in the dataset registry as ``base`` with the given options applied."""
+    """Register ``name`` in the dataset registry as ``base`` with the given options applied.
+
+    The default model of a new name is pre-trained with ``dynalay_env.pretrain.recipe_for(name)``:
+    the generic recipe unless ``DATASET_RECIPES`` names it (the built-in variants use their base's)."""
     register_dataset(name, variant_loader(name, base, label_noise, corruption), overwrite=overwrite)
     VARIANTS[name] = (base, label_noise, corruption)
 
