@@ -27,6 +27,9 @@ name               input_shape         K      source / splits (model_train/agent
                                               (= noise std); 2000/1500/1250/1250
 =================  ==================  =====  =====================================================
 
+Task variants of these (``mnist5k_noisy_labels``, ``mnist5k_corrupted``: noisy labels, corrupted
+inputs) are registered too; see :mod:`dynalay_env.datasets.variants`.
+
 Nothing is ever downloaded: file datasets are read from ``data_root`` (argument, else the env var
 ``DYNALAY_DATA_ROOT``). Arrays are float32 ``[N, *input_shape]`` and int64 ``[N]``, C-contiguous and
 **read-only** (a loaded dataset is shared by an in-process cache, so in-place edits would silently
