@@ -25,7 +25,8 @@ from dynalay_env.env import make_core, observation_space_of
 from dynalay_env.model import FPIModel
 
 # Keys copied from the core's info arrays into a finished env's info dict.
-_EPISODE_KEYS = ("example", "label", "prediction", "correct", "step", "compute", "flops", "masked_action", "repeated")
+_EPISODE_KEYS = ("example", "label", "prediction", "correct", "step", "compute", "flops", "masked_action", "repeated",
+                 "noisy_label", "severity")
 
 
 class DynaLayVecEnv(VecEnv):
@@ -40,7 +41,7 @@ class DynaLayVecEnv(VecEnv):
 
     Per-step infos: a running env's dict holds ``step`` and ``compute``; a finished env's holds
     the episode's ``label, prediction, correct, step, compute, flops, path, fpi_iterations,
-    example, masked_action, repeated`` as the single env gives them (``path`` and
+    example, masked_action, repeated, noisy_label, severity`` as the single env gives them (``path`` and
     ``fpi_iterations`` padded to ``max_steps``: -1 and 0 past ``step``),
     ``terminal_observation`` and ``TimeLimit.truncated`` (always False). The model's id is
     ``get_attr("provenance")``.

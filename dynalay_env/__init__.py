@@ -48,6 +48,8 @@ ENV_IDS: dict[str, str | None] = {
     "DynaLay-CIFAR10-v0": "cifar10",
     "DynaLay-MNIST5k-v0": "mnist5k",
     "DynaLay-Synthetic-v0": "synthetic",
+    "DynaLay-MNIST5k-NoisyLabels-v0": "mnist5k_noisy_labels",  # dynalay_env.datasets.variants
+    "DynaLay-MNIST5k-Corrupted-v0": "mnist5k_corrupted",
 }
 
 

@@ -53,6 +53,7 @@ from torch import Tensor
 
 from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, CoTrainer
 from dynalay_env.datasets import Dataset
+from dynalay_env.datasets.variants import example_info
 from dynalay_env.model import FPIModel
 from dynalay_env.observations import HISTORY_FEATURES, history_features, observation_layout
 from dynalay_env.options import (
@@ -209,6 +210,9 @@ class DynaLayCore:
             y = y.long()
         self.x, self.y = x, y
         self.num_examples = int(y.shape[0])
+        # Per-example facts of a task variant (noisy_label bool, severity int64; False / -1 otherwise).
+        self._example_info = {key: torch.as_tensor(np.array(value), device=dev)
+                              for key, value in example_info(dataset, self.split, self.num_examples).items()}
         if self.num_examples == 0:
             raise ValueError(f"split {self.split!r} of dataset {getattr(dataset, 'name', 'examples')!r} is empty")
 
@@ -582,6 +586,7 @@ class DynaLayCore:
             "action_mask": self.action_masks_tensor(),
             "masked_action": masked_action,
             "repeated": repeated,
+            **{key: value.index_select(0, self.example) for key, value in self._example_info.items()},
         }
 
     def info_arrays(self) -> dict[str, Any]:

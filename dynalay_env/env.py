@@ -155,6 +155,8 @@ class DynaLayEnv(CoreFacts, gym.Env[np.ndarray, np.int64]):
     | ``action_mask`` | bool | (K+1,) | actions allowed at the current state |
     | ``masked_action`` | bool | () | this step's action was masked and ran as EXIT (False at reset) |
     | ``repeated`` | bool | () | this step re-applied the layer just applied (False at reset) |
+    | ``noisy_label`` | bool | () | the example's label was replaced by a wrong one (task variants with ``label_noise``; False otherwise) |
+    | ``severity`` | int64 | () | the example's corruption severity, 0 (clean) to 4 (task variants with ``corruption``); **-1** where nothing was corrupted |
 
     ``path[:step]`` is the path as a list. Two facts that are not numbers of the trajectory live on
     the env instead: ``env.unwrapped.provenance`` (str: the id of the main model, its data and the

@@ -120,6 +120,8 @@ IMAGE_RECIPE: dict[str, Any] = {"batch_size": 64, "warmup": 0.03, "epochs": 30, 
 DATASET_RECIPES: dict[str, dict[str, Any]] = {
     "digits": {"batch_size": 32, "input_noise": 0.1, "label_smoothing": 0.1},
     "mnist5k": IMAGE_RECIPE,
+    "mnist5k_noisy_labels": IMAGE_RECIPE,
+    "mnist5k_corrupted": IMAGE_RECIPE,
     "mnist": {**IMAGE_RECIPE, "example_budget": FULL_SCALE_EXAMPLE_BUDGET},
     "fashion_mnist": {**IMAGE_RECIPE, "example_budget": FULL_SCALE_EXAMPLE_BUDGET},
     "cifar10": {**IMAGE_RECIPE, "example_budget": FULL_SCALE_EXAMPLE_BUDGET},

@@ -34,7 +34,8 @@ from dynalay_env.datasets import (
 from dynalay_env.datasets import mnist1d as mnist1d_reader
 from dynalay_env.datasets import splits as splitting
 
-BUILTIN = ["cifar10", "digits", "fashion_mnist", "mnist", "mnist1d", "mnist5k", "synthetic"]
+BUILTIN = ["cifar10", "digits", "fashion_mnist", "mnist", "mnist1d", "mnist5k", "mnist5k_corrupted",
+           "mnist5k_noisy_labels", "synthetic"]
 
 
 @pytest.fixture(autouse=True)

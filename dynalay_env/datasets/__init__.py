@@ -27,6 +27,9 @@ name               input_shape         K      source / splits (model_train/agent
                                               (= noise std); 2000/1500/1250/1250
 =================  ==================  =====  =====================================================
 
+Task variants of these (``mnist5k_noisy_labels``, ``mnist5k_corrupted``: noisy labels, corrupted
+inputs) are registered too; see :mod:`dynalay_env.datasets.variants`.
+
 Nothing is ever downloaded: file datasets are read from ``data_root`` (argument, else the env var
 ``DYNALAY_DATA_ROOT``). Arrays are float32 ``[N, *input_shape]`` and int64 ``[N]``, C-contiguous and
 **read-only** (a loaded dataset is shared by an in-process cache, so in-place edits would silently
@@ -35,7 +38,7 @@ leak into every other user; copy first, e.g. ``torch.tensor(x)`` or ``x.copy()``
 
 from __future__ import annotations
 
-from dynalay_env.datasets import cifar10, digits, idx, mnist1d, mnist5k, synthetic
+from dynalay_env.datasets import cifar10, digits, idx, mnist1d, mnist5k, synthetic, variants
 from dynalay_env.datasets.base import (
     CACHE_DIR_ENV,
     DATA_ROOT_ENV,
@@ -93,6 +96,7 @@ for _name, _loader in {
     "cifar10": cifar10.load_cifar10,
     "mnist5k": mnist5k.load_mnist5k,
     "synthetic": synthetic.load_synthetic,
+    **{name: variants.variant_loader(name, *spec) for name, spec in variants.VARIANTS.items()},
 }.items():
     register_dataset(_name, _loader)
 del _name, _loader
