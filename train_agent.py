@@ -35,6 +35,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from agents.evaluate import evaluate, validate_report
+from agents.minari_export import POLICY_FORMS, datasets_path, export_dataset, minari_root
+from agents.reports import format_choice
+from agents.runs import AGENT_NAME, TrainConfig, check_env_builds, env_options
+from agents.sweep import STORAGE_ENV, SweepConfig, masked_url, password_warning, run_sweep
+from agents.training import load_run, train
+from dynalay_env import ENV_IDS
+from dynalay_env.data import available_datasets
+from dynalay_env.env import make_core
+from dynalay_env.pretrain import CHECKPOINT_NAME, recipe_for, run_pretraining
+
 DEFAULT_DATASET = "mnist1d"
 DEMO_TIMESTEPS = 200_000
 
@@ -319,8 +330,6 @@ def attach_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> 
 def cmd_pretrain(args: argparse.Namespace) -> dict:
     import dataclasses
 
-    from dynalay_env.pretrain import recipe_for, run_pretraining
-
     dataset = args.dataset or DEFAULT_DATASET
     run_dir = Path(args.run_dir or f"runs/pretrain-{dataset}")
     config = recipe_for(dataset)
@@ -367,9 +376,6 @@ def print_pretrain_summary(report: dict) -> None:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from agents.training import TrainConfig
-    from dynalay_env import ENV_IDS
-
     if args.env and args.env not in ENV_IDS:
         raise ValueError(f"unknown env id {args.env!r}; valid ids: {', '.join(ENV_IDS)}")
     env_id = args.env or next((i for i, d in ENV_IDS.items() if d == (args.dataset or DEFAULT_DATASET)), "DynaLay-v0")
@@ -392,8 +398,6 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> Path:
-    from agents.training import train
-
     config = _train_config(args)
     if args.resume and args.run_dir is None:
         raise ValueError("--resume needs --run-dir (the run folder to continue)")
@@ -412,10 +416,6 @@ def run_evaluation(run_dir: Path, split: str = "test", n_envs: int = 512, n_boot
                    figures: bool = True, device: str | None = None) -> dict:
     """Evaluate the run in ``run_dir`` and write its report; returns the report."""
     from dataclasses import asdict
-
-    from agents.evaluate import evaluate
-    from agents.training import env_options, load_run
-    from dynalay_env.env import make_core
 
     config, agent, model_path = load_run(run_dir)
     options = env_options(config, str(model_path))
@@ -447,10 +447,6 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_validate(run_dir: Path, args: argparse.Namespace) -> dict:
-    from agents.evaluate import validate_report
-    from agents.training import env_options, load_run
-    from dynalay_env.env import make_core
-
     report_path = run_dir / "report.json"
     if not report_path.is_file():
         raise FileNotFoundError(f"{report_path} not found: run `evaluate --run-dir {run_dir}` first")
@@ -505,9 +501,6 @@ def _sweep_config(args: argparse.Namespace) -> Any:
     ``--storage``, else the ``DYNALAY_STORAGE`` environment variable, else SQLite in the run folder."""
     import os
 
-    from agents.sweep import STORAGE_ENV, SweepConfig
-    from dynalay_env import ENV_IDS
-
     if args.env and args.env not in ENV_IDS:
         raise ValueError(f"unknown env id {args.env!r}; valid ids: {', '.join(ENV_IDS)}")
     env_id = args.env or next((i for i, d in ENV_IDS.items() if d == (args.dataset or DEFAULT_DATASET)), "DynaLay-v0")
@@ -532,9 +525,6 @@ def _sweep_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict:
-    from agents.sweep import STORAGE_ENV, masked_url, password_warning, run_sweep
-    from agents.training import check_env_builds
-
     config = _sweep_config(args).validate()
     warning = password_warning(args.storage) if args.storage else None
     if warning:
@@ -556,8 +546,6 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
 def print_sweep_table(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
-
-    from agents.sweep import format_choice
 
     counts = report["counts"]
     table = Table(title=f"Pareto trials of {report['study_name']} ({counts['complete']} complete, {counts['fail']} "
@@ -581,8 +569,6 @@ def print_sweep_table(report: dict) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
-    from dynalay_env.pretrain import CHECKPOINT_NAME
-
     start = time.perf_counter()
     dataset = args.dataset or DEFAULT_DATASET
     run_dir = Path(args.run_dir or "runs/demo")
@@ -595,7 +581,6 @@ def cmd_demo(args: argparse.Namespace) -> dict:
         cmd_pretrain(argparse.Namespace(dataset=dataset, data_root=args.data_root, run_dir=str(pretrain_dir),
                                         seed=args.seed, device=args.device, epochs=None, quiet=False))
     agent_dir = run_dir / "agent"
-    from agents.training import AGENT_NAME
 
     if (agent_dir / AGENT_NAME).is_file():
         print(f"[2/3] agent: using {agent_dir / AGENT_NAME}")
@@ -619,8 +604,6 @@ def cmd_demo(args: argparse.Namespace) -> dict:
 
 def add_export_parser(sub: Any) -> argparse.ArgumentParser:
     """``export``: episodes of any policies as a Minari dataset (offline RL)."""
-    from agents.minari_export import POLICY_FORMS
-
     x = sub.add_parser("export", help="record episodes of policies (oracle, random, thresholds, trained runs, or "
                                       "a mix) as a Minari dataset for offline RL")
     x.add_argument("--dataset-id", required=True, help="Minari dataset id, e.g. dynalay/mnist1d/oracle-random-v0")
@@ -640,8 +623,6 @@ def add_export_parser(sub: Any) -> argparse.ArgumentParser:
 
 def cmd_export(args: argparse.Namespace) -> Any:
     """Write the Minari dataset ``--dataset-id`` and print where it is and what it holds."""
-    from dynalay_env import ENV_IDS
-
     if args.env not in ENV_IDS:
         raise ValueError(f"unknown env id {args.env!r}; valid ids: {', '.join(ENV_IDS)}")
     import importlib.util
@@ -649,7 +630,6 @@ def cmd_export(args: argparse.Namespace) -> Any:
     if importlib.util.find_spec("minari") is None:
         raise ValueError("export needs Minari with its dataset-creation extra: pip install 'dynalay-gym[peers]' "
                          "(or 'minari[create,hdf5]')")
-    from agents.minari_export import datasets_path, export_dataset, minari_root
 
     dataset = export_dataset(args.dataset_id, args.policy, args.episodes, args.env, model=args.model,
                              split=args.split, seed=args.seed, out=args.out, **parse_env_kwargs(args.env_kwargs))
@@ -668,8 +648,6 @@ def main(argv: list[str] | None = None) -> int:
 
             torch.set_num_threads(args.threads)
         if args.command == "list-datasets":
-            from dynalay_env.data import available_datasets
-
             print("\n".join(available_datasets()))
             return 0
         {"pretrain": cmd_pretrain, "train": cmd_train, "evaluate": cmd_evaluate, "sweep": cmd_sweep,

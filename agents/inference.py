@@ -26,8 +26,9 @@ import torch
 
 from agents.baselines import BaselinePolicy
 from agents.interface import as_agent, decision_flops_of
+from agents.training import load_run
 from dynalay_env.core import DEFAULT_OBSERVATION_GROUPS, DynaLayCore
-from dynalay_env.model import FPIModel
+from dynalay_env.model import FPIModel, load_checkpoint
 
 
 @dataclass
@@ -74,9 +75,6 @@ class AdaptiveClassifier:
     @classmethod
     def from_run(cls, run_dir: str | Path, **overrides: Any) -> AdaptiveClassifier:
         """The trained agent and main model of a ``train_agent.py train`` run folder."""
-        from agents.training import load_run
-        from dynalay_env.model import load_checkpoint
-
         config, agent, model_path = load_run(run_dir)
         model = load_checkpoint(model_path, device=config.device).model
         keep = {k: config.env_kwargs[k] for k in ("max_steps", "observation_groups", "mask_repeats", "compute_budget")

@@ -38,9 +38,11 @@ import numpy as np
 import torch
 
 from agents.curves import full_depth_order
+from dynalay_env import ENV_IDS
 from dynalay_env.atomic import atomic_write_json, atomic_write_text
 from dynalay_env.core import OBSERVATION_GROUPS, DynaLayCore
 from dynalay_env.data import Dataset
+from dynalay_env.env import make_core
 from dynalay_env.model import FPIModel, provenance_of
 
 TARGETS: dict[str, str] = {
@@ -220,9 +222,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``python -m agents.introspection_features``: print the feature-group AUROC table of a task;
     returns its figures.
     """
-    from dynalay_env import ENV_IDS
-    from dynalay_env.env import make_core
-
     parser = argparse.ArgumentParser(prog="python -m agents.introspection_features",
                                      description=__doc__.splitlines()[0])
     named = [e for e, d in ENV_IDS.items() if d is not None]

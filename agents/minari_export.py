@@ -20,6 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from agents import baselines
+from agents.training import load_run
+
 #: The policy names :func:`make_policy` accepts (``--policy`` of ``train_agent.py export``).
 POLICY_FORMS: tuple[str, ...] = ("oracle", "random:P_EXIT", "confidence:T", "entropy:T", "margin:T",
                                  "fixed:1,2,3", "run:RUN_DIR")
@@ -34,8 +37,6 @@ def make_policy(spec: str, core: Any, seed: int = 0) -> Any:
     until the head's statistic passes ``T``; ``fixed:1,2`` applies that path; ``run:DIR`` is the
     trained agent of a run folder.
     """
-    from agents import baselines
-
     name, _, arg = spec.partition(":")
     try:
         if name == "oracle" and not arg:
@@ -53,8 +54,6 @@ def make_policy(spec: str, core: Any, seed: int = 0) -> Any:
     except ValueError as exc:
         raise ValueError(f"bad policy {spec!r}: {exc}; valid forms: {', '.join(POLICY_FORMS)}") from exc
     if name == "run" and arg:
-        from agents.training import load_run
-
         return load_run(arg)[1]
     raise ValueError(f"unknown policy {spec!r}; valid forms: {', '.join(POLICY_FORMS)}")
 
@@ -89,8 +88,6 @@ def export_dataset(dataset_id: str, policies: Sequence[str], episodes: int, env_
     """
     import gymnasium as gym
     import minari
-
-    import dynalay_env  # noqa: F401  (registers the env ids)
 
     if not policies:
         raise ValueError(f"name at least one policy; valid forms: {', '.join(POLICY_FORMS)}")
