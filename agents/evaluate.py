@@ -50,7 +50,9 @@ from dynalay_env.pretrain import episode_compute_stats
 
 
 def predict_actions(policy: Any, obs: np.ndarray, state: Any, episode_start: np.ndarray, core: DynaLayCore,
-             deterministic: bool) -> tuple[np.ndarray, Any]:
+                    deterministic: bool) -> tuple[np.ndarray, Any]:
+    """Actions ``[N]`` of ``policy`` for observations ``obs`` ``[N, obs_dim]`` and its next recurrent
+    ``state``; the core's action masks go to a ``predict`` that takes them."""
     kwargs: dict[str, Any] = {}
     if "action_masks" in inspect.signature(policy.predict).parameters:
         kwargs["action_masks"] = core.action_masks()

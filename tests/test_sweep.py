@@ -17,11 +17,11 @@ from pathlib import Path
 import optuna
 import pytest
 
+from agents.reports import baseline_points
 from agents.sweep import (
     STORAGE_ENV,
     SearchRange,
     SweepConfig,
-    baseline_points,
     claim_slot,
     hypervolume,
     open_storage,
