@@ -42,11 +42,12 @@ from agents.runs import AGENT_NAME, TrainConfig, check_env_builds, env_options
 from agents.sweep import STORAGE_ENV, SweepConfig, masked_url, password_warning, run_sweep
 from agents.training import load_run, train
 from dynalay_env import ENV_IDS
-from dynalay_env.data import available_datasets
+from dynalay_env.datasets import list_datasets
 from dynalay_env.env import make_core
+from dynalay_env.options import EnvOptions
 from dynalay_env.pretrain import CHECKPOINT_NAME, recipe_for, run_pretraining
 
-DEFAULT_DATASET = "mnist1d"
+DEFAULT_DATASET = EnvOptions.default("dataset")
 DEMO_TIMESTEPS = 200_000
 
 
@@ -110,7 +111,7 @@ def _add_common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
                         help="folder holding local dataset files (mnist, fashion_mnist, cifar10)")
     parser.add_argument("--run-dir", default=None, help="folder for every artefact of this run")
     parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'cuda:N' (default: %(default)s)")
+    parser.add_argument("--device", default=EnvOptions.default("device"), help="'cpu', 'cuda' or 'cuda:N' (default: %(default)s)")
     parser.add_argument("--threads", type=POSITIVE_INT, default=1,
                         help="torch CPU threads (default: %(default)s: the default models are small and one "
                              "thread avoids cores fighting; raise it for image datasets or big batches)")
@@ -648,7 +649,7 @@ def main(argv: list[str] | None = None) -> int:
 
             torch.set_num_threads(args.threads)
         if args.command == "list-datasets":
-            print("\n".join(available_datasets()))
+            print("\n".join(list_datasets()))
             return 0
         {"pretrain": cmd_pretrain, "train": cmd_train, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
          "demo": cmd_demo, "export": cmd_export}[args.command](args)

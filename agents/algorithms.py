@@ -54,6 +54,7 @@ from stable_baselines3 import A2C, DQN, PPO
 from agents.interface import AlgoSpec, Backend
 from agents.sb3_backend import SB3_BACKEND
 from agents.supervised import BC, SUPERVISED_BACKEND, DAgger, ValueExit
+from dynalay_env.registry import unknown_name
 
 
 class ARS(sb3_contrib.ARS):
@@ -115,7 +116,8 @@ def get_algorithm(name: str | AlgoSpec) -> AlgoSpec:
     """The :class:`~agents.interface.AlgoSpec` for ``name`` (canonical or alias, any case; a spec is
     returned as it is).
 
-    Raises ``ValueError`` naming the bad value and listing the valid names and aliases.
+    Raises ``ValueError`` naming the bad value and listing the valid names and aliases, in the words
+    of the env's registries (:func:`dynalay_env.registry.unknown_name`).
     """
     if isinstance(name, AlgoSpec):
         return name
@@ -123,7 +125,7 @@ def get_algorithm(name: str | AlgoSpec) -> AlgoSpec:
     key = ALIASES.get(key, key)
     if key not in ALGORITHMS:
         aliases = ", ".join(f"{a} -> {c}" for a, c in ALIASES.items())
-        raise ValueError(f"unknown algorithm {name!r}; valid algorithms: {', '.join(ALGORITHMS)} (aliases: {aliases})")
+        raise unknown_name("algorithm", name, ALGORITHMS, extra=f" (aliases: {aliases})")
     return ALGORITHMS[key]
 
 

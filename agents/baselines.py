@@ -34,7 +34,7 @@ import torch
 
 from agents.curves import full_depth_order, get_statistic, head_statistics, statistic_flops
 from dynalay_env.core import DynaLayCore
-from dynalay_env.pretrain import enumerate_paths, path_difficulty
+from dynalay_env.paths import enumerate_paths, path_difficulty
 
 
 class BaselinePolicy:

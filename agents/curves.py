@@ -38,7 +38,7 @@ import torch
 
 from agents.records import EpisodeRecords, hull_accuracy_at, upper_hull
 from dynalay_env.core import DynaLayCore
-from dynalay_env.pretrain import cheapest_correct
+from dynalay_env.paths import cheapest_correct
 
 
 @dataclass(frozen=True)
@@ -386,8 +386,8 @@ def prefix_oracle(record: DepthRecord, decision_flops: float = 0.0) -> EpisodeRe
     with depth, so that is the first), or at once where no prefix is right; the bound for every
     exit-only policy along this order. ``extra["solvable"]`` marks the examples some prefix gets right.
 
-    The rule is :func:`dynalay_env.pretrain.cheapest_correct`, which the pre-training report's
-    prefix oracle (:func:`dynalay_env.pretrain.oracle_episode_compute` with ``prefix_only``) applies
+    The rule is :func:`dynalay_env.paths.cheapest_correct`, which the pre-training report's
+    prefix oracle (:func:`dynalay_env.paths.oracle_episode_compute` with ``prefix_only``) applies
     too, so both give the same examples and compute; this one reads the recorded pass and returns
     full episode records, with ``decision_flops`` per decision when charged (the exit depth is
     chosen on the env FLOPs; decisions grow with depth too, so it stays the cheapest)."""

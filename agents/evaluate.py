@@ -46,7 +46,7 @@ from agents.reports import jsonable, render_evaluation
 from dynalay_env.atomic import atomic_write_json, atomic_write_text
 from dynalay_env.core import DynaLayCore
 from dynalay_env.model import provenance_of, run_path
-from dynalay_env.pretrain import episode_compute_stats
+from dynalay_env.paths import episode_compute_stats
 
 
 def predict_actions(policy: Any, obs: np.ndarray, state: Any, episode_start: np.ndarray, core: DynaLayCore,

@@ -40,10 +40,11 @@ import torch
 from agents.curves import full_depth_order
 from dynalay_env import ENV_IDS
 from dynalay_env.atomic import atomic_write_json, atomic_write_text
-from dynalay_env.core import OBSERVATION_GROUPS, DynaLayCore
-from dynalay_env.data import Dataset
+from dynalay_env.core import DynaLayCore
+from dynalay_env.datasets import Dataset
 from dynalay_env.env import make_core
 from dynalay_env.model import FPIModel, provenance_of
+from dynalay_env.options import OBSERVATION_GROUPS
 
 TARGETS: dict[str, str] = {
     "correct": "the head's prediction at the state is right (every depth 0..D of the full-depth order)",

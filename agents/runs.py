@@ -22,10 +22,10 @@ from dynalay_env import ENV_IDS
 from dynalay_env import cache as model_cache
 from dynalay_env.atomic import atomic_copy, atomic_write_json, stale_temporaries
 from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, check_options
-from dynalay_env.data import load_dataset
-from dynalay_env.env import REWARD_PARAM_NAMES, make_core
+from dynalay_env.datasets import load_dataset
+from dynalay_env.env import make_core
 from dynalay_env.model import CheckpointError
-from dynalay_env.rewards import RewardParams, make_reward
+from dynalay_env.options import REWARD_PARAM_NAMES, EnvOptions
 
 CONFIG_NAME = "config.json"
 AGENT_NAME = "agent.zip"
@@ -57,7 +57,7 @@ class TrainConfig:
     timesteps: int | None = None
     n_envs: int | None = None
     seed: int = 0
-    device: str = "cpu"
+    device: str = EnvOptions.default("device")
     run_dir: str = "runs/train"
     checkpoint_freq: int = 50_000
     eval_freq: int = 50_000
@@ -105,14 +105,14 @@ class TrainConfig:
         return "alternate" if self.cotrain and self.model_phase > 0 else "concurrent"
 
     def dataset_name(self) -> str:
-        """The dataset of the run: ``dataset``, else the env id's, else ``env_kwargs`` or ``mnist1d``;
+        """The dataset of the run: ``dataset``, else the env id's, else ``env_kwargs`` or the env's default;
         ``ValueError`` for an unknown env id.
         """
         if self.dataset:
             return self.dataset
         if self.env_id not in ENV_IDS:
             raise ValueError(f"unknown env id {self.env_id!r}; valid ids: {', '.join(ENV_IDS)}")
-        return ENV_IDS[self.env_id] or self.env_kwargs.get("dataset", "mnist1d")
+        return ENV_IDS[self.env_id] or self.env_kwargs.get("dataset", EnvOptions.default("dataset"))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -204,18 +204,15 @@ def _expected(hint: Any) -> str:
 
 
 def env_option_types() -> dict[str, Any]:
-    """The type annotation of every env option, read from the env's own signatures (``make_core``
-    and :class:`~dynalay_env.rewards.RewardParams`): one source of truth for what each accepts."""
-    hints = typing.get_type_hints(make_core)
-    for key in ("num_envs", "reward_params", "return"):
-        hints.pop(key, None)
-    return {**hints, **typing.get_type_hints(RewardParams)}
+    """The type annotation of every env option (:meth:`~dynalay_env.options.EnvOptions.types`)."""
+    return EnvOptions.types()
 
 
 def check_env_kwargs(env_kwargs: dict[str, Any]) -> None:
     """Refuse an unknown env option, or a value of the wrong type, with a ``ValueError`` naming the
-    option and what it expects; then let the env's reward check the reward's values (a bad name, a
-    negative ``lambda_compute``, ...). The env checks the other values when it is built."""
+    option and what it expects (the types of :class:`~dynalay_env.options.EnvOptions`); then let
+    ``EnvOptions`` check every value once (a bad reward name, a negative ``lambda_compute``,
+    ``max_steps`` below 1, ...). Files and the main model are checked by :func:`check_env_builds`."""
     types_of = env_option_types()
     for key, value in env_kwargs.items():
         if key not in types_of:
@@ -227,9 +224,8 @@ def check_env_kwargs(env_kwargs: dict[str, Any]) -> None:
         if key in REWARD_PARAM_NAMES and not _fits(value, types_of[key]):
             raise ValueError(f"--env-kwargs reward_kwargs.{key}: expected {_expected(types_of[key])}, "
                              f"got {value!r}")
-    params = {**reward_kwargs, **{k: v for k, v in env_kwargs.items() if k in REWARD_PARAM_NAMES}}
     try:
-        make_reward(env_kwargs.get("reward", "paper"), **params)
+        EnvOptions.from_kwargs(env_kwargs)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"--env-kwargs: {exc}") from None
 

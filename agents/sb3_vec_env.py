@@ -20,7 +20,7 @@ import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from dynalay_env.core import DynaLayCore
-from dynalay_env.data import DEFAULT_DATASET, Dataset
+from dynalay_env.datasets import DEFAULT_DATASET, Dataset
 from dynalay_env.env import make_core, observation_space_of
 from dynalay_env.model import FPIModel
 

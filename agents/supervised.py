@@ -24,7 +24,7 @@ counted), and is reported on ``test`` by ``evaluate``.
   path minimising ``(wrong answer) + lambda_compute x compute`` (compute in the env's normalised
   units, the same as ``info["compute"]``), found by exhaustive search from that state
   (:class:`OracleTable`: every state is a node of its example's path tree, so one search from the
-  reset states through :func:`dynalay_env.pretrain.enumerate_paths`, the env's one path-cost
+  reset states through :func:`dynalay_env.paths.enumerate_paths`, the env's one path-cost
   function, batched over all examples per path, covers them all). States are
   visited by the oracle itself.
 * :class:`DAgger` labels the states that a mixture of oracle (probability ``beta ** i`` in iteration
@@ -68,7 +68,7 @@ from dynalay_env import ENV_IDS
 from dynalay_env.atomic import atomic_path
 from dynalay_env.core import DynaLayCore
 from dynalay_env.model import config_hash, weights_hash
-from dynalay_env.pretrain import enumerate_paths
+from dynalay_env.paths import enumerate_paths
 
 #: The largest exhaustive search (paths of length 0..max_steps from one state) :class:`BC` and
 #: :class:`DAgger` run; K layers and ``max_steps`` give ``1 + K + ... + K^max_steps`` paths.
@@ -122,7 +122,7 @@ def _search_key(core: DynaLayCore, chunk: int) -> tuple[Any, ...]:
 
 
 def _searched(core: DynaLayCore, chunk: int) -> list[Any]:
-    """:func:`dynalay_env.pretrain.enumerate_paths` over ``core``'s split in chunks of ``chunk``
+    """:func:`dynalay_env.paths.enumerate_paths` over ``core``'s split in chunks of ``chunk``
     examples (one table each), cached per split (a frozen model: the learners refuse co-training)."""
     key = _search_key(core, chunk)
     cached = _SEARCHES.get(core.split)
@@ -138,7 +138,7 @@ class OracleTable:
     """The cost-regularised oracle of every state an episode can reach, for every example of a split.
 
     Every state an episode visits is a node of the path tree of its example: the path prefix it
-    applied. One exhaustive search from the reset states (:func:`dynalay_env.pretrain.enumerate_paths`,
+    applied. One exhaustive search from the reset states (:func:`dynalay_env.paths.enumerate_paths`,
     the env's one path-cost function, batched: one solve per path prefix for all examples at once)
     therefore searches from every state too: the continuations of the node ``p`` are the paths
     that extend ``p``. Dynamic programming from the longest paths up gives, per node and example,

@@ -93,9 +93,10 @@ from agents.training import train
 from dynalay_env import ENV_IDS
 from dynalay_env import cache as model_cache
 from dynalay_env.atomic import atomic_write_json, atomic_write_text
-from dynalay_env.data import load_dataset
+from dynalay_env.datasets import load_dataset
 from dynalay_env.env import make_core
 from dynalay_env.model import load_checkpoint, provenance_of
+from dynalay_env.options import EnvOptions
 from dynalay_env.rewards import REWARD_PARAMETERS
 
 OBJECTIVE_NAMES: tuple[str, str] = ("val_accuracy", "val_mean_compute")
@@ -214,7 +215,7 @@ class SweepConfig:
     timesteps: int = 100_000
     n_envs: int | None = None
     seed: int = 0
-    device: str = "cpu"
+    device: str = EnvOptions.default("device")
     threads: int = 1
     reward_kinds: tuple[str, ...] = ("paper", "logprob", "blockdrop")
     lambda_compute: Any = (0.01, 1.0, "log")
@@ -288,8 +289,8 @@ class SweepConfig:
         return self
 
     def dataset_name(self) -> str:
-        """The dataset the sweep trains on: ``dataset``, else the env id's, else ``env_kwargs`` or ``mnist1d``."""
-        return self.dataset or ENV_IDS[self.env_id] or self.env_kwargs.get("dataset", "mnist1d")
+        """The dataset the sweep trains on: ``dataset``, else the env id's, else ``env_kwargs`` or the env's default."""
+        return self.dataset or ENV_IDS[self.env_id] or self.env_kwargs.get("dataset", EnvOptions.default("dataset"))
 
     def storage_url(self) -> str:
         """The Optuna storage URL: ``storage``, else the run folder's SQLite file."""

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from dynalay_env.data import Dataset
+from dynalay_env.datasets import Dataset
 from dynalay_env.model import FPIModel, MainModel, load_checkpoint, provenance_hash, recipe_version
 
 MODEL_CACHE_ENV = "DYNALAY_MODEL_CACHE"
@@ -190,7 +190,7 @@ def ship_default_models(datasets: list[str] | tuple[str, ...] = SHIPPED_DATASETS
     :func:`recipe_fingerprint`, and the pre-training report's time and test accuracies.
     """
     from dynalay_env.atomic import atomic_copy, atomic_write_json
-    from dynalay_env.data import load_dataset
+    from dynalay_env.datasets import load_dataset
     from dynalay_env.model import load_checkpoint, provenance_of
     from dynalay_env.pretrain import CHECKPOINT_NAME, REPORT_NAME
 
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"datasets (default: {' '.join(SHIPPED_DATASETS)})")
     parser.add_argument("--models-dir", default=None, help="where to write them (default: the package's models/)")
     args = parser.parse_args(argv)
-    from dynalay_env.data import DATASETS
+    from dynalay_env.datasets import DATASETS
 
     unknown = [d for d in args.datasets if d not in DATASETS]
     if unknown:

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,21 +53,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dynalay_env.data import SPLITS, Dataset
+from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, CoTrainer
+from dynalay_env.datasets import Dataset
 from dynalay_env.model import FPIModel
-from dynalay_env.rewards import Reward, RewardInputs, make_reward
+from dynalay_env.options import (
+    DEFAULT_OBSERVATION_GROUPS as DEFAULT_OBSERVATION_GROUPS,  # transitional: removed at merge
+)
+from dynalay_env.options import OBSERVATION_GROUPS as OBSERVATION_GROUPS  # transitional: removed at merge
+from dynalay_env.options import REWARD_PARAM_NAMES, SETTABLE_OPTIONS, EnvOptions
+from dynalay_env.rewards import RewardInputs
 
 EXIT_ACTION = 0
-#: Every observation group; :data:`DEFAULT_OBSERVATION_GROUPS` is the env's default observation.
-OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_action", "solver", "history")
-#: The default observation: every group but ``history``, which is opt-in until a study shows that it
-#: helps (docs/design.md, Observations).
-DEFAULT_OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_action", "solver")
 #: The ``history`` group's features, in order (see :meth:`DynaLayCore._update_history`).
 HISTORY_FEATURES: tuple[str, ...] = ("has_history", "prediction_agrees", "prediction_run", "js_divergence",
                                      "previous_top1_prob", "state_change", "state_cosine", "contraction")
-SAMPLE_MODES: tuple[str, ...] = ("random", "sequential")
-MODES: tuple[str, ...] = ("frozen", "cotrain")
 
 _MASK64 = (1 << 64) - 1
 
@@ -87,11 +86,6 @@ def seed_to_key(seed: int | None) -> int:
 
     rng, _ = seeding.np_random(seed)
     return int(rng.integers(0, 2**63 - 1))
-
-
-def _choices(name: str, value: Any, valid: Sequence[Any]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(repr, valid))}")
 
 
 class LazyInfo(Mapping[str, Any]):
@@ -142,72 +136,43 @@ class StepOutput:
     info: dict[str, Any]
 
 
-def _check_decision_flops(value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or value < 0:
-        raise ValueError(f"decision_flops must be a finite number >= 0 (FLOPs per decision of the policy), "
-                         f"got {value!r}")
-
-
 class DynaLayCore:
     """N DynaLay episodes as tensors. See the module docstring and ``DynaLayEnv`` for the MDP.
 
     Args:
         model: the main model (:class:`~dynalay_env.model.FPIModel`), used in eval mode.
-        dataset: the dataset whose ``split`` provides the examples; ``None`` when ``examples`` is
-            given instead.
+        dataset: the dataset whose ``options.split`` provides the examples; ``None`` when
+            ``examples`` is given instead.
         num_envs: N, the number of episode slots.
-        split: one of ``model_train``, ``agent_train`` (default), ``val``, ``test``.
-        sample_mode: ``random`` (seeded, for training) or ``sequential`` (each example once).
-        max_steps: layer applications before a forced exit (default 4).
-        reward: a registered reward name, a callable or a :class:`Reward`; ``reward_kwargs`` its
-            parameters.
-        observation_groups: which feature groups make up the observation (default
-            :data:`DEFAULT_OBSERVATION_GROUPS`; ``history`` is opt-in).
-        mask_repeats: action masks forbid re-applying the layer just applied.
-        compute_budget: action masks forbid layers whose worst case (``max_iter`` iterations) would
-            take the episode's normalised compute above this budget. The worst case counts the
-            fixed-point solver's iterations (:meth:`~dynalay_env.model.CostTable.worst_step_flops`);
-            with a model of ``solver="anderson"`` the mixing work comes on top, so a step can exceed it.
-        decision_flops: FLOPs charged per decision of the policy (>= 0, default 0), in the reward
-            only: every step is one decision (EXIT included; the forced exit at ``max_steps`` is
-            none), so the reward's ``step_compute`` grows by ``decision_flops / normalizer`` per step
-            and its ``total_compute`` by that times the decisions so far. ``info["compute"]``, the
-            observation and the masks stay env-only.
-        device: where states, data and the model live.
-        mode: ``frozen`` (the model is fixed) or ``cotrain`` (it keeps learning on the episodes'
-            paths, trained in place; needs ``split="agent_train"`` and a ``torch.nn.Module`` model with
-            trainable FPI layers; non-stationary, see the module docstring).
-        cotrain_lr: Adam step size of co-training (> 0; default 1e-4). ``cotrain`` mode only.
-        cotrain_every: M, finished episodes per co-training step (>= 1; default 64). ``cotrain`` only.
+        options: the env's options (:class:`~dynalay_env.options.EnvOptions`: split, sampling,
+            ``max_steps``, reward, observation groups, masks, device, mode, ...); or give them as
+            keywords (``**kwargs``), checked by
+            :meth:`~dynalay_env.options.EnvOptions.from_kwargs`. Its ``dataset`` and ``model`` fields
+            say where ``dataset`` and ``model`` came from; the core uses the objects it is given.
         provenance: id of (model, dataset, version), copied into ``info``.
         examples: ``(x [n, *input_shape], y [n])`` tensors to draw episodes from instead of a
             dataset split (e.g. a batch of raw inputs at inference time; ``y`` may be dummy labels).
+
+    ``compute_budget`` masks layers whose worst case (``max_iter`` iterations,
+    :meth:`~dynalay_env.model.CostTable.worst_step_flops`) would take the episode's normalised
+    compute above the budget. ``decision_flops`` is charged in the reward only: every step is one
+    decision (EXIT included; the forced exit at ``max_steps`` is none), so the reward's
+    ``step_compute`` grows by ``decision_flops / normalizer`` per step and its ``total_compute`` by
+    that times the decisions so far; ``info["compute"]``, the observation and the masks stay
+    env-only. ``mode="cotrain"`` needs ``split="agent_train"`` and a ``torch.nn.Module`` model with
+    trainable FPI layers (non-stationary, see the module docstring).
     """
 
-    def __init__(self, model: FPIModel, dataset: Dataset | None, num_envs: int = 1, *, split: str = "agent_train",
-                 sample_mode: str = "random", max_steps: int = 4,
-                 reward: str | Callable[..., Tensor] | Reward = "paper", reward_kwargs: dict[str, Any] | None = None,
-                 observation_groups: Sequence[str] = DEFAULT_OBSERVATION_GROUPS, mask_repeats: bool = False,
-                 compute_budget: float | None = None, device: str | torch.device = "cpu",
-                 mode: str = "frozen", provenance: str = "",
-                 examples: tuple[Tensor, Tensor] | None = None, cotrain_lr: float | None = None,
-                 cotrain_every: int | None = None, decision_flops: float = 0.0) -> None:
+    def __init__(self, model: FPIModel, dataset: Dataset | None, num_envs: int = 1, *,
+                 options: EnvOptions | None = None, provenance: str = "",
+                 examples: tuple[Tensor, Tensor] | None = None, **kwargs: Any) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-        _choices("split", split, SPLITS)
-        _choices("sample_mode", sample_mode, SAMPLE_MODES)
-        _choices("mode", mode, MODES)
-        if not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-            raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
-        groups = tuple(observation_groups)
-        for group in groups:
-            _choices("observation group", group, OBSERVATION_GROUPS)
-        if not groups:
-            raise ValueError(f"observation_groups is empty; choose from {', '.join(OBSERVATION_GROUPS)}")
-        if compute_budget is not None and compute_budget <= 0:
-            raise ValueError(f"compute_budget must be > 0 (normalised compute), got {compute_budget}")
-        _check_decision_flops(decision_flops)
+        if options is None:
+            sources = {"model": model, **({"dataset": dataset} if dataset is not None else {})}
+            options = EnvOptions.from_kwargs({**sources, **kwargs}, owner="DynaLayCore.__init__()")
+        elif kwargs:
+            options = options.replace(**kwargs)
         if (dataset is None) == (examples is None):
             raise ValueError("pass exactly one of dataset (with split) or examples=(x, y)")
         if dataset is not None and (tuple(model.input_shape) != tuple(dataset.input_shape)
@@ -215,19 +180,22 @@ class DynaLayCore:
             raise ValueError(f"model expects inputs {tuple(model.input_shape)} with {model.num_classes} classes, "
                              f"dataset {dataset.name!r} has {tuple(dataset.input_shape)} with "
                              f"{dataset.num_classes} classes")
-        self.device = torch.device(device)
+        #: The options this core was built with (:class:`~dynalay_env.options.EnvOptions`); the
+        #: settable ones follow :meth:`set_option`.
+        self.options = options
+        self.device = torch.device(options.device)
         self.model = model
         self.dataset = dataset
         self.num_envs = int(num_envs)
-        self.split = split
-        self.sample_mode = sample_mode
-        self.max_steps = int(max_steps)
-        self.reward = make_reward(reward, **(reward_kwargs or {}))
-        self.observation_groups = tuple(g for g in OBSERVATION_GROUPS if g in groups)
-        self.mask_repeats = bool(mask_repeats)
-        self.compute_budget = compute_budget
-        self.decision_flops = float(decision_flops)
-        self.mode = mode
+        self.split = options.split
+        self.sample_mode = options.sample_mode
+        self.max_steps = options.max_steps
+        self.reward = options.make_reward()
+        self.observation_groups = options.observation_groups
+        self.mask_repeats = options.mask_repeats
+        self.compute_budget = options.compute_budget
+        self.decision_flops = options.decision_flops
+        self.mode = options.mode
         self.provenance = provenance
 
         self.num_layers = model.num_layers
@@ -249,7 +217,7 @@ class DynaLayCore:
         self._reset_flops = costs.reset_flops()
 
         if dataset is not None:
-            x, y = dataset.as_tensors(split, dev)
+            x, y = dataset.as_tensors(self.split, dev)
         else:
             x, y = (torch.as_tensor(t, device=dev) for t in examples)  # type: ignore[union-attr]
             if tuple(x.shape[1:]) != tuple(model.input_shape) or y.shape != x.shape[:1]:
@@ -259,7 +227,7 @@ class DynaLayCore:
         self.x, self.y = x, y
         self.num_examples = int(y.shape[0])
         if self.num_examples == 0:
-            raise ValueError(f"split {split!r} of dataset {getattr(dataset, 'name', 'examples')!r} is empty")
+            raise ValueError(f"split {self.split!r} of dataset {getattr(dataset, 'name', 'examples')!r} is empty")
 
         n, state_shape = self.num_envs, tuple(model.state_shape)
         self.state_shape = state_shape
@@ -292,17 +260,11 @@ class DynaLayCore:
         self._cursor = 0
         self._build_observation_layout()
         self.last_step_seconds = 0.0
-        self.cotrainer = self._make_cotrainer(cotrain_lr, cotrain_every)
+        self.cotrainer = self._make_cotrainer(options.cotrain_lr, options.cotrain_every)
 
-    def _make_cotrainer(self, lr: float | None, every: int | None) -> Any:
+    def _make_cotrainer(self, lr: float | None, every: int | None) -> CoTrainer | None:
         """The :class:`~dynalay_env.cotrain.CoTrainer` of ``cotrain`` mode (None when frozen)."""
-        from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, CoTrainer
-
         if self.mode != "cotrain":
-            given = [name for name, v in (("cotrain_lr", lr), ("cotrain_every", every)) if v is not None]
-            if given:
-                raise ValueError(f"{' and '.join(given)} only {'applies' if len(given) == 1 else 'apply'} to "
-                                 f"mode='cotrain' (this env has mode={self.mode!r})")
             return None
         if self.dataset is None or self.split != "agent_train":
             where = "examples=(x, y)" if self.dataset is None else f"split={self.split!r}"
@@ -721,23 +683,21 @@ class DynaLayCore:
         return dict(LazyInfo(self.info_tensors()))
 
     #: Options that can change on a live core (the others size its buffers or spaces).
-    SETTABLE_OPTIONS: tuple[str, ...] = ("mask_repeats", "compute_budget", "decision_flops")
+    SETTABLE_OPTIONS: tuple[str, ...] = SETTABLE_OPTIONS
 
     def set_option(self, name: str, value: Any) -> None:
         """Change a live option (``mask_repeats``, ``compute_budget``, ``decision_flops``, ``reward``),
         validated as the constructor validates it; anything else needs a new env, because it sizes
-        buffers or the observation space."""
-        if name == "decision_flops":
-            _check_decision_flops(value)
-            self.decision_flops = float(value)
-        elif name == "reward":
-            self.reward = make_reward(value)
-        elif name == "compute_budget":
-            if value is not None and value <= 0:
-                raise ValueError(f"compute_budget must be > 0 (normalised compute) or None, got {value}")
-            self.compute_budget = value
-        elif name == "mask_repeats":
-            self.mask_repeats = bool(value)
+        buffers or the observation space. A new ``reward`` comes with its default parameters."""
+        if name == "reward":
+            defaults = {f: EnvOptions.default(f) for f in REWARD_PARAM_NAMES}
+            self.options = self.options.replace(reward=value, **defaults)
+            self.reward = self.options.make_reward()
+        elif name in self.SETTABLE_OPTIONS:
+            self.options = self.options.replace(**{name: value})
+            self.mask_repeats = self.options.mask_repeats
+            self.compute_budget = self.options.compute_budget
+            self.decision_flops = self.options.decision_flops
         else:
             raise ValueError(f"option {name!r} cannot change on a live env (it sizes buffers or spaces); "
                              f"settable: {', '.join(self.SETTABLE_OPTIONS + ('reward',))}. Make a new env instead.")

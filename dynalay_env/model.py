@@ -502,7 +502,7 @@ _SAVED_PROVENANCE = "saved_provenance"
 def provenance_of(model: FPIModel, dataset: Any = None) -> dict[str, Any]:
     """The identity of a main model, as every results file records it (``model_provenance``).
 
-    ``dataset``: a :class:`~dynalay_env.data.Dataset`, a mapping with ``name`` and ``fingerprint``,
+    ``dataset``: a :class:`~dynalay_env.datasets.Dataset`, a mapping with ``name`` and ``fingerprint``,
     or None (then the dataset the model's checkpoint names, if it was loaded from one). Returns
     ``id`` (:func:`provenance_hash`: weights, config, dataset fingerprint, package version),
     ``weights_hash``, ``config_hash``, ``dataset`` (``name``, ``fingerprint``), ``package_version``
