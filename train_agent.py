@@ -26,14 +26,23 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import json
 import math
+import os
 import re
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
+
+import torch
+import yaml
+from rich.console import Console
+from rich.table import Table
 
 from agents.evaluate import evaluate, validate_report
 from agents.minari_export import POLICY_FORMS, datasets_path, export_dataset, minari_root
@@ -53,8 +62,6 @@ DEMO_TIMESTEPS = 200_000
 
 def parse_env_kwargs(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
     """rl-zoo3's ``key:value`` syntax; values are read as YAML (``0.2``, ``true``, ``[hidden, head]``)."""
-    import yaml
-
     if isinstance(items, dict):  # from a --config YAML mapping
         return dict(items)
     out: dict[str, Any] = {}
@@ -265,8 +272,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     argv = attach_negative_values(parser, sys.argv[1:] if argv is None else list(argv))
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
-        import yaml
-
         path = Path(args.config)
         if not path.is_file():
             raise FileNotFoundError(f"--config file {path} not found")
@@ -329,8 +334,6 @@ def attach_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> 
 
 
 def cmd_pretrain(args: argparse.Namespace) -> dict:
-    import dataclasses
-
     dataset = args.dataset or DEFAULT_DATASET
     run_dir = Path(args.run_dir or f"runs/pretrain-{dataset}")
     config = recipe_for(dataset)
@@ -352,9 +355,6 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
 
 
 def print_pretrain_summary(report: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"pre-training on {report['dataset']} ({report['split']} split, "
                         f"{report['n_examples']} examples)")
     table.add_column("figure")
@@ -416,8 +416,6 @@ def cmd_train(args: argparse.Namespace) -> Path:
 def run_evaluation(run_dir: Path, split: str = "test", n_envs: int = 512, n_boot: int = 1000,
                    figures: bool = True, device: str | None = None) -> dict:
     """Evaluate the run in ``run_dir`` and write its report; returns the report."""
-    from dataclasses import asdict
-
     config, agent, model_path = load_run(run_dir)
     options = env_options(config, str(model_path))
     if device:
@@ -463,9 +461,6 @@ def cmd_validate(run_dir: Path, args: argparse.Namespace) -> dict:
 
 
 def print_report_table(report: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"{report.get('dataset')} / {report['split']}: {report['n_examples']} examples "
                         f"(compute 1.0 = full depth)")
     for col in ("policy", "accuracy", "mean compute"):
@@ -500,8 +495,6 @@ def print_report_table(report: dict) -> None:
 def _sweep_config(args: argparse.Namespace) -> Any:
     """The :class:`agents.sweep.SweepConfig` of the parsed ``sweep`` arguments; the storage is
     ``--storage``, else the ``DYNALAY_STORAGE`` environment variable, else SQLite in the run folder."""
-    import os
-
     if args.env and args.env not in ENV_IDS:
         raise ValueError(f"unknown env id {args.env!r}; valid ids: {', '.join(ENV_IDS)}")
     env_id = args.env or next((i for i, d in ENV_IDS.items() if d == (args.dataset or DEFAULT_DATASET)), "DynaLay-v0")
@@ -545,9 +538,6 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
 
 
 def print_sweep_table(report: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     counts = report["counts"]
     table = Table(title=f"Pareto trials of {report['study_name']} ({counts['complete']} complete, {counts['fail']} "
                         f"failed; compute 1.0 = full depth)")
@@ -626,7 +616,6 @@ def cmd_export(args: argparse.Namespace) -> Any:
     """Write the Minari dataset ``--dataset-id`` and print where it is and what it holds."""
     if args.env not in ENV_IDS:
         raise ValueError(f"unknown env id {args.env!r}; valid ids: {', '.join(ENV_IDS)}")
-    import importlib.util
 
     if importlib.util.find_spec("minari") is None:
         raise ValueError("export needs Minari with its dataset-creation extra: pip install 'dynalay-gym[peers]' "
@@ -645,8 +634,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         if getattr(args, "threads", None):
-            import torch
-
             torch.set_num_threads(args.threads)
         if args.command == "list-datasets":
             print("\n".join(list_datasets()))

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from agents.baselines import (
     BaselinePolicy,
@@ -159,8 +160,6 @@ def vs_threshold(agent: EpisodeRecords, curve: Sequence[EpisodeRecords], n_boot:
 
 def difficulty_stats(records: EpisodeRecords, search: OracleSearch) -> dict[str, Any]:
     """Compute spent against difficulty (the oracle's minimum compute to a correct answer)."""
-    from scipy.stats import spearmanr
-
     solvable = search.solvable
     difficulty = search.min_compute
     rho = float("nan")
@@ -187,8 +186,6 @@ def difficulty_stats(records: EpisodeRecords, search: OracleSearch) -> dict[str,
 def known_difficulty_correlation(records: EpisodeRecords, core: DynaLayCore) -> float | None:
     """Spearman of compute against the dataset's own per-example difficulty (``synthetic``: the
     noise level), where the dataset has one."""
-    from scipy.stats import spearmanr
-
     known = getattr(core.dataset, "difficulty", None)
     if not known or core.split not in known or np.std(records.compute) == 0:
         return None

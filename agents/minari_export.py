@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from agents import baselines
@@ -86,8 +87,7 @@ def export_dataset(dataset_id: str, policies: Sequence[str], episodes: int, env_
     episode ``e`` of ``policies[j]`` (the dataset's description says so too). The env is reset with
     ``seed`` once, so the same arguments record the same dataset.
     """
-    import gymnasium as gym
-    import minari
+    import minari  # optional dependency: Minari (the peers extra)
 
     if not policies:
         raise ValueError(f"name at least one policy; valid forms: {', '.join(POLICY_FORMS)}")
@@ -133,7 +133,7 @@ def play_episode(env: Any, policy: Any) -> int:
 
 def minari_root() -> Path:
     """Where Minari keeps local datasets now (``MINARI_DATASETS_PATH`` or its default)."""
-    from minari.storage.datasets_root_dir import get_dataset_path
+    from minari.storage.datasets_root_dir import get_dataset_path  # optional dependency: Minari (the peers extra)
 
     return Path(get_dataset_path())
 

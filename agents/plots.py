@@ -19,10 +19,12 @@ from dynalay_env.atomic import atomic_path
 
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the non-interactive Agg backend."""
-    import matplotlib  # optional dependency: only the figures need it
+    # Deferred: choosing a backend is a process-wide side effect, taken when a figure is drawn,
+    # never when agents is imported.
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # optional dependency (above)
+    import matplotlib.pyplot as plt
 
     return plt
 
@@ -108,7 +110,7 @@ def plot_sweep(report: dict[str, Any], path: Path) -> Path:
     Pareto front in red) and test (the Pareto trials re-evaluated), each over that split's baseline
     curves, with compute on a log axis; and each trial's val compute against its ``lambda_compute``."""
     plt = pyplot()
-    from matplotlib.colors import LogNorm  # optional dependency, as in pyplot()
+    from matplotlib.colors import LogNorm  # after pyplot() has chosen the backend
 
     trials = [t for t in report["trials"] if t["state"] == "COMPLETE"]
     lambdas = [t["choice"]["reward_params"].get("lambda_compute", t["choice"].get("hyperparams", {}).get("lambda_compute"))

@@ -24,10 +24,11 @@ writes ``report.json``/``.md``). What differs:
   ``n_timesteps``, ``n_envs`` and ``fcnet_hiddens``), updated by ``TrainConfig.hyperparams`` and a
   ``--hyperparams`` YAML file in rl-zoo3's layout (one entry per env id).
 
-Ray is imported lazily (inside functions: it is an optional dependency): ``agents`` imports without it, and a missing Ray gives
-the one-line error of :func:`require_ray`. Ray starts locally (``ray.init`` with
-``num_cpus=config.num_env_runners + 1``, no dashboard) unless ``TrainConfig.ray_address`` names a
-running cluster (``auto``, or ``host:6379`` after ``ray start --head`` there).
+Ray is imported lazily (inside functions: it is an optional dependency): ``agents`` imports without
+it, and a missing Ray gives the one-line error of :func:`require_ray`. Ray starts locally
+(``ray.init`` with ``num_cpus=config.num_env_runners + 1``, no dashboard) unless
+``TrainConfig.ray_address`` names a running cluster (``auto``, or ``host:6379`` after ``ray start
+--head`` there).
 
 Decision cost: :meth:`RLlibAgent.decision_flops` counts the module's own forward pass (the one
 :meth:`RLlibAgent.predict` runs: PPO's ``forward_inference`` -- encoder + policy head; DQN's
@@ -38,6 +39,7 @@ Q-network) for one observation with ``torch.utils.flop_counter.FlopCounterMode``
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 import re
@@ -138,8 +140,6 @@ def algorithm_config(algo: str, env_id: str, env_config: dict[str, Any], hyperpa
     runners); each env runner makes ``n_envs`` batched slots with ``gym_env_vectorize_mode=
     "vector_entry_point"``. A key of ``hyperparams`` that the algorithm's ``training()`` does not
     take raises ``ValueError`` listing the ones it does."""
-    import inspect
-
     require_ray()
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig  # optional dependency: Ray RLlib
 

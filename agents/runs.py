@@ -121,10 +121,12 @@ class TrainConfig:
         return config_from_dict(cls, {k: v for k, v in d.items() if k not in DERIVED_KEYS}, "training")
 
     def check_options(self) -> None:
-        """Resolve the options given twice (:func:`take_flag_options`) and check every env option's
-        type (:func:`check_env_kwargs`); ``ValueError`` names the bad one."""
+        """Resolve the options given twice (:func:`take_flag_options`), check the co-training options
+        (:meth:`check_cotrain`) and every env option, as the training env will get them
+        (:func:`check_env_kwargs`); ``ValueError`` names the bad one."""
         take_flag_options(self)
-        check_env_kwargs(self.env_kwargs)
+        self.check_cotrain()
+        check_env_kwargs({**self.env_kwargs, "mode": "cotrain"} if self.cotrain else self.env_kwargs)
 
 
 def config_from_dict(cls: type, d: dict[str, Any], what: str) -> Any:

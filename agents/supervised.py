@@ -57,6 +57,9 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.torch_layers import create_mlp
+from stable_baselines3.common.utils import configure_logger
 
 from agents.callbacks import core_of
 from agents.curves import exit_flops, full_depth_order, record_core
@@ -273,8 +276,6 @@ def ppo_actor_kwargs(env_id: str | None) -> dict[str, Any]:
 
 def mlp(in_dim: int, out_dim: int, arch: Sequence[int], activation: type) -> torch.nn.Sequential:
     """``in -> [Linear, activation] x len(arch) -> Linear(out)``, as SB3's ``create_mlp`` builds the actor."""
-    from stable_baselines3.common.torch_layers import create_mlp
-
     return torch.nn.Sequential(*create_mlp(in_dim, out_dim, list(arch), activation))
 
 
@@ -486,9 +487,6 @@ class SupervisedAgent:
               tb_log_name: str | None = None, progress_bar: bool = False, log_interval: int = 1) -> SupervisedAgent:
         """Collect and label ``total_timesteps`` more states and fit (see the subclass), driving SB3
         callbacks (``agents.training``'s metrics, validation and checkpoints) once per collection round."""
-        from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-        from stable_baselines3.common.utils import configure_logger
-
         self._check_env()
         if reset_num_timesteps:
             self.num_timesteps = 0

@@ -58,10 +58,13 @@ Run folder::
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import math
 import multiprocessing
 import os
+import re
 import socket
 import tempfile
 import time
@@ -72,6 +75,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from agents.algorithms import get_algorithm
 from agents.curves import vs_curve
@@ -321,8 +325,6 @@ class SweepConfig:
         path may differ between machines)."""
         out = {k: v for k, v in self.to_dict().items() if k not in LOCAL_KEYS}
         if self.hyperparams_file:
-            import hashlib
-
             path = Path(self.hyperparams_file)
             if not path.is_file():
                 raise ValueError(f"hyperparams_file {path} not found")
@@ -372,7 +374,7 @@ def suggest(trial: Any, config: SweepConfig) -> TrialChoice:
 
 def _parse_url(url: str) -> Any:
     """SQLAlchemy's ``URL`` of ``url``, or ``None`` when it does not parse."""
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import make_url  # optional dependency: the sweep extra
 
     try:
         return make_url(url)
@@ -382,8 +384,6 @@ def _parse_url(url: str) -> Any:
 
 def _mask_unparsed(url: str) -> str:
     """A URL SQLAlchemy cannot parse, with anything that may be a password replaced by ``***``."""
-    import re
-
     url = re.sub(r"^([^:/?#]+://[^:/?#@]*:).*@", r"\1***@", url)  # user:PASSWORD@ (up to the last @)
     return re.sub(rf"(?i)\b({'|'.join(PASSWORD_QUERY_KEYS)})=[^&]*", r"\1=***", url)
 
@@ -449,8 +449,6 @@ def _scrub(text: str, url: str) -> str:
 def _default_driver(url: str) -> str:
     """``url``, with ``postgresql://`` pointed at psycopg2 when SQLAlchemy's default PostgreSQL
     driver (psycopg 3 since SQLAlchemy 2.1) is not installed but psycopg2 (the ``sweep`` extra) is."""
-    import importlib.util
-
     parsed = _parse_url(url)
     if parsed is None or parsed.drivername != "postgresql":
         return url
@@ -462,7 +460,7 @@ def _default_driver(url: str) -> str:
 def quiet_optuna() -> None:
     """Optuna at WARNING level, without the ExperimentalWarning its heartbeat, retry and metric-name
     features raise on every use (they are stable enough here, and tested)."""
-    import optuna
+    import optuna  # optional dependency: the sweep extra
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -487,8 +485,8 @@ def open_storage(config: SweepConfig) -> Any:
 
 
 def _rdb_storage(url: str, config: SweepConfig, attempts: int = 5) -> Any:
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback  # optional dependency: the sweep extra
+    from sqlalchemy.exc import IntegrityError, ProgrammingError  # optional dependency: the sweep extra
 
     # Several worker processes write one SQLite file: wait for its lock instead of failing.
     engine_kwargs: dict[str, Any] = ({"connect_args": {"timeout": 120}} if url.startswith("sqlite")
@@ -509,7 +507,7 @@ def _rdb_storage(url: str, config: SweepConfig, attempts: int = 5) -> Any:
 
 def make_sampler(config: SweepConfig, seed: int) -> Any:
     """The Optuna sampler ``config.sampler`` names (TPE with a constant liar by default), seeded with ``seed``."""
-    import optuna
+    import optuna  # optional dependency: the sweep extra
 
     if config.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -523,7 +521,7 @@ def make_sampler(config: SweepConfig, seed: int) -> Any:
 
 def open_study(config: SweepConfig, storage: Any, model_provenance: str, sampler_seed: int | None = None) -> Any:
     """Create or join the study ``config.study_name``; refuses to join a study defined differently."""
-    import optuna
+    import optuna  # optional dependency: the sweep extra
 
     sampler = make_sampler(config, config.seed if sampler_seed is None else sampler_seed)
     study = optuna.create_study(study_name=config.study_name, storage=storage, sampler=sampler,
@@ -553,14 +551,14 @@ def open_study(config: SweepConfig, storage: Any, model_provenance: str, sampler
 
 
 def _trial_states() -> tuple[Any, Any, Any]:
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # optional dependency: the sweep extra
 
     return TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING
 
 
 def trial_counts(study: Any) -> dict[str, int]:
     """Trials by state; ``counted`` = waiting + running + complete (what ``n_trials`` bounds)."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # optional dependency: the sweep extra
 
     trials = study.get_trials(deepcopy=False)
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
@@ -579,7 +577,7 @@ def claim_slot(trial: Any, n_trials: int) -> None:
     """End ``trial`` as surplus (``TrialPruned``, user attribute ``surplus``) when ``n_trials``
     counted trials (waiting, running or complete) have lower numbers. Trial numbers are handed out
     atomically by the storage, so of two workers that draw at once exactly the later one yields."""
-    import optuna
+    import optuna  # optional dependency: the sweep extra
 
     counted = trial.study.get_trials(deepcopy=False, states=_trial_states())
     if sum(t.number < trial.number for t in counted) >= n_trials:
@@ -591,7 +589,7 @@ class TrialRunner:
     """The objective: train one agent for ``config.timesteps`` and score it on ``val``."""
 
     def __init__(self, config: SweepConfig, model_path: Path) -> None:
-        from optuna.artifacts import FileSystemArtifactStore
+        from optuna.artifacts import FileSystemArtifactStore  # optional dependency: the sweep extra
 
         self.config = config
         self.model_path = Path(model_path)
@@ -605,8 +603,8 @@ class TrialRunner:
         return Path(self.config.run_dir) / "trials" / self.config.study_name / f"trial_{number:04d}"
 
     def __call__(self, trial: Any) -> tuple[float, float]:
-        from optuna.artifacts import upload_artifact
-        from optuna.storages import RetryHeartbeatStaleTrialCallback
+        from optuna.artifacts import upload_artifact  # optional dependency: the sweep extra
+        from optuna.storages import RetryHeartbeatStaleTrialCallback  # optional dependency: the sweep extra
 
         self.current = trial.number
         study = trial.study
@@ -665,10 +663,9 @@ def run_worker(config: SweepConfig, model_path: Path, provenance: str, worker_in
                objective: Callable[[Any], tuple[float, float]] | None = None) -> dict[str, int]:
     """Draw and run trials until the study has ``n_trials`` complete ones; returns the final counts.
     ``objective`` replaces :class:`TrialRunner` (tests); it must call :func:`claim_slot` first."""
-    import optuna
-    import torch
-    from optuna.storages import fail_stale_trials
-    from optuna.study import MaxTrialsCallback
+    import optuna  # optional dependency: the sweep extra
+    from optuna.storages import fail_stale_trials  # optional dependency: the sweep extra
+    from optuna.study import MaxTrialsCallback  # optional dependency: the sweep extra
 
     torch.set_num_threads(config.threads)
     quiet_optuna()
@@ -698,8 +695,8 @@ def run_worker(config: SweepConfig, model_path: Path, provenance: str, worker_in
 
 def _requeue_interrupted(study: Any, number: int | None, max_retry: int) -> None:
     """Queue a retry of the trial Ctrl-C stopped (Optuna marks it failed), like a stale trial's."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-    from optuna.trial import TrialState
+    from optuna.storages import RetryHeartbeatStaleTrialCallback  # optional dependency: the sweep extra
+    from optuna.trial import TrialState  # optional dependency: the sweep extra
 
     if number is None:
         return
@@ -760,7 +757,7 @@ def resolve_main_model(config: SweepConfig) -> tuple[Path, str]:
 
 def run_sweep(config: SweepConfig) -> dict[str, Any]:
     """Run (or resume, or join) the study with this machine's workers, then write the report."""
-    import optuna
+    import optuna  # optional dependency: the sweep extra
 
     config.validate()
     run_dir = Path(config.run_dir)
@@ -814,8 +811,8 @@ def _summaries(records: Any) -> Any:
 def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str, Any]:
     """Every trial, the Pareto set re-evaluated on ``test``, the baseline curves on ``val`` and
     ``test``, and the hypervolumes (see the module docstring)."""
-    from optuna.artifacts import download_artifact
-    from optuna.trial import TrialState
+    from optuna.artifacts import download_artifact  # optional dependency: the sweep extra
+    from optuna.trial import TrialState  # optional dependency: the sweep extra
 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:

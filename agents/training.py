@@ -105,10 +105,9 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Agent, Path]:
         if config.framework == "rllib" and config.uses_cotrain():
             raise ValueError("--framework rllib does not co-train the main model (each env runner holds its own "
                              "copy); drop --cotrain / mode: cotrain")
-        config.check_options()
         # Once per run, before anything exists on disk; a resumed run was checked when it started.
+        config.check_options()  # co-training options included
         get_algorithm(config.algo).check_compatibility(config.env_kwargs)
-        config.check_cotrain()
         check_env_builds(env_options(config, config.model, training=True))
     config, run_dir = prepare_run_dir(config, resume)
     spec = get_algorithm(config.algo)
