@@ -159,6 +159,8 @@ class OracleTable:
     @torch.no_grad()
     def __init__(self, core: DynaLayCore, lambda_compute: float, chunk: int = 2048) -> None:
         check_search_size(core.num_layers, core.max_steps, not core.mask_repeats)
+        # The largest normalised one-step compute of each layer (max_iter iterations): the budget mask's rule.
+        worst_step = [flops / core.normalizer for flops in core.costs.worst_step_flops()]
         firsts = []
         for table in _searched(core, chunk):
             paths = table.paths
@@ -174,7 +176,7 @@ class OracleTable:
                 k, q = paths[r][-1], index[parent]
                 allowed = torch.ones(cost.shape[1], dtype=torch.bool)
                 if core.compute_budget is not None:  # the core's mask: worst case of layer k fits the budget
-                    allowed = spent[q] + float(core._worst_step[k]) <= core.compute_budget
+                    allowed = spent[q] + worst_step[k] <= core.compute_budget
                 better = allowed & (value[r] < value[q])
                 value[q] = torch.where(better, value[r], value[q])
                 first[q] = torch.where(better, torch.full_like(first[q], k + 1), first[q])
