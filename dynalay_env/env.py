@@ -29,10 +29,7 @@ def make_core(num_envs: int, options: EnvOptions | None = None, **kwargs: Any) -
     ``--env-kwargs`` pass: ``make_core(8, max_steps=3, lambda_compute=0.2)``), or both (the keywords
     change the given options). Resolves the dataset, the device and the main model (see
     :func:`~dynalay_env.cache.resolve_model`)."""
-    if options is None:
-        options = EnvOptions.from_kwargs(kwargs)
-    elif kwargs:
-        options = options.replace(**kwargs)
+    options = EnvOptions.resolve(options, kwargs)
     dev = resolve_device(options.device)
     ds = options.dataset if isinstance(options.dataset, Dataset) else load_dataset(options.dataset,
                                                                                    data_root=options.data_root)
@@ -253,11 +250,9 @@ class DynaLayEnv(CoreFacts, gym.Env[np.ndarray, np.int64]):
         super().reset(seed=seed)
         if seed is not None or not self._stream_seeded:
             # The slot's example stream is drawn from self.np_random, so reset(seed=s) replays it.
-            self.core._keys[0] = np.uint64(int(self.np_random.integers(0, 2**63 - 1)))
-            self.core._episode_counter[0] = 0
+            key = int(self.np_random.integers(0, 2**63 - 1))
+            self.core.sampler.restart([0], [key], rewind=seed is not None)
             self._stream_seeded = True
-            if seed is not None and self.core.sample_mode == "sequential":
-                self.core._cursor = 0
         example = None if not options or "example" not in options else [options["example"]]
         obs = self.core.reset([0], examples=example)[0].cpu().numpy()
         self._needs_reset = False

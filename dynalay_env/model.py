@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# The package's own constants (__version__, RECIPE_VERSION), read at call time. The package defines
+# them before it imports its env (and so this module), so this import finds them in place.
+import dynalay_env
 from dynalay_env.atomic import atomic_write_bytes
 from dynalay_env.fpi import LAYER_FAMILIES, FPILayer, SolveResult, get_solver
 
@@ -453,9 +456,7 @@ class MainModel(nn.Module):
 
 def package_version() -> str:
     """The version of the installed ``dynalay_env`` (``dynalay_env.__version__``)."""
-    from dynalay_env import __version__
-
-    return __version__
+    return dynalay_env.__version__
 
 
 def weights_hash(model: nn.Module) -> str:
@@ -485,8 +486,6 @@ def provenance_hash(model: MainModel, dataset_fingerprint: str) -> str:
 
 def recipe_version() -> int:
     """The current ``dynalay_env.RECIPE_VERSION`` (read at call time, so the one constant rules)."""
-    import dynalay_env
-
     return dynalay_env.RECIPE_VERSION
 
 

@@ -31,7 +31,7 @@ from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, check
 from dynalay_env.datasets import DEFAULT_DATASET, SPLITS, Dataset
 from dynalay_env.device import parse_device
 from dynalay_env.model import FPIModel
-from dynalay_env.rewards import SHAPINGS, Reward, RewardParams, make_reward
+from dynalay_env.rewards import DEFAULT_REWARD, SHAPINGS, Reward, RewardParams, make_reward
 
 #: Every observation group; :data:`DEFAULT_OBSERVATION_GROUPS` is the env's default observation.
 OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_action", "solver", "history")
@@ -122,7 +122,7 @@ class EnvOptions:
         "random", "how episodes pick examples: seeded at random, or each once per pass in order", choices=SAMPLE_MODES)
     max_steps: int = _option(4, "layers applied before a forced exit (>= 1)")
     reward: str | Callable[..., Any] | Reward = _option(
-        "paper", "reward name (``dynalay_env.rewards.list_rewards()``) or callable; its parameters are the "
+        DEFAULT_REWARD, "reward name (``dynalay_env.rewards.list_rewards()``) or callable; its parameters are the "
                  "options below or ``reward_kwargs={...}``")
     lambda_compute: float = _reward_option("lambda_compute", "price of one unit of normalised compute (>= 0)")
     mu_redundant: float = _reward_option("mu_redundant", "penalty for re-applying the layer just applied (>= 0)")
@@ -212,6 +212,17 @@ class EnvOptions:
         names."""
         return cls()._with(dict(kwargs), owner)
 
+    @classmethod
+    def resolve(cls, options: EnvOptions | None, kwargs: Mapping[str, Any], owner: str = "DynaLay env") -> EnvOptions:
+        """What a face of the env was given: ``options`` changed by ``kwargs`` (``options`` None: the
+        defaults). A ``TypeError`` when ``options`` is not an :class:`EnvOptions`."""
+        if options is None:
+            return cls.from_kwargs(kwargs, owner)
+        if not isinstance(options, cls):
+            raise TypeError(f"options must be an EnvOptions (or pass the options as keywords), got "
+                            f"{type(options).__name__}")
+        return options._with(dict(kwargs), owner) if kwargs else options
+
     def replace(self, **changes: Any) -> EnvOptions:
         """A copy with ``changes`` (the keywords of :meth:`from_kwargs`), validated again."""
         return self._with(changes, "EnvOptions.replace()")
@@ -223,7 +234,7 @@ class EnvOptions:
         reward_kwargs = dict(changes.pop(REWARD_KWARGS, None) or {})
         bad = [name for name in reward_kwargs if name not in REWARD_PARAM_NAMES]
         if bad:
-            make_reward("paper", **{name: reward_kwargs[name] for name in bad})  # its ValueError names the valid ones
+            make_reward(DEFAULT_REWARD, **{name: reward_kwargs[name] for name in bad})  # its ValueError names the valid ones
         return dataclasses.replace(self, **{**reward_kwargs, **changes})
 
     def as_kwargs(self, *, non_default: bool = False) -> dict[str, Any]:

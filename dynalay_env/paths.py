@@ -6,6 +6,7 @@ into a :class:`PathTable`. The *path oracle* takes, per example, the cheapest co
 counts paths that are right by luck); the *prefix oracle* the cheapest correct prefix of the
 full-depth order 1..K, the bound for exit-only policies. Both apply one rule,
 :func:`cheapest_correct`. Compute is FLOPs executed (``CostTable.step_flops``), as in the env.
+:func:`path_robust_loss` is the head's loss along one path (pre-training and co-training).
 """
 
 from __future__ import annotations
@@ -16,9 +17,21 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from dynalay_env.model import MainModel
+
+
+def path_robust_loss(model: MainModel, x: Tensor, y: Tensor, path: list[int], label_smoothing: float = 0.0) -> Tensor:
+    """Mean cross-entropy of the head at the encoder state and after each layer of ``path``."""
+    x_emb = model.encode(x)
+    z = x_emb
+    loss = F.cross_entropy(model.classify(z), y, label_smoothing=label_smoothing)
+    for k in path:
+        z = model.apply_layer(k, z, x_emb).state
+        loss = loss + F.cross_entropy(model.classify(z), y, label_smoothing=label_smoothing)
+    return loss / (len(path) + 1)
 
 
 @torch.no_grad()

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from dynalay_env.atomic import atomic_write_json
@@ -41,6 +40,7 @@ from dynalay_env.paths import (
     iteration_stats,
     oracle_episode_compute,
     path_difficulty,
+    path_robust_loss,
 )
 
 CHECKPOINT_NAME = "main_model.pt"
@@ -99,9 +99,9 @@ class PretrainConfig:
         return max(1, min(epochs, self.example_budget // max(num_train, 1)))
 
 
-#: Training examples the file image recipes may show the model (epochs x model_train size): about 15
-#: minutes on 2 CPU cores, measured at full MNIST scale (see benchmarks/pretrain_full_scale.py). A
-#: small file set (e.g. 2,000 model_train images) still gets all its epochs.
+#: Training examples the file image recipes may show the model (epochs x model_train size), chosen
+#: for a time budget at full MNIST scale (benchmarks/results/pretrain_full_scale_cpu.json). A small
+#: file set (e.g. 2,000 model_train images) still gets all its epochs.
 FULL_SCALE_EXAMPLE_BUDGET = 240_000
 
 #: Images: batches of 64 and a short warm-up (3 % of the one-cycle schedule), so that a few thousand
@@ -116,7 +116,7 @@ IMAGE_RECIPE: dict[str, Any] = {"batch_size": 64, "warmup": 0.03, "epochs": 30, 
 #: Per-dataset training recipes (fields of PretrainConfig) used when no config is given. Digits has
 #: 719 training examples: small batches, input noise and label smoothing keep it from overfitting.
 #: The full-size image sets (30,000 model_train images by the file rule) get fewer epochs so that
-#: pre-training ends within about 15 minutes on 2 CPU cores (see docs/training.md, "Real images").
+#: pre-training keeps to a time budget (benchmarks/results/pretrain_full_scale_cpu.json).
 DATASET_RECIPES: dict[str, dict[str, Any]] = {
     "digits": {"batch_size": 32, "input_noise": 0.1, "label_smoothing": 0.1},
     "mnist5k": IMAGE_RECIPE,
@@ -129,17 +129,6 @@ DATASET_RECIPES: dict[str, dict[str, Any]] = {
 def recipe_for(dataset_name: str) -> PretrainConfig:
     """The default :class:`PretrainConfig` for a dataset (see ``DATASET_RECIPES``)."""
     return PretrainConfig(**DATASET_RECIPES.get(dataset_name, {}))
-
-
-def path_robust_loss(model: MainModel, x: Tensor, y: Tensor, path: list[int], label_smoothing: float = 0.0) -> Tensor:
-    """Mean cross-entropy of the head at the encoder state and after each layer of ``path``."""
-    x_emb = model.encode(x)
-    z = x_emb
-    loss = F.cross_entropy(model.classify(z), y, label_smoothing=label_smoothing)
-    for k in path:
-        z = model.apply_layer(k, z, x_emb).state
-        loss = loss + F.cross_entropy(model.classify(z), y, label_smoothing=label_smoothing)
-    return loss / (len(path) + 1)
 
 
 def input_statistics(x: Tensor) -> tuple[Tensor, Tensor]:

@@ -133,6 +133,9 @@ def logprob_reward(inputs: RewardInputs, params: RewardParams) -> Tensor:
     return (terminal - params.lambda_compute * inputs.step_compute).float()
 
 
+#: The reward of an env that names none (DynaLay's own, :func:`paper_reward`).
+DEFAULT_REWARD = "paper"
+
 REWARDS: dict[str, Callable[[RewardInputs, RewardParams], Tensor]] = {
     "paper": paper_reward,
     "blockdrop": blockdrop_reward,
@@ -196,7 +199,7 @@ class Reward:
         return {"name": self.name, **asdict(self.params)}
 
 
-def make_reward(reward: str | Callable[..., Tensor] | Reward = "paper", **params: Any) -> Reward:
+def make_reward(reward: str | Callable[..., Tensor] | Reward = DEFAULT_REWARD, **params: Any) -> Reward:
     """A :class:`Reward` from a registered name or a callable.
 
     A callable takes ``(inputs: RewardInputs)`` or ``(inputs, params: RewardParams)`` and returns a

@@ -138,3 +138,8 @@ def test_set_option_keeps_the_core_options_in_step() -> None:
 def test_env_faces_take_an_options_object() -> None:
     env = DynaLayEnv(options=EnvOptions(dataset="digits", model=digits_model(), max_steps=2))
     assert env.unwrapped.core.max_steps == 2
+
+
+def test_options_must_be_an_envoptions() -> None:
+    with pytest.raises(TypeError, match="options must be an EnvOptions"):
+        make_core(1, {"max_steps": 2})  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from dynalay_env.datasets.base import DATA_ROOT_ENV, DatasetFormatError, Dataset
 
 
 def require_root(name: str, data_root: Path | None) -> Path:
+    """``data_root``, or a :class:`DatasetNotFoundError` saying how to give it for dataset ``name``."""
     if data_root is None:
         raise DatasetNotFoundError(
             f"dataset {name!r} is read from local files and nothing is downloaded: pass "

@@ -86,6 +86,8 @@ def _read_idx_pair(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np
 
 
 def make_idx_loader(name: str, torchvision_dir: str, url_hint: str) -> DatasetLoader:
+    """The loader of IDX dataset ``name`` (four IDX files, flat in ``data_root`` or in torchvision's
+    ``data_root/<torchvision_dir>/raw``); ``url_hint`` says where to get them."""
     def loader(data_root: Path | None, cache_dir: Path) -> Dataset:
         root = require_root(name, data_root)
         dirs = [root, root / torchvision_dir / "raw"]  # flat, or torchvision's layout

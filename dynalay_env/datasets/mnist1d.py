@@ -107,8 +107,8 @@ def _mnist1d_info(path: Path) -> dict[str, Any]:
 
 
 #: Generated datasets shipped in the package (``make models``), named as their cache files are: a file
-#: is used only where the generator's recipe and version give the same name. Generating MNIST-1D
-#: takes several seconds, the rest of a first ``gym.make`` under two.
+#: is used only where the generator's recipe and version give the same name, so that a first
+#: ``gym.make`` need not generate MNIST-1D.
 SHIPPED_DATA_DIR = Path(str(importlib.resources.files("dynalay_env").joinpath("data_files")))
 
 

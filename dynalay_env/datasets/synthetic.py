@@ -43,13 +43,11 @@ def make_synthetic(
     and noise std ``d_i ~ U(noise_range)``; ``difficulty = d_i`` (same units as x: templates have
     std 1). Labels are balanced over the whole set. The noise is white and the position unknown, so
     a noisier example needs evidence pooled over more of the signal (a larger receptive field, more
-    iterations) before its class is clear. Accuracy falls steadily with difficulty: trained on
-    model_train + agent_train and scored on val + test, logistic regression goes from 97 % on the
-    easiest fifth to 66 % on the hardest, a 2x128 MLP from 100 % to 70 % (chance is 25 %).
+    iterations) before its class is clear, so a classifier's accuracy falls as ``difficulty`` grows.
 
     Returns a Dataset with x float32 (N, 1, length), y int64, ``difficulty`` float32 (N,) per split;
     splits are consecutive slices of ``sizes`` (model_train/agent_train/val/test). Deterministic
-    in ``seed``; takes milliseconds.
+    in ``seed``.
     """
     if len(sizes) != len(SPLITS) or any(int(s) < 1 for s in sizes):
         raise ValueError(f"sizes must be {len(SPLITS)} positive ints for {list(SPLITS)}, got {sizes!r}")
