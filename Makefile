@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 # PYTEST_PARALLEL= (empty) runs them in one process.
 PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
-.PHONY: install demo pretrain test test-fast test-kernels test-rllib lint clean results results-quick docs
+.PHONY: install demo pretrain test test-fast test-kernels test-rllib lint lint-imports clean results results-quick docs
 
 MAIN_EXTRAS := dev,zoo,sweep,images,docs,video
 
@@ -48,8 +48,8 @@ demo: $(STAMP)
 pretrain: $(STAMP)
 	$(PY) train_agent.py pretrain --dataset mnist1d --run-dir runs/pretrain
 
-## The whole suite, slow tests included.
-test: $(STAMP)
+## The whole suite, slow tests included, after the import contracts (pyproject.toml [tool.importlinter]).
+test: $(STAMP) lint-imports
 	$(PY) -m pytest -q $(PYTEST_PARALLEL)
 
 ## Day-to-day subset: everything but the slow end-to-end tests.
@@ -84,8 +84,13 @@ results-quick: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(PY) -m mkdocs build --strict --site-dir site
 
-lint: $(STAMP)
+lint: $(STAMP) lint-imports
 	$(VENV)/bin/ruff check .
+
+## The import contracts: train_agent -> agents -> dynalay_env, no cycle inside a package, dynalay_env
+## free of agents, SB3, Ray and Optuna (pyproject.toml [tool.importlinter]).
+lint-imports: $(STAMP)
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) $(RLLIB_VENV) $(PEERS_VENV) runs .pytest_cache site

@@ -26,8 +26,11 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -35,16 +38,30 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from agents.pipelines import run_evaluation
+import torch
+import yaml
+from rich.console import Console
+from rich.table import Table
 
-DEFAULT_DATASET = "mnist1d"
+from agents.evaluate import validate_report
+from agents.minari_export import POLICY_FORMS, datasets_path, export_dataset, minari_root
+from agents.pipelines import run_evaluation
+from agents.reports import format_choice
+from agents.runs import AGENT_NAME, TrainConfig, check_env_builds, env_options
+from agents.sweep import STORAGE_ENV, SweepConfig, masked_url, password_warning, run_sweep
+from agents.training import load_run, train
+from dynalay_env import ENV_IDS
+from dynalay_env.datasets import list_datasets
+from dynalay_env.env import make_core
+from dynalay_env.options import EnvOptions
+from dynalay_env.pretrain import CHECKPOINT_NAME, recipe_for, run_pretraining
+
+DEFAULT_DATASET = EnvOptions.default("dataset")
 DEMO_TIMESTEPS = 200_000
 
 
 def parse_env_kwargs(items: list[str] | dict[str, Any] | None) -> dict[str, Any]:
     """rl-zoo3's ``key:value`` syntax; values are read as YAML (``0.2``, ``true``, ``[hidden, head]``)."""
-    import yaml
-
     if isinstance(items, dict):  # from a --config YAML mapping
         return dict(items)
     out: dict[str, Any] = {}
@@ -101,7 +118,7 @@ def _add_common(parser: argparse.ArgumentParser, dataset: bool = True) -> None:
                         help="folder holding local dataset files (mnist, fashion_mnist, cifar10)")
     parser.add_argument("--run-dir", default=None, help="folder for every artefact of this run")
     parser.add_argument("--seed", type=NON_NEGATIVE_INT, default=0, help="random seed (default: %(default)s)")
-    parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'cuda:N' (default: %(default)s)")
+    parser.add_argument("--device", default=EnvOptions.default("device"), help="'cpu', 'cuda' or 'cuda:N' (default: %(default)s)")
     parser.add_argument("--threads", type=POSITIVE_INT, default=1,
                         help="torch CPU threads (default: %(default)s: the default models are small and one "
                              "thread avoids cores fighting; raise it for image datasets or big batches)")
@@ -255,8 +272,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     argv = attach_negative_values(parser, sys.argv[1:] if argv is None else list(argv))
     args = parser.parse_args(argv)
     if getattr(args, "config", None):
-        import yaml
-
         path = Path(args.config)
         if not path.is_file():
             raise FileNotFoundError(f"--config file {path} not found")
@@ -319,10 +334,6 @@ def attach_negative_values(parser: argparse.ArgumentParser, argv: list[str]) -> 
 
 
 def cmd_pretrain(args: argparse.Namespace) -> dict:
-    import dataclasses
-
-    from dynalay_env.pretrain import recipe_for, run_pretraining
-
     dataset = args.dataset or DEFAULT_DATASET
     run_dir = Path(args.run_dir or f"runs/pretrain-{dataset}")
     config = recipe_for(dataset)
@@ -344,9 +355,6 @@ def cmd_pretrain(args: argparse.Namespace) -> dict:
 
 
 def print_pretrain_summary(report: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"pre-training on {report['dataset']} ({report['split']} split, "
                         f"{report['n_examples']} examples)")
     table.add_column("figure")
@@ -369,9 +377,6 @@ def print_pretrain_summary(report: dict) -> None:
 
 
 def _train_config(args: argparse.Namespace) -> Any:
-    from agents.training import TrainConfig
-    from dynalay_env import ENV_IDS
-
     if args.env and args.env not in ENV_IDS:
         raise ValueError(f"unknown env id {args.env!r}; valid ids: {', '.join(ENV_IDS)}")
     env_id = args.env or next((i for i, d in ENV_IDS.items() if d == (args.dataset or DEFAULT_DATASET)), "DynaLay-v0")
@@ -394,8 +399,6 @@ def _train_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> Path:
-    from agents.training import train
-
     config = _train_config(args)
     if args.resume and args.run_dir is None:
         raise ValueError("--resume needs --run-dir (the run folder to continue)")
@@ -423,10 +426,6 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_validate(run_dir: Path, args: argparse.Namespace) -> dict:
-    from agents.evaluate import validate_report
-    from agents.training import env_options, load_run
-    from dynalay_env.env import make_core
-
     report_path = run_dir / "report.json"
     if not report_path.is_file():
         raise FileNotFoundError(f"{report_path} not found: run `evaluate --run-dir {run_dir}` first")
@@ -442,9 +441,6 @@ def cmd_validate(run_dir: Path, args: argparse.Namespace) -> dict:
 
 
 def print_report_table(report: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"{report.get('dataset')} / {report['split']}: {report['n_examples']} examples "
                         f"(compute 1.0 = full depth)")
     for col in ("policy", "accuracy", "mean compute"):
@@ -479,11 +475,6 @@ def print_report_table(report: dict) -> None:
 def _sweep_config(args: argparse.Namespace) -> Any:
     """The :class:`agents.sweep.SweepConfig` of the parsed ``sweep`` arguments; the storage is
     ``--storage``, else the ``DYNALAY_STORAGE`` environment variable, else SQLite in the run folder."""
-    import os
-
-    from agents.sweep import STORAGE_ENV, SweepConfig
-    from dynalay_env import ENV_IDS
-
     if args.env and args.env not in ENV_IDS:
         raise ValueError(f"unknown env id {args.env!r}; valid ids: {', '.join(ENV_IDS)}")
     env_id = args.env or next((i for i, d in ENV_IDS.items() if d == (args.dataset or DEFAULT_DATASET)), "DynaLay-v0")
@@ -508,9 +499,6 @@ def _sweep_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict:
-    from agents.sweep import STORAGE_ENV, masked_url, password_warning, run_sweep
-    from agents.training import check_env_builds
-
     config = _sweep_config(args).validate()
     warning = password_warning(args.storage) if args.storage else None
     if warning:
@@ -530,11 +518,6 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
 
 
 def print_sweep_table(report: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from agents.sweep import format_choice
-
     counts = report["counts"]
     table = Table(title=f"Pareto trials of {report['study_name']} ({counts['complete']} complete, {counts['fail']} "
                         f"failed; compute 1.0 = full depth)")
@@ -557,8 +540,6 @@ def print_sweep_table(report: dict) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
-    from dynalay_env.pretrain import CHECKPOINT_NAME
-
     start = time.perf_counter()
     dataset = args.dataset or DEFAULT_DATASET
     run_dir = Path(args.run_dir or "runs/demo")
@@ -571,7 +552,6 @@ def cmd_demo(args: argparse.Namespace) -> dict:
         cmd_pretrain(argparse.Namespace(dataset=dataset, data_root=args.data_root, run_dir=str(pretrain_dir),
                                         seed=args.seed, device=args.device, epochs=None, quiet=False))
     agent_dir = run_dir / "agent"
-    from agents.training import AGENT_NAME
 
     if (agent_dir / AGENT_NAME).is_file():
         print(f"[2/3] agent: using {agent_dir / AGENT_NAME}")
@@ -595,8 +575,6 @@ def cmd_demo(args: argparse.Namespace) -> dict:
 
 def add_export_parser(sub: Any) -> argparse.ArgumentParser:
     """``export``: episodes of any policies as a Minari dataset (offline RL)."""
-    from agents.minari_export import POLICY_FORMS
-
     x = sub.add_parser("export", help="record episodes of policies (oracle, random, thresholds, trained runs, or "
                                       "a mix) as a Minari dataset for offline RL")
     x.add_argument("--dataset-id", required=True, help="Minari dataset id, e.g. dynalay/mnist1d/oracle-random-v0")
@@ -616,16 +594,12 @@ def add_export_parser(sub: Any) -> argparse.ArgumentParser:
 
 def cmd_export(args: argparse.Namespace) -> Any:
     """Write the Minari dataset ``--dataset-id`` and print where it is and what it holds."""
-    from dynalay_env import ENV_IDS
-
     if args.env not in ENV_IDS:
         raise ValueError(f"unknown env id {args.env!r}; valid ids: {', '.join(ENV_IDS)}")
-    import importlib.util
 
     if importlib.util.find_spec("minari") is None:
         raise ValueError("export needs Minari with its dataset-creation extra: pip install 'dynalay-gym[peers]' "
                          "(or 'minari[create,hdf5]')")
-    from agents.minari_export import datasets_path, export_dataset, minari_root
 
     dataset = export_dataset(args.dataset_id, args.policy, args.episodes, args.env, model=args.model,
                              split=args.split, seed=args.seed, out=args.out, **parse_env_kwargs(args.env_kwargs))
@@ -640,13 +614,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         if getattr(args, "threads", None):
-            import torch
-
             torch.set_num_threads(args.threads)
         if args.command == "list-datasets":
-            from dynalay_env.data import available_datasets
-
-            print("\n".join(available_datasets()))
+            print("\n".join(list_datasets()))
             return 0
         {"pretrain": cmd_pretrain, "train": cmd_train, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
          "demo": cmd_demo, "export": cmd_export}[args.command](args)

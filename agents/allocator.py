@@ -10,10 +10,9 @@ heap, which keeps the holes they leave and trims its top and grows it back as th
 
 :func:`fix_mmap_threshold` sets the threshold once with ``mallopt`` (which turns the dynamic
 adjustment off) to 1 MiB, so such buffers stay mapped, and the trim threshold (free bytes at the
-heap's top kept before returning them) to 8 x that: with glibc's 128 KiB the heap's top was
-returned and faulted back in at every step, 3x the system time. Over a 2M-step PPO run
-(``benchmarks/memory_soak.py ppo``, torch's caches capped by ``dynalay_env``) RSS stayed within 2 %
-of the first rollout's with it and reached +3.2 % without it (one run each), in the same CPU time.
+heap's top kept before returning them) to 8 x that, so the heap's top is not returned and faulted
+back in at every step. The resident memory of a long PPO run with these settings is recorded in
+``benchmarks/results/memory_soak_ppo_cpu.txt`` (``benchmarks/memory_soak.py ppo``).
 It is process-wide and only decides where glibc places blocks, never what the program computes.
 ``agents.training.train`` applies it when a run starts.
 

@@ -34,6 +34,7 @@ import torch
 
 from agents.curves import full_depth_order, get_statistic, head_statistics, statistic_flops
 from dynalay_env.core import DynaLayCore
+from dynalay_env.paths import enumerate_paths, path_difficulty
 
 
 class BaselinePolicy:
@@ -304,8 +305,6 @@ def oracle_search(model: Any, x: torch.Tensor, y: torch.Tensor, max_steps: int, 
     """Exhaustive search over all paths up to ``max_steps`` (shared prefixes solved once);
     ``allow_repeats=False`` searches only the paths an env with ``mask_repeats`` allows. A
     ``compute_budget`` mask is not applied: the oracle is an upper bound."""
-    from dynalay_env.pretrain import enumerate_paths, path_difficulty
-
     normalizer = model.cost_table().normalizer
     best_paths: list[tuple[int, ...]] = []
     solvable, min_compute, wrong_share = [], [], []

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+from torch.utils.tensorboard import SummaryWriter
 
 from dynalay_env.atomic import atomic_path, atomic_write_json
 
@@ -226,8 +227,6 @@ class CoTrainLogger:
     def writer(self) -> Any:
         """The TensorBoard ``SummaryWriter`` of the log folder, created on first use."""
         if self._writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
             self._writer = SummaryWriter(str(self.dir))
         return self._writer
 

@@ -31,16 +31,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from dynalay_env.pretrain import cheapest_correct
-
-if TYPE_CHECKING:  # agents.evaluate imports this module; the records type is only needed for hints
-    from agents.evaluate import EpisodeRecords
-    from dynalay_env.core import DynaLayCore
+from agents.records import EpisodeRecords, hull_accuracy_at, upper_hull
+from dynalay_env.core import DynaLayCore
+from dynalay_env.paths import cheapest_correct
 
 
 @dataclass(frozen=True)
@@ -258,9 +256,7 @@ class ExactCurve:
         return int(self.threshold.shape[0])
 
     def hull(self) -> tuple[np.ndarray, np.ndarray]:
-        """The upper hull's vertices (compute, accuracy), as :func:`agents.evaluate.upper_hull`."""
-        from agents.evaluate import upper_hull
-
+        """The upper hull's vertices (compute, accuracy), as :func:`agents.records.upper_hull`."""
         return upper_hull(self.mean_compute, self.accuracy)
 
     def to_json(self) -> dict[str, Any]:
@@ -363,8 +359,6 @@ def records_at_exits(record: DepthRecord, exits: np.ndarray, name: str, params: 
                      decision_flops: float = 0.0) -> EpisodeRecords:
     """Per-example records of the episodes that exit at depths ``exits`` ``[n]``, as
     :func:`agents.evaluate.run_policy` would record them."""
-    from agents.evaluate import EpisodeRecords
-
     idx = np.arange(record.n)
     flops = exit_flops(record, decision_flops)[idx, exits]
     steps = np.arange(record.max_steps)[None, :]
@@ -392,8 +386,8 @@ def prefix_oracle(record: DepthRecord, decision_flops: float = 0.0) -> EpisodeRe
     with depth, so that is the first), or at once where no prefix is right; the bound for every
     exit-only policy along this order. ``extra["solvable"]`` marks the examples some prefix gets right.
 
-    The rule is :func:`dynalay_env.pretrain.cheapest_correct`, which the pre-training report's
-    prefix oracle (:func:`dynalay_env.pretrain.oracle_episode_compute` with ``prefix_only``) applies
+    The rule is :func:`dynalay_env.paths.cheapest_correct`, which the pre-training report's
+    prefix oracle (:func:`dynalay_env.paths.oracle_episode_compute` with ``prefix_only``) applies
     too, so both give the same examples and compute; this one reads the recorded pass and returns
     full episode records, with ``decision_flops`` per decision when charged (the exit depth is
     chosen on the env FLOPs; decisions grow with depth too, so it stays the cheapest)."""
@@ -406,7 +400,7 @@ def prefix_oracle(record: DepthRecord, decision_flops: float = 0.0) -> EpisodeRe
 
 def _hull_at(compute: np.ndarray, accuracy: np.ndarray, at: np.ndarray, iterations: int = 100) -> np.ndarray:
     """Value at ``at`` ``[B]`` of the upper hull of each row's points (``[B, m]``), as
-    :func:`agents.evaluate.hull_accuracy_at` defines it: concave, non-decreasing, flat beyond the
+    :func:`agents.records.hull_accuracy_at` defines it: concave, non-decreasing, flat beyond the
     ends. Uses the dual form ``min over slope s >= 0 of max_j (a_j + s (at - c_j))`` and bisects on
     the slope (the subgradient is ``at - c_j*``), vectorised over rows."""
     low = compute.min(1)
@@ -446,8 +440,6 @@ def vs_curve(agent: EpisodeRecords, curve: ExactCurve, n_boot: int = 1000, seed:
     interval at that confidence from the same resamples, as ``ci`` with ``level``."""
     if level is not None and not 0.0 < level < 1.0:
         raise ValueError(f"level must be a confidence in (0, 1), e.g. 0.95, got {level!r}")
-    from agents.evaluate import hull_accuracy_at
-
     n = agent.correct.shape[0]
     if curve._base_correct.shape[0] != n or not np.array_equal(agent.example, np.arange(n)):
         raise ValueError(f"the agent's records ({n} examples) and the curve ({curve._base_correct.shape[0]}) "

@@ -12,14 +12,13 @@ folder.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import spearmanr
 
 from agents.baselines import (
     BaselinePolicy,
@@ -42,67 +41,19 @@ from agents.curves import (
     vs_curve,
 )
 from agents.interface import as_agent, decision_flops_of
-from dynalay_env.atomic import atomic_path, atomic_write_json, atomic_write_text
+from agents.plots import plot_evaluation
+from agents.records import EpisodeRecords, hull_accuracy_at
+from agents.reports import jsonable, render_evaluation
+from dynalay_env.atomic import atomic_write_json, atomic_write_text
 from dynalay_env.core import DynaLayCore
-from dynalay_env.model import format_provenance, provenance_of
-from dynalay_env.pretrain import episode_compute_stats
+from dynalay_env.model import provenance_of, run_path
+from dynalay_env.paths import episode_compute_stats
 
 
-@dataclass
-class EpisodeRecords:
-    """Per-example outcome of one pass (arrays ``[n]``, ordered by example index in the split)."""
-
-    policy: str
-    params: dict[str, Any]
-    example: np.ndarray
-    label: np.ndarray
-    prediction: np.ndarray
-    correct: np.ndarray
-    compute: np.ndarray          # normalised
-    flops: np.ndarray
-    steps: np.ndarray
-    path: np.ndarray             # [n, max_steps], 1-based actions, -1 padded
-    fpi_iterations: np.ndarray   # [n, max_steps]
-    extra: dict[str, Any] = field(default_factory=dict)
-    # Decision cost: ``flops`` and ``compute`` include ``decisions * decision_flops``; the env-only
-    # figures subtract it (``normalizer``: FLOPs of 1.0 compute).
-    decisions: np.ndarray | None = None   # [n] policy calls per episode (EXIT included, forced exit not)
-    decision_flops: float = 0.0
-    normalizer: float | None = None
-
-    @property
-    def accuracy(self) -> float:
-        """Share of the episodes answered right."""
-        return float(self.correct.mean())
-
-    @property
-    def mean_compute(self) -> float:
-        """Mean normalised compute, decisions counted."""
-        return float(self.compute.mean())
-
-    @property
-    def env_flops(self) -> np.ndarray:
-        """``[n]`` FLOPs of the env alone (the main model), without the policy's decisions."""
-        if self.decisions is None or not self.decision_flops:
-            return self.flops
-        return self.flops - self.decisions * self.decision_flops
-
-    @property
-    def env_compute(self) -> np.ndarray:
-        """``[n]`` normalised compute of the env alone."""
-        if self.decisions is None or not self.decision_flops:
-            return self.compute
-        return self.env_flops / self.normalizer
-
-    def summary(self) -> dict[str, Any]:
-        """The policy's figures for a report: accuracy, mean compute (with and without decisions), steps."""
-        return {"name": self.policy, "params": self.params, "accuracy": self.accuracy,
-                "mean_compute": self.mean_compute, "mean_env_compute": float(self.env_compute.mean()),
-                "decision_flops": self.decision_flops, "mean_steps": float(self.steps.mean())}
-
-
-def _predict(policy: Any, obs: np.ndarray, state: Any, episode_start: np.ndarray, core: DynaLayCore,
-             deterministic: bool) -> tuple[np.ndarray, Any]:
+def predict_actions(policy: Any, obs: np.ndarray, state: Any, episode_start: np.ndarray, core: DynaLayCore,
+                    deterministic: bool) -> tuple[np.ndarray, Any]:
+    """Actions ``[N]`` of ``policy`` for observations ``obs`` ``[N, obs_dim]`` and its next recurrent
+    ``state``; the core's action masks go to a ``predict`` that takes them."""
     kwargs: dict[str, Any] = {}
     if "action_masks" in inspect.signature(policy.predict).parameters:
         kwargs["action_masks"] = core.action_masks()
@@ -153,7 +104,7 @@ def run_policy(core: DynaLayCore, policy: Any, name: str | None = None, params: 
     episode_start = active.copy()
     state = None
     while finished < n:
-        actions, state = _predict(policy, obs, state, episode_start, core, deterministic)
+        actions, state = predict_actions(policy, obs, state, episode_start, core, deterministic)
         actions = np.where(active, actions, 0)
         slot_decisions += active
         out = core.step(actions, active=active)
@@ -186,35 +137,6 @@ def run_policy(core: DynaLayCore, policy: Any, name: str | None = None, params: 
 # --------------------------------------------------------------------------------------------------
 
 
-def upper_hull(compute: np.ndarray, accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Upper concave envelope of (compute, accuracy) points, sorted by compute. Mixing two
-    operating points at random reaches any point on the segment between them, so the hull is what
-    a threshold family can really achieve."""
-    order = np.lexsort((-accuracy, compute))
-    pts: list[tuple[float, float]] = []
-    for c, a in zip(compute[order], accuracy[order], strict=True):
-        if pts and c == pts[-1][0]:
-            continue
-        while len(pts) >= 2:
-            (c1, a1), (c2, a2) = pts[-2], pts[-1]
-            if (a2 - a1) * (c - c1) <= (a - a1) * (c2 - c1):  # middle point is below the chord
-                pts.pop()
-            else:
-                break
-        pts.append((float(c), float(a)))
-    # Keep only the rising part: beyond the best accuracy, more compute buys nothing.
-    best = int(np.argmax([p[1] for p in pts]))
-    pts = pts[: best + 1]
-    hc, ha = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-    return hc, ha
-
-
-def hull_accuracy_at(compute: np.ndarray, accuracy: np.ndarray, at: float) -> float:
-    """Accuracy of the curve's upper hull at ``at`` compute (flat beyond its ends)."""
-    hc, ha = upper_hull(compute, accuracy)
-    return float(np.interp(at, hc, ha))
-
-
 def vs_threshold(agent: EpisodeRecords, curve: Sequence[EpisodeRecords], n_boot: int = 1000,
                  seed: int = 0) -> dict[str, Any]:
     """Agent accuracy minus the threshold curve's hull accuracy at the agent's mean compute, with a
@@ -238,8 +160,6 @@ def vs_threshold(agent: EpisodeRecords, curve: Sequence[EpisodeRecords], n_boot:
 
 def difficulty_stats(records: EpisodeRecords, search: OracleSearch) -> dict[str, Any]:
     """Compute spent against difficulty (the oracle's minimum compute to a correct answer)."""
-    from scipy.stats import spearmanr
-
     solvable = search.solvable
     difficulty = search.min_compute
     rho = float("nan")
@@ -266,8 +186,6 @@ def difficulty_stats(records: EpisodeRecords, search: OracleSearch) -> dict[str,
 def known_difficulty_correlation(records: EpisodeRecords, core: DynaLayCore) -> float | None:
     """Spearman of compute against the dataset's own per-example difficulty (``synthetic``: the
     noise level), where the dataset has one."""
-    from scipy.stats import spearmanr
-
     known = getattr(core.dataset, "difficulty", None)
     if not known or core.split not in known or np.std(records.compute) == 0:
         return None
@@ -460,149 +378,21 @@ def policy_report(records: EpisodeRecords, core: DynaLayCore, search: OracleSear
 
 
 #: Line styles of the exact curves in the figures.
-CURVE_STYLES: dict[str, str] = {"confidence": "-", "entropy": "--", "margin": "-.", "stable_prediction": "o:"}
-
-
 def write_report(run_dir: Path, report: dict[str, Any], focus: EpisodeRecords, baselines: Sequence[EpisodeRecords],
                  curves: dict[str, ExactCurve], search: OracleSearch, figures: bool = True) -> dict[str, Path]:
     """Write report.json, report.md and the PNG figures atomically; returns their paths."""
     run_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": run_dir / "report.json", "md": run_dir / "report.md"}
     if figures:
-        paths.update(plot_report(run_dir, report, focus, baselines, curves, search))
+        paths.update(plot_evaluation(run_dir, report, focus, baselines, curves, search))
         report["figures"] = {k: str(v) for k, v in paths.items() if k not in ("json", "md")}
-    atomic_write_json(paths["json"], _jsonable(report))
-    atomic_write_text(paths["md"], render_markdown(report))
+    atomic_write_json(paths["json"], jsonable(report))
+    atomic_write_text(paths["md"], render_evaluation(report))
     return paths
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if math.isnan(float(obj)) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    """The evaluation report as Markdown: the table of every policy, the agent against thresholding, provenance."""
-    lines = [f"# DynaLay evaluation: {report.get('policy')} on {report.get('dataset', '?')} / {report['split']}",
-             "", f"{report['n_examples']} examples, each once. Compute is normalised: 1.0 = full-depth model. "
-                 "*mean compute* counts the policy's own decisions (FLOPs per decision x decisions: each step, EXIT "
-                 "included, not the forced exit at max_steps); *env only* is the main model alone.", "",
-             *([format_provenance(report["model_provenance"]), ""] if report.get("model_provenance") else []),
-             "| policy | params | accuracy | mean compute | env only | FLOPs / decision |",
-             "|---|---|---:|---:|---:|---:|"]
-
-    def row(name: str, params: str, entry: dict[str, Any]) -> str:
-        env_only = entry.get("mean_env_compute", entry["mean_compute"])
-        return (f"| {name} | {params} | {entry['accuracy']:.4f} | {entry['mean_compute']:.3f} | {env_only:.3f} | "
-                f"{entry.get('decision_flops', 0):,.0f} |")
-
-    if "vs_threshold" in report:
-        lines.append(row(f"**{report['policy']}**", "", report))
-    for b in report["baselines"]:
-        lines.append(row(b["name"], ", ".join(f"{k}={v}" for k, v in b["params"].items()), b))
-    if "vs_threshold" in report:
-        v = report["vs_threshold"]
-        lines += ["", f"**Against confidence thresholding at the same compute (decisions counted on both sides):** {v['difference']:+.4f} accuracy "
-                      f"(95% paired bootstrap CI [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}]); "
-                      + ("beats thresholding." if v["beats_threshold"] else "does not beat thresholding.")]
-    if "random_match" in report and not report["random_match"]["matched"]:
-        lines += ["", f"**The random row is not at matched compute:** {report['random_match']['note']}."]
-    oracles = [(label, report[key]) for key, label in (("oracle", "path oracle"), ("prefix_oracle", "prefix oracle"))
-               if key in report]
-    if oracles:
-        lines += ["", "| oracle | accuracy | mean compute | no correct answer |", "|---|---:|---:|---:|"]
-        lines += [f"| {label} | {o['accuracy']:.4f} | {o['mean_compute']:.3f} | {o['unsolvable_share']:.4f} |"
-                  for label, o in oracles]
-    if "curves" in report:
-        lines += ["", "| threshold rule | distinct thresholds | chosen on val |", "|---|---:|---:|"]
-        chosen = report.get("thresholds_chosen_on_val", {})
-        lines += [f"| {c['rule']} | {c['n_thresholds']} | {chosen.get(c['param'], float('nan')):.4g} |"
-                  for c in report["curves"].values()]
-    if "curves_note" in report:
-        lines += ["", report["curves_note"]]
-    lines += ["", f"Difficulty correlation (Spearman, compute vs the oracle's minimum compute): "
-                  f"{report['difficulty_correlation']}", ""]
-    for name, path in report.get("figures", {}).items():
-        lines.append(f"![{name}]({Path(path).name})")
-    return "\n".join(lines) + "\n"
-
-
-def plot_report(run_dir: Path, report: dict[str, Any], focus: EpisodeRecords, baselines: Sequence[EpisodeRecords],
-                curves: dict[str, ExactCurve], search: OracleSearch) -> dict[str, Path]:
-    """Draw the report's figures into ``run_dir`` (accuracy against compute, compute against difficulty,
-    actions taken); returns ``{name: path}``.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out: dict[str, Path] = {}
-
-    def save(fig: Any, name: str) -> Path:
-        path = run_dir / name
-        try:
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        finally:
-            plt.close(fig)
-        return path
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for name, style in CURVE_STYLES.items():
-        curve = curves[name]
-        ax.plot(curve.mean_compute, curve.accuracy, style, ms=3, lw=1, alpha=0.8,
-                label=f"{name} threshold ({len(curve)} values)")
-    hc, ha = curves["confidence"].hull()
-    ax.plot(hc, ha, "k:", lw=1, label="confidence hull (fitted on this split)")
-    fixed = [b for b in baselines if b.policy == "fixed_path"]
-    ax.plot([b.mean_compute for b in fixed], [b.accuracy for b in fixed], "k^", label="fixed paths")
-    point_labels = {"random": "random", "oracle": "path oracle", "prefix_oracle": "prefix oracle"}
-    for b in baselines:
-        if b.policy in point_labels:
-            ax.plot(b.mean_compute, b.accuracy, "D", label=point_labels[b.policy])
-    if "vs_threshold" in report:
-        ax.plot(focus.mean_compute, focus.accuracy, "r*", ms=14, label=focus.policy)
-    ax.set_xlabel("mean normalised compute (1.0 = full depth)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"accuracy vs compute ({report['split']})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    out["accuracy_vs_compute"] = save(fig, "accuracy_vs_compute.png")
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    freqs = report["action_frequencies"]
-    ax.bar(list(freqs), list(freqs.values()))
-    ax.set_ylabel("share of actions")
-    ax.set_title(f"actions of {focus.policy}")
-    out["action_histogram"] = save(fig, "action_histogram.png")
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    sel = search.solvable
-    ax.scatter(search.min_compute[sel], focus.compute[sel], s=4, alpha=0.4, label="solvable")
-    if (~sel).any():
-        ax.scatter(np.full((~sel).sum(), np.nanmax(search.min_compute) * 1.1 if sel.any() else 1.0),
-                   focus.compute[~sel], s=4, alpha=0.4, c="gray", label="no path correct")
-    ax.set_xlabel("difficulty: oracle's minimum compute to a correct answer")
-    ax.set_ylabel(f"compute spent by {focus.policy}")
-    ax.set_title(f"Spearman {report['difficulty_correlation']:.3f}" if report["difficulty_correlation"] == report[
-        "difficulty_correlation"] else "compute vs difficulty")
-    ax.legend(fontsize=8)
-    out["compute_vs_difficulty"] = save(fig, "compute_vs_difficulty.png")
-    return out
-
-
-__all__ = ["EpisodeRecords", "run_policy", "evaluate", "baseline_curves", "threshold_baselines", "vs_threshold", "upper_hull",
-           "hull_accuracy_at", "prefix_oracle_summary",
+__all__ = ["EpisodeRecords", "run_policy", "evaluate", "baseline_curves", "threshold_baselines", "vs_threshold",
+           "prefix_oracle_summary",
            "difficulty_stats", "candidate_paths", "replay_paths", "validate_report"]
 
 
@@ -610,8 +400,6 @@ __all__ = ["EpisodeRecords", "run_policy", "evaluate", "baseline_curves", "thres
 def replay_paths(model: Any, x: torch.Tensor, paths: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Re-run recorded paths (1-based layer actions) on inputs ``x`` ``[n, ...]``, grouping examples
     that share a path into one batch. Returns (predictions [n], FLOPs [n]) computed afresh."""
-    from dynalay_env.model import run_path
-
     costs = model.cost_table()
     predictions = np.zeros(len(paths), dtype=np.int64)
     flops = np.zeros(len(paths), dtype=np.float64)

@@ -16,7 +16,6 @@ Python runs per input.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,10 @@ import torch
 
 from agents.baselines import BaselinePolicy
 from agents.interface import as_agent, decision_flops_of
-from dynalay_env.core import DEFAULT_OBSERVATION_GROUPS, DynaLayCore
-from dynalay_env.model import FPIModel
+from agents.training import load_run
+from dynalay_env.core import DynaLayCore
+from dynalay_env.model import FPIModel, load_checkpoint
+from dynalay_env.options import EnvOptions
 
 
 @dataclass
@@ -45,6 +46,11 @@ class InferenceResult:
     decision_flops: float = 0.0
 
 
+#: The env options that shape a policy's observations and masks: a deployed policy runs with those
+#: it was trained with (the reward's and the sampling's do not apply at inference).
+POLICY_OPTIONS: tuple[str, ...] = ("max_steps", "observation_groups", "mask_repeats", "compute_budget")
+
+
 class AdaptiveClassifier:
     """Classify batches with ``policy`` choosing layers of ``model`` per input.
 
@@ -53,34 +59,32 @@ class AdaptiveClassifier:
         policy: an :class:`agents.interface.Agent` (e.g. from :func:`agents.training.load_run`), a
             bare SB3 model or a baseline policy (``agents.baselines``); its measured
             ``decision_flops()`` is charged per decision in the results.
-        max_steps: the env option the policy was trained with (like the three below, it shapes the
-            policy's observations and masks).
-        observation_groups: the env option the policy was trained with.
-        mask_repeats: the env option the policy was trained with.
-        compute_budget: the env option the policy was trained with.
         batch_size: inputs in flight at once.
+        device: where the episodes run.
+        **options: the env options the policy was trained with that shape its observations and
+            masks (:data:`POLICY_OPTIONS`: ``max_steps``, ``observation_groups``, ``mask_repeats``,
+            ``compute_budget``); defaults and checks are :class:`~dynalay_env.options.EnvOptions`'.
     """
 
-    def __init__(self, model: FPIModel, policy: Any, *, max_steps: int = 4,
-                 observation_groups: Sequence[str] = DEFAULT_OBSERVATION_GROUPS, mask_repeats: bool = False,
-                 compute_budget: float | None = None, batch_size: int = 1024, device: str = "cpu") -> None:
+    def __init__(self, model: FPIModel, policy: Any, *, batch_size: int = 1024,
+                 device: str = EnvOptions.default("device"), **options: Any) -> None:
+        other = [k for k in options if k not in POLICY_OPTIONS]
+        if other:
+            raise TypeError(f"AdaptiveClassifier got an unexpected keyword argument {other[0]!r}; the env options "
+                            f"it takes are {', '.join(POLICY_OPTIONS)}")
         self.model = model
         self.policy = as_agent(policy)
-        self.options = dict(max_steps=max_steps, observation_groups=tuple(observation_groups),
-                            mask_repeats=mask_repeats, compute_budget=compute_budget)
+        env_options = EnvOptions.from_kwargs(options, owner="AdaptiveClassifier")
+        self.options = {k: getattr(env_options, k) for k in POLICY_OPTIONS}
         self.batch_size = batch_size
         self.device = torch.device(device)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, **overrides: Any) -> AdaptiveClassifier:
         """The trained agent and main model of a ``train_agent.py train`` run folder."""
-        from agents.training import load_run
-        from dynalay_env.model import load_checkpoint
-
         config, agent, model_path = load_run(run_dir)
         model = load_checkpoint(model_path, device=config.device).model
-        keep = {k: config.env_kwargs[k] for k in ("max_steps", "observation_groups", "mask_repeats", "compute_budget")
-                if k in config.env_kwargs}
+        keep = {k: config.env_kwargs[k] for k in POLICY_OPTIONS if k in config.env_kwargs}
         return cls(model, agent, device=config.device, **{**keep, **overrides})
 
     @torch.no_grad()

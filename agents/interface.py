@@ -2,7 +2,7 @@
 
 The registry (:mod:`agents.algorithms`), training into a run folder (:func:`agents.training.train`),
 :func:`agents.training.load_run`, evaluation (:func:`agents.evaluate.run_policy`) and
-:class:`agents.inference.AdaptiveClassifier` only use these two protocols:
+:class:`agents.inference.AdaptiveClassifier` only use these two protocols and :class:`AlgoSpec`:
 
 * :class:`Agent` -- a trained (or training) policy: ``learn``, ``save``,
   ``predict(obs, state, episode_start, action_masks) -> (actions, state)`` and
@@ -10,24 +10,25 @@ The registry (:mod:`agents.algorithms`), training into a run folder (:func:`agen
 * :class:`Backend` -- how a framework builds an agent from hyperparameters on an env and loads a
   saved one.
 
-Stable-Baselines3 / sb3-contrib is one implementation (:class:`SB3Agent`, :data:`SB3_BACKEND`);
-the supervised baselines of :mod:`agents.supervised` are a second (``SUPERVISED_BACKEND``); another
-framework adds its own backend and registers its algorithms with it.
+* :class:`AlgoSpec` -- one registered algorithm: its class, default policy, what it can do and
+  the :class:`Backend` that builds it. Backends receive the spec; they never look a name up.
+
+Stable-Baselines3 / sb3-contrib is one implementation (:mod:`agents.sb3_backend`); the supervised
+baselines of :mod:`agents.supervised` are a second; Ray RLlib (:mod:`agents.rllib_backend`) a third.
 
 **Decision cost.** A decision is one call of the policy: every step it chooses, EXIT included; the
-forced exit at ``max_steps`` is not a decision. :func:`sb3_decision_flops` counts the policy's
-actual ``predict`` forward (features extractor + actor MLP + action head; DQN's q-net) with
-``torch.utils.flop_counter.FlopCounterMode`` over a batch and divides by the batch size. That
-counter reports 0 for ``nn.LSTM``, so :func:`lstm_step_flops` adds the recurrent cell analytically.
+forced exit at ``max_steps`` is not a decision. ``Agent.decision_flops()`` is the FLOPs of one.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 
 @runtime_checkable
@@ -57,167 +58,108 @@ class Backend(Protocol):
 
     name: str
 
-    def build(self, spec: Any, env: Any, hyperparams: dict[str, Any], *, seed: int = 0, device: str = "cpu",
+    def build(self, spec: AlgoSpec, env: Any, hyperparams: dict[str, Any], *, seed: int = 0, device: str = "cpu",
               tensorboard_log: str | None = None, verbose: int = 0) -> Agent:
-        """A fresh agent of algorithm ``spec`` (an :class:`~agents.algorithms.AlgoSpec`) on ``env``."""
+        """A fresh agent of algorithm ``spec`` on ``env``."""
 
-    def load(self, spec: Any, path: str | os.PathLike, *, env: Any = None, device: str = "cpu",
+    def load(self, spec: AlgoSpec, path: str | os.PathLike, *, env: Any = None, device: str = "cpu",
              **kwargs: Any) -> Agent:
         """The agent saved at ``path`` (attached to ``env`` when given, to continue training)."""
 
 
-# ---- decision cost ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AlgoSpec:
+    """One registered algorithm.
 
-
-def lstm_step_flops(lstm: torch.nn.LSTM) -> int:
-    """FLOPs of one time step of ``lstm`` for one sample (what FlopCounterMode does not count).
-
-    Per layer and direction, with input width ``in`` and hidden width ``h``::
-
-        gates       = 4 x (2 x (in + h) x h  +  2 x h)    # [W_ih W_hh] @ [x; h] as multiply-adds,
-                                                           # plus the two bias vectors b_ih, b_hh
-        elementwise = 4 x h                               # c' = f*c + i*g (3 per unit), h' = o*tanh(c') (1)
-
-    The sigmoids and tanhs count 0, as FlopCounterMode counts the MLP's activations. Without biases
-    the ``2 x h`` term is dropped. Layers above the first read ``h x directions`` inputs.
+    Attributes:
+        name: canonical (rl-zoo3) name.
+        cls: the SB3 / sb3-contrib algorithm class (or the learner class of :mod:`agents.supervised`).
+        policy: default policy name (used when the hyperparameters name none).
+        recurrent: the policy keeps a hidden state (``predict`` needs ``state`` / ``episode_start``).
+        supports_action_masks: the algorithm reads ``action_masks()`` from the env.
+        off_policy: learns from a replay buffer.
+        zoo: rl-zoo3 knows this name (``--algo <name>``).
+        backend: the framework that builds and loads it (:class:`Backend`); the
+            rest of the project only uses :meth:`build` and :meth:`load`, which return an
+            :class:`Agent`.
     """
-    if getattr(lstm, "proj_size", 0):
-        raise ValueError("lstm_step_flops: LSTMs with proj_size > 0 are not supported")
-    h = int(lstm.hidden_size)
-    directions = 2 if lstm.bidirectional else 1
-    total = 0
-    for layer in range(int(lstm.num_layers)):
-        width = int(lstm.input_size) if layer == 0 else h * directions
-        gates = 4 * (2 * (width + h) * h + (2 * h if lstm.bias else 0))
-        total += directions * (gates + 4 * h)
-    return total
 
+    name: str
+    cls: type
+    policy: str
+    recurrent: bool
+    supports_action_masks: bool
+    off_policy: bool
+    zoo: bool
+    backend: Backend
 
-def sb3_decision_flops(model: Any, batch: int = 16) -> int:
-    """FLOPs of one decision of an SB3 / sb3-contrib model: its ``predict`` run on ``batch`` zero
-    observations under FlopCounterMode, divided by ``batch``, plus :func:`lstm_step_flops` of the
-    actor's LSTM for a recurrent policy (``predict`` runs only the actor's LSTM), unless the counter
-    already counts that LSTM (then it is in ``predict``'s count once). The count does not
-    depend on the observation's values, only on the network's shapes."""
-    from torch.utils.flop_counter import FlopCounterMode
+    def build(self, env: Any, hyperparams: Mapping[str, Any], *, seed: int = 0, device: str = "cpu",
+              tensorboard_log: str | None = None, verbose: int = 0) -> Agent:
+        """A fresh agent on ``env`` from rl-zoo3 style ``hyperparams``
+        (:func:`agents.hyperparams.algorithm_kwargs`)."""
+        return self.backend.build(self, env, dict(hyperparams), seed=seed, device=device,
+                                  tensorboard_log=tensorboard_log, verbose=verbose)
 
-    space = model.observation_space
-    obs = np.zeros((batch, *space.shape), dtype=space.dtype)
-    kwargs: dict[str, Any] = {}
-    if _takes_action_masks(model):
-        kwargs["action_masks"] = np.ones((batch, int(model.action_space.n)), dtype=bool)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.predict(obs, state=None, episode_start=np.ones(batch, dtype=bool), deterministic=True, **kwargs)
-    flops = counter.get_total_flops() / batch
-    lstm = getattr(model.policy, "lstm_actor", None)
-    if isinstance(lstm, torch.nn.LSTM) and not _counter_counts_lstm(lstm):
-        flops += lstm_step_flops(lstm)
-    return int(round(flops))
+    def load(self, path: str | os.PathLike, *, env: Any = None, device: str = "cpu", **kwargs: Any) -> Agent:
+        """The agent saved at ``path`` (``env``: attach it to continue training)."""
+        return self.backend.load(self, path, env=env, device=device, **kwargs)
 
+    def check_compatibility(self, env_kwargs: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` saying why this algorithm cannot train on an env built with ``env_kwargs``.
 
-def _counter_counts_lstm(lstm: torch.nn.LSTM) -> bool:
-    """Whether FlopCounterMode counts anything for one step of ``lstm`` alone (it counts 0 in the
-    torch versions this was written for). If a future torch counts LSTMs, ``predict``'s count
-    already holds the LSTM and :func:`sb3_decision_flops` must not add :func:`lstm_step_flops`."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    param = next(lstm.parameters())
-    x = torch.zeros(1, 1, int(lstm.input_size), dtype=param.dtype, device=param.device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        lstm(x if lstm.batch_first else x.transpose(0, 1))
-    return counter.get_total_flops() > 0
-
-
-def _takes_action_masks(model: Any) -> bool:
-    import inspect
-
-    return "action_masks" in inspect.signature(model.predict).parameters
-
-
-# ---- Stable-Baselines3 --------------------------------------------------------------------------
-
-
-class SB3Agent:
-    """An SB3 / sb3-contrib model as an :class:`Agent`. Attributes it does not define (``policy``,
-    ``num_timesteps``, ``set_env``, ``load_replay_buffer``, ...) are the model's own, so code and
-    callbacks written for the SB3 model keep working; ``model`` is the SB3 model itself."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self._decision_flops: int | None = None
-        self._masks = _takes_action_masks(model)
-
-    _OWN = ("model", "_decision_flops", "_masks")
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self._OWN:  # not set yet (e.g. while unpickling)
-            raise AttributeError(name)
-        return getattr(self.model, name)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        # Writes go to the model too (e.g. resetting ``_last_obs`` between co-training phases).
-        if name in self._OWN:
-            object.__setattr__(self, name, value)
-        else:
-            setattr(self.model, name, value)
-
-    def learn(self, total_timesteps: int, **kwargs: Any) -> SB3Agent:
-        """Train for ``total_timesteps`` env steps (SB3's ``learn``); returns the agent."""
-        self.model.learn(total_timesteps=total_timesteps, **kwargs)
-        return self
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the model's zip atomically (``.zip`` is added to a path without a suffix, as SB3 does)."""
-        from pathlib import Path
-
-        from agents.callbacks import atomic_save
-
-        target = Path(path)
-        atomic_save(target if target.suffix else target.with_suffix(".zip"), self.model.save)
-
-    def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
-                action_masks: np.ndarray | None = None, deterministic: bool = True) -> tuple[np.ndarray, Any]:
-        """Actions ``[N]`` for observations ``[N, D]`` (SB3's ``predict``); masks are applied by
-        algorithms that take them (MaskablePPO).
+        * A recurrent policy (``ppo_lstm``) with action masks (``mask_repeats=True`` or a
+          ``compute_budget``): sb3-contrib has no recurrent maskable PPO.
+        * Other algorithms without mask support may run with masks: the env executes a masked action
+          as EXIT and flags it (``info["masked_action"]``), so the agent learns the rule from its
+          reward. A ``UserWarning`` says so.
+        * ``maskable_ppo`` without any mask option is allowed: every action is then allowed (masks are
+          all true) and it behaves as ``ppo``.
         """
-        kwargs = {"action_masks": action_masks} if self._masks and action_masks is not None else {}
-        return self.model.predict(observation, state=state, episode_start=episode_start, deterministic=deterministic,
-                                  **kwargs)
-
-    def decision_flops(self) -> int:
-        """FLOPs of one decision of the policy network, measured once with ``torch.utils.flop_counter``."""
-        if self._decision_flops is None:  # shapes never change, so one measurement holds
-            self._decision_flops = sb3_decision_flops(self.model)
-        return self._decision_flops
-
-
-class SB3Backend:
-    """Builds and loads SB3 / sb3-contrib models (``spec.cls``) as :class:`SB3Agent`."""
-
-    name = "sb3"
-
-    def build(self, spec: Any, env: Any, hyperparams: dict[str, Any], *, seed: int = 0, device: str = "cpu",
-              tensorboard_log: str | None = None, verbose: int = 0) -> SB3Agent:
-        """A fresh SB3 agent of algorithm ``spec`` on ``env`` from rl-zoo3 style ``hyperparams``."""
-        from agents.algorithms import make_model
-
-        return SB3Agent(make_model(spec.name, env, hyperparams, seed=seed, device=device,
-                                   tensorboard_log=tensorboard_log, verbose=verbose))
-
-    def load(self, spec: Any, path: str | os.PathLike, *, env: Any = None, device: str = "cpu",
-             **kwargs: Any) -> SB3Agent:
-        """The SB3 agent saved at ``path`` (``env`` attaches an env to continue training)."""
-        return SB3Agent(spec.cls.load(path, env=env, device=device, **kwargs))
+        if not isinstance(env_kwargs, Mapping):
+            raise TypeError(f"env_kwargs must be a mapping, got {type(env_kwargs).__name__}")
+        reasons = []
+        if env_kwargs.get("mask_repeats"):
+            reasons.append("mask_repeats=True")
+        if env_kwargs.get("compute_budget") is not None:
+            reasons.append(f"compute_budget={env_kwargs['compute_budget']!r}")
+        if not reasons or self.supports_action_masks:
+            return
+        if self.recurrent:
+            raise ValueError(f"{self.name} ({self.cls.__name__}) cannot use action masks ({', '.join(reasons)}): "
+                             "sb3-contrib has no recurrent maskable PPO; use maskable_ppo or drop the masks")
+        warnings.warn(f"{self.name} ignores action masks ({', '.join(reasons)}): a masked action is executed as "
+                      "EXIT (info['masked_action']); use maskable_ppo to respect them", UserWarning, stacklevel=2)
 
 
-SB3_BACKEND = SB3Backend()
+# ---- framework models as agents ---------------------------------------------------------------
+
+#: Functions ``policy -> Agent | None`` that wrap a framework's own model (a bare SB3 model) as an
+#: :class:`Agent`; each backend module registers its own when it is imported.
+AGENT_WRAPPERS: list[Callable[[Any], Agent | None]] = []
+
+#: Top-level packages whose models need a wrapper of :data:`AGENT_WRAPPERS`.
+_WRAPPED_FRAMEWORKS: dict[str, str] = {"stable_baselines3": "agents.sb3_backend", "sb3_contrib": "agents.sb3_backend"}
+
+
+def register_agent_wrapper(wrap: Callable[[Any], Agent | None]) -> None:
+    """Let :func:`as_agent` turn a framework's own model into an :class:`Agent` with ``wrap``."""
+    if wrap not in AGENT_WRAPPERS:
+        AGENT_WRAPPERS.append(wrap)
 
 
 def as_agent(policy: Any) -> Any:
-    """``policy`` as an :class:`Agent` where it is a bare SB3 model; anything else unchanged."""
-    from stable_baselines3.common.base_class import BaseAlgorithm
-
-    return SB3Agent(policy) if isinstance(policy, BaseAlgorithm) else policy
+    """``policy`` as an :class:`Agent` where it is a framework's bare model (an SB3 model); anything
+    else unchanged. ``TypeError`` for a framework model whose backend module was never imported
+    (its wrapper is not registered), rather than playing it without its decision cost."""
+    for wrap in AGENT_WRAPPERS:
+        agent = wrap(policy)
+        if agent is not None:
+            return agent
+    backend = _WRAPPED_FRAMEWORKS.get(type(policy).__module__.split(".")[0])
+    if backend is not None:
+        raise TypeError(f"a {type(policy).__name__} model needs its backend: import {backend} (or agents.algorithms) "
+                        f"before playing it")
+    return policy
 
 
 def decision_flops_of(policy: Any) -> int:
@@ -228,5 +170,5 @@ def decision_flops_of(policy: Any) -> int:
     return int(method()) if callable(method) else 0
 
 
-__all__ = ["Agent", "Backend", "SB3Agent", "SB3Backend", "SB3_BACKEND", "as_agent", "decision_flops_of",
-           "lstm_step_flops", "sb3_decision_flops"]
+__all__ = ["AGENT_WRAPPERS", "Agent", "AlgoSpec", "Backend", "as_agent", "decision_flops_of",
+           "register_agent_wrapper"]

@@ -36,12 +36,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from agents.curves import full_depth_order
+from dynalay_env import ENV_IDS
 from dynalay_env.atomic import atomic_write_json, atomic_write_text
-from dynalay_env.core import OBSERVATION_GROUPS, DynaLayCore
-from dynalay_env.data import Dataset
+from dynalay_env.core import DynaLayCore
+from dynalay_env.datasets import Dataset
+from dynalay_env.env import make_core
 from dynalay_env.model import FPIModel, provenance_of
+from dynalay_env.options import OBSERVATION_GROUPS
 
 TARGETS: dict[str, str] = {
     "correct": "the head's prediction at the state is right (every depth 0..D of the full-depth order)",
@@ -103,11 +112,6 @@ def collect_states(model: FPIModel, dataset: Dataset, split: str, *, max_steps: 
 
 
 def _classifier(kind: str, seed: int) -> Any:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     if kind == "logistic":
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     if kind == "mlp":
@@ -119,8 +123,6 @@ def _classifier(kind: str, seed: int) -> Any:
 
 
 def _auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
     return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < labels.size else None
 
 
@@ -140,7 +142,6 @@ def auroc_table(train: StateTable, val: StateTable, *, groups: Sequence[str] | N
     for kind in classifiers:
         if kind not in CLASSIFIERS:
             raise ValueError(f"unknown classifier {kind!r}; valid: {', '.join(CLASSIFIERS)}")
-    from sklearn.exceptions import ConvergenceWarning
 
     train_sets, val_sets = train.targets(), val.targets()
     feature_sets = [(g, np.arange(train.columns[g].start, train.columns[g].stop)) for g in groups]
@@ -220,9 +221,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """``python -m agents.introspection_features``: print the feature-group AUROC table of a task;
     returns its figures.
     """
-    from dynalay_env import ENV_IDS
-    from dynalay_env.env import make_core
-
     parser = argparse.ArgumentParser(prog="python -m agents.introspection_features",
                                      description=__doc__.splitlines()[0])
     named = [e for e, d in ENV_IDS.items() if d is not None]

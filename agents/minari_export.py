@@ -18,7 +18,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
+
+from agents import baselines
+from agents.training import load_run
 
 #: The policy names :func:`make_policy` accepts (``--policy`` of ``train_agent.py export``).
 POLICY_FORMS: tuple[str, ...] = ("oracle", "random:P_EXIT", "confidence:T", "entropy:T", "margin:T",
@@ -34,8 +38,6 @@ def make_policy(spec: str, core: Any, seed: int = 0) -> Any:
     until the head's statistic passes ``T``; ``fixed:1,2`` applies that path; ``run:DIR`` is the
     trained agent of a run folder.
     """
-    from agents import baselines
-
     name, _, arg = spec.partition(":")
     try:
         if name == "oracle" and not arg:
@@ -53,8 +55,6 @@ def make_policy(spec: str, core: Any, seed: int = 0) -> Any:
     except ValueError as exc:
         raise ValueError(f"bad policy {spec!r}: {exc}; valid forms: {', '.join(POLICY_FORMS)}") from exc
     if name == "run" and arg:
-        from agents.training import load_run
-
         return load_run(arg)[1]
     raise ValueError(f"unknown policy {spec!r}; valid forms: {', '.join(POLICY_FORMS)}")
 
@@ -87,10 +87,7 @@ def export_dataset(dataset_id: str, policies: Sequence[str], episodes: int, env_
     episode ``e`` of ``policies[j]`` (the dataset's description says so too). The env is reset with
     ``seed`` once, so the same arguments record the same dataset.
     """
-    import gymnasium as gym
-    import minari
-
-    import dynalay_env  # noqa: F401  (registers the env ids)
+    import minari  # optional dependency: Minari (the peers extra)
 
     if not policies:
         raise ValueError(f"name at least one policy; valid forms: {', '.join(POLICY_FORMS)}")
@@ -136,7 +133,7 @@ def play_episode(env: Any, policy: Any) -> int:
 
 def minari_root() -> Path:
     """Where Minari keeps local datasets now (``MINARI_DATASETS_PATH`` or its default)."""
-    from minari.storage.datasets_root_dir import get_dataset_path
+    from minari.storage.datasets_root_dir import get_dataset_path  # optional dependency: Minari (the peers extra)
 
     return Path(get_dataset_path())
 

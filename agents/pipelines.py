@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from agents.evaluate import evaluate
-from agents.training import env_options, load_run
+from agents.runs import env_options
+from agents.training import load_run
 from dynalay_env.env import make_core
 
 

@@ -17,26 +17,30 @@ writes ``report.json``/``.md``). What differs:
 * Action masks: RLlib's default modules take a flat observation, so training is unmasked, as for
   SB3's ``ppo`` / ``dqn``: an env with ``mask_repeats`` or a ``compute_budget`` executes a masked
   action as EXIT (``info["masked_action"]``), and the agent learns the rule from its reward
-  (:func:`agents.algorithms.check_compatibility` warns). At prediction time
+  (:meth:`agents.interface.AlgoSpec.check_compatibility` warns). At prediction time
   :meth:`RLlibAgent.predict` does apply the masks it is given (masked logits / Q-values are set to
   ``-inf``), so a deployed agent never picks a forbidden action.
 * Hyperparameters: :data:`DEFAULT_HYPERPARAMS` (the keys of RLlib's ``config.training(...)``, plus
   ``n_timesteps``, ``n_envs`` and ``fcnet_hiddens``), updated by ``TrainConfig.hyperparams`` and a
   ``--hyperparams`` YAML file in rl-zoo3's layout (one entry per env id).
 
-Ray is imported lazily (inside functions): ``agents`` imports without it, and a missing Ray gives
-the one-line error of :func:`require_ray`. Ray starts locally (``ray.init`` with
-``num_cpus=config.num_env_runners + 1``, no dashboard) unless ``TrainConfig.ray_address`` names a
-running cluster (``auto``, or ``host:6379`` after ``ray start --head`` there).
+Ray is imported lazily (inside functions: it is an optional dependency): ``agents`` imports without
+it, and a missing Ray gives the one-line error of :func:`require_ray`. Ray starts locally
+(``ray.init`` with ``num_cpus=config.num_env_runners + 1``, no dashboard) unless
+``TrainConfig.ray_address`` names a running cluster (``auto``, or ``host:6379`` after ``ray start
+--head`` there).
 
 Decision cost: :meth:`RLlibAgent.decision_flops` counts the module's own forward pass (the one
 :meth:`RLlibAgent.predict` runs: PPO's ``forward_inference`` -- encoder + policy head; DQN's
 Q-network) for one observation with ``torch.utils.flop_counter.FlopCounterMode``, as
-:func:`agents.interface.sb3_decision_flops` does for SB3.
+:func:`agents.sb3_backend.sb3_decision_flops` does for SB3.
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
+import json
 import os
 import re
 import shutil
@@ -48,8 +52,23 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from agents.hyperparams import load_hyperparams
+from agents.interface import AlgoSpec
+from agents.runs import (
+    CONFIG_NAME,
+    TrainConfig,
+    charge_decision_flops,
+    ensure_main_model,
+    env_options,
+    remove_stale_temporaries,
+    val_evaluator,
+    write_json,
+)
 from dynalay_env.atomic import atomic_dir, atomic_write_json
+from dynalay_env.env import make_core
+from dynalay_env.model import provenance_of
 
 #: Algorithms this backend offers (each is trained by tests/test_rllib.py).
 RLLIB_ALGORITHMS: tuple[str, ...] = ("ppo", "dqn")
@@ -85,7 +104,7 @@ _OWN_KEYS = ("n_timesteps", "n_envs", "fcnet_hiddens", "rollout_fragment_length"
 def require_ray() -> Any:
     """Import ``ray.rllib``; ``ValueError`` (one line, naming the extra) when Ray is missing."""
     try:
-        import ray
+        import ray  # optional dependency: Ray RLlib
         import ray.rllib  # noqa: F401
     except ImportError as exc:
         raise ValueError(f"--framework rllib needs Ray RLlib, which is not installed ({exc}): {INSTALL_HINT} "
@@ -105,13 +124,9 @@ def check_algorithm(algo: str) -> str:
 def rllib_hyperparams(algo: str, env_id: str, file: str | os.PathLike | None = None,
                       overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """:data:`DEFAULT_HYPERPARAMS` of ``algo``, updated by ``env_id``'s entry of the YAML ``file``
-    (rl-zoo3 layout, read by :func:`agents.algorithms.load_hyperparams`) and by ``overrides``."""
-    import copy
-
+    (rl-zoo3 layout, read by :func:`agents.hyperparams.load_hyperparams`) and by ``overrides``."""
     hp = copy.deepcopy(DEFAULT_HYPERPARAMS[check_algorithm(algo)])
     if file is not None:
-        from agents.algorithms import load_hyperparams
-
         hp.update(load_hyperparams(algo, env_id, file))
     hp.update(overrides or {})
     return hp
@@ -125,16 +140,14 @@ def algorithm_config(algo: str, env_id: str, env_config: dict[str, Any], hyperpa
     runners); each env runner makes ``n_envs`` batched slots with ``gym_env_vectorize_mode=
     "vector_entry_point"``. A key of ``hyperparams`` that the algorithm's ``training()`` does not
     take raises ``ValueError`` listing the ones it does."""
-    import inspect
-
     require_ray()
-    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig  # optional dependency: Ray RLlib
 
     name = check_algorithm(algo)
     if name == "ppo":
-        from ray.rllib.algorithms.ppo import PPOConfig as Config
+        from ray.rllib.algorithms.ppo import PPOConfig as Config  # optional dependency: Ray RLlib
     else:
-        from ray.rllib.algorithms.dqn import DQNConfig as Config
+        from ray.rllib.algorithms.dqn import DQNConfig as Config  # optional dependency: Ray RLlib
     training = {k: v for k, v in hyperparams.items() if k not in _OWN_KEYS}
     accepted = {p for cls in Config.__mro__ if "training" in vars(cls)
                 for p in inspect.signature(vars(cls)["training"]).parameters if p != "self"}
@@ -209,7 +222,7 @@ class RLlibAgent:
               **kwargs: Any) -> RLlibAgent:
         """Run ``algorithm.train()`` iterations until ``total_timesteps`` more env steps have been
         sampled; ``callback(self)`` after each iteration (checkpoints, validation)."""
-        from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED
+        from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED  # optional dependency: Ray RLlib
 
         if self.algorithm is None:
             raise ValueError("this RLlib agent was loaded for inference only; train with `train_agent.py train "
@@ -237,10 +250,10 @@ class RLlibAgent:
     def _scores(self, obs: torch.Tensor) -> torch.Tensor:
         """``[N, num_actions]`` action scores: PPO's logits, DQN's Q-values."""
         if self.algo == "dqn":
-            from ray.rllib.algorithms.dqn.default_dqn_rl_module import QF_PREDS
+            from ray.rllib.algorithms.dqn.default_dqn_rl_module import QF_PREDS  # optional dependency: Ray RLlib
 
             return self.module.compute_q_values({"obs": obs})[QF_PREDS]
-        from ray.rllib.core.columns import Columns
+        from ray.rllib.core.columns import Columns  # optional dependency: Ray RLlib
 
         return self.module.forward_inference({Columns.OBS: obs})[Columns.ACTION_DIST_INPUTS]
 
@@ -266,8 +279,6 @@ class RLlibAgent:
         """FLOPs of one decision: the forward :meth:`predict` runs, on ``batch`` zero observations
         under ``FlopCounterMode``, divided by ``batch`` (independent of the values)."""
         if self._decision_flops is None:
-            from torch.utils.flop_counter import FlopCounterMode
-
             space = self.module.observation_space
             obs = torch.zeros((batch, *space.shape), dtype=torch.float32,
                               device=next(self.module.parameters()).device)
@@ -288,13 +299,11 @@ def write_checkpoint(agent: RLlibAgent, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
-def load_agent(path: str | os.PathLike, algo: str | None = None, device: str = "cpu") -> RLlibAgent:
+def load_agent(path: str | os.PathLike, spec: AlgoSpec | None = None, device: str = "cpu") -> RLlibAgent:
     """The agent of the checkpoint folder ``path`` for inference: its RLModule alone, read without
-    starting Ray."""
+    starting Ray (``spec``: the run's algorithm; default the one the checkpoint names)."""
     require_ray()
-    import json
-
-    from ray.rllib.core.rl_module.rl_module import RLModule
+    from ray.rllib.core.rl_module.rl_module import RLModule  # optional dependency: Ray RLlib
 
     path = Path(path)
     state_file = path / STATE_NAME
@@ -304,7 +313,7 @@ def load_agent(path: str | os.PathLike, algo: str | None = None, device: str = "
     module = RLModule.from_checkpoint(str(path.joinpath(*MODULE_SUBPATH).resolve()))
     module.to(torch.device(device))
     module.eval()
-    return RLlibAgent(module, algo or state["algo"], num_timesteps=state["num_timesteps"])
+    return RLlibAgent(module, spec.name if spec is not None else state["algo"], num_timesteps=state["num_timesteps"])
 
 
 def seed_replay_buffer(algorithm: Any, seed: int) -> None:
@@ -354,31 +363,18 @@ def save_rllib_checkpoint(run_dir: str | Path, agent: RLlibAgent, keep: int = 2)
 # ---- training into a run folder -----------------------------------------------------------------
 
 
-def train_rllib(config: Any, run_dir: Path, resume: bool) -> tuple[RLlibAgent, Path]:
-    """Train (or resume) ``config`` (an :class:`agents.training.TrainConfig` with ``framework=
-    "rllib"``) in the prepared ``run_dir``; see :func:`agents.training.train` for the layout."""
-    import json
-
-    from agents.training import (
-        CONFIG_NAME,
-        _write_json,
-        ensure_main_model,
-        env_options,
-        remove_stale_temporaries,
-        val_evaluator,
-    )
-    from dynalay_env.env import make_core
-    from dynalay_env.model import provenance_of
-
+def train_rllib(spec: AlgoSpec, config: TrainConfig, run_dir: Path, resume: bool) -> tuple[RLlibAgent, Path]:
+    """Train (or resume) the algorithm ``spec`` with ``config`` (``framework="rllib"``) in the
+    prepared ``run_dir``; see :func:`agents.training.train` for the layout."""
     if config.uses_cotrain():  # train() refuses it before creating the run folder
         raise ValueError("--framework rllib does not co-train the main model; drop --cotrain / mode: cotrain")
-    name = check_algorithm(config.algo)
+    name = check_algorithm(spec.name)
     hyperparams = rllib_hyperparams(name, config.env_id, config.hyperparams_file, config.hyperparams)
     timesteps = int(config.timesteps or hyperparams["n_timesteps"])
     n_envs = int(config.n_envs or hyperparams["n_envs"])
     config.timesteps, config.n_envs = timesteps, n_envs
     if not resume:
-        _write_json(run_dir / CONFIG_NAME, asdict(config))
+        write_json(run_dir / CONFIG_NAME, asdict(config))
     model_path = ensure_main_model(config, run_dir)
     options = env_options(config, str(model_path.resolve()), training=True)
     probe = make_core(1, **options)  # the provenance of what the runners train on (train.json)
@@ -387,26 +383,19 @@ def train_rllib(config: Any, run_dir: Path, resume: bool) -> tuple[RLlibAgent, P
     checkpoints = list_rllib_checkpoints(run_dir) if resume else []
     # Ray starts only once everything else has been checked.
     init_ray(config.ray_address, config.num_env_runners)
-    from ray.rllib.core import DEFAULT_MODULE_ID
+    from ray.rllib.core import DEFAULT_MODULE_ID  # optional dependency: Ray RLlib
 
     algorithm = algorithm_config(name, config.env_id, options, hyperparams, n_envs=n_envs, seed=config.seed,
                                  num_env_runners=config.num_env_runners).build_algo()
     agent = RLlibAgent(algorithm.get_module(DEFAULT_MODULE_ID), name, algorithm)
-    # The reward charges the policy's own decisions: the measured cost unless env_kwargs give one,
-    # set live in every runner's env (as the SB3 path sets it on its core). A runner that RLlib
+    # Set live in every runner's env (as the SB3 path sets it on its core). A runner that RLlib
     # restarts after a crash would rebuild its env without it: fault tolerance is left off (default).
-    given = config.env_kwargs.get("decision_flops")
-    decision_flops = float(given if given is not None else agent.decision_flops())
-    set_env_option(algorithm, "decision_flops", decision_flops)
+    decision_flops = charge_decision_flops(config, agent, lambda key, value: set_env_option(algorithm, key, value))
     if checkpoints:
         algorithm.restore_from_path(str(checkpoints[-1].resolve()))
         agent.num_timesteps = int(json.loads((checkpoints[-1] / STATE_NAME).read_text())["num_timesteps"])
         agent.module = algorithm.get_module(DEFAULT_MODULE_ID)
     seed_replay_buffer(algorithm, config.seed + agent.num_timesteps)
-    if config.decision_flops != decision_flops:
-        config.decision_flops = decision_flops
-        if not resume:
-            _write_json(run_dir / CONFIG_NAME, asdict(config))
     done = agent.num_timesteps
     evaluate_val = val_evaluator(config, model_path)
     history_path = run_dir / "val_history.json"
@@ -432,15 +421,16 @@ def train_rllib(config: Any, run_dir: Path, resume: bool) -> tuple[RLlibAgent, P
         write_checkpoint(agent, run_dir / RLLIB_DIR)
     finally:
         algorithm.stop()
-    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN
+    from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, EPISODE_RETURN_MEAN  # optional dependency: Ray RLlib
 
     summary = {"algo": name, "framework": "rllib", "timesteps_requested": timesteps,
                "timesteps_done": agent.num_timesteps, "resumed_from": done if checkpoints else None,
-               "wall_seconds": time.perf_counter() - start, "provenance": probe.provenance,
+               "wall_seconds": time.perf_counter() - start, "decision_flops": decision_flops,
+               "provenance": probe.provenance,
                "model_provenance": provenance_of(probe.model, probe.dataset),
                "episode_return_mean": _float_or_none(agent.last_result.get(ENV_RUNNER_RESULTS, {}).get(EPISODE_RETURN_MEAN)),
                "num_env_runners": config.num_env_runners, "ray_address": config.ray_address}
-    _write_json(run_dir / "train.json", summary)
+    write_json(run_dir / "train.json", summary)
     agent.algorithm = None  # stopped: what is returned is the trained module
     return agent, run_dir
 

@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from dynalay_env.core import DynaLayCore
-from dynalay_env.data import DEFAULT_DATASET, Dataset
+from dynalay_env.datasets import DEFAULT_DATASET, Dataset
 from dynalay_env.env import make_core, observation_space_of
 from dynalay_env.model import FPIModel
 
@@ -55,7 +56,6 @@ class DynaLayVecEnv(VecEnv):
         self.core = core if core is not None else make_core(int(num_envs), dataset=dataset, model=model, **options)
         if self.core.num_envs != num_envs:
             raise ValueError(f"core has {self.core.num_envs} slots but num_envs={num_envs}")
-        from gymnasium import spaces
 
         self.render_mode = None
         super().__init__(int(num_envs), observation_space_of(self.core), spaces.Discrete(self.core.num_actions))

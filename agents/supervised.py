@@ -24,7 +24,7 @@ counted), and is reported on ``test`` by ``evaluate``.
   path minimising ``(wrong answer) + lambda_compute x compute`` (compute in the env's normalised
   units, the same as ``info["compute"]``), found by exhaustive search from that state
   (:class:`OracleTable`: every state is a node of its example's path tree, so one search from the
-  reset states through :func:`dynalay_env.pretrain.enumerate_paths`, the env's one path-cost
+  reset states through :func:`dynalay_env.paths.enumerate_paths`, the env's one path-cost
   function, batched over all examples per path, covers them all). States are
   visited by the oracle itself.
 * :class:`DAgger` labels the states that a mixture of oracle (probability ``beta ** i`` in iteration
@@ -32,7 +32,7 @@ counted), and is reported on ``test`` by ``evaluate``.
   after each iteration; the best iteration on val is kept.
 
 ``bc`` and ``dagger`` use the network of PPO's policy: the actor MLP of the PPO hyperparameters for
-the env (``agents/hyperparams/ppo.yml`` through :func:`agents.algorithms.load_hyperparams`; ``net_arch``
+the env (``agents/hyperparams/ppo.yml`` through :func:`agents.hyperparams.load_hyperparams`; ``net_arch``
 and ``activation_fn``) and a linear action head. All three honour action masks (a masked action
 becomes EXIT; the oracle's targets respect the masks of the state; training logits are masked).
 The path search grows as ``K^max_steps``; more than :data:`MAX_SEARCH_PATHS` paths is refused.
@@ -57,9 +57,21 @@ from typing import Any
 import numpy as np
 import torch
 from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.torch_layers import create_mlp
+from stable_baselines3.common.utils import configure_logger
 
+from agents.callbacks import core_of
 from agents.curves import exit_flops, full_depth_order, record_core
+from agents.evaluate import run_policy
+from agents.hyperparams import class_values, load_hyperparams, parse_python_literal, resolve_class_name
+from agents.interface import AlgoSpec
+from agents.sb3_backend import construct, sb3_decision_flops
+from dynalay_env import ENV_IDS
+from dynalay_env.atomic import atomic_path
 from dynalay_env.core import DynaLayCore
+from dynalay_env.model import config_hash, weights_hash
+from dynalay_env.paths import enumerate_paths
 
 #: The largest exhaustive search (paths of length 0..max_steps from one state) :class:`BC` and
 #: :class:`DAgger` run; K layers and ``max_steps`` give ``1 + K + ... + K^max_steps`` paths.
@@ -105,8 +117,6 @@ _SEARCHES: dict[str, tuple[tuple[Any, ...], list[Any]]] = {}
 def _search_key(core: DynaLayCore, chunk: int) -> tuple[Any, ...]:
     """What a search of ``core``'s split depends on: the model by content (weights and config hashes,
     so equal models share it whatever their identity), the dataset, ``max_steps``, the masks, the chunks."""
-    from dynalay_env.model import config_hash, weights_hash
-
     model = core.model
     weights = weights_hash(model) if isinstance(model, torch.nn.Module) else id(model)
     config = config_hash(model.config) if hasattr(model, "config") else None
@@ -115,10 +125,8 @@ def _search_key(core: DynaLayCore, chunk: int) -> tuple[Any, ...]:
 
 
 def _searched(core: DynaLayCore, chunk: int) -> list[Any]:
-    """:func:`dynalay_env.pretrain.enumerate_paths` over ``core``'s split in chunks of ``chunk``
+    """:func:`dynalay_env.paths.enumerate_paths` over ``core``'s split in chunks of ``chunk``
     examples (one table each), cached per split (a frozen model: the learners refuse co-training)."""
-    from dynalay_env.pretrain import enumerate_paths
-
     key = _search_key(core, chunk)
     cached = _SEARCHES.get(core.split)
     if cached is None or cached[0] != key:
@@ -133,7 +141,7 @@ class OracleTable:
     """The cost-regularised oracle of every state an episode can reach, for every example of a split.
 
     Every state an episode visits is a node of the path tree of its example: the path prefix it
-    applied. One exhaustive search from the reset states (:func:`dynalay_env.pretrain.enumerate_paths`,
+    applied. One exhaustive search from the reset states (:func:`dynalay_env.paths.enumerate_paths`,
     the env's one path-cost function, batched: one solve per path prefix for all examples at once)
     therefore searches from every state too: the continuations of the node ``p`` are the paths
     that extend ``p``. Dynamic programming from the longest paths up gives, per node and example,
@@ -151,6 +159,8 @@ class OracleTable:
     @torch.no_grad()
     def __init__(self, core: DynaLayCore, lambda_compute: float, chunk: int = 2048) -> None:
         check_search_size(core.num_layers, core.max_steps, not core.mask_repeats)
+        # The largest normalised one-step compute of each layer (max_iter iterations): the budget mask's rule.
+        worst_step = [flops / core.normalizer for flops in core.costs.worst_step_flops()]
         firsts = []
         for table in _searched(core, chunk):
             paths = table.paths
@@ -166,7 +176,7 @@ class OracleTable:
                 k, q = paths[r][-1], index[parent]
                 allowed = torch.ones(cost.shape[1], dtype=torch.bool)
                 if core.compute_budget is not None:  # the core's mask: worst case of layer k fits the budget
-                    allowed = spent[q] + float(core._worst_step[k]) <= core.compute_budget
+                    allowed = spent[q] + worst_step[k] <= core.compute_budget
                 better = allowed & (value[r] < value[q])
                 value[q] = torch.where(better, value[r], value[q])
                 first[q] = torch.where(better, torch.full_like(first[q], k + 1), first[q])
@@ -258,10 +268,8 @@ DEFAULT_ACTOR: dict[str, Any] = {"net_arch": [64, 64], "activation_fn": "nn.Tanh
 
 def ppo_actor_kwargs(env_id: str | None) -> dict[str, Any]:
     """``{"net_arch", "activation_fn"}`` of PPO's actor for ``env_id``, read from PPO's hyperparameter
-    file through :func:`agents.algorithms.load_hyperparams` (SB3's defaults, ``[64, 64]`` and
+    file through :func:`agents.hyperparams.load_hyperparams` (SB3's defaults, ``[64, 64]`` and
     ``nn.Tanh``, where it sets none; ``net_arch=dict(pi=..., vf=...)`` gives ``pi``)."""
-    from agents.algorithms import load_hyperparams, parse_python_literal
-
     kwargs = load_hyperparams("ppo", env_id or "DynaLay-v0").get("policy_kwargs") or {}
     if isinstance(kwargs, str):
         kwargs = parse_python_literal(kwargs, what="ppo policy_kwargs")
@@ -270,20 +278,16 @@ def ppo_actor_kwargs(env_id: str | None) -> dict[str, Any]:
 
 def mlp(in_dim: int, out_dim: int, arch: Sequence[int], activation: type) -> torch.nn.Sequential:
     """``in -> [Linear, activation] x len(arch) -> Linear(out)``, as SB3's ``create_mlp`` builds the actor."""
-    from stable_baselines3.common.torch_layers import create_mlp
-
     return torch.nn.Sequential(*create_mlp(in_dim, out_dim, list(arch), activation))
 
 
 def _plain_net_kwargs(policy_kwargs: Any) -> dict[str, Any]:
     """``net_arch`` (a list; ``dict(pi=...)`` gives ``pi``) and ``activation_fn`` as ``"nn.<Name>"``,
     so the agent's file holds no classes (it loads with ``torch.load(weights_only=True)``)."""
-    from agents.algorithms import _class_values, parse_python_literal
-
     kwargs = parse_python_literal(policy_kwargs, "policy_kwargs") if isinstance(policy_kwargs, str) else policy_kwargs
     if not isinstance(kwargs, dict) or set(kwargs) - {"net_arch", "activation_fn"}:
         raise ValueError(f"policy_kwargs of bc/dagger may give net_arch and activation_fn only, got {policy_kwargs!r}")
-    kwargs = _class_values(dict(kwargs), "policy_kwargs")
+    kwargs = class_values(dict(kwargs), "policy_kwargs")
     arch = kwargs.get("net_arch", DEFAULT_ACTOR["net_arch"])
     arch = arch.get("pi", DEFAULT_ACTOR["net_arch"]) if isinstance(arch, dict) else arch
     activation = kwargs.get("activation_fn")
@@ -302,8 +306,6 @@ def _widths(arch: Any, what: str) -> list[int]:
 
 def _env_id_of(core: DynaLayCore) -> str:
     """The registered env id of the core's dataset (``DynaLay-v0`` for a dataset without its own)."""
-    from dynalay_env import ENV_IDS
-
     name = getattr(core.dataset, "name", None)
     return next((i for i, d in ENV_IDS.items() if d == name), "DynaLay-v0")
 
@@ -342,7 +344,9 @@ class SupervisedAgent:
         policy: the network kind (``MlpPolicy``; kept for the rl-zoo3 file format).
         env: the training env (a DynaLay SB3 VecEnv, possibly wrapped, or a core) on ``agent_train``.
         lambda_compute: price of one unit of normalised compute in the oracle's cost and the val
-            selection (>= 0).
+            selection (>= 0). None (the default): the env's own, read from its reward when the env
+            is attached, so the learner and the reward it is judged by price compute alike; a
+            number overrides it on purpose (a sweep searching the learner's price).
         learning_rate: Adam's step size on the collected states (a constant number > 0).
         n_epochs: passes over the collected states per fit.
         batch_size: states per Adam step.
@@ -353,13 +357,14 @@ class SupervisedAgent:
     #: Policy names, as SB3 algorithms list theirs: the one network kind is an MLP on the observation.
     policy_aliases: dict[str, type] = {"MlpPolicy": torch.nn.Sequential}
 
-    def __init__(self, policy: str = "MlpPolicy", env: Any = None, *, lambda_compute: float = 0.1,
+    def __init__(self, policy: str = "MlpPolicy", env: Any = None, *, lambda_compute: float | None = None,
                  learning_rate: float = 1e-3, n_epochs: int = 20, batch_size: int = 256, n_envs_collect: int = 512,
                  seed: int = 0, device: str = "cpu", tensorboard_log: str | None = None, verbose: int = 0,
                  _init_setup_model: bool = True) -> None:
         if policy not in self.policy_aliases:
             raise ValueError(f"{self.name}: policy must be one of {sorted(self.policy_aliases)}, got {policy!r}")
-        if isinstance(lambda_compute, bool) or not isinstance(lambda_compute, (int, float)) or not lambda_compute >= 0:
+        if lambda_compute is not None and (isinstance(lambda_compute, bool) or not isinstance(lambda_compute, (int, float))
+                                           or not lambda_compute >= 0):
             raise ValueError(f"{self.name}: lambda_compute must be a number >= 0 (price per unit of normalised "
                              f"compute), got {lambda_compute!r}")
         if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or not learning_rate > 0:
@@ -369,7 +374,9 @@ class SupervisedAgent:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{self.name}: {key} must be an integer >= 1, got {value!r}")
         self.policy_name = policy
-        self.lambda_compute = float(lambda_compute)
+        #: The price given to the constructor (None: the env's); :attr:`lambda_compute` is the one in force.
+        self.lambda_override = None if lambda_compute is None else float(lambda_compute)
+        self.lambda_compute: float | None = self.lambda_override
         self.learning_rate = float(learning_rate)
         self.n_epochs, self.batch_size, self.n_envs_collect = n_epochs, batch_size, n_envs_collect
         self.seed = int(seed)
@@ -391,8 +398,6 @@ class SupervisedAgent:
 
     def set_env(self, env: Any) -> None:
         """Attach the training env (its core: split ``agent_train``, model, observation layout)."""
-        from agents.callbacks import core_of
-
         core = env if isinstance(env, DynaLayCore) else core_of(env)
         if core is None:
             raise TypeError(f"{self.name}: expected a DynaLay env (DynaLayVecEnv or DynaLayCore), got {type(env).__name__}")
@@ -400,6 +405,8 @@ class SupervisedAgent:
             raise ValueError(f"{self.name} learns against a frozen main model; co-training (mode={core.mode!r}) is "
                              f"for the RL algorithms")
         self.env, self.core = env, core
+        if self.lambda_override is None:  # one home: the env's reward prices compute
+            self.lambda_compute = float(core.reward.params.lambda_compute)
         self.observation_space = spaces.Box(core.observation_low, core.observation_high, dtype=np.float32)
         self.action_space = spaces.Discrete(core.num_actions)
         self.max_steps = core.max_steps
@@ -420,9 +427,7 @@ class SupervisedAgent:
 
     def decision_flops(self) -> int:
         """FLOPs of one decision: this agent's ``predict`` forward under FlopCounterMode
-        (:func:`agents.interface.sb3_decision_flops`)."""
-        from agents.interface import sb3_decision_flops
-
+        (:func:`agents.sb3_backend.sb3_decision_flops`)."""
         if self._decision_flops is None:
             self._decision_flops = sb3_decision_flops(self)
         return self._decision_flops
@@ -474,8 +479,6 @@ class SupervisedAgent:
         return float(accuracy - self.lambda_compute * mean_compute)
 
     def _val_records(self) -> Any:
-        from agents.evaluate import run_policy
-
         if not hasattr(self, "_val_core"):
             self._val_core = work_core(self.core, "val", self.n_envs_collect)
         return run_policy(self._val_core, self)
@@ -486,9 +489,6 @@ class SupervisedAgent:
               tb_log_name: str | None = None, progress_bar: bool = False, log_interval: int = 1) -> SupervisedAgent:
         """Collect and label ``total_timesteps`` more states and fit (see the subclass), driving SB3
         callbacks (``agents.training``'s metrics, validation and checkpoints) once per collection round."""
-        from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-        from stable_baselines3.common.utils import configure_logger
-
         self._check_env()
         if reset_num_timesteps:
             self.num_timesteps = 0
@@ -539,8 +539,6 @@ class SupervisedAgent:
     def save(self, path: str | os.PathLike) -> None:
         """Write the network, the hyperparameters, the step count and the val choice to ``path``
         (``torch.save``; :func:`agents.training.train` calls this through an atomic temporary)."""
-        from dynalay_env.atomic import atomic_path
-
         state = {"algo": self.name, "policy": self.policy_name, "num_timesteps": int(self.num_timesteps),
                  "hyperparams": self.hyperparams(), "obs_dim": int(self.observation_space.shape[0]),
                  "num_actions": int(self.action_space.n), "max_steps": int(self.max_steps),
@@ -620,7 +618,7 @@ class ValueExit(SupervisedAgent):
     name = "value_exit"
 
     def __init__(self, policy: str = "MlpPolicy", env: Any = None, *, threshold: float | None = None,
-                 net_arch: Sequence[int] = (64, 64), lambda_compute: float = 0.1, learning_rate: float = 1e-3,
+                 net_arch: Sequence[int] = (64, 64), lambda_compute: float | None = None, learning_rate: float = 1e-3,
                  n_epochs: int = 20, batch_size: int = 256, n_envs_collect: int = 512, seed: int = 0,
                  device: str = "cpu", tensorboard_log: str | None = None, verbose: int = 0,
                  _init_setup_model: bool = True) -> None:
@@ -775,7 +773,7 @@ class BC(SupervisedAgent):
     name = "bc"
 
     def __init__(self, policy: str = "MlpPolicy", env: Any = None, *, policy_kwargs: dict[str, Any] | None = None,
-                 n_snapshots: int = 4, lambda_compute: float = 0.1, learning_rate: float = 1e-3, n_epochs: int = 20,
+                 n_snapshots: int = 4, lambda_compute: float | None = None, learning_rate: float = 1e-3, n_epochs: int = 20,
                  batch_size: int = 256, n_envs_collect: int = 512, seed: int = 0, device: str = "cpu",
                  tensorboard_log: str | None = None, verbose: int = 0, _init_setup_model: bool = True) -> None:
         self._bc_init(policy_kwargs, n_snapshots)
@@ -799,10 +797,8 @@ class BC(SupervisedAgent):
             self.policy_kwargs = ppo_actor_kwargs(_env_id_of(self.core))
 
     def _net_for(self, obs_dim: int, num_actions: int) -> torch.nn.Module:
-        from agents.algorithms import _resolve_class_name
-
         kwargs = {**DEFAULT_ACTOR, **(self.policy_kwargs or {})}
-        activation = _resolve_class_name(kwargs["activation_fn"], "policy_kwargs.activation_fn")
+        activation = resolve_class_name(kwargs["activation_fn"], "policy_kwargs.activation_fn")
         return mlp(obs_dim, num_actions, kwargs["net_arch"], activation)
 
     def predict(self, observation: np.ndarray, state: Any = None, episode_start: np.ndarray | None = None,
@@ -900,7 +896,7 @@ class DAgger(BC):
     name = "dagger"
 
     def __init__(self, policy: str = "MlpPolicy", env: Any = None, *, n_iterations: int = 4, beta: float = 0.5,
-                 policy_kwargs: dict[str, Any] | None = None, n_snapshots: int = 1, lambda_compute: float = 0.1,
+                 policy_kwargs: dict[str, Any] | None = None, n_snapshots: int = 1, lambda_compute: float | None = None,
                  learning_rate: float = 1e-3, n_epochs: int = 20, batch_size: int = 256, n_envs_collect: int = 512,
                  seed: int = 0, device: str = "cpu", tensorboard_log: str | None = None, verbose: int = 0,
                  _init_setup_model: bool = True) -> None:
@@ -959,20 +955,18 @@ class DAgger(BC):
 
 class SupervisedBackend:
     """Builds and loads the learners of this module (``spec.cls``) for the registry: ``build``
-    goes through :func:`agents.algorithms.make_model` (the rl-zoo3 hyperparameters split into the
+    goes through :func:`agents.sb3_backend.construct` (the rl-zoo3 hyperparameters split into the
     class's keyword arguments, as for SB3), ``load`` through the class's :meth:`~SupervisedAgent.load`."""
 
     name = "supervised"
 
-    def build(self, spec: Any, env: Any, hyperparams: dict[str, Any], *, seed: int = 0, device: str = "cpu",
+    def build(self, spec: AlgoSpec, env: Any, hyperparams: dict[str, Any], *, seed: int = 0, device: str = "cpu",
               tensorboard_log: str | None = None, verbose: int = 0) -> SupervisedAgent:
         """A fresh learner of algorithm ``spec`` on ``env`` from ``hyperparams``."""
-        from agents.algorithms import make_model
+        return construct(spec, env, hyperparams, seed=seed, device=device, tensorboard_log=tensorboard_log,
+                         verbose=verbose)
 
-        return make_model(spec.name, env, hyperparams, seed=seed, device=device, tensorboard_log=tensorboard_log,
-                          verbose=verbose)
-
-    def load(self, spec: Any, path: str | os.PathLike, *, env: Any = None, device: str = "cpu",
+    def load(self, spec: AlgoSpec, path: str | os.PathLike, *, env: Any = None, device: str = "cpu",
              **kwargs: Any) -> SupervisedAgent:
         """The learner saved at ``path`` (``env`` attaches a training env)."""
         return spec.cls.load(path, env=env, device=device, **kwargs)

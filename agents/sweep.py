@@ -58,10 +58,13 @@ Run folder::
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import math
 import multiprocessing
 import os
+import re
 import socket
 import tempfile
 import time
@@ -72,9 +75,32 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from agents.algorithms import get_algorithm
+from agents.curves import vs_curve
+from agents.evaluate import baseline_curves, run_policy
+from agents.plots import plot_sweep
+from agents.reports import render_sweep
+from agents.runs import (
+    AGENT_NAME,
+    CONFIG_NAME,
+    MODEL_NAME,
+    TrainConfig,
+    check_env_kwargs,
+    config_from_dict,
+    take_flag_options,
+    val_evaluator,
+)
+from agents.supervised import LEARNERS
+from agents.training import train
 from dynalay_env import ENV_IDS
-from dynalay_env.atomic import atomic_path, atomic_write_json, atomic_write_text
+from dynalay_env import cache as model_cache
+from dynalay_env.atomic import atomic_write_json, atomic_write_text
+from dynalay_env.datasets import load_dataset
+from dynalay_env.env import make_core
+from dynalay_env.model import load_checkpoint, provenance_of
+from dynalay_env.options import EnvOptions
 from dynalay_env.rewards import REWARD_PARAMETERS
 
 OBJECTIVE_NAMES: tuple[str, str] = ("val_accuracy", "val_mean_compute")
@@ -193,7 +219,7 @@ class SweepConfig:
     timesteps: int = 100_000
     n_envs: int | None = None
     seed: int = 0
-    device: str = "cpu"
+    device: str = EnvOptions.default("device")
     threads: int = 1
     reward_kinds: tuple[str, ...] = ("paper", "logprob", "blockdrop")
     lambda_compute: Any = (0.01, 1.0, "log")
@@ -216,8 +242,6 @@ class SweepConfig:
 
     def validate(self) -> SweepConfig:
         """Normalise the fields and raise ``ValueError`` naming any bad one. Returns ``self``."""
-        from agents.algorithms import get_algorithm
-
         self.reward_kinds = tuple(_as_names(self.reward_kinds, "reward_kinds"))
         for kind in self.reward_kinds:
             if kind not in REWARD_PARAMETERS:
@@ -251,7 +275,6 @@ class SweepConfig:
                              f"({self.heartbeat_interval} s), or live trials would be failed as stale")
         if self.env_id not in ENV_IDS:
             raise ValueError(f"unknown env id {self.env_id!r}; valid ids: {', '.join(ENV_IDS)}")
-        from agents.training import check_env_kwargs, take_flag_options
 
         take_flag_options(self)  # model, dataset, data_root and device: their own fields, given once
         clash = sorted(set(self.env_kwargs) & {"reward", "reward_kwargs", "split", "sample_mode",
@@ -270,8 +293,8 @@ class SweepConfig:
         return self
 
     def dataset_name(self) -> str:
-        """The dataset the sweep trains on: ``dataset``, else the env id's, else ``env_kwargs`` or ``mnist1d``."""
-        return self.dataset or ENV_IDS[self.env_id] or self.env_kwargs.get("dataset", "mnist1d")
+        """The dataset the sweep trains on: ``dataset``, else the env id's, else ``env_kwargs`` or the env's default."""
+        return self.dataset or ENV_IDS[self.env_id] or self.env_kwargs.get("dataset", EnvOptions.default("dataset"))
 
     def storage_url(self) -> str:
         """The Optuna storage URL: ``storage``, else the run folder's SQLite file."""
@@ -295,8 +318,6 @@ class SweepConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepConfig:
         """The config a :meth:`to_dict` dict describes; unknown keys raise ``ValueError``."""
-        from agents.training import config_from_dict
-
         return config_from_dict(cls, d, "sweep")
 
     def identity(self) -> dict[str, Any]:
@@ -304,8 +325,6 @@ class SweepConfig:
         path may differ between machines)."""
         out = {k: v for k, v in self.to_dict().items() if k not in LOCAL_KEYS}
         if self.hyperparams_file:
-            import hashlib
-
             path = Path(self.hyperparams_file)
             if not path.is_file():
                 raise ValueError(f"hyperparams_file {path} not found")
@@ -335,8 +354,6 @@ class TrialChoice:
 def suggest(trial: Any, config: SweepConfig) -> TrialChoice:
     """Draw a trial's choice. Only the parameters the drawn reward reads are searched (a conditional
     space), so e.g. ``mu_redundant`` is not a dimension of ``logprob`` trials."""
-    from agents.supervised import LEARNERS
-
     algo = config.algos[0] if len(config.algos) == 1 else trial.suggest_categorical("algo", list(config.algos))
     if algo in LEARNERS:  # no reward: their search space is their own lambda (and value_exit's threshold)
         hyper = {"lambda_compute": config.lambda_compute.suggest(trial, "lambda_compute")}
@@ -357,7 +374,7 @@ def suggest(trial: Any, config: SweepConfig) -> TrialChoice:
 
 def _parse_url(url: str) -> Any:
     """SQLAlchemy's ``URL`` of ``url``, or ``None`` when it does not parse."""
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import make_url  # optional dependency: the sweep extra
 
     try:
         return make_url(url)
@@ -367,8 +384,6 @@ def _parse_url(url: str) -> Any:
 
 def _mask_unparsed(url: str) -> str:
     """A URL SQLAlchemy cannot parse, with anything that may be a password replaced by ``***``."""
-    import re
-
     url = re.sub(r"^([^:/?#]+://[^:/?#@]*:).*@", r"\1***@", url)  # user:PASSWORD@ (up to the last @)
     return re.sub(rf"(?i)\b({'|'.join(PASSWORD_QUERY_KEYS)})=[^&]*", r"\1=***", url)
 
@@ -434,8 +449,6 @@ def _scrub(text: str, url: str) -> str:
 def _default_driver(url: str) -> str:
     """``url``, with ``postgresql://`` pointed at psycopg2 when SQLAlchemy's default PostgreSQL
     driver (psycopg 3 since SQLAlchemy 2.1) is not installed but psycopg2 (the ``sweep`` extra) is."""
-    import importlib.util
-
     parsed = _parse_url(url)
     if parsed is None or parsed.drivername != "postgresql":
         return url
@@ -447,7 +460,7 @@ def _default_driver(url: str) -> str:
 def quiet_optuna() -> None:
     """Optuna at WARNING level, without the ExperimentalWarning its heartbeat, retry and metric-name
     features raise on every use (they are stable enough here, and tested)."""
-    import optuna
+    import optuna  # optional dependency: the sweep extra
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -472,8 +485,8 @@ def open_storage(config: SweepConfig) -> Any:
 
 
 def _rdb_storage(url: str, config: SweepConfig, attempts: int = 5) -> Any:
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback  # optional dependency: the sweep extra
+    from sqlalchemy.exc import IntegrityError, ProgrammingError  # optional dependency: the sweep extra
 
     # Several worker processes write one SQLite file: wait for its lock instead of failing.
     engine_kwargs: dict[str, Any] = ({"connect_args": {"timeout": 120}} if url.startswith("sqlite")
@@ -494,7 +507,7 @@ def _rdb_storage(url: str, config: SweepConfig, attempts: int = 5) -> Any:
 
 def make_sampler(config: SweepConfig, seed: int) -> Any:
     """The Optuna sampler ``config.sampler`` names (TPE with a constant liar by default), seeded with ``seed``."""
-    import optuna
+    import optuna  # optional dependency: the sweep extra
 
     if config.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -508,7 +521,7 @@ def make_sampler(config: SweepConfig, seed: int) -> Any:
 
 def open_study(config: SweepConfig, storage: Any, model_provenance: str, sampler_seed: int | None = None) -> Any:
     """Create or join the study ``config.study_name``; refuses to join a study defined differently."""
-    import optuna
+    import optuna  # optional dependency: the sweep extra
 
     sampler = make_sampler(config, config.seed if sampler_seed is None else sampler_seed)
     study = optuna.create_study(study_name=config.study_name, storage=storage, sampler=sampler,
@@ -538,14 +551,14 @@ def open_study(config: SweepConfig, storage: Any, model_provenance: str, sampler
 
 
 def _trial_states() -> tuple[Any, Any, Any]:
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # optional dependency: the sweep extra
 
     return TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING
 
 
 def trial_counts(study: Any) -> dict[str, int]:
     """Trials by state; ``counted`` = waiting + running + complete (what ``n_trials`` bounds)."""
-    from optuna.trial import TrialState
+    from optuna.trial import TrialState  # optional dependency: the sweep extra
 
     trials = study.get_trials(deepcopy=False)
     counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
@@ -564,7 +577,7 @@ def claim_slot(trial: Any, n_trials: int) -> None:
     """End ``trial`` as surplus (``TrialPruned``, user attribute ``surplus``) when ``n_trials``
     counted trials (waiting, running or complete) have lower numbers. Trial numbers are handed out
     atomically by the storage, so of two workers that draw at once exactly the later one yields."""
-    import optuna
+    import optuna  # optional dependency: the sweep extra
 
     counted = trial.study.get_trials(deepcopy=False, states=_trial_states())
     if sum(t.number < trial.number for t in counted) >= n_trials:
@@ -576,7 +589,7 @@ class TrialRunner:
     """The objective: train one agent for ``config.timesteps`` and score it on ``val``."""
 
     def __init__(self, config: SweepConfig, model_path: Path) -> None:
-        from optuna.artifacts import FileSystemArtifactStore
+        from optuna.artifacts import FileSystemArtifactStore  # optional dependency: the sweep extra
 
         self.config = config
         self.model_path = Path(model_path)
@@ -590,10 +603,8 @@ class TrialRunner:
         return Path(self.config.run_dir) / "trials" / self.config.study_name / f"trial_{number:04d}"
 
     def __call__(self, trial: Any) -> tuple[float, float]:
-        from optuna.artifacts import upload_artifact
-        from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-        from agents.training import AGENT_NAME, MODEL_NAME, TrainConfig, train, val_evaluator
+        from optuna.artifacts import upload_artifact  # optional dependency: the sweep extra
+        from optuna.storages import RetryHeartbeatStaleTrialCallback  # optional dependency: the sweep extra
 
         self.current = trial.number
         study = trial.study
@@ -631,8 +642,6 @@ class TrialRunner:
 
     def _resumable(self, run_dir: Path, train_config: Any, retry: bool) -> bool:
         """Resume a retried trial's own run; move any other leftover folder aside (never delete it)."""
-        from agents.training import CONFIG_NAME
-
         config_path = run_dir / CONFIG_NAME
         if not run_dir.exists():
             return False
@@ -654,10 +663,9 @@ def run_worker(config: SweepConfig, model_path: Path, provenance: str, worker_in
                objective: Callable[[Any], tuple[float, float]] | None = None) -> dict[str, int]:
     """Draw and run trials until the study has ``n_trials`` complete ones; returns the final counts.
     ``objective`` replaces :class:`TrialRunner` (tests); it must call :func:`claim_slot` first."""
-    import optuna
-    import torch
-    from optuna.storages import fail_stale_trials
-    from optuna.study import MaxTrialsCallback
+    import optuna  # optional dependency: the sweep extra
+    from optuna.storages import fail_stale_trials  # optional dependency: the sweep extra
+    from optuna.study import MaxTrialsCallback  # optional dependency: the sweep extra
 
     torch.set_num_threads(config.threads)
     quiet_optuna()
@@ -687,8 +695,8 @@ def run_worker(config: SweepConfig, model_path: Path, provenance: str, worker_in
 
 def _requeue_interrupted(study: Any, number: int | None, max_retry: int) -> None:
     """Queue a retry of the trial Ctrl-C stopped (Optuna marks it failed), like a stale trial's."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-    from optuna.trial import TrialState
+    from optuna.storages import RetryHeartbeatStaleTrialCallback  # optional dependency: the sweep extra
+    from optuna.trial import TrialState  # optional dependency: the sweep extra
 
     if number is None:
         return
@@ -741,11 +749,7 @@ def run_workers(config: SweepConfig, model_path: Path, provenance: str) -> None:
 
 def resolve_main_model(config: SweepConfig) -> tuple[Path, str]:
     """(checkpoint path, provenance) of the main model every trial trains against."""
-    from dynalay_env.cache import cached_default_model
-    from dynalay_env.data import load_dataset
-    from dynalay_env.model import load_checkpoint
-
-    path = Path(config.model) if config.model else cached_default_model(
+    path = Path(config.model) if config.model else model_cache.cached_default_model(
         load_dataset(config.dataset_name(), data_root=config.data_root), data_root=config.data_root)
     checkpoint = load_checkpoint(path, expected_dataset=config.dataset_name())
     return Path(path), checkpoint.provenance
@@ -753,9 +757,7 @@ def resolve_main_model(config: SweepConfig) -> tuple[Path, str]:
 
 def run_sweep(config: SweepConfig) -> dict[str, Any]:
     """Run (or resume, or join) the study with this machine's workers, then write the report."""
-    import optuna
-
-    from dynalay_env.model import load_checkpoint, provenance_of
+    import optuna  # optional dependency: the sweep extra
 
     config.validate()
     run_dir = Path(config.run_dir)
@@ -806,24 +808,11 @@ def _summaries(records: Any) -> Any:
     return records.to_json() if hasattr(records, "to_json") else [r.summary() for r in records]
 
 
-def baseline_points(entry: Any) -> list[tuple[float, float]]:
-    """(compute, accuracy) points of a baseline in ``sweep.json``: a list of summaries or an exact
-    curve's columns (``mean_compute``, ``accuracy``)."""
-    if isinstance(entry, dict):
-        return list(zip(entry["mean_compute"], entry["accuracy"], strict=True))
-    return [(b["mean_compute"], b["accuracy"]) for b in entry]
-
-
 def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str, Any]:
     """Every trial, the Pareto set re-evaluated on ``test``, the baseline curves on ``val`` and
     ``test``, and the hypervolumes (see the module docstring)."""
-    from optuna.artifacts import download_artifact
-    from optuna.trial import TrialState
-
-    from agents.algorithms import get_algorithm
-    from agents.curves import vs_curve
-    from agents.evaluate import baseline_curves, run_policy
-    from dynalay_env.env import make_core
+    from optuna.artifacts import download_artifact  # optional dependency: the sweep extra
+    from optuna.trial import TrialState  # optional dependency: the sweep extra
 
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     if not complete:
@@ -918,162 +907,11 @@ def _study_span(trials: list[Any]) -> float | None:
 def write_report(run_dir: Path, report: dict[str, Any]) -> dict[str, Path]:
     """``sweep.json``, ``sweep.md`` and ``sweep.png``, each written atomically."""
     paths = {"json": run_dir / REPORT_NAME, "md": run_dir / "sweep.md", "png": run_dir / "sweep.png"}
-    plot_report(report, paths["png"])
+    plot_sweep(report, paths["png"])
     report["figure"] = paths["png"].name  # beside sweep.json: no machine-local path in the report
     atomic_write_json(paths["json"], report, default=str)
-    atomic_write_text(paths["md"], render_markdown(report))
+    atomic_write_text(paths["md"], render_sweep(report))
     return paths
-
-
-def format_choice(choice: dict[str, Any] | None) -> str:
-    """One line for a trial's choice (algorithm, reward and its parameters); empty for None."""
-    if not choice:
-        return ""
-    params = ", ".join(f"{k}={v:.3g}" for k, v in choice["reward_params"].items())
-    extra = ", ".join(f"{k}={v:.2g}" for k, v in choice.get("hyperparams", {}).items())
-    if choice["reward"] == "none":  # a learned non-RL baseline: no reward, its own lambda
-        return f"{choice['algo']} {extra}"
-    return f"{choice['algo']} {choice['reward']}({params}){' ' + extra if extra else ''}"
-
-
-def render_markdown(report: dict[str, Any]) -> str:
-    """The sweep report as Markdown: trial counts and wall time, the Pareto trials on ``val`` and ``test``."""
-    from dynalay_env.model import format_provenance
-
-    c = report["counts"]
-    lines = [f"# Reward-shaping study `{report['study_name']}` ({report['dataset']})", "",
-             f"{c['complete']} complete trials ({c['fail']} failed, {c['surplus']} surplus); storage "
-             f"`{report['storage']}`; study wall time {report['study_wall_seconds'] or 0:.0f} s, mean trial "
-             f"{report['mean_trial_seconds'] or 0:.0f} s. Compute 1.0 = the full-depth model; it counts each "
-             f"policy's decisions (its FLOPs per decision, each step, EXIT included), thresholds their statistic; "
-             f"*env only* is the main model alone.", "",
-             *([format_provenance(report["model_provenance"]), ""] if report.get("model_provenance") else []),
-             "## Pareto-optimal trials (chosen on val, re-evaluated on test)", "",
-             "| trial | reward | val acc | val compute | test acc | test compute | test env only | "
-             "vs confidence threshold (95% CI) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for p in report["pareto"]:
-        v = p["test_vs_confidence"]
-        env_only = p.get("test_mean_env_compute", p["test_mean_compute"])
-        lines.append(f"| {p['number']} | {format_choice(p)} | {p['val_accuracy']:.4f} | {p['val_mean_compute']:.3f} | "
-                     f"{p['test_accuracy']:.4f} | {p['test_mean_compute']:.3f} | {env_only:.3f} | "
-                     f"{v['difference']:+.4f} [{v['ci95'][0]:+.4f}, {v['ci95'][1]:+.4f}] |")
-    lines += ["", "## Hypervolume (accuracy x compute dominated; higher is better)", "",
-              "| split | reference (accuracy, compute) | agent front | confidence-threshold front |", "|---|---|---|---|"]
-    for split, h in report["hypervolume"].items():
-        ref = h["reference_point"]
-        lines.append(f"| {split} ({h['agent_points']}) | ({ref['accuracy']:.4f}, {ref['mean_compute']:.3f}) | "
-                     f"{h['agent_front']:.5f} | {h['confidence_threshold_front']:.5f} |")
-    oracle_rows = [(split, curves) for split, curves in report["baselines"].items() if "prefix_oracle" in curves]
-    if oracle_rows:
-        lines += ["", "## Oracles and threshold curves", "",
-                  "Threshold curves use every distinct threshold on each split; the confidence hull an agent is "
-                  "compared with is fitted on that same split, which favours thresholding. The path oracle is the "
-                  "cheapest correct path of at most max_steps layers; the prefix oracle the cheapest correct prefix "
-                  "of the full-depth order (the bound for exit-only policies).", "",
-                  "| split | path oracle (acc, compute) | prefix oracle (acc, compute) | confidence thresholds |",
-                  "|---|---|---|---:|"]
-        for split, curves in oracle_rows:
-            path, prefix = curves["oracle"][0], curves["prefix_oracle"][0]
-            lines.append(f"| {split} | {path['accuracy']:.4f}, {path['mean_compute']:.3f} | {prefix['accuracy']:.4f}, "
-                         f"{prefix['mean_compute']:.3f} | {len(baseline_points(curves['confidence']))} |")
-    lines += ["", "## All trials (val)", "", "| trial | state | reward | val acc | val compute | Pareto |",
-              "|---|---|---|---|---|---|"]
-    for t in report["trials"]:
-        values = t["values"] or [float("nan"), float("nan")]
-        state = "surplus" if t.get("surplus") else t["state"].lower()
-        lines.append(f"| {t['number']} | {state} | {format_choice(t.get('choice'))} | {values[0]:.4f} | "
-                     f"{values[1]:.3f} | {'yes' if t['pareto'] else ''} |")
-    return "\n".join(lines) + "\n"
-
-
-BASELINE_STYLES: dict[str, tuple[str, str]] = {
-    "fixed_paths": ("k^", "fixed paths"), "confidence": ("-", "confidence threshold"),
-    "entropy": ("--", "entropy threshold"), "margin": ("-.", "margin threshold"),
-    "stable_prediction": ("o:", "stable-prediction threshold"), "random": ("x:", "random exits"),
-    "oracle": ("D", "path oracle"), "prefix_oracle": ("P", "prefix oracle")}
-
-
-def plot_report(report: dict[str, Any], path: Path) -> Path:
-    """Three panels: val accuracy against compute (every trial, coloured by ``lambda_compute``, the
-    Pareto front in red) and test (the Pareto trials re-evaluated), each over that split's baseline
-    curves, with compute on a log axis; and each trial's val compute against its ``lambda_compute``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.colors import LogNorm
-
-    trials = [t for t in report["trials"] if t["state"] == "COMPLETE"]
-    lambdas = [t["choice"]["reward_params"].get("lambda_compute", t["choice"].get("hyperparams", {}).get("lambda_compute"))
-               for t in trials]
-    known = [lam for lam in lambdas if lam]
-    norm = LogNorm(min(known), max(max(known), min(known) * 1.01)) if known else None
-    by_number = {t["number"]: lam for t, lam in zip(trials, lambdas, strict=True)}
-    fig, axes = plt.subplots(1, 3, figsize=(19, 5.4), gridspec_kw={"width_ratios": [1, 1, 0.8]}, layout="constrained")
-
-    def scatter(ax: Any, points: list[tuple[float, float, float | None]], label: str) -> Any:
-        coloured = [p for p in points if p[2]]
-        mappable = None
-        if coloured:
-            mappable = ax.scatter([p[0] for p in coloured], [p[1] for p in coloured], c=[p[2] for p in coloured],
-                                  cmap="viridis", norm=norm, s=42, edgecolors="k", linewidths=0.5, zorder=5,
-                                  label=f"{label} (colour: lambda_compute)")
-        plain = [p for p in points if not p[2]]
-        if plain:
-            ax.scatter([p[0] for p in plain], [p[1] for p in plain], marker="P", c="tab:gray", edgecolors="k",
-                       linewidths=0.5, s=52, zorder=5, label=f"{label} without lambda (blockdrop)")
-        return mappable
-
-    for ax, split in zip(axes[:2], ("val", "test"), strict=True):
-        for name, (style, label) in BASELINE_STYLES.items():
-            if name not in report["baselines"][split]:  # reports written before a baseline existed
-                continue
-            points = sorted(baseline_points(report["baselines"][split][name]))
-            ax.plot([p[0] for p in points], [p[1] for p in points], style, ms=4, lw=1, alpha=0.7, label=label)
-        h = report["hypervolume"][split]
-        ax.set_title(f"{split}: hypervolume agents {h['agent_front']:.4f}, confidence threshold "
-                     f"{h['confidence_threshold_front']:.4f}", fontsize=10)
-        ax.set_xscale("log")
-        ax.set_xlabel("mean normalised compute (1.0 = full depth; log scale)")
-        ax.set_ylabel(f"{split} accuracy")
-        ax.grid(alpha=0.3, which="both")
-    front = sorted((t["values"][1], t["values"][0]) for t in trials if t["pareto"])
-    axes[0].plot([f[0] for f in front], [f[1] for f in front], "r-", lw=2.5, alpha=0.6, zorder=4, label="Pareto front")
-    mappable = scatter(axes[0], [(t["values"][1], t["values"][0], lam) for t, lam in zip(trials, lambdas, strict=True)],
-                       "trials")
-    test_front = sorted(((p["test_mean_compute"], p["test_accuracy"], by_number[p["number"]]) for p in report["pareto"]),
-                        key=lambda point: point[:2])  # lambda may be None (blockdrop): never compared
-    axes[1].plot([f[0] for f in test_front], [f[1] for f in test_front], "r-", lw=2.5, alpha=0.6, zorder=4,
-                 label="Pareto trials re-evaluated")
-    scatter(axes[1], test_front, "Pareto trials")
-    for ax in axes[:2]:
-        ax.legend(fontsize=7, loc="lower right")
-
-    ax = axes[2]
-    for kind, marker in (("paper", "o"), ("logprob", "s")):
-        points = [(t["choice"]["reward_params"]["lambda_compute"], t["values"][1]) for t in trials
-                  if t["choice"]["reward"] == kind]
-        if points:
-            ax.scatter(*zip(*points, strict=True), marker=marker, s=42, edgecolors="k", linewidths=0.5,
-                       label=f"{kind} reward")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("lambda_compute (price of one full-depth compute)")
-    ax.set_ylabel("val mean normalised compute")
-    ax.set_title("how lambda_compute moves the operating point", fontsize=10)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    if mappable is not None:
-        fig.colorbar(mappable, ax=axes[1], label="lambda_compute")
-    fig.suptitle(f"Reward-shaping study '{report['study_name']}' on {report['dataset']}: "
-                 f"{report['counts']['complete']} trials", fontsize=12)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return path
 
 
 __all__ = ["SweepConfig", "SearchRange", "TrialChoice", "TrialRunner", "claim_slot", "suggest", "open_storage", "open_study",

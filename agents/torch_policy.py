@@ -17,6 +17,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import dynalay_env
+from agents.evaluate import run_policy
+from dynalay_env.atomic import atomic_write_json
+from dynalay_env.env import make_core
+
 
 class GreedyTorchPolicy:
     """The greedy policy of a torch module: ``argmax`` of its scores over the allowed actions.
@@ -65,10 +70,6 @@ def evaluate_greedy(policy: GreedyTorchPolicy, env_id: str, *, model: str | os.P
     cached default model, and the env options it trained with). Returns ``split``, ``episodes``,
     ``accuracy``, ``mean_compute`` (normalised; 1.0 = full depth, the policy's decisions included),
     ``env_compute`` (without them) and ``decision_flops``."""
-    import dynalay_env
-    from agents.evaluate import run_policy
-    from dynalay_env.env import make_core
-
     dataset = dynalay_env.ENV_IDS.get(env_id)
     if dataset is None:
         valid = ", ".join(k for k, v in dynalay_env.ENV_IDS.items() if v is not None)
@@ -83,8 +84,6 @@ def evaluate_greedy(policy: GreedyTorchPolicy, env_id: str, *, model: str | os.P
 def report_evaluation(report: dict[str, Any], results: str | os.PathLike | None = None) -> dict[str, Any]:
     """Print the one-line summary of an :func:`evaluate_greedy` report and, if ``results`` names a
     file, write the report there as JSON (atomically). Returns ``report``."""
-    from dynalay_env.atomic import atomic_write_json
-
     print(f"eval on {report['split']} ({report['episodes']} examples): accuracy {report['accuracy']:.4f}, "
           f"mean compute {report['mean_compute']:.4f} (1.0 = full depth; {report['decision_flops']} FLOPs per "
           "decision included)")

@@ -37,398 +37,90 @@ Memory: an SB3 run fixes glibc's mmap and trim thresholds when it starts
 (:func:`agents.allocator.fix_mmap_threshold`; opt out with ``DYNALAY_MMAP_THRESHOLD=0``).
 """
 
+
 from __future__ import annotations
 
-import collections.abc
 import json
-import math
-import shutil
 import time
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stable_baselines3.common.callbacks import CallbackList
+from stable_baselines3.common.vec_env import VecMonitor
 
-from dynalay_env import ENV_IDS
-from dynalay_env.atomic import atomic_copy, atomic_write_json, stale_temporaries
-
-CONFIG_NAME = "config.json"
-AGENT_NAME = "agent.zip"
-MODEL_NAME = "main_model.pt"
-INITIAL_MODEL_NAME = "main_model_initial.pt"
-COTRAIN_STATE_NAME = "cotrain_state.pt"
-#: Env options that only concern co-training; evaluation envs drop them (and run ``frozen``).
-COTRAIN_OPTIONS: tuple[str, ...] = ("mode", "cotrain_lr", "cotrain_every")
-#: Env options that a run also takes as its own field (and the CLI as a flag): given in ``env_kwargs``
-#: they move to that field, and a clash between the two is refused (:func:`take_flag_options`).
-FLAG_OPTIONS: tuple[str, ...] = ("model", "dataset", "data_root", "device")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run. ``timesteps`` / ``n_envs`` default to the algorithm's
-    hyperparameter file; ``env_kwargs`` are DynaLay env options (reward, masks, ...)."""
-
-    algo: str = "ppo"
-    env_id: str = "DynaLay-MNIST1D-v0"
-    dataset: str | None = None
-    data_root: str | None = None
-    model: str | None = None
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    timesteps: int | None = None
-    n_envs: int | None = None
-    seed: int = 0
-    device: str = "cpu"
-    run_dir: str = "runs/train"
-    checkpoint_freq: int = 50_000
-    eval_freq: int = 50_000
-    hyperparams: dict[str, Any] = field(default_factory=dict)
-    hyperparams_file: str | None = None
-    progress_bar: bool = True
-    cotrain: bool = False        # co-train the main model (env option mode: cotrain)
-    agent_phase: int = 49_152    # co-training: agent timesteps per agent phase (model frozen)
-    model_phase: int = 16        # co-training: main-model optimiser steps per model phase; 0 = concurrent
-    #: FLOPs per decision the training reward charged (env option ``decision_flops``): the value
-    #: given in ``env_kwargs`` if any, else the measured cost of the policy built (set by ``train``).
-    decision_flops: float | None = None
-    #: Training library: ``sb3`` (Stable-Baselines3 / sb3-contrib) or ``rllib`` (Ray RLlib,
-    #: :mod:`agents.rllib_backend`; ``pip install -e ".[rllib]"``).
-    framework: str = "sb3"
-    #: RLlib only: the Ray cluster to join (``auto`` or ``host:port``; None: start Ray locally) and
-    #: how many remote env runners sample (0: the driver samples).
-    ray_address: str | None = None
-    num_env_runners: int = 0
-
-    def uses_cotrain(self) -> bool:
-        """Whether the training env runs in ``mode="cotrain"`` (by ``cotrain`` or the env option)."""
-        return self.cotrain or self.env_kwargs.get("mode") == "cotrain"
-
-    def check_cotrain(self) -> None:
-        """Clear errors for inconsistent co-training options."""
-        mode = self.env_kwargs.get("mode", "frozen")
-        if self.cotrain and mode != "cotrain" and "mode" in self.env_kwargs:
-            raise ValueError(f"--cotrain conflicts with the env option mode: {mode!r}; drop one of them")
-        if self.uses_cotrain():
-            from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, check_options
-
-            check_options(self.env_kwargs.get("cotrain_lr", DEFAULT_COTRAIN_LR),
-                          self.env_kwargs.get("cotrain_every", DEFAULT_COTRAIN_EVERY))
-            if isinstance(self.agent_phase, bool) or not isinstance(self.agent_phase, int) or self.agent_phase < 1:
-                raise ValueError(f"agent_phase must be an integer >= 1 (agent timesteps), got {self.agent_phase!r}")
-            if isinstance(self.model_phase, bool) or not isinstance(self.model_phase, int) or self.model_phase < 0:
-                raise ValueError(f"model_phase must be an integer >= 0 (main-model optimiser steps; 0 = learn "
-                                 f"concurrently), got {self.model_phase!r}")
-        else:
-            given = [k for k in ("cotrain_lr", "cotrain_every") if k in self.env_kwargs]
-            if given:
-                raise ValueError(f"{', '.join(given)} only apply to co-training: add --cotrain (env option "
-                                 f"mode: cotrain)")
-
-    def schedule(self) -> str:
-        """``frozen``, ``alternate`` (phases) or ``concurrent`` (the model learns inside every env step)."""
-        if not self.uses_cotrain():
-            return "frozen"
-        return "alternate" if self.cotrain and self.model_phase > 0 else "concurrent"
-
-    def dataset_name(self) -> str:
-        """The dataset of the run: ``dataset``, else the env id's, else ``env_kwargs`` or ``mnist1d``;
-        ``ValueError`` for an unknown env id.
-        """
-        if self.dataset:
-            return self.dataset
-        if self.env_id not in ENV_IDS:
-            raise ValueError(f"unknown env id {self.env_id!r}; valid ids: {', '.join(ENV_IDS)}")
-        return ENV_IDS[self.env_id] or self.env_kwargs.get("dataset", "mnist1d")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """The config a saved ``config.json`` dict describes; unknown keys raise ``ValueError``."""
-        return config_from_dict(cls, d, "training")
-
-    def check_options(self) -> None:
-        """Resolve the options given twice (:func:`take_flag_options`) and check every env option's
-        type (:func:`check_env_kwargs`); ``ValueError`` names the bad one."""
-        take_flag_options(self)
-        check_env_kwargs(self.env_kwargs)
-
-
-def config_from_dict(cls: type, d: dict[str, Any], what: str) -> Any:
-    """``cls(**d)`` for a config dataclass, refusing unknown keys with the list of valid ones."""
-    known = {f.name for f in fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-        raise ValueError(f"unknown {what} option(s) {sorted(unknown)}; valid: {sorted(known)}")
-    return cls(**d)
-
-
-def take_flag_options(config: Any) -> None:
-    """Move :data:`FLAG_OPTIONS` out of ``config.env_kwargs`` into ``config``'s own fields.
-
-    ``config`` is a :class:`TrainConfig` or a sweep config (fields ``env_id``, ``env_kwargs`` and one
-    per flag option). An option given both ways with different values is refused, naming the flag to
-    use; ``device`` counts as given whenever it differs from the field (whose default is ``cpu``). A
-    dataset that contradicts the env id's own dataset is refused too."""
-    kwargs = dict(config.env_kwargs)
-    for key in FLAG_OPTIONS:
-        if key not in kwargs:
-            continue
-        value = kwargs.pop(key)
-        flag = "--" + key.replace("_", "-")
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"--env-kwargs {key}: expected a non-empty string, got {value!r}; "
-                             f"give it as {flag}")
-        current = getattr(config, key)
-        if current is None:
-            setattr(config, key, value)
-        elif current != value:
-            raise ValueError(f"{key} is given twice, as {flag} {current}{' (the default)' if key == 'device' else ''} "
-                             f"and as --env-kwargs {key}:{value}; give it once, as {flag}")
-    config.env_kwargs = kwargs
-    fixed = ENV_IDS.get(config.env_id)
-    if fixed and config.dataset and config.dataset != fixed:
-        own = next((i for i, d in ENV_IDS.items() if d == config.dataset), None)
-        raise ValueError(f"env {config.env_id} is the dataset {fixed!r}, but the dataset {config.dataset!r} was "
-                         f"given; use --env {own or 'DynaLay-v0'} (or --dataset {config.dataset} alone)")
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    """Whether a YAML-read ``value`` fits the type annotation ``hint`` of an env option."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, h) for h in args)
-    if hint is Any:
-        return True
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if origin in (collections.abc.Sequence, list, tuple):
-        return isinstance(value, (list, tuple)) and all(_fits(v, args[0]) for v in value)
-    if hint is dict or origin is dict:
-        return isinstance(value, dict)
-    if isinstance(hint, type):
-        return isinstance(value, hint)
-    return False  # callables and other objects cannot come from a command line
-
-
-def _expected(hint: Any) -> str:
-    """What a user may write for an option of type ``hint`` (in ``key:value`` YAML)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        words = [w for w in (_expected(h) for h in args) if w]
-        return " or ".join(dict.fromkeys(words))
-    if origin in (collections.abc.Sequence, list, tuple):
-        return f"a list of {_expected(args[0]).removeprefix('a ')}s, e.g. [a, b]"
-    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
-            type(None): "nothing (key: with no value)", dict: "a mapping, e.g. {key: value}"}.get(
-        origin if origin is dict else hint, "")
-
-
-def env_option_types() -> dict[str, Any]:
-    """The type annotation of every env option (:meth:`~dynalay_env.options.EnvOptions.types`)."""
-    from dynalay_env.options import EnvOptions
-
-    return EnvOptions.types()
-
-
-def check_env_kwargs(env_kwargs: dict[str, Any]) -> None:
-    """Refuse an unknown env option, or a value of the wrong type, with a ``ValueError`` naming the
-    option and what it expects; then let the env's reward check the reward's values (a bad name, a
-    negative ``lambda_compute``, ...). The env checks the other values when it is built."""
-    from dynalay_env.env import REWARD_PARAM_NAMES
-    from dynalay_env.rewards import make_reward
-
-    types_of = env_option_types()
-    for key, value in env_kwargs.items():
-        if key not in types_of:
-            raise ValueError(f"--env-kwargs: unknown env option {key!r}; valid options: {', '.join(sorted(types_of))}")
-        if not _fits(value, types_of[key]):
-            raise ValueError(f"--env-kwargs {key}: expected {_expected(types_of[key])}, got {value!r}")
-    reward_kwargs = env_kwargs.get("reward_kwargs") or {}
-    for key, value in reward_kwargs.items():  # unknown names: make_reward lists the valid ones
-        if key in REWARD_PARAM_NAMES and not _fits(value, types_of[key]):
-            raise ValueError(f"--env-kwargs reward_kwargs.{key}: expected {_expected(types_of[key])}, "
-                             f"got {value!r}")
-    params = {**reward_kwargs, **{k: v for k, v in env_kwargs.items() if k in REWARD_PARAM_NAMES}}
-    try:
-        make_reward(env_kwargs.get("reward", "paper"), **params)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"--env-kwargs: {exc}") from None
-
-
-def check_env_builds(options: dict[str, Any]) -> None:
-    """Build a one-episode core from ``options`` (what :func:`env_options` returns), so that the env's
-    own checks refuse a bad value, a foreign or corrupt model, or a missing data file before a run
-    creates anything on disk. Its errors come back as ``ValueError``/``FileNotFoundError``."""
-    from dynalay_env.env import make_core
-    from dynalay_env.model import CheckpointError
-
-    try:
-        make_core(1, **options)
-    except TypeError as exc:
-        raise ValueError(f"--env-kwargs: {exc}") from None
-    except CheckpointError as exc:
-        message = str(exc)
-        if "\n" in message:  # torch's own unpickling story: keep the verdict, drop the multi-line advice
-            message = message.split(" (", 1)[0]
-        raise CheckpointError(f"main model: {message}; pass a main_model.pt written by `train_agent.py pretrain` "
-                              f"for this dataset") from None
-
-
-def env_options(config: TrainConfig, model_path: Any, training: bool = False) -> dict[str, Any]:
-    """The env options of a run: its env kwargs, its dataset and its main model (a path or a model
-    object). Unless ``training``, the env is ``frozen`` whatever the run's mode: validation and
-    evaluation never co-train (and never touch ``val``/``test`` with an optimiser)."""
-    options = dict(config.env_kwargs)
-    if training and config.cotrain:
-        options["mode"] = "cotrain"
-    if not training:
-        for key in COTRAIN_OPTIONS:
-            options.pop(key, None)
-    options.update(dataset=config.dataset_name(), model=model_path, device=config.device)
-    if config.data_root:
-        options["data_root"] = config.data_root
-    return options
-
-
-def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path]:
-    """Create (or, with ``resume``, validate and reload) the run folder; returns the config in force."""
-    run_dir = Path(config.run_dir)
-    config_path = run_dir / CONFIG_NAME
-    if resume:
-        if not run_dir.is_dir():
-            raise FileNotFoundError(f"--resume: run folder {run_dir} does not exist")
-        if not config_path.is_file():
-            raise ValueError(f"--resume: {run_dir} is not a DynaLay training run (no {CONFIG_NAME}); "
-                             f"start a new run without --resume or pick the right folder")
-        try:
-            saved = TrainConfig.from_dict(json.loads(config_path.read_text()))
-        except (json.JSONDecodeError, ValueError, TypeError) as exc:
-            raise ValueError(f"--resume: {config_path} is unreadable or foreign: {exc}") from exc
-        # The requested total may grow on resume; everything else is the run's own.
-        if config.timesteps is not None:
-            saved.timesteps = config.timesteps
-        saved.progress_bar = config.progress_bar
-        return saved, run_dir
-    if config_path.is_file():
-        raise ValueError(f"{run_dir} already holds a training run; use --resume to continue it or pick a new --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return config, run_dir
-
-
-def _write_json(path: Path, payload: Any) -> None:
-    atomic_write_json(path, payload, default=str)
-
-
-def ensure_main_model(config: TrainConfig, run_dir: Path) -> Path:
-    """Copy the main model into the run folder (pre-training the cached default if none is given).
-
-    Co-trained runs keep the starting model as ``main_model_initial.pt`` too, and return that path:
-    the training env always starts from it (a resume then restores the checkpointed weights), while
-    ``main_model.pt`` receives the co-trained model when the run finishes."""
-    target = run_dir / MODEL_NAME
-    if config.uses_cotrain():
-        initial = run_dir / INITIAL_MODEL_NAME
-        if not initial.is_file():
-            source = _copy_main_model(config, target) if not target.is_file() else target
-            atomic_copy(source, initial)
-        return initial
-    if target.is_file():
-        return target
-    return _copy_main_model(config, target)
-
-
-def _copy_main_model(config: TrainConfig, target: Path) -> Path:
-    source = config.model
-    if source is None:
-        from dynalay_env.cache import cached_default_model
-        from dynalay_env.data import load_dataset
-
-        source = str(cached_default_model(load_dataset(config.dataset_name(), data_root=config.data_root),
-                                          data_root=config.data_root))
-    return atomic_copy(source, target)
+from agents.algorithms import get_algorithm
+from agents.allocator import fix_mmap_threshold
+from agents.callbacks import (
+    AtomicCheckpointCallback,
+    CoTrainLogger,
+    CoTrainMetricsCallback,
+    EpisodeMetricsCallback,
+    PeriodicEvalCallback,
+    atomic_save_model,
+    cotrain_state_for,
+    list_checkpoints,
+    replay_buffer_for,
+    save_run_checkpoint,
+)
+from agents.evaluate import predict_actions
+from agents.hyperparams import load_hyperparams
+from agents.interface import Agent
+from agents.rllib_backend import RLLIB_DIR, check_algorithm, load_agent, require_ray, train_rllib
+from agents.runs import (
+    AGENT_NAME,
+    CONFIG_NAME,
+    COTRAIN_STATE_NAME,
+    INITIAL_MODEL_NAME,
+    MODEL_NAME,
+    TrainConfig,
+    charge_decision_flops,
+    check_env_builds,
+    ensure_main_model,
+    env_options,
+    prepare_run_dir,
+    remove_stale_temporaries,
+    val_evaluator,
+    write_json,
+)
+from agents.sb3_vec_env import DynaLayVecEnv
+from dynalay_env.model import provenance_of, save_checkpoint
 
 
 def make_train_env(config: TrainConfig, model_path: Path, n_envs: int):
     """The batched SB3 VecEnv (with VecMonitor for episode statistics) of a run: one core, one main
     model (in ``mode="cotrain"`` the model the core trains)."""
-    from stable_baselines3.common.vec_env import VecMonitor
-
-    from agents.sb3_vec_env import DynaLayVecEnv
-
     venv = DynaLayVecEnv(n_envs, **env_options(config, str(model_path), training=True))
     return VecMonitor(venv)
 
 
-def val_evaluator(config: TrainConfig, model_path: Path | Any, n_slots: int = 512):
-    """A function ``agent -> {"accuracy", "mean_compute"}`` over the whole ``val`` split.
-    ``model_path`` may be the model object itself: a co-trained run validates with the very model
-    being trained (frozen during the pass)."""
-    from agents.evaluate import run_policy
-    from dynalay_env.env import make_core
-
-    options = env_options(config, model_path if not isinstance(model_path, Path) else str(model_path))
-    core = make_core(n_slots, **{**options, "split": "val", "sample_mode": "sequential"})
-
-    def evaluate(agent: Any) -> dict[str, float]:
-        records = run_policy(core, agent)
-        return {"accuracy": records.accuracy, "mean_compute": records.mean_compute,
-                "mean_steps": float(records.steps.mean())}
-
-    return evaluate
 
 
-def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
+def train(config: TrainConfig, resume: bool = False) -> tuple[Agent, Path]:
     """Train (or resume) an agent into ``config.run_dir``; returns the trained agent
     (:class:`agents.interface.Agent`) and the run folder."""
-    from stable_baselines3.common.callbacks import CallbackList
-
-    from agents.algorithms import check_compatibility, get_algorithm, load_hyperparams
-    from agents.allocator import fix_mmap_threshold
-    from agents.callbacks import (
-        AtomicCheckpointCallback,
-        CoTrainLogger,
-        CoTrainMetricsCallback,
-        EpisodeMetricsCallback,
-        PeriodicEvalCallback,
-        atomic_save_model,
-        list_checkpoints,
-        replay_buffer_for,
-    )
-    from dynalay_env.model import provenance_of
-
     if not resume:  # validate before creating anything on disk
         check_framework(config.framework, config.algo)
         if config.framework == "rllib" and config.uses_cotrain():
             raise ValueError("--framework rllib does not co-train the main model (each env runner holds its own "
                              "copy); drop --cotrain / mode: cotrain")
-        config.check_options()
-        check_compatibility(get_algorithm(config.algo).name, config.env_kwargs)
-        config.check_cotrain()
+        # Once per run, before anything exists on disk; a resumed run was checked when it started.
+        config.check_options()  # co-training options included
+        get_algorithm(config.algo).check_compatibility(config.env_kwargs)
         check_env_builds(env_options(config, config.model, training=True))
     config, run_dir = prepare_run_dir(config, resume)
+    spec = get_algorithm(config.algo)
     if config.framework == "rllib":
-        from agents.rllib_backend import train_rllib
-
-        return train_rllib(config, run_dir, resume)
+        return train_rllib(spec, config, run_dir, resume)
     # Before the env and the agent allocate anything: keeps RSS flat over a long run (agents/allocator.py).
     fix_mmap_threshold()
-    spec = get_algorithm(config.algo)
-    check_compatibility(spec.name, config.env_kwargs)
-    config.check_cotrain()
     hyperparams = {**load_hyperparams(spec.name, config.env_id, config.hyperparams_file), **config.hyperparams}
     timesteps = int(config.timesteps or hyperparams.get("n_timesteps", 100_000))
     n_envs = int(config.n_envs or hyperparams.get("n_envs", 16))
     config.timesteps, config.n_envs = timesteps, n_envs
     if not resume:
-        _write_json(run_dir / CONFIG_NAME, asdict(config))
+        write_json(run_dir / CONFIG_NAME, asdict(config))
     model_path = ensure_main_model(config, run_dir)
     venv = make_train_env(config, model_path, n_envs)
     venv.seed(config.seed)
@@ -453,13 +145,7 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
     else:
         agent = spec.build(venv, hyperparams, seed=config.seed, device=config.device,
                            tensorboard_log=str(run_dir / "tb"))
-    # The reward charges the policy's own decisions: the measured cost unless env_kwargs give one.
-    given = config.env_kwargs.get("decision_flops")
-    core.set_option("decision_flops", given if given is not None else agent.decision_flops())
-    if config.decision_flops != core.decision_flops:
-        config.decision_flops = core.decision_flops
-        if not resume:  # a resumed run keeps its config.json (as for the other fields)
-            _write_json(run_dir / CONFIG_NAME, asdict(config))
+    decision_flops = charge_decision_flops(config, agent, core.set_option)
     done = int(agent.num_timesteps)
     checkpointer = AtomicCheckpointCallback(run_dir, config.checkpoint_freq)
     # A co-trained run validates with the very model being trained (frozen during the pass).
@@ -488,7 +174,7 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
             agent.learn(total_timesteps=remaining, reset_num_timesteps=not checkpoints, **learn_kwargs)
     summary = {"algo": spec.name, "timesteps_requested": timesteps, "timesteps_done": int(agent.num_timesteps),
                "resumed_from": done if checkpoints else None, "wall_seconds": time.perf_counter() - start,
-               "provenance": core.provenance}
+               "decision_flops": decision_flops, "provenance": core.provenance}
     if cotrainer is not None:
         assert cotrain_logger is not None
         cotrain_logger.log_updates()
@@ -498,7 +184,7 @@ def train(config: TrainConfig, resume: bool = False) -> tuple[Any, Path]:
         summary["model_provenance_initial"] = model_provenance_initial
     summary["model_provenance"] = provenance_of(core.model, core.dataset)
     atomic_save_model(agent, run_dir / AGENT_NAME)
-    _write_json(run_dir / "train.json", summary)
+    write_json(run_dir / "train.json", summary)
     return agent, run_dir
 
 
@@ -513,13 +199,9 @@ def check_framework(framework: str, algo: str) -> None:
     if framework not in FRAMEWORKS:
         raise ValueError(f"unknown framework {framework!r}; valid: {', '.join(FRAMEWORKS)}")
     if framework == "rllib":
-        from agents.rllib_backend import check_algorithm, require_ray
-
         check_algorithm(algo)
         require_ray()
     else:
-        from agents.algorithms import get_algorithm
-
         get_algorithm(algo)
 
 
@@ -527,8 +209,6 @@ def restore_cotrain_state(cotrainer: Any, checkpoint: Path) -> Path:
     """Load the main model and optimiser saved with the agent checkpoint ``checkpoint`` into
     ``cotrainer`` (the training core's); returns the state file. A missing file is an error: the
     agent would otherwise resume against the wrong model."""
-    from agents.callbacks import cotrain_state_for
-
     state_path = cotrain_state_for(checkpoint)
     if not state_path.is_file():
         raise ValueError(f"--resume: {checkpoint.name} has no co-training state {state_path.name} beside it "
@@ -541,8 +221,6 @@ def save_cotrained_model(run_dir: Path, core: Any) -> dict[str, Any]:
     """Write the co-trained main model to ``main_model.pt`` (what ``evaluate`` and inference load)
     and its full state, optimiser included, to ``cotrain_state.pt``; both atomic. Returns the
     figures that go into ``train.json``."""
-    from dynalay_env.model import save_checkpoint
-
     cotrainer = core.cotrainer
     info = {"updates": cotrainer.updates, "episodes_seen": cotrainer.episodes_seen, "lr": cotrainer.lr,
             "every": cotrainer.every, **cotrainer.extra}
@@ -562,8 +240,6 @@ def run_model_phase(core: Any, agent: Any, updates: int, deterministic: bool = F
     step per ``cotrain_every`` finished episodes until ``updates`` steps are done. Episodes left over
     are dropped, so the next phase learns from the policy of its own time. Returns the steps' stats.
     """
-    from agents.evaluate import _predict
-
     cotrainer = core.cotrainer
     if cotrainer is None:
         raise ValueError("run_model_phase needs a core in mode='cotrain'")
@@ -576,7 +252,7 @@ def run_model_phase(core: Any, agent: Any, updates: int, deterministic: bool = F
         episode_start = np.ones(core.num_envs, dtype=bool)
         state = None
         while cotrainer.updates < first + updates:
-            actions, state = _predict(agent, obs, state, episode_start, core, deterministic)
+            actions, state = predict_actions(agent, obs, state, episode_start, core, deterministic)
             out = core.step(actions)
             done = np.flatnonzero(out.terminated.cpu().numpy())
             episode_start = np.zeros(core.num_envs, dtype=bool)
@@ -601,8 +277,6 @@ def run_alternating_schedule(config: TrainConfig, agent: Any, core: Any, timeste
     with an agent phase, so there are ``(timesteps - 1) // agent_phase`` model phases. The number done
     is checkpointed with the model (``cotrainer.extra["model_phases_done"]``), and a checkpoint is
     written after every model phase, so a resumed run neither repeats nor skips one."""
-    from agents.callbacks import save_run_checkpoint
-
     cotrainer = core.cotrainer
     cotrainer.active = False
     total_phases = max(0, (timesteps - 1) // config.agent_phase)
@@ -612,7 +286,7 @@ def run_alternating_schedule(config: TrainConfig, agent: Any, core: Any, timeste
         if cotrainer.extra.get("model_phases_done", 0) < owed:
             stats = run_model_phase(core, agent, config.model_phase)
             cotrainer.extra["model_phases_done"] = cotrainer.extra.get("model_phases_done", 0) + 1
-            agent._last_obs = None  # the model phase played in the env: the next learn() resets it
+            agent.reset_env_on_next_learn()  # the model phase played in the env
             cotrain_logger.log_updates()
             cotrain_logger.log_phase(int(agent.num_timesteps), stats, evaluate_val(agent))
             save_run_checkpoint(run_dir, agent, cotrainer, keep)
@@ -625,35 +299,18 @@ def run_alternating_schedule(config: TrainConfig, agent: Any, core: Any, timeste
         first_learn = False
 
 
-def remove_stale_temporaries(run_dir: Path) -> list[Path]:
-    """Delete the hidden temporaries a killed save can leave (a SIGKILL skips every cleanup)."""
-    removed = []
-    for folder in (run_dir, run_dir / "checkpoints"):
-        # stale_temporaries: the helper's own names; .zip/.pkl: those of runs written by older versions.
-        for path in sorted({*stale_temporaries(folder), *folder.glob(".*.zip"), *folder.glob(".*.pkl")}):
-            if path.is_dir():  # a folder checkpoint's (RLlib) temporary
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
-
 
 def load_run(run_dir: str | Path) -> tuple[TrainConfig, Any, Path]:
     """(config, trained agent (:class:`agents.interface.Agent`), main-model path) of a finished run folder."""
-    from agents.algorithms import get_algorithm
-
     run_dir = Path(run_dir)
     config_path = run_dir / CONFIG_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a DynaLay training run: no {CONFIG_NAME}")
     config = TrainConfig.from_dict(json.loads(config_path.read_text()))
     if config.framework == "rllib":
-        from agents.rllib_backend import RLLIB_DIR, load_agent
-
         if not (run_dir / RLLIB_DIR).is_dir():
             raise FileNotFoundError(f"{run_dir} has no {RLLIB_DIR}/: the run has not finished (use train --resume)")
-        return config, load_agent(run_dir / RLLIB_DIR, config.algo, device=config.device), run_dir / MODEL_NAME
+        return config, load_agent(run_dir / RLLIB_DIR, get_algorithm(config.algo), device=config.device), run_dir / MODEL_NAME
     agent_path = run_dir / AGENT_NAME
     if not agent_path.is_file():
         raise FileNotFoundError(f"{run_dir} has no {AGENT_NAME}: the run has not finished (use train --resume)")

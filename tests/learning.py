@@ -22,10 +22,12 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from agents.algorithms import ALGORITHMS, load_hyperparams, make_model
+from agents.algorithms import ALGORITHMS
 from agents.baselines import matched_random
 from agents.evaluate import run_policy
+from agents.hyperparams import load_hyperparams
 from agents.rllib_backend import list_rllib_checkpoints
+from agents.sb3_backend import make_model
 from agents.sb3_vec_env import DynaLayVecEnv
 from agents.training import TrainConfig, train
 from dynalay_env.cache import cached_default_model
@@ -115,7 +117,7 @@ def sb3_margin(name: str, seed: int) -> Margin:
     masked = ALGORITHMS[name].supports_action_masks
     env = DynaLayVecEnv(LEARN_ENVS, dataset=dataset, model=model, mask_repeats=masked, **LEARN_ENV_KWARGS)
     overrides = LEARN[name] if name in LEARN else MEASURED_SMOKE_ONLY[name]
-    agent = make_model(name, env, {**load_hyperparams(name, "DynaLay-Synthetic-v0"), **overrides}, seed=seed)
+    agent = make_model(ALGORITHMS[name], env, {**load_hyperparams(name, "DynaLay-Synthetic-v0"), **overrides}, seed=seed)
     agent.learn(total_timesteps=LEARN_STEPS)
     env.close()
     val = make_core(256, dataset=dataset, model=model, split="val", sample_mode="sequential", mask_repeats=masked,

@@ -10,6 +10,7 @@ are named in :data:`SMOKE_ONLY`, with the reason. The slow test runs the real
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import subprocess
@@ -27,23 +28,40 @@ import yaml
 from agents.algorithms import (
     ALGORITHMS,
     ALIASES,
-    HYPERPARAMS_DIR,
-    ZOO_ONLY_KEYS,
     AlgoSpec,
-    algorithm_kwargs,
-    available_algorithms,
     check_compatibility,
     get_algorithm,
-    load_hyperparams,
-    make_model,
+    list_algorithms,
+    register_algorithm,
+)
+from agents.evaluate import run_policy
+from agents.hyperparams import (
+    HYPERPARAMS_DIR,
+    ZOO_ONLY_KEYS,
     parse_python_literal,
     vec_normalize_kwargs,
 )
-from agents.evaluate import run_policy
+from agents.hyperparams import algorithm_kwargs as _algorithm_kwargs
+from agents.hyperparams import load_hyperparams as _load_hyperparams
+from agents.sb3_backend import make_model as _make_model
 from agents.sb3_vec_env import DynaLayVecEnv
 from dynalay_env.env import make_core
 from tests import learning
 from tests.vec_fixtures import one_torch_thread
+
+
+def load_hyperparams(name: str, env_id: str, path=None) -> dict:
+    """The hyperparameters of the algorithm named ``name`` (any alias), as the CLI reads them."""
+    return _load_hyperparams(get_algorithm(name).name, env_id, path)
+
+
+def algorithm_kwargs(name: str, hyperparams: dict):
+    return _algorithm_kwargs(get_algorithm(name), hyperparams)
+
+
+def make_model(name: str, env, hyperparams: dict, **kwargs):
+    return _make_model(get_algorithm(name), env, hyperparams, **kwargs)
+
 
 REPO = Path(__file__).resolve().parent.parent
 NAMES = ["ppo", "a2c", "dqn", "qrdqn", "trpo", "ars", "ppo_lstm", "maskable_ppo", "value_exit", "bc", "dagger"]
@@ -95,7 +113,7 @@ def masked_venv(tiny_digits_model) -> Iterator[DynaLayVecEnv]:
 
 
 def test_registry_names_and_flags() -> None:
-    assert available_algorithms() == NAMES
+    assert list_algorithms() == NAMES
     assert list(ALGORITHMS) == NAMES
     for name, spec in ALGORITHMS.items():
         assert isinstance(spec, AlgoSpec) and spec.name == name
@@ -154,6 +172,28 @@ def test_unknown_algorithm_lists_valid_names(bad: str) -> None:
     for name in NAMES:
         assert name in message
     assert "recurrent_ppo" in message and "maskableppo" in message
+    assert message.startswith(f"unknown algorithm {bad!r}")  # the env registries' words (dynalay_env.registry)
+    assert f"; valid algorithms: {', '.join(NAMES)} (aliases: " in message
+
+
+def test_register_algorithm_adds_a_spec_and_refuses_clashes() -> None:
+    ppo = ALGORITHMS["ppo"]
+    spec = dataclasses.replace(ppo, name="ppo_copy", zoo=False)
+    try:
+        assert register_algorithm(spec, aliases=("ppocopy",)) is spec
+        assert get_algorithm("PPO-Copy") is spec and get_algorithm("ppocopy") is spec
+        assert list_algorithms()[-1] == "ppo_copy"
+        with pytest.raises(ValueError, match="'ppo_copy' is already registered; pass overwrite=True"):
+            register_algorithm(spec)
+        assert register_algorithm(dataclasses.replace(spec, policy="MlpPolicy"), overwrite=True).name == "ppo_copy"
+        with pytest.raises(ValueError, match="lower-case"):
+            register_algorithm(dataclasses.replace(spec, name="PPO copy"))
+        with pytest.raises(TypeError, match="expects an AlgoSpec"):
+            register_algorithm("ppo")  # type: ignore[arg-type]
+    finally:
+        ALGORITHMS.pop("ppo_copy", None)
+        ALIASES.pop("ppocopy", None)
+    assert list_algorithms() == NAMES
 
 
 # ---- hyperparameter files --------------------------------------------------------------------
@@ -229,6 +269,8 @@ def test_load_hyperparams_errors(tmp_path: Path) -> None:
         load_hyperparams("ppo", "DynaLay-v0", path=tmp_path / "frac.yml")
     with pytest.raises(ValueError, match="unknown algorithm"):
         load_hyperparams("sac", "DynaLay-v0")
+    with pytest.raises(FileNotFoundError, match="no hyperparameter file for 'recurrent_ppo'"):
+        _load_hyperparams("recurrent_ppo", "DynaLay-v0")  # the module reads canonical names only
 
 
 def test_load_hyperparams_returns_fresh_copies() -> None:
@@ -440,6 +482,6 @@ def test_every_algorithm_is_learning_tested_or_named_smoke_only() -> None:
     learning test or a reason to be smoke-only."""
     assert set(learning.MEASURED_SMOKE_ONLY) <= set(SMOKE_ONLY)
     supervised = {name for name, spec in ALGORITHMS.items() if spec.backend.name != "sb3"}
-    assert set(learning.LEARN) | set(SMOKE_ONLY) | supervised == set(available_algorithms())
+    assert set(learning.LEARN) | set(SMOKE_ONLY) | supervised == set(list_algorithms())
     assert not set(learning.LEARN) & set(SMOKE_ONLY) and not (set(learning.LEARN) | set(SMOKE_ONLY)) & supervised
     assert all(reason for reason in SMOKE_ONLY.values())

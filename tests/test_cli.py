@@ -162,9 +162,9 @@ def test_rllib_without_ray_exits_2_naming_the_extra(tmp_path, capsys, monkeypatc
 
 
 def test_rllib_refuses_cotraining_before_creating_the_run(tmp_path, capsys, monkeypatch):
-    import agents.rllib_backend
+    import agents.training
 
-    monkeypatch.setattr(agents.rllib_backend, "require_ray", lambda: None)  # Ray or not, the same refusal
+    monkeypatch.setattr(agents.training, "require_ray", lambda: None)  # Ray or not, the same refusal
     code, _, err = run_main(capsys, ["train", "--framework", "rllib", "--cotrain", "--env", ENV_ID, "--model",
                                      str(digits_checkpoint()), "--run-dir", str(tmp_path / "run")])
     assert code == 2 and "does not co-train" in err
@@ -486,15 +486,13 @@ def test_options_given_through_env_kwargs_alone_are_honoured():
 ])
 def test_pretrain_epochs_and_batch_size_given_switch_off_the_recipe_minimums(monkeypatch, tmp_path, argv, expected):
     """``--epochs`` / ``--batch-size`` are kept as given: no extra epochs or smaller batches."""
-    from dynalay_env import pretrain
-
     seen = {}
 
     def fake_run_pretraining(dataset, run_dir, config, **kwargs):
         seen["config"] = config
         return run_dir / "main_model.pt", {}
 
-    monkeypatch.setattr(pretrain, "run_pretraining", fake_run_pretraining)
+    monkeypatch.setattr(train_agent, "run_pretraining", fake_run_pretraining)
     monkeypatch.setattr(train_agent, "print_pretrain_summary", lambda report: None)
     main(["pretrain", "--dataset", "mnist5k", "--run-dir", str(tmp_path), "--quiet", *argv])
     assert {k: getattr(seen["config"], k) for k in expected} == expected

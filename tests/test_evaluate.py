@@ -25,10 +25,10 @@ from agents.evaluate import (
     evaluate,
     hull_accuracy_at,
     run_policy,
-    upper_hull,
     validate_report,
     vs_threshold,
 )
+from agents.records import upper_hull
 from dynalay_env.env import make_core
 from tests.agent_fixtures import digits_dataset, digits_model, encoder_stats, hidden_files, seq_core, subset_core
 from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse)

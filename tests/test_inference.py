@@ -9,8 +9,9 @@ import torch
 
 from agents.baselines import ConfidencePolicy, FixedPathPolicy, StablePredictionPolicy
 from agents.evaluate import run_policy
-from agents.inference import AdaptiveClassifier, InferenceResult
+from agents.inference import POLICY_OPTIONS, AdaptiveClassifier, InferenceResult
 from agents.training import load_run
+from dynalay_env.options import EnvOptions
 from tests.agent_fixtures import digits_dataset, digits_model, encoder_stats, seq_core, trained_ppo_run
 from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse)
 
@@ -65,6 +66,16 @@ def test_options_shape_the_episodes(val_inputs):
     result = AdaptiveClassifier(digits_model(), ConfidencePolicy(1.01), max_steps=2).predict(x[:30])
     assert (result.steps == 2).all() and result.path.shape == (30, 2)
     np.testing.assert_array_equal(result.path, np.tile([1, 2], (30, 1)))
+
+
+def test_options_are_the_envs_own(val_inputs):
+    """Defaults and checks come from EnvOptions; options that do not shape a policy are refused."""
+    clf = AdaptiveClassifier(digits_model(), ConfidencePolicy(0.5))
+    assert clf.options == {k: EnvOptions.default(k) for k in POLICY_OPTIONS}
+    with pytest.raises(ValueError, match="max_steps must be an integer >= 1"):
+        AdaptiveClassifier(digits_model(), ConfidencePolicy(0.5), max_steps=0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'lambda_compute'"):
+        AdaptiveClassifier(digits_model(), ConfidencePolicy(0.5), lambda_compute=0.2)
 
 
 def test_full_depth_equals_the_model_forward(val_inputs):

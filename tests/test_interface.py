@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from agents.algorithms import ALGORITHMS, get_algorithm, load_hyperparams
-from agents.interface import Agent, SB3Agent, lstm_step_flops, sb3_decision_flops
+import agents.sb3_backend as sb3_backend
+from agents.algorithms import ALGORITHMS, get_algorithm
+from agents.hyperparams import load_hyperparams
+from agents.interface import Agent
+from agents.sb3_backend import SB3Agent, lstm_step_flops, sb3_decision_flops
 from agents.sb3_vec_env import DynaLayVecEnv
 from tests import test_algorithms
 
@@ -50,8 +53,11 @@ def test_build_save_load_predict_through_the_interface(name: str, venv: DynaLayV
 
 def test_sb3_agent_forwards_attribute_writes_to_the_model(venv: DynaLayVecEnv) -> None:
     agent = build("ppo", venv)
-    agent._last_obs = None  # what co-training does between phases
-    assert agent.model._last_obs is None and agent.num_timesteps == agent.model.num_timesteps == 0
+    agent.learning_rate = 0.5
+    assert agent.model.learning_rate == 0.5 and agent.num_timesteps == agent.model.num_timesteps == 0
+    agent.model._last_obs = np.zeros(1)
+    agent.reset_env_on_next_learn()  # what co-training does between phases
+    assert agent.model._last_obs is None
 
 
 def test_mlp_decision_flops_match_a_hand_count(venv: DynaLayVecEnv) -> None:
@@ -94,14 +100,13 @@ def test_recurrent_decision_flops_add_the_lstm_the_counter_misses(venv: DynaLayV
 
 def test_recurrent_decision_flops_do_not_double_count_an_lstm_the_counter_counts(venv: DynaLayVecEnv,
                                                                                   monkeypatch) -> None:
-    import agents.interface as interface
 
     agent = build("ppo_lstm", venv)
     lstm = agent.policy.lstm_actor
-    assert not interface._counter_counts_lstm(lstm)  # this torch: the analytic count is added
+    assert not sb3_backend._counter_counts_lstm(lstm)  # this torch: the analytic count is added
     added = sb3_decision_flops(agent.model)
     # A torch whose FlopCounterMode counted LSTMs would have them in predict's count already.
-    monkeypatch.setattr(interface, "_counter_counts_lstm", lambda lstm: True)
+    monkeypatch.setattr(sb3_backend, "_counter_counts_lstm", lambda lstm: True)
     assert sb3_decision_flops(agent.model) == added - lstm_step_flops(lstm)
 
 
@@ -213,12 +218,12 @@ def test_train_charges_the_measured_decision_cost_unless_given(tmp_path: Path) -
     from agents.training import load_run, train
     from tests.agent_fixtures import train_config, trained_ppo_run
 
-    config, agent, _ = load_run(trained_ppo_run())
-    assert config.decision_flops == agent.decision_flops() > 0
-    assert json.loads((trained_ppo_run() / "config.json").read_text())["decision_flops"] == agent.decision_flops()
+    _, agent, _ = load_run(trained_ppo_run())
+    assert json.loads((trained_ppo_run() / "train.json").read_text())["decision_flops"] == agent.decision_flops() > 0
     agent, run_dir = train(train_config(tmp_path / "run", timesteps=64, env_kwargs={"decision_flops": 7.0}))
     saved = json.loads((run_dir / "config.json").read_text())
-    assert saved["env_kwargs"]["decision_flops"] == saved["decision_flops"] == 7.0
+    assert saved["env_kwargs"]["decision_flops"] == 7.0 and "decision_flops" not in saved  # given, never copied
+    assert json.loads((run_dir / "train.json").read_text())["decision_flops"] == 7.0
     assert agent.env.venv.core.decision_flops == 7.0
 
 

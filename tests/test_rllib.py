@@ -56,10 +56,11 @@ def test_train_checkpoint_resume_evaluate_and_beat_random(algo: str, synthetic_c
     run = tmp_path / "run"
     legs = learning.rllib_train_resume_evaluate(algo, learning.SUITE_SEED, synthetic_checkpoint, run)
     config = json.loads((run / "config.json").read_text())
-    assert config["framework"] == "rllib" and config["decision_flops"] > 0 and config["seed"] == learning.SUITE_SEED
+    assert config["framework"] == "rllib" and "decision_flops" not in config and config["seed"] == learning.SUITE_SEED
     first = legs.first_leg_checkpoints
     assert first and (run / RLLIB_DIR / "dynalay_state.json").is_file()
     summary = json.loads((run / "train.json").read_text())
+    assert summary["decision_flops"] > 0
     assert summary["resumed_from"] == int(first[-1].name.split("_")[1]) and summary["timesteps_done"] >= learning.RLLIB_BUDGET[algo][1]
     assert list_rllib_checkpoints(run)[-1] != first[-1]
     assert len(json.loads((run / "val_history.json").read_text())) >= 2  # kept across the resume

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from agents.algorithms import get_algorithm, load_hyperparams
+from agents.algorithms import get_algorithm
 from agents.baselines import matched_random
 from agents.curves import exact_curve, record_core, statistic_flops, vs_curve
 from agents.evaluate import run_policy
+from agents.hyperparams import load_hyperparams
 from agents.interface import Agent
 from agents.sb3_vec_env import DynaLayVecEnv
 from agents.supervised import LEARNERS, MAX_SEARCH_PATHS, OracleTable, search_path_count, work_core
@@ -61,7 +62,7 @@ def test_run_folder_save_load_evaluate_and_serve(name: str, tmp_path: Path) -> N
     agent, run_dir = train(config)
     assert isinstance(agent, Agent) and agent.num_timesteps >= 300
     assert agent.selection["split"] == "val"
-    saved = json.loads((run_dir / "config.json").read_text())
+    saved = json.loads((run_dir / "train.json").read_text())
     assert saved["decision_flops"] == agent.decision_flops() > 0
     _, loaded, _ = load_run(run_dir)
     assert type(loaded) is type(agent) and loaded.num_timesteps == agent.num_timesteps
@@ -96,6 +97,21 @@ def test_decision_flops_are_the_forward_pass() -> None:
     assert agent.decision_flops() == sum(2 * m.in_features * m.out_features for m in agent.policy
                                          if isinstance(m, torch.nn.Linear))
     assert obs_dim == agent.policy[0].in_features
+
+
+@pytest.mark.parametrize("name", LEARNERS)
+def test_lambda_compute_is_the_env_rewards_unless_overridden(name: str, tmp_path: Path) -> None:
+    """One home for the price of compute: the env's reward, unless the learner is given its own."""
+    env = DynaLayVecEnv(4, dataset=digits_dataset(), model=digits_model(), lambda_compute=0.3)
+    agent = _build(name, env)
+    assert agent.lambda_compute == 0.3 and agent.lambda_override is None
+    assert agent.val_score(0.9, 0.5) == pytest.approx(0.9 - 0.3 * 0.5)
+    agent.set_env(DynaLayVecEnv(4, dataset=digits_dataset(), model=digits_model(), lambda_compute=0.05))
+    assert agent.lambda_compute == 0.05  # follows the env it is attached to
+    chosen = _build(name, env, lambda_compute=0.2)
+    assert chosen.lambda_compute == 0.2 == chosen.hyperparams()["lambda_compute"]  # on purpose: kept
+    chosen.save(tmp_path / "agent.pt")
+    assert get_algorithm(name).load(tmp_path / "agent.pt", env=env).lambda_compute == 0.2
 
 
 @pytest.mark.parametrize("name", ["bc", "dagger"])

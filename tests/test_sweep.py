@@ -17,11 +17,11 @@ from pathlib import Path
 import optuna
 import pytest
 
+from agents.reports import baseline_points
 from agents.sweep import (
     STORAGE_ENV,
     SearchRange,
     SweepConfig,
-    baseline_points,
     claim_slot,
     hypervolume,
     open_storage,
@@ -215,7 +215,8 @@ def test_joining_workers_compare_hyperparameter_files_by_content(tmp_path):
 
 
 def test_figure_and_table_handle_ties_and_rewards_without_lambda(tmp_path):
-    from agents.sweep import plot_report, render_markdown
+    from agents.plots import plot_sweep as plot_report
+    from agents.reports import render_sweep as render_markdown
 
     def trial(number, kind, params, values):
         return {"number": number, "state": "COMPLETE", "pareto": True, "values": values,

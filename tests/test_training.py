@@ -78,6 +78,9 @@ def test_train_writes_a_complete_run_folder():
     summary = json.loads((run_dir / "train.json").read_text())
     assert summary["timesteps_done"] == RUN_TIMESTEPS and summary["resumed_from"] is None
     assert summary["provenance"] == source.provenance == summary["model_provenance"]["id"]
+    # The FLOPs per decision the reward charged: the policy's measured cost, in train.json only.
+    assert summary["decision_flops"] == load_run(run_dir)[1].decision_flops() > 0
+    assert "decision_flops" not in json.loads((run_dir / CONFIG_NAME).read_text())
 
 
 def test_tensorboard_logs_hold_dynalay_and_val_scalars():
@@ -96,6 +99,17 @@ def test_load_run_gives_config_agent_and_model():
     config, agent, model_path = load_run(trained_ppo_run())
     assert config.algo == "ppo" and agent.num_timesteps == RUN_TIMESTEPS
     assert model_path == trained_ppo_run() / "main_model.pt"
+
+
+def test_load_run_reads_a_config_written_by_an_older_version(tmp_path):
+    """Older versions copied the measured decision cost into config.json: such runs still load."""
+    run_dir = copy_run(tmp_path / "run")
+    saved = json.loads((run_dir / CONFIG_NAME).read_text())
+    (run_dir / CONFIG_NAME).write_text(json.dumps({**saved, "decision_flops": 1234.0}))
+    config, agent, _ = load_run(run_dir)
+    assert config.algo == "ppo" and agent.num_timesteps == RUN_TIMESTEPS
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig.from_dict({**saved, "decision_flop": 1.0})
 
 
 def test_load_run_of_an_unfinished_run_says_resume(tmp_path):
