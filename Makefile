@@ -72,12 +72,12 @@ test-rllib: $(RLLIB_STAMP)
 ## Every CPU number and figure of the README's results sections, into benchmarks/results/, then the
 ## README's generated blocks (resumable: current parts are skipped; see benchmarks/reproduce.py).
 results: $(STAMP)
-	$(PY) benchmarks/reproduce.py
-	$(PY) benchmarks/reproduce.py --readme
+	$(PY) -m benchmarks reproduce
+	$(PY) -m benchmarks reproduce --readme
 
 ## The same pipeline with fewer steps and seeds, into benchmarks/results/quick/ (ignored by git).
 results-quick: $(STAMP)
-	$(PY) benchmarks/reproduce.py --quick
+	$(PY) -m benchmarks reproduce --quick
 
 ## The documentation site (mkdocs.yml, docs/) into site/; --strict: a broken reference or a docstring
 ## griffe cannot parse fails the build. The env variables hide MkDocs 2 / Material notices, not warnings.
@@ -101,9 +101,9 @@ models: $(STAMP)
 
 ## The wheel outside the repository: build it, install it non-editable into a fresh venv, and from an
 ## empty folder with an empty model cache run gym.make + a step (under 5 s), `dynalay train`,
-## `dynalay evaluate` and `python -m train_agent` (benchmarks/wheel_first_use.py).
+## `dynalay evaluate` and `python -m train_agent` (python -m benchmarks wheel_first_use).
 wheel-test: $(STAMP)
-	$(PY) benchmarks/wheel_first_use.py
+	$(PY) -m benchmarks wheel_first_use
 
 # Other RL libraries as their users call them (TorchRL, skrl, Tianshou; Minari datasets and offline RL)
 # live in a venv of their own: the main venv and `make test` stay free of them.

@@ -35,6 +35,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
+from agents.pipelines import run_evaluation
+
 DEFAULT_DATASET = "mnist1d"
 DEMO_TIMESTEPS = 200_000
 
@@ -406,32 +408,6 @@ def cmd_train(args: argparse.Namespace) -> Path:
         print(f"agent: {run_dir / 'agent.zip'} ({agent.num_timesteps} timesteps)\n"
               f"TensorBoard: tensorboard --logdir {run_dir / 'tb'}")
     return run_dir
-
-
-def run_evaluation(run_dir: Path, split: str = "test", n_envs: int = 512, n_boot: int = 1000,
-                   figures: bool = True, device: str | None = None) -> dict:
-    """Evaluate the run in ``run_dir`` and write its report; returns the report."""
-    from dataclasses import asdict
-
-    from agents.evaluate import evaluate
-    from agents.training import env_options, load_run
-    from dynalay_env.env import make_core
-
-    config, agent, model_path = load_run(run_dir)
-    options = env_options(config, str(model_path))
-    if device:
-        options["device"] = device
-    model = make_core(1, **options).model
-    provenance_options = {**options, "model": model}
-
-    def make_eval_core(split_name: str):
-        return make_core(n_envs, **{**provenance_options, "split": split_name, "sample_mode": "sequential"})
-
-    reward = make_eval_core("val").reward.describe()
-    metadata = {"env_id": config.env_id, "dataset": config.dataset_name(), "algo": config.algo,
-                "reward": reward, "env_kwargs": config.env_kwargs, "train_config": asdict(config)}
-    return evaluate(make_eval_core, agent, agent_name=config.algo, split=split, seed=config.seed, n_boot=n_boot,
-                    metadata=metadata, run_dir=run_dir, figures=figures)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:

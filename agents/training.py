@@ -232,15 +232,10 @@ def _expected(hint: Any) -> str:
 
 
 def env_option_types() -> dict[str, Any]:
-    """The type annotation of every env option, read from the env's own signatures (``make_core``
-    and :class:`~dynalay_env.rewards.RewardParams`): one source of truth for what each accepts."""
-    from dynalay_env.env import make_core
-    from dynalay_env.rewards import RewardParams
+    """The type annotation of every env option (:meth:`~dynalay_env.options.EnvOptions.types`)."""
+    from dynalay_env.options import EnvOptions
 
-    hints = typing.get_type_hints(make_core)
-    for key in ("num_envs", "reward_params", "return"):
-        hints.pop(key, None)
-    return {**hints, **typing.get_type_hints(RewardParams)}
+    return EnvOptions.types()
 
 
 def check_env_kwargs(env_kwargs: dict[str, Any]) -> None:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Wall-clock time of adaptive inference against full-depth inference, side by side in one run.
 
 The paper's claim is *reduced computational time*; this measures it on the CPU for the same inputs
@@ -14,7 +13,7 @@ full-depth path reaches it, beside the FLOPs it executes: wall time per FLOP dif
 (a layer of low rank spends its time moving the state, not multiplying), and where a policy spends
 its compute on the cheap layers, its wall-time ratio exceeds its compute ratio by that much.
 
-    python benchmarks/adaptive_inference.py --run-dir runs/demo/agent
+    python -m benchmarks adaptive_inference --run-dir runs/demo/agent
 """
 
 from __future__ import annotations
@@ -26,6 +25,11 @@ import time
 import numpy as np
 import torch
 
+from agents.baselines import ConfidencePolicy
+from agents.inference import AdaptiveClassifier
+from agents.training import env_options, load_run
+from dynalay_env.atomic import atomic_write_json
+from dynalay_env.data import load_dataset
 from dynalay_env.model import FPIModel
 
 
@@ -60,7 +64,7 @@ def layer_costs(model: FPIModel, x: torch.Tensor, repeats: int) -> list[dict[str
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, help="a `train_agent.py train` run folder")
     parser.add_argument("--split", default="test")
@@ -69,13 +73,8 @@ def main() -> None:
     parser.add_argument("--tau", type=float, default=None, help="also time ConfidencePolicy(tau)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-
-    from agents.baselines import ConfidencePolicy
-    from agents.inference import AdaptiveClassifier
-    from agents.training import env_options, load_run
-    from dynalay_env.data import load_dataset
 
     config, _, model_path = load_run(args.run_dir)
     clf = AdaptiveClassifier.from_run(args.run_dir, batch_size=args.batch_size)
@@ -123,14 +122,9 @@ def main() -> None:
         print(f"{r['layer']:>5} | {r['mean_iterations']:>15.2f} | {r['gflops']:>7.3f} | {r['gflops'] / total_f:>14.3f} | "
               f"{r['seconds']:>8.4f} | {r['seconds'] / total_t:>13.3f} | {r['ms_per_gflop']:>12.1f}")
     if args.json:
-        from dynalay_env.atomic import atomic_write_json
-
         rows.append({"policy": "full depth", "accuracy": full_acc, "mean_compute": 1.0, "seconds": base,
                      "time_vs_full_depth": 1.0, "time_ratio_over_compute_ratio": 1.0})
         out = {"dataset": dataset.name, "split": args.split, "n_examples": len(y_np), "batch_size": args.batch_size,
                "repeats": args.repeats, "torch_threads": torch.get_num_threads(), "rows": rows, "layers": layers}
         atomic_write_json(args.json, out)
-
-
-if __name__ == "__main__":
-    main()
+    return 0

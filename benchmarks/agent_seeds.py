@@ -1,15 +1,15 @@
-#!/usr/bin/env python
 """The goal figures: several algorithms x seeds on one env, each evaluated on ``test`` against the
 baselines, summarised as mean +- std over seeds.
 
-Every (algo, seed) is a normal run folder ``ROOT/<algo>-<seed>`` (train_agent.py train + evaluate),
-so an interrupted study resumes where it stopped: finished runs and reports are reused.
+Every (algo, seed) is a normal run folder ``ROOT/<algo>-<seed>``, trained and evaluated by the CLI as
+a user runs it (``train_agent.py train``, then ``evaluate``, each in a child process), so an
+interrupted study resumes where it stopped: finished runs and reports are reused.
 
-    python benchmarks/agent_seeds.py --root runs/seeds --model runs/demo/pretrain/main_model.pt
-    # ~2 min per (algo, seed) for 200k steps on 2 CPU cores, plus ~35 s of evaluation each
+    python -m benchmarks agent_seeds --root runs/seeds --model runs/demo/pretrain/main_model.pt
 
 ``--json FILE`` also writes the figures (every seed's report summary, training wall time and
-provenance) for ``benchmarks/reproduce.py``.
+provenance) for ``python -m benchmarks reproduce``; the committed ones, training wall time per run
+included, are in ``benchmarks/results/agent_seeds_mnist1d_cpu.json``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import json
 import statistics
 from pathlib import Path
 
-from train_agent import main as cli
+from benchmarks import run_cli as cli
+from dynalay_env.atomic import atomic_write_json
 
 
 def run(root: Path, algo: str, seed: int, env: str, model: str | None, extra: list[str]) -> dict:
@@ -43,7 +44,7 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} +- {statistics.stdev(values) if len(values) > 1 else 0.0:.4f}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default="runs/seeds")
     parser.add_argument("--env", default="DynaLay-MNIST1D-v0")
@@ -53,7 +54,7 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=None,
                         help="agent timesteps per run (default: the algorithm's hyperparams file)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     root = Path(args.root)
     rows = []
     for algo in args.algos:
@@ -78,13 +79,12 @@ def main() -> None:
     print(f"| oracle | {first['oracle']['accuracy']:.4f} | {first['oracle']['mean_compute']:.3f} | | |")
     if args.json:
         write_json(Path(args.json), args, root, rows)
+    return 0
 
 
 def write_json(path: Path, args: argparse.Namespace, root: Path, rows: list[tuple[str, list[dict]]]) -> None:
     """Every run's headline figures, its training wall time (``train.json``) and the baselines of
     the first report (the same main model and split for every run)."""
-    from dynalay_env.atomic import atomic_write_json
-
     keys = ("accuracy", "mean_compute", "mean_steps", "difficulty_correlation", "vs_threshold", "provenance")
     runs = {}
     for algo, reports in rows:
@@ -97,7 +97,3 @@ def write_json(path: Path, args: argparse.Namespace, root: Path, rows: list[tupl
     out = {"env": args.env, "split": first["split"], "n_examples": first["n_examples"], "seeds": args.seeds,
            "runs": runs, **{k: first[k] for k in ("best_fixed_path", "full_depth", "oracle")}}
     atomic_write_json(path, out, default=float)
-
-
-if __name__ == "__main__":
-    main()

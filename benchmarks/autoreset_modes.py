@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Env steps/s of the native vector env in each of Gymnasium's autoreset modes, side by side in one run.
 
 For each N the same random actions (fixed seed) run through, in interleaved rounds (so that a busy
@@ -16,8 +15,8 @@ With ``NEXT_STEP`` a slot's reset step is no transition (its action is ignored);
 and the SB3 adapter every slot step is one. Ratios are of transitions/s to ``NEXT_STEP``'s. The table
 goes to ``benchmarks/results/autoreset_modes_cpu.txt``.
 
-    python benchmarks/autoreset_modes.py                        # default MNIST-1D model (cached), CPU
-    python benchmarks/autoreset_modes.py --sizes 16 256 1024 --steps 400 --rounds 5
+    python -m benchmarks autoreset_modes                        # default MNIST-1D model (cached), CPU
+    python -m benchmarks autoreset_modes --sizes 16 256 1024 --steps 400 --rounds 5
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 import dynalay_env  # noqa: F401  (registers the ids)
 from agents.sb3_vec_env import DynaLayVecEnv
+from benchmarks import command_words
 from dynalay_env.atomic import atomic_write_text
 from dynalay_env.env import DynaLayEnv
 
@@ -78,7 +78,7 @@ def sb3_runner(env: DynaLayVecEnv) -> Callable[[np.ndarray], int]:
     return run
 
 
-def main(argv: list[str] | None = None) -> str:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--env-id", default="DynaLay-MNIST1D-v0")
     p.add_argument("--model", default=None, help="main-model checkpoint (default: the cached default model)")
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> str:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     options = {"model": args.model} if args.model else {}
-    lines = [f"# {' '.join(['python benchmarks/autoreset_modes.py', *(argv or [])])}".rstrip(),
+    lines = [f"# {' '.join([*command_words('autoreset_modes'), *(argv or [])])}".rstrip(),
              f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), "
              f"load average {os.getloadavg()[0]:.1f} at start; best of {args.rounds} interleaved rounds of "
              f"{args.steps} steps",
@@ -125,8 +125,4 @@ def main(argv: list[str] | None = None) -> str:
     table = "\n".join(lines) + "\n"
     print(table, end="")
     atomic_write_text(args.out, table)
-    return table
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,13 +1,12 @@
-#!/usr/bin/env python
 """Frozen against co-trained main model, at the same agent budget, side by side in one run.
 
 For each dataset, two PPO agents are trained with the same seed, hyperparameters and number of
 agent timesteps from the same pre-trained main model: one against the frozen model, one with
 ``train --cotrain`` (agent phases alternating with main-model phases on the current policy's paths).
-Each run is then evaluated on ``test`` (``train_agent.py evaluate``: each example once, thresholds
-chosen on ``val``) and the table shows accuracy, mean compute (1.0 = full depth) and the difficulty
-correlations (Spearman of the compute spent against the oracle's minimum compute to a right answer,
-and, on ``synthetic``, against the known noise level).
+Each run is then evaluated on ``test`` (:func:`agents.pipelines.run_evaluation`, what ``train_agent.py
+evaluate`` runs: each example once, thresholds chosen on ``val``) and the table shows accuracy, mean
+compute (1.0 = full depth) and the difficulty correlations (Spearman of the compute spent against the
+oracle's minimum compute to a right answer, and, on ``synthetic``, against the known noise level).
 
 To say *why* co-training helps or not, it also measures:
 
@@ -19,11 +18,11 @@ To say *why* co-training helps or not, it also measures:
   agent's test paths run on the co-trained model, which splits the change in accuracy into the part
   the model brings and the part the policy brings.
 
-    python benchmarks/cotrain_vs_frozen.py --model mnist1d=/tmp/pt_mnist1d/main_model.pt \\
+    python -m benchmarks cotrain_vs_frozen --model mnist1d=/tmp/pt_mnist1d/main_model.pt \\
         --model synthetic=/tmp/pt_syn/main_model.pt --timesteps 196608 --out-dir runs/cotrain_vs_frozen
 
 Results: printed, and written to ``<out-dir>/results_t<T>_seed<S>.json``. ``--aggregate-only --json FILE``
-writes the mean and sd over every seed run so far (for ``benchmarks/reproduce.py``).
+writes the mean and sd over every seed run so far (for ``python -m benchmarks reproduce``).
 """
 
 from __future__ import annotations
@@ -31,11 +30,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from agents.evaluate import hull_accuracy_at, replay_paths
+from agents.pipelines import run_evaluation
+from agents.training import TrainConfig, train
+from dynalay_env.atomic import atomic_write_json
+from dynalay_env.data import load_dataset
+from dynalay_env.model import load_checkpoint
+from dynalay_env.pretrain import depth_accuracies
 
 ENV_OF = {"mnist1d": "DynaLay-MNIST1D-v0", "synthetic": "DynaLay-Synthetic-v0", "digits": "DynaLay-Digits-v0"}
 
@@ -43,8 +51,6 @@ ENV_OF = {"mnist1d": "DynaLay-MNIST1D-v0", "synthetic": "DynaLay-Synthetic-v0", 
 def model_figures(model: Any, dataset: Any) -> dict[str, Any]:
     """Accuracy by depth (in-order prefixes), accuracy of each one-layer path and mean top-1
     probability at the encoder state, on agent_train and test."""
-    from dynalay_env.pretrain import depth_accuracies
-
     out: dict[str, Any] = {}
     for split in ("agent_train", "test"):
         x, y = dataset.as_tensors(split)
@@ -58,8 +64,6 @@ def model_figures(model: Any, dataset: Any) -> dict[str, Any]:
 
 def top_path(report: dict[str, Any]) -> tuple[str, float]:
     """The agent's most frequent test path and its share of the examples."""
-    from collections import Counter
-
     counts = Counter(tuple(p) for p in report["examples"]["path"])
     path, n = counts.most_common(1)[0]
     return str(list(path)), n / sum(counts.values())
@@ -67,8 +71,6 @@ def top_path(report: dict[str, Any]) -> tuple[str, float]:
 
 def replay_accuracy(model: Any, dataset: Any, report: dict[str, Any]) -> tuple[float, float]:
     """(accuracy, mean normalised compute) of the report's recorded test paths replayed on ``model``."""
-    from agents.evaluate import replay_paths
-
     x, y = dataset.as_tensors(report["split"])
     examples = np.asarray(report["examples"]["example"])
     predictions, flops = replay_paths(model, x[torch.as_tensor(examples)], report["examples"]["path"])
@@ -82,9 +84,6 @@ def variant_name(lr: float, model_phase: int, every: int) -> str:
 def run_one(dataset: str, model_path: str, variant: tuple[float, int] | None, args: argparse.Namespace) -> dict[str, Any]:
     """Train (or reuse: a finished run folder is evaluated again) and evaluate one run. ``variant``:
     None = frozen, else (cotrain_lr, model_phase)."""
-    from agents.training import TrainConfig, train
-    from train_agent import run_evaluation
-
     name = "frozen" if variant is None else variant_name(variant[0], variant[1], args.cotrain_every)
     run_dir = Path(args.out_dir) / f"{dataset}-seed{args.seed}-t{args.timesteps}" / name
     env_kwargs: dict[str, Any] = {}
@@ -104,7 +103,7 @@ def run_one(dataset: str, model_path: str, variant: tuple[float, int] | None, ar
     return {"name": name, "run_dir": str(run_dir), "train_seconds": train_seconds, "report": report}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", metavar="DATASET=PATH",
                         help="pre-trained main model of a dataset (repeat per dataset; sets the datasets compared)")
@@ -121,17 +120,13 @@ def main() -> None:
     parser.add_argument("--aggregate-only", action="store_true",
                         help="only summarise the seed runs already in --out-dir (no training)")
     parser.add_argument("--json", default=None, help="also write the summary over seeds to this JSON file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.aggregate_only:
         aggregate(Path(args.out_dir), args.timesteps, args.json)
-        return
+        return 0
     if not args.model:
         parser.error("give --model DATASET=PATH at least once (or --aggregate-only)")
-
-    from dynalay_env.atomic import atomic_write_json
-    from dynalay_env.data import load_dataset
-    from dynalay_env.model import load_checkpoint
 
     lrs = args.cotrain_lr * len(args.model_phase) if len(args.cotrain_lr) == 1 else args.cotrain_lr
     if len(lrs) != len(args.model_phase):
@@ -159,8 +154,6 @@ def main() -> None:
             }
         # One yardstick for every run: the initial model's confidence-threshold hull on test (the
         # frozen run's curve), at each agent's own compute.
-        from agents.evaluate import hull_accuracy_at
-
         curve = runs["frozen"]["report"]["curves"]["confidence"]
         curve_c, curve_a = np.array(curve["mean_compute"]), np.array(curve["accuracy"])
         for run in runs.values():
@@ -213,6 +206,7 @@ def main() -> None:
             print(f"  most frequent test path: co-trained agent {path} ({share:.0%}), frozen agent {path0} ({share0:.0%})")
     print(f"\nresults: {Path(args.out_dir) / f'results_t{args.timesteps}_seed{args.seed}.json'}")
     aggregate(Path(args.out_dir), args.timesteps, args.json)
+    return 0
 
 
 def aggregate(out_dir: Path, timesteps: int, json_path: str | None = None) -> None:
@@ -267,8 +261,6 @@ def aggregate(out_dir: Path, timesteps: int, json_path: str | None = None) -> No
               f"{ms(cell.get('model_effect'))} | "
               f"{ms(cell.get('test_full_depth_change'))} / {ms(cell.get('agent_train_full_depth_change'))} |")
     if json_path:
-        from dynalay_env.atomic import atomic_write_json
-
         def stats(values: list[float]) -> dict[str, Any]:
             v = np.asarray(values, dtype=float)
             nan = bool(np.all(np.isnan(v)))
@@ -287,7 +279,3 @@ def aggregate(out_dir: Path, timesteps: int, json_path: str | None = None) -> No
         print(f"  {dataset} {name}: " + "; ".join(
             f"[{layer[5:]}] {ms(cell[f'test_{layer}_change'])} / {ms(cell[f'agent_train_{layer}_change'])}"
             for layer in layers))
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Env steps/s of every face of the DynaLay env against the physical limit, side by side in one run.
 
 For each N it runs the same random actions (fixed seed) through:
@@ -13,9 +12,9 @@ For each N it runs the same random actions (fixed seed) through:
 and prints steps/s and the ratio of each to the raw limit. It then times PPO to a fixed number of
 timesteps on the SB3 adapter against SB3's ``DummyVecEnv`` of single envs, both at ``n_envs=256``.
 
-    python benchmarks/env_throughput.py                       # default model (cached), CPU
-    python benchmarks/env_throughput.py --model runs/demo/main_model.pt --sizes 1 16 256 1024
-    python benchmarks/env_throughput.py --device cuda --sizes 16384 65536 --skip-slow
+    python -m benchmarks env_throughput                       # default model (cached), CPU
+    python -m benchmarks env_throughput --model runs/demo/main_model.pt --sizes 1 16 256 1024
+    python -m benchmarks env_throughput --device cuda --sizes 16384 65536 --skip-slow
 """
 
 from __future__ import annotations
@@ -159,7 +158,7 @@ def bench_ppo(options: dict[str, Any], model: Any, n_envs: int, timesteps: int, 
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="mnist1d")
     parser.add_argument("--model", default=None, help="checkpoint path (default: the cached default model)")
@@ -176,7 +175,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     options = {"dataset": args.dataset, "device": args.device}
     model = make_core(1, model=args.model, **options).model
@@ -219,7 +218,3 @@ def main() -> None:
         atomic_write_json(args.json, {"sizes": table, "ppo_seconds": ppo, "device": args.device,
                                       "torch_threads": torch.get_num_threads(),
                                       "ppo": {"timesteps": args.ppo_timesteps, "n_envs": args.ppo_envs}})
-
-
-if __name__ == "__main__":
-    main()

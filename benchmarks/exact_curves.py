@@ -5,26 +5,23 @@ Prints, per split: the wall time of each way and their ratio, the number of poin
 hull's accuracy at a few low compute budgets from each (the grid's hull is a chord where it has
 few points), and the path and prefix oracles. Writes ``benchmarks/results/exact_curves_<dataset>.json``.
 
-    .venv/bin/python benchmarks/exact_curves.py [--dataset mnist1d] [--model PATH]
+    .venv/bin/python -m benchmarks exact_curves [--dataset mnist1d] [--model PATH]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from agents.baselines import ConfidencePolicy, EntropyPolicy, OraclePolicy, oracle_search  # noqa: E402
-from agents.curves import STATISTICS, exact_curve, prefix_oracle, record_core  # noqa: E402
-from agents.evaluate import hull_accuracy_at, run_policy  # noqa: E402
-from dynalay_env.atomic import atomic_write_json  # noqa: E402
-from dynalay_env.env import make_core  # noqa: E402
+from agents.baselines import ConfidencePolicy, EntropyPolicy, OraclePolicy, oracle_search
+from agents.curves import STATISTICS, exact_curve, prefix_oracle, record_core
+from agents.evaluate import hull_accuracy_at, run_policy
+from dynalay_env.atomic import atomic_write_json
+from dynalay_env.env import make_core
 
 #: The grids the reports used before the exact curves.
 TAU_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 1.01)
@@ -32,13 +29,13 @@ ENTROPY_GRID = (-0.01, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0
 BUDGETS = (0.03, 0.05, 0.1, 0.14, 0.2, 0.3)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="mnist1d")
     parser.add_argument("--model", default=None, help="checkpoint (default: the dataset's cached default model)")
     parser.add_argument("--slots", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     options = {"dataset": args.dataset, "sample_mode": "sequential", **({"model": args.model} if args.model else {})}
     out: dict = {"dataset": args.dataset, "threads": args.threads, "splits": {}}
@@ -89,7 +86,4 @@ def main() -> None:
     path = Path(__file__).resolve().parent / "results" / f"exact_curves_{args.dataset}.json"
     atomic_write_json(path, out)
     print(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

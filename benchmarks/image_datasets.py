@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Write image sets as MNIST IDX files, to check the image recipe on data it was not tuned on.
 
 Every set lands in ``OUT/<name>/`` as the four (gzipped) IDX files that ``--dataset mnist
@@ -15,7 +14,7 @@ model_train/agent_train/val and the t10k file is ``test``.
 * ``random60k`` (``--random60k``): 60,000 + 10,000 uniform random images (labels random): only for
   timing pre-training at full MNIST scale.
 
-    python benchmarks/image_datasets.py --out /tmp/idx mnist5k digits28
+    python -m benchmarks image_datasets --out /tmp/idx mnist5k digits28
 """
 
 from __future__ import annotations
@@ -23,18 +22,13 @@ from __future__ import annotations
 import argparse
 import gzip
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: import the project from this checkout
-    sys.path.insert(0, str(ROOT))
-
-from dynalay_env.atomic import atomic_write_bytes  # noqa: E402
+from dynalay_env.atomic import atomic_write_bytes
 
 SEED = 7
 
@@ -109,16 +103,13 @@ def build(name: str, folder: Path) -> None:
     write_set(folder, (x[:4000], y[:4000]), (x[4000:], y[4000:]))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder that receives one sub-folder per set")
     parser.add_argument("sets", nargs="+", help="mnist5k, mnist5k_shifted, mnist5k_inverted, mnist5k_rotated, "
                                                 "digits28, random60k")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     for name in args.sets:
         build(name, Path(args.out) / name)
         print(f"wrote {Path(args.out) / name}")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

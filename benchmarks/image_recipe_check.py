@@ -1,15 +1,14 @@
-#!/usr/bin/env python
 """Check the image recipe: pre-train on MNIST-5k (seeds 0, 1, 2) and on IDX image sets it was not
 tuned on, and collect the figures in one file.
 
 Each run is ``train_agent.py pretrain`` exactly as a user types it (one thread), into
 ``RUN_DIR/m5k_s<seed>`` or ``RUN_DIR/idx_<set>``; a run whose ``pretrain.json`` exists is reused
-(resumable). The IDX sets are written by ``benchmarks/image_datasets.py`` into ``RUN_DIR/idx``
+(resumable). The IDX sets are written by ``python -m benchmarks image_datasets`` into ``RUN_DIR/idx``
 when missing. ``--out`` gets, per run: full-depth accuracy, accuracy by depth, both oracles, the
 oracle's per-episode compute spread, train seconds, epochs, and the lowest validation full-depth
 accuracy from the second epoch on. Written atomically.
 
-    python benchmarks/image_recipe_check.py --run-dir runs/image-check --out benchmarks/results/image_recipe_check.json
+    python -m benchmarks image_recipe_check --run-dir runs/image-check --out benchmarks/results/image_recipe_check.json
 """
 
 from __future__ import annotations
@@ -21,6 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+from benchmarks import command_words, subprocess_argv
+from dynalay_env.model import atomic_write_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 IDX_SETS = ("mnist5k", "mnist5k_shifted", "mnist5k_inverted", "mnist5k_rotated", "digits28")
@@ -60,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.sets:
         folder = run_dir / "idx" / name
         if not folder.is_dir():
-            subprocess.run([sys.executable, str(REPO / "benchmarks" / "image_datasets.py"), "--out",
-                            str(run_dir / "idx"), name], check=True, env=env)
+            subprocess.run([*subprocess_argv("image_datasets"), "--out", str((run_dir / "idx").resolve()), name],
+                           check=True, cwd=REPO, env=env)
         jobs[f"idx {name} (--dataset mnist)"] = ["pretrain", "--dataset", "mnist", "--data-root", str(folder),
                                                  "--run-dir", str(run_dir / f"idx_{name}"), "--quiet"]
     results: dict[str, Any] = {}
@@ -72,15 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         report = json.loads((out_dir / "pretrain.json").read_text())
         results[label] = summarise(report, ["python", "train_agent.py", *cli])
 
-    sys.path.insert(0, str(REPO))
-    from dynalay_env.model import atomic_write_bytes
-
-    payload = {"command": " ".join(["python", "benchmarks/image_recipe_check.py", *(argv or sys.argv[1:])]),
+    payload = {"command": " ".join([*command_words("image_recipe_check"), *(argv or sys.argv[1:])]),
                "runs": results}
     atomic_write_bytes(args.out, (json.dumps(payload, indent=2) + "\n").encode())
     print(f"wrote {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

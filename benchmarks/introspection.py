@@ -1,11 +1,10 @@
-#!/usr/bin/env python
 """Does introspection pay? Learned exit policies against exact threshold curves, on several tasks.
 
 For each task (a DynaLay env over its pinned default main model) the study trains every policy of
-its plan into a normal run folder (``train_agent.py train``), plays it once on ``val`` and once on
-``test`` with decisions counted (:func:`agents.evaluate.run_policy`), and compares it with the
-exact confidence-threshold hull at its own compute (:func:`agents.curves.vs_curve`, paired
-bootstrap over examples).
+its plan into a normal run folder (``train_agent.py train``, run as a user runs it, in a child
+process), plays it once on ``val`` and once on ``test`` with decisions counted
+(:func:`agents.evaluate.run_policy`), and compares it with the exact confidence-threshold hull at
+its own compute (:func:`agents.curves.vs_curve`, paired bootstrap over examples).
 
 Families and policies (``--quick`` runs a small subset with few steps):
 
@@ -26,9 +25,9 @@ its points; one reference point per task) and per seed.
 lambdas with and without the group, per seed and averaged over seeds; the rule is "on only if it
 raises it on at least two tasks", a gate that can keep the group off but does not switch it on.
 
-    python benchmarks/introspection.py --run-dir runs/introspection               # the full study
-    python benchmarks/introspection.py --run-dir runs/introspection --tasks mnist1d synthetic
-    python benchmarks/introspection.py --run-dir /tmp/intro-quick --quick         # smoke test
+    python -m benchmarks introspection --run-dir runs/introspection               # the full study
+    python -m benchmarks introspection --run-dir runs/introspection --tasks mnist1d synthetic
+    python -m benchmarks introspection --run-dir /tmp/intro-quick --quick         # smoke test
 
 Outputs: ``R/introspection.json``, ``.md`` and ``.png`` (``--publish DIR`` copies them there, with
 machine-local paths scrubbed). Every run folder is resumable: a finished run is reused, an
@@ -50,10 +49,31 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
+import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: import the project from this checkout
-    sys.path.insert(0, str(ROOT))
+from agents.algorithms import load_hyperparams
+from agents.baselines import OraclePolicy, oracle_search
+from agents.curves import STATISTICS, exact_curve, prefix_oracle, record_core, statistic_flops, vs_curve
+from agents.evaluate import EpisodeRecords, hull_accuracy_at, prefix_oracle_summary, run_policy
+from agents.sweep import hypervolume
+from agents.training import env_options, load_run
+from benchmarks import command_words
+from benchmarks import run_cli as cli
+from benchmarks.reproduce import (
+    checkpoint_provenance,
+    command_line,
+    machine,
+    model_provenance,
+    record_by_role,
+    write_json,
+    write_text,
+)
+from dynalay_env import ENV_IDS
+from dynalay_env.atomic import atomic_path, atomic_write_json, atomic_write_text
+from dynalay_env.core import DEFAULT_OBSERVATION_GROUPS
+from dynalay_env.data import load_dataset
+from dynalay_env.env import make_core
 
 TASK_ENVS: dict[str, str] = {"mnist1d": "DynaLay-MNIST1D-v0", "synthetic": "DynaLay-Synthetic-v0",
                              "mnist5k": "DynaLay-MNIST5k-v0", "digits": "DynaLay-Digits-v0"}
@@ -66,8 +86,9 @@ LONG_PPO_STEPS = 2_000_000
 # (n_envs x n_steps kept), so the algorithm is the tuned one and a step costs less.
 BATCHED_ENVS = 64
 # The long run steps 4x as many envs at a quarter of the steps each: the same rollouts, minibatches
-# and updates per step, with env steps about 2x cheaper here (one solve per layer for all envs), so
-# the study fits its 2 hours.
+# and updates per step, with cheaper env steps (one solve per layer for all envs). Each run's
+# training time is in benchmarks/results/introspection/introspection.json (tasks.*.runs:
+# train_wall_seconds, timesteps), the study's in its wall_seconds.
 LONG_PPO_ENVS = 256
 EVAL_SLOTS = 512
 N_BOOT = 1000
@@ -90,8 +111,6 @@ class PolicySpec(NamedTuple):
 def observation_groups(history: bool) -> str:
     """The env's default observation groups with or without ``history``, in ``--env-kwargs``
     syntax (explicit either way, so the comparison holds whatever the default becomes)."""
-    from dynalay_env.core import DEFAULT_OBSERVATION_GROUPS
-
     groups = [g for g in DEFAULT_OBSERVATION_GROUPS if g != "history"] + (["history"] if history else [])
     return f"observation_groups:[{','.join(groups)}]"
 
@@ -150,11 +169,6 @@ def write_hyperparams(spec: PolicySpec, env_id: str, folder: Path) -> Path:
     """``folder/<algo>.yml``: the project's hyperparameters of ``spec.algo`` for ``env_id``, with
     ``spec.hyperparams`` applied and, for a batched spec, ``spec.n_envs`` envs and ``n_steps``
     scaled so one rollout holds as many steps as the project's."""
-    import yaml
-
-    from agents.algorithms import load_hyperparams
-    from dynalay_env.atomic import atomic_write_text
-
     hp = {**load_hyperparams(spec.algo, env_id), **dict(spec.hyperparams)}
     if spec.batched and "n_steps" in hp and "n_envs" in hp:
         rollout = int(hp["n_steps"]) * int(hp["n_envs"])
@@ -201,10 +215,6 @@ RECORD_FIELDS = ("label", "prediction", "correct", "compute", "flops", "steps", 
 
 def play(run_dir: Path, split: str) -> Any:
     """The run's agent played once on every example of ``split`` (decisions counted)."""
-    from agents.evaluate import run_policy
-    from agents.training import env_options, load_run
-    from dynalay_env.env import make_core
-
     config, agent, model_path = load_run(run_dir)
     options = {**env_options(config, str(model_path)), "split": split, "sample_mode": "sequential"}
     return run_policy(make_core(EVAL_SLOTS, **options), agent, name=config.algo)
@@ -212,11 +222,6 @@ def play(run_dir: Path, split: str) -> Any:
 
 def run_job(job: Job) -> dict[str, Any]:
     """Train (or resume, or reuse) one run and play it on val and test; returns its summary."""
-    import torch
-
-    from dynalay_env.atomic import atomic_path, atomic_write_json
-    from train_agent import main as cli
-
     torch.set_num_threads(1)
     run_dir = Path(job.run_dir)
     summary_path = run_dir / "study_eval.json"
@@ -229,7 +234,7 @@ def run_job(job: Job) -> dict[str, Any]:
     if not (run_dir / "train.json").is_file():
         args = train_args(job) + (["--resume"] if (run_dir / "config.json").is_file() else [])
         if cli(args) != 0:
-            raise RuntimeError(f"training {run_dir} failed: train_agent.py {' '.join(args)}")
+            raise RuntimeError(f"training {run_dir} failed: python -m train_agent {' '.join(args)}")
     summary: dict[str, Any] = {"task": job.task, "policy": job.spec.name, "family": job.spec.family,
                                "algo": job.spec.algo, "seed": job.seed,
                                "train": json.loads((run_dir / "train.json").read_text())}
@@ -249,8 +254,6 @@ def run_job(job: Job) -> dict[str, Any]:
 
 def load_records(run_dir: Path, split: str, name: str) -> Any:
     """The :class:`agents.evaluate.EpisodeRecords` :func:`run_job` stored for ``split``."""
-    from agents.evaluate import EpisodeRecords
-
     with np.load(run_dir / "study_records.npz") as data:
         fields = {key: data[f"{split}_{key}"] for key in RECORD_FIELDS}
         decision_flops, normalizer = (float(v) for v in data[f"{split}_meta"])
@@ -260,18 +263,17 @@ def load_records(run_dir: Path, split: str, name: str) -> Any:
 
 
 def _worker_init() -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    import torch
-
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # for the CLI's child processes
     torch.set_num_threads(1)
 
 
 def expected_cost(job: Job) -> float:
     """A job's rough training time in units of 1,000 PPO steps at ``BATCHED_ENVS`` envs; used only
-    to start the longest jobs first. Relative costs from the committed study (2-core reference
-    machine, the three tasks alike): a DQN step (16 envs, 4 gradient steps of 256 per 64
-    transitions) costs about 2.3 PPO steps, a step at 256 envs about half of one at 64, and a
-    supervised run (a few thousand labelled episodes) seconds."""
+    to start the longest jobs first. The relative costs of a DQN step (16 envs, 4 gradient steps of
+    256 per 64 transitions), of a PPO step at 256 envs and of a supervised run (a few thousand
+    labelled episodes) against a PPO step at 64 envs are the committed study's training seconds per
+    step (``train_wall_seconds`` / ``timesteps`` of its runs in
+    ``benchmarks/results/introspection/introspection.json``)."""
     spec = job.spec
     if spec.family == "supervised":
         return 1.0
@@ -317,12 +319,6 @@ class TaskBaselines(NamedTuple):
 
 def task_baselines(task: str, model_path: str) -> TaskBaselines:
     """Exact curves of every statistic on val and test (one recorded pass each), both oracles."""
-    from agents.baselines import OraclePolicy, oracle_search
-    from agents.curves import STATISTICS, exact_curve, prefix_oracle, record_core, statistic_flops
-    from agents.evaluate import prefix_oracle_summary, run_policy
-    from dynalay_env import ENV_IDS
-    from dynalay_env.env import make_core
-
     curves: dict[str, dict[str, Any]] = {}
     test_core = None
     for split in ("val", "test"):
@@ -352,8 +348,6 @@ def task_baselines(task: str, model_path: str) -> TaskBaselines:
 
 def hull_margin(records: Any, curve: Any) -> float:
     """Accuracy minus the curve's upper hull at the records' mean compute (decisions counted)."""
-    from agents.evaluate import hull_accuracy_at
-
     return float(records.accuracy - hull_accuracy_at(curve.mean_compute, curve.accuracy, records.mean_compute))
 
 
@@ -364,9 +358,6 @@ def curve_points(curve: Any) -> list[tuple[float, float]]:
 def summarize_task(task: str, root: Path, plan: list[PolicySpec], baselines: TaskBaselines, n_tasks: int,
                    n_boot: int) -> dict[str, Any]:
     """Every run's comparison, family hypervolumes, the val-chosen primaries and the history rule."""
-    from agents.curves import vs_curve
-    from agents.sweep import hypervolume
-
     confidence = {split: baselines.curves[split]["confidence"] for split in ("val", "test")}
     runs: list[dict[str, Any]] = []
     records: dict[tuple[str, int], dict[str, Any]] = {}
@@ -439,8 +430,6 @@ def summarize_task(task: str, root: Path, plan: list[PolicySpec], baselines: Tas
 
 def history_rule(runs: list[dict[str, Any]], val_reference: tuple[float, float]) -> dict[str, Any]:
     """PPO's val hypervolume over the lambdas, per seed, with and without ``history``."""
-    from agents.sweep import hypervolume
-
     members = {variant: [r for r in runs if r["policy"].startswith(prefix) and r["algo"] == "ppo"
                          and "long" not in r["policy"]]
                for variant, prefix in (("without", "ppo-l"), ("with", "ppo-history-l"))}
@@ -544,8 +533,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from dynalay_env.atomic import atomic_path
-
     tasks = list(report["tasks"])
     fig = Figure(figsize=(5.5 * len(tasks), 4.2))
     colors = {"supervised": "tab:green", "rl": "tab:red"}
@@ -612,16 +599,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="study this main-model checkpoint for TASK instead of the cached default model")
     args = parser.parse_args(argv)
 
-    from benchmarks.reproduce import (
-        checkpoint_provenance,
-        command_line,
-        machine,
-        model_provenance,
-        record_by_role,
-        write_json,
-        write_text,
-    )
-
     start = time.perf_counter()
     root = Path(args.run_dir)
     record_by_role(args.run_dir, "$STUDY_DIR")
@@ -637,9 +614,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = [s._replace(seeds=tuple(args.seeds)) for s in plan]
     if args.timesteps:
         plan = [s._replace(timesteps=args.timesteps) for s in plan]
-    from dynalay_env import ENV_IDS
-    from dynalay_env.data import load_dataset
-
     given = parse_models(args.model, tasks, parser)
     models = {task: checkpoint_provenance(given[task], load_dataset(ENV_IDS[TASK_ENVS[task]])) if task in given
               else model_provenance(ENV_IDS[TASK_ENVS[task]]) for task in tasks}
@@ -655,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 models[task]["path"], str(hp_dir), models[task]["provenance"]))
     run_jobs(jobs, args.jobs)
     argv_list = list(argv) if argv is not None else sys.argv[1:]
-    meta = {"command": command_line(["python", "benchmarks/introspection.py", *argv_list]), "machine": machine(),
+    meta = {"command": command_line([*command_words("introspection"), *argv_list]), "machine": machine(),
             "models": models, "plan": [s._asdict() for s in plan]}
     report = build_report(root, tasks, plan, args.quick, args.n_boot, meta)
     report["wall_seconds"] = time.perf_counter() - start
@@ -666,7 +640,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         plot(report, folder / "introspection.png")
     print(render_markdown(report))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -7,14 +7,15 @@ Each setting runs in a process of its own, with a model cache of its own, since 
 chosen when the libraries load. The table says, per check, seed and setting, whether what the test
 asserts holds (``tests.learning.failures``), so the thresholds are not tuned to one seed or machine.
 
-    python benchmarks/learning_margins.py                  # the main venv's checks (about an hour, 2 cores)
-    python benchmarks/learning_margins.py --checks ppo dqn --seeds 0 1
-    .venv-rllib/bin/python benchmarks/learning_margins.py --checks rllib_ppo rllib_dqn --settings default
-    .venv-peers/bin/python benchmarks/learning_margins.py --checks torchrl_ppo skrl_ppo_vector skrl_ppo_single \
+    python -m benchmarks learning_margins                  # the main venv's checks, every seed and setting
+    python -m benchmarks learning_margins --checks ppo dqn --seeds 0 1
+    .venv-rllib/bin/python -m benchmarks learning_margins --checks rllib_ppo rllib_dqn --settings default
+    .venv-peers/bin/python -m benchmarks learning_margins --checks torchrl_ppo skrl_ppo_vector skrl_ppo_single \
         offline_cql --out benchmarks/results/learning_margins_peers.json
 
-Writes ``benchmarks/results/learning_margins.json`` and ``.md`` after every result. Resumable: a rerun
-skips the (check, setting, seed) entries the JSON holds; ``--redo CHECK`` drops a check's entries first.
+Writes ``benchmarks/results/learning_margins.json`` and ``.md`` after every result (each entry with
+the ``seconds`` it took). Resumable: a rerun skips the (check, setting, seed) entries the JSON holds;
+``--redo CHECK`` drops a check's entries first.
 """
 
 from __future__ import annotations
@@ -32,15 +33,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from benchmarks import command_words, subprocess_argv
+from dynalay_env.atomic import atomic_write_json, atomic_write_text
+from dynalay_env.cache import MODEL_CACHE_ENV
+from tests import learning
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script: import the project from this checkout
-    sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from dynalay_env.atomic import atomic_write_json, atomic_write_text  # noqa: E402
-from dynalay_env.cache import MODEL_CACHE_ENV  # noqa: E402
-from tests import learning  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "learning_margins.json"
 #: Kernel settings: the environment each worker process starts with. The first two are measured by
@@ -134,14 +134,14 @@ def render(results: dict[str, Any]) -> str:
     peers = bool(present) and present <= set(PEER_CHECKS)
     if peers:
         title = "# Peer-library learning tests: margins over seeds and CPU kernel settings"
-        source = ("Written by `.venv-peers/bin/python benchmarks/learning_margins.py --checks "
+        source = ("Written by `.venv-peers/bin/python -m benchmarks learning_margins --checks "
                   f"{' '.join(PEER_CHECKS)} --out benchmarks/results/learning_margins_peers.json` (the examples "
                   "of TorchRL, skrl and offline CQL from a Minari dataset, `tests/test_peers_*.py`; the main "
                   "venv's checks are in `learning_margins.md`, the checks and what each asserts in "
                   "`tests/learning.py`).")
     else:
         title = "# Learning tests: margins over seeds and CPU kernel settings"
-        source = ("Written by `python benchmarks/learning_margins.py` (the checks and what each asserts: "
+        source = ("Written by `python -m benchmarks learning_margins` (the checks and what each asserts: "
                   "`tests/learning.py`; the peer libraries' examples are in `learning_margins_peers.md`).")
     quantities = ("*margin*: accuracy over the random policy of matched compute (val, 1,250 examples; the "
                   "acceptance test and RLlib: test, 2,000). *adaptive_gap*: the acceptance agent's mean compute "
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     results = load(args.out)
-    results.update({"command": "python benchmarks/learning_margins.py", "machine": _machine()})
+    results.update({"command": " ".join(command_words("learning_margins")), "machine": _machine()})
     commit = _commit()
     results["entries"] = [e for e in results["entries"] if e["check"] not in args.redo]
     done = {(e["check"], e["setting"], e["seed"]) for e in results["entries"]}
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                 # not reused under another's.
                 env = {**os.environ, "OMP_NUM_THREADS": "1", MODEL_CACHE_ENV: str(Path(caches) / setting),
                        **SETTINGS[setting]}
-                procs[setting] = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", *pairs],
+                procs[setting] = subprocess.Popen([*subprocess_argv("learning_margins"), "--worker", *pairs],
                                                   env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT)
                 threading.Thread(target=_forward, args=(setting, procs[setting], lines), daemon=True).start()
             running = len(procs)
@@ -257,7 +257,3 @@ def _forward(setting: str, proc: subprocess.Popen, lines: queue.Queue) -> None:
         else:
             print(f"[{setting}] {line}", end="", flush=True)
     lines.put((setting, None))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

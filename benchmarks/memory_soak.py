@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Resident memory over long runs: the vector env with random actions, and PPO on the SB3 adapter.
 
 Prints, at each checkpoint, the process's RSS (``/proc/self/status`` VmRSS), glibc's heap figures
@@ -8,8 +7,8 @@ traced by ``tracemalloc`` and the number of live tensors. Growth that shows in R
 *free* bytes but not in bytes in use is allocator fragmentation; growth in bytes in use or in the
 traced Python heap is a leak.
 
-    python benchmarks/memory_soak.py vector --num-envs 1024 --checkpoints 1e6 5e6 1e7
-    python benchmarks/memory_soak.py ppo --timesteps 2e6 --n-envs 1024
+    python -m benchmarks memory_soak vector --num-envs 1024 --checkpoints 1e6 5e6 1e7
+    python -m benchmarks memory_soak ppo --timesteps 2e6 --n-envs 1024
 
 ``ppo`` runs as ``train_agent.py train`` does: torch's convolution caches capped by ``dynalay_env``
 (imported before torch) and glibc's thresholds fixed by :func:`agents.allocator.fix_mmap_threshold`
@@ -17,7 +16,7 @@ before the env is built. Its summary gives the growth after the first rollout (t
 first update) and after the second (the first update's one-time allocations included). Without
 the fixes, for comparison (torch's default cache size, glibc's dynamic threshold)::
 
-    LRU_CACHE_CAPACITY=1024 DYNALAY_MMAP_THRESHOLD=0 python benchmarks/memory_soak.py ppo
+    LRU_CACHE_CAPACITY=1024 DYNALAY_MMAP_THRESHOLD=0 python -m benchmarks memory_soak ppo
 
 One torch thread (``--threads``). Writes its table to ``--out`` as well (default: print only).
 """
@@ -164,7 +163,7 @@ def summarise(kind: str, rows: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("kind", choices=("vector", "ppo"))
     parser.add_argument("--dataset", default="mnist1d")
@@ -183,7 +182,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the rows and summary to this JSON file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = " | ".join(f"{name}={os.environ.get(name, '-')}" for name in (
         "MALLOC_ARENA_MAX", "ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"))
@@ -205,7 +204,3 @@ def main() -> None:
         payload = {"header": header, "args": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows,
                    "summary": summary}
         atomic_write_json(args.out, payload)
-
-
-if __name__ == "__main__":
-    main()

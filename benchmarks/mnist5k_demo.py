@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """The MNIST-5k results (docs/results.md): run the demo on ``mnist5k`` and collect its figures in one file.
 
 Runs ``train_agent.py demo --dataset mnist5k --run-dir RUN`` (pre-train the main model, train PPO on
@@ -8,7 +7,7 @@ the agent against the baselines. Resumable: the demo reuses what ``RUN`` already
 pre-trained model, the trained agent), so an interrupted run continues where it stopped; ``--out``
 is written atomically, so a reader never sees half a file.
 
-    python benchmarks/mnist5k_demo.py --run-dir runs/mnist5k-demo --out benchmarks/results/mnist5k_demo.json
+    python -m benchmarks mnist5k_demo --run-dir runs/mnist5k-demo --out benchmarks/results/mnist5k_demo.json
 """
 
 from __future__ import annotations
@@ -19,6 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import dynalay_env
+from dynalay_env.atomic import atomic_write_json
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,9 +64,6 @@ def main(argv: list[str] | None = None) -> int:
                str(run_dir), "--seed", str(args.seed)]
     if args.timesteps is not None:
         command += ["--timesteps", str(args.timesteps)]
-    sys.path.insert(0, str(REPO))
-    import dynalay_env
-    from dynalay_env.atomic import atomic_write_json
 
     if (run_dir / "agent" / "report.json").is_file() and not run_is_current(run_dir, dynalay_env.RECIPE_VERSION):
         raise SystemExit(f"{run_dir} holds a demo of another recipe version than the current "
@@ -75,7 +74,3 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(args.out, results)
     print(f"wrote {args.out}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """Time image pre-training at full MNIST scale, to size the file image recipes' example budget.
 
 60,000 random 28x28 images (+ 10,000 test) stand in for MNIST: the file rule gives 30,000
@@ -7,8 +6,8 @@ pixels (FPI iterations barely vary). Pre-trains ``--epochs`` epochs with the ``m
 thread, then the ``pretrain.json`` report (every path on test), and extrapolates to the recipe's
 epochs: ``total = epochs x seconds_per_epoch + report_seconds``.
 
-    python benchmarks/image_datasets.py --out /tmp/idx random60k
-    python benchmarks/pretrain_full_scale.py --data-root /tmp/idx/random60k --out benchmarks/results/pretrain_full_scale_cpu.json
+    python -m benchmarks image_datasets --out /tmp/idx random60k
+    python -m benchmarks pretrain_full_scale --data-root /tmp/idx/random60k --out benchmarks/results/pretrain_full_scale_cpu.json
 """
 
 from __future__ import annotations
@@ -18,25 +17,22 @@ import dataclasses
 import json
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchmarks import command_words
+from dynalay_env.data import load_dataset
+from dynalay_env.model import atomic_write_bytes
+from dynalay_env.pretrain import pretrain, pretrain_report, recipe_for
 
 
-def main() -> None:
-    from dynalay_env.data import load_dataset
-    from dynalay_env.model import atomic_write_bytes
-    from dynalay_env.pretrain import pretrain, pretrain_report, recipe_for
-
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--out", default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     dataset = load_dataset(args.dataset, data_root=args.data_root)
     recipe = recipe_for(args.dataset)
@@ -58,12 +54,9 @@ def main() -> None:
         "seconds_per_epoch": per_epoch, "report_seconds": report_seconds,
         "recipe": dataclasses.asdict(recipe), "recipe_epochs_at_this_size": epochs,
         "extrapolated_total_seconds": epochs * per_epoch + report_seconds + (train_seconds - history[-1]["seconds"]),
-        "command": " ".join(["python", "benchmarks/pretrain_full_scale.py", *sys.argv[1:]]),
+        "command": " ".join([*command_words("pretrain_full_scale"), *(sys.argv[1:] if argv is None else argv)]),
     }
     print(json.dumps(result, indent=2))
     if args.out:
         atomic_write_bytes(args.out, (json.dumps(result, indent=2) + "\n").encode())
-
-
-if __name__ == "__main__":
-    main()
+    return 0

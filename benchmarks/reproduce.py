@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Regenerate every CPU number and figure of the documentation's results pages (``make results``).
 
-Each *part* runs the project's own scripts by command line (``train_agent.py``, ``benchmarks/*.py``)
+Each *part* runs the project's own programs by command line (``train_agent.py``, ``python -m benchmarks NAME``)
 against one pinned main model per dataset, the cached default of the current recipe
 (``dynalay_env.cache.cached_default_model``), and writes its results files into ``--out``
 (default ``benchmarks/results/``). Parts:
@@ -9,7 +8,7 @@ against one pinned main model per dataset, the cached default of the current rec
     pretrain_mnist1d    the default model's pre-training report: accuracy by depth, oracle, time
     pretrain_synthetic  the same for the synthetic dataset (co-training compares both)
     agent_seeds         PPO, DQN, MaskablePPO x seeds on mnist1d, each against the baselines on test
-    cotrain_vs_frozen   frozen against co-trained main model (benchmarks/cotrain_vs_frozen.py)
+    cotrain_vs_frozen   frozen against co-trained main model (python -m benchmarks cotrain_vs_frozen)
     sweep_mnist1d       the reward-shaping sweep (train_agent.py sweep)
     env_throughput      env steps/s of every face of the env, and PPO wall time (timed alone)
     mnist5k_demo        the demo on the real-image dataset mnist5k (its own pre-training, PPO, evaluation)
@@ -21,11 +20,11 @@ machine-local absolute path. A part whose results file exists with the same inpu
 model provenance) is skipped, so an interrupted run resumes; ``--force`` reruns. Independent parts run
 ``--jobs`` at a time (default 2), each on one torch thread; the timing parts run alone.
 
-    python benchmarks/reproduce.py                      # everything (make results)
-    python benchmarks/reproduce.py --quick              # fewer steps and seeds, into benchmarks/results/quick
-    python benchmarks/reproduce.py --only agent_seeds adaptive_inference --force
-    python benchmarks/reproduce.py --list
-    python benchmarks/reproduce.py --readme             # rewrite the results pages' generated blocks from --out
+    python -m benchmarks reproduce                      # everything (make results)
+    python -m benchmarks reproduce --quick              # fewer steps and seeds, into benchmarks/results/quick
+    python -m benchmarks reproduce --only agent_seeds adaptive_inference --force
+    python -m benchmarks reproduce --list
+    python -m benchmarks reproduce --readme             # rewrite the results pages' generated blocks from --out
 
 Out of scope: the GPU figures (the CUDA throughput table, the H200 pre-training) and long studies with
 their own commands and files.
@@ -49,9 +48,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import torch
+
+import dynalay_env
+from dynalay_env.atomic import atomic_copy, atomic_path, atomic_write_text
+from dynalay_env.cache import cached_default_model, default_model_path, model_cache_dir, shipped_model_path
+from dynalay_env.data import load_dataset
+from dynalay_env.model import load_checkpoint, provenance_of
+
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: import the project from this checkout
-    sys.path.insert(0, str(ROOT))
 
 RESULTS = Path("benchmarks/results")
 #: The documentation pages whose ``<!-- results:NAME -->`` blocks ``--readme`` regenerates from
@@ -59,8 +64,8 @@ RESULTS = Path("benchmarks/results")
 #: every other number on them against the committed results files).
 RESULTS_PAGES: tuple[Path, ...] = tuple(ROOT / "docs" / f"{name}.md" for name in ("results", "studies", "performance"))
 
-# The study sizes. FULL fits well under 45 minutes on 2 cores (see docs/results.md); QUICK checks the
-# pipeline in a few minutes. A changed budget changes the commands, so the parts rerun.
+# The study sizes. FULL's last wall time is in benchmarks/results/reproduce.json (docs/results.md);
+# QUICK checks the pipeline with few steps. A changed budget changes the commands, so the parts rerun.
 FULL: dict[str, Any] = {
     "agent_algos": ["ppo", "dqn", "maskable_ppo"], "agent_seeds": [0, 1, 2], "agent_timesteps": 200_000,
     "sweep_trials": 16, "sweep_timesteps": 100_000,
@@ -91,19 +96,14 @@ def model_provenance(dataset_name: str, progress: bool = False) -> dict[str, Any
     where it comes from (:func:`dynalay_env.model.provenance_of`): provenance id (weights, config,
     data fingerprint, package version), weights and config hashes, dataset fingerprint, package and
     recipe version, and the cache key. ``path`` is this machine's; it is never written to a file."""
-    from dynalay_env import cache
-    from dynalay_env.data import load_dataset
-
     dataset = load_dataset(dataset_name)
-    path = cache.cached_default_model(dataset, progress=progress)
+    path = cached_default_model(dataset, progress=progress)
     return {**checkpoint_provenance(path, dataset), "cache_key": path.parent.name}
 
 
 def checkpoint_provenance(path: Path, dataset: Any) -> dict[str, Any]:
     """:func:`model_provenance`'s fields for the checkpoint at ``path`` of ``dataset`` (a
     :class:`dynalay_env.data.Dataset`); ``cache_key`` is None (not a cached default model)."""
-    from dynalay_env.model import load_checkpoint, provenance_of
-
     p = provenance_of(load_checkpoint(path, expected_dataset=dataset.name).model, dataset)
     return {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint, "provenance": p["id"],
             "weights_hash": p["weights_hash"], "config_hash": p["config_hash"],
@@ -113,8 +113,6 @@ def checkpoint_provenance(path: Path, dataset: Any) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     """Where the figures were measured (each job runs torch on one thread)."""
-    import torch
-
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads_per_job": 1}
@@ -133,8 +131,6 @@ def record_by_role(folder: str | os.PathLike | None, name: str) -> None:
 
 def local_paths() -> list[tuple[str, str]]:
     """(machine-local prefix, its portable name), longest first, for :func:`scrub`."""
-    from dynalay_env.cache import model_cache_dir
-
     pairs = EXTRA_PATHS + [(str(model_cache_dir().resolve()), "$DYNALAY_MODEL_CACHE"), (str(model_cache_dir()), "$DYNALAY_MODEL_CACHE"),
              (str(ROOT) + "/", ""), (str(ROOT), "."), (sys.executable, "python"), (str(Path.home()), "~")]
     return sorted((p for p in pairs if len(p[0]) > 1), key=lambda p: -len(p[0]))  # never "/" alone
@@ -153,8 +149,6 @@ def command_line(argv: list[str]) -> str:
 
 def write_text(path: Path, text: str) -> None:
     """Atomic write (a reader sees the old file or the new one), machine-local paths scrubbed."""
-    from dynalay_env.atomic import atomic_write_text
-
     atomic_write_text(path, scrub(text))
 
 
@@ -167,8 +161,6 @@ def write_json(path: Path, data: Any) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-# NamedTuples and a plain class, not dataclasses: dataclasses need the module in sys.modules, and
-# tools load this script by path (importlib) without registering it.
 class Job(NamedTuple):
     """One command line; ``slots``: how many of the ``--jobs`` slots it occupies (2 = alone on 2 cores)."""
 
@@ -215,7 +207,24 @@ PY = [sys.executable]
 
 
 def py(*args: Any) -> list[str]:
+    """A command line of this interpreter with ``args``."""
     return PY + [str(a) for a in args]
+
+
+def bench(name: str, *args: Any) -> list[str]:
+    """The command line of benchmark ``name`` (``python -m benchmarks NAME``) with ``args``."""
+    return py("-m", "benchmarks", name, *args)
+
+
+#: A command as results files wrote it before ``benchmarks`` became a package (``python
+#: benchmarks/NAME.py``): the same program as ``python -m benchmarks NAME``.
+SCRIPT_COMMAND = re.compile(r"(?<![\w/.-])(python3?|\S*/python3?) benchmarks/(\w+)\.py(?=\s|$)")
+
+
+def current_command(command: str) -> str:
+    """``command`` with every ``python benchmarks/NAME.py`` written as ``python -m benchmarks NAME``:
+    a results file written by the script form stays current, and names the command that runs today."""
+    return SCRIPT_COMMAND.sub(r"\1 -m benchmarks \2", command)
 
 
 def meta_of(ctx: Context, part: Part, argv: list[list[str]]) -> dict[str, Any]:
@@ -250,7 +259,7 @@ def pretrain_part(dataset: str, enabled: Callable[[Context], bool] = lambda ctx:
         name=f"pretrain_{dataset}", help=f"the cached default {dataset} model's pre-training report",
         datasets=lambda ctx: [dataset],
         # The job pre-trains the default model into the cache (once: a cached model is reused).
-        jobs=lambda ctx, part: [Job(py("benchmarks/reproduce.py", "--pretrain-default", dataset))],
+        jobs=lambda ctx, part: [Job(bench("reproduce", "--pretrain-default", dataset))],
         final=no_jobs, collect=collect, enabled=enabled,
         outputs=lambda ctx: [f"pretrain_{dataset}_cpu.json", f"pretrain_{dataset}_cpu.md"])
 
@@ -272,7 +281,7 @@ def render_pretrain(r: dict[str, Any]) -> str:
 
 def agent_seeds_jobs(ctx: Context, part: Part, json_path: Path | None = None) -> list[Job]:
     b = ctx.budget
-    base = py("benchmarks/agent_seeds.py", "--root", ctx.part_dir(part), "--env", ENV_OF["mnist1d"],
+    base = bench("agent_seeds", "--root", ctx.part_dir(part), "--env", ENV_OF["mnist1d"],
               "--model", ctx.model("mnist1d")["path"], "--timesteps", b["agent_timesteps"])
     if json_path is None:  # one job per run, so two train at once
         return [Job(base + ["--algos", algo, "--seeds", str(seed)]) for algo in b["agent_algos"]
@@ -332,12 +341,12 @@ def cotrain_args(ctx: Context, part: Part) -> list[str]:
 
 def cotrain_jobs(ctx: Context, part: Part) -> list[Job]:
     models = [a for d in ctx.budget["cotrain_datasets"] for a in ("--model", f"{d}={ctx.model(d)['path']}")]
-    return [Job(py("benchmarks/cotrain_vs_frozen.py", *models, *cotrain_args(ctx, part), "--seed", seed))
+    return [Job(bench("cotrain_vs_frozen", *models, *cotrain_args(ctx, part), "--seed", seed))
             for seed in ctx.budget["cotrain_seeds"]]
 
 
 def cotrain_final(ctx: Context, part: Part) -> list[Job]:
-    return [Job(py("benchmarks/cotrain_vs_frozen.py", "--aggregate-only", *cotrain_args(ctx, part), "--json",
+    return [Job(bench("cotrain_vs_frozen", "--aggregate-only", *cotrain_args(ctx, part), "--json",
                    ctx.part_dir(part) / "summary.json"))]
 
 
@@ -390,8 +399,6 @@ def collect_sweep(ctx: Context, part: Part, meta: dict[str, Any]) -> None:
     out_json, out_md, out_png = part.outputs(ctx)
     write_json(ctx.out / out_json, {"reproduce": meta, **report, "figure": out_png})
     write_text(ctx.out / out_md, header_md(meta) + (run / "sweep.md").read_text())
-    from dynalay_env.atomic import atomic_copy
-
     atomic_copy(run / "sweep.png", ctx.out / out_png)
 
 
@@ -411,7 +418,7 @@ def render_sweep(d: dict[str, Any]) -> str:
 
 
 def throughput_jobs(ctx: Context, part: Part) -> list[Job]:
-    return [Job(py("benchmarks/env_throughput.py", "--model", ctx.model("mnist1d")["path"],
+    return [Job(bench("env_throughput", "--model", ctx.model("mnist1d")["path"],
                    *ctx.budget["throughput_args"], "--json", ctx.part_dir(part) / "throughput.json"), slots=2)]
 
 
@@ -448,7 +455,7 @@ def render_throughput(d: dict[str, Any]) -> str:
 
 def adaptive_jobs(ctx: Context, part: Part) -> list[Job]:
     agent = ctx.part_dir(PARTS["agent_seeds"]) / f"ppo-{ctx.budget['agent_seeds'][0]}"
-    return [Job(py("benchmarks/adaptive_inference.py", "--run-dir", agent, "--tau", TAU, "--repeats",
+    return [Job(bench("adaptive_inference", "--run-dir", agent, "--tau", TAU, "--repeats",
                    ctx.budget["adaptive_repeats"], "--json", ctx.part_dir(part) / "adaptive.json"), slots=2)]
 
 
@@ -494,10 +501,8 @@ def mnist5k_jobs(ctx: Context, part: Part) -> list[Job]:
     extra = ["--timesteps", ctx.budget["mnist5k_timesteps"]] if ctx.budget.get("mnist5k_timesteps") else []
     # The demo pre-trains its own model, so the run folder is keyed by the recipe version: a new recipe
     # is a new command (the part reruns) and a new folder (nothing stale is reused).
-    import dynalay_env
-
     demo = ctx.part_dir(part) / f"demo-r{dynalay_env.RECIPE_VERSION}"
-    return [Job(py("benchmarks/mnist5k_demo.py", "--run-dir", demo, "--out", ctx.part_dir(part) / "mnist5k_demo.json",
+    return [Job(bench("mnist5k_demo", "--run-dir", demo, "--out", ctx.part_dir(part) / "mnist5k_demo.json",
                    *extra))]
 
 
@@ -559,7 +564,7 @@ PARTS: dict[str, Part] = {p.name: p for p in [
          lambda ctx, part: agent_seeds_jobs(ctx, part, ctx.part_dir(part) / "agent_seeds.json"),
          collect_agent_seeds, lambda ctx: ["agent_seeds_mnist1d_cpu.json", "agent_seeds_mnist1d_cpu.md"],
          deps=lambda ctx: ("pretrain_mnist1d",)),
-    Part("cotrain_vs_frozen", "frozen against co-trained main model (benchmarks/cotrain_vs_frozen.py)",
+    Part("cotrain_vs_frozen", "frozen against co-trained main model (benchmarks.cotrain_vs_frozen)",
          lambda ctx: list(ctx.budget["cotrain_datasets"]), cotrain_jobs, cotrain_final, collect_cotrain,
          lambda ctx: ["cotrain_vs_frozen_cpu.json", "cotrain_vs_frozen_cpu.md"],
          deps=lambda ctx: tuple(f"pretrain_{d}" for d in ctx.budget["cotrain_datasets"])),
@@ -591,7 +596,10 @@ def is_current(ctx: Context, part: Part, inputs: dict[str, Any]) -> bool:
         meta = json.loads(files[0].read_text()).get("reproduce", {})
     except (json.JSONDecodeError, AttributeError):
         return False
-    return {k: meta.get(k) for k in inputs} == inputs
+    stored = {k: meta.get(k) for k in inputs}
+    if isinstance(stored.get("commands"), list):
+        stored["commands"] = [current_command(c) for c in stored["commands"]]
+    return stored == inputs
 
 
 def needed(names: list[str], ctx: Context) -> list[str]:
@@ -718,8 +726,6 @@ class Runner:
         state.setdefault("first_launch", time.perf_counter())
         # The log is written to the atomic helper's temporary (visible while the job runs) and put in
         # place when the job is reaped.
-        from dynalay_env.atomic import atomic_path
-
         path = state["work"] / f"job{state['launched']}.log"
         commit = contextlib.ExitStack()
         tmp = commit.enter_context(atomic_path(path))
@@ -754,9 +760,6 @@ class Runner:
 def is_cached(dataset_name: str) -> bool:
     """Whether the default model of ``dataset_name`` needs no pre-training: it is in the user cache,
     or a matching one ships with the package."""
-    from dynalay_env.cache import default_model_path, shipped_model_path
-    from dynalay_env.data import load_dataset
-
     dataset = load_dataset(dataset_name)
     return default_model_path(dataset).is_file() or shipped_model_path(dataset) is not None
 
@@ -770,7 +773,7 @@ BLOCK = re.compile(r"(<!-- results:(?P<name>[a-z0-9_]+) -->\n)(?P<body>.*?)(<!--
 def render_total(d: dict[str, Any]) -> str:
     r = d["reproduce"]
     skipped = f", and found {len(r['parts_skipped'])} part(s) current" if r["parts_skipped"] else ""
-    return (f"The last full run (`{r['command'].removeprefix('python ')}`) took {r['wall_seconds'] / 60:.1f} min on "
+    return (f"The last full run (`{current_command(r['command'])}`) took {r['wall_seconds'] / 60:.1f} min on "
             f"{r['machine']['cpu_count']} CPUs ({r['machine']['processor']}), {r['jobs']} jobs at a time: it ran "
             f"{len(r['parts_run'])} part(s){skipped}.")
 
@@ -786,7 +789,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "env_throughput": ("env_throughput_cpu.json", render_throughput),
     "mnist5k_demo": ("mnist5k_demo.json", render_mnist5k),
 }
-MISSING = "_Not generated yet: run `make results` (it runs `.venv/bin/python benchmarks/reproduce.py --readme` last)._"
+MISSING = "_Not generated yet: run `make results` (it runs `.venv/bin/python -m benchmarks reproduce --readme` last)._"
 
 
 def render_block(name: str, results: Path) -> str:
@@ -827,8 +830,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-default", metavar="DATASET", help=argparse.SUPPRESS)  # a part's job
     args = parser.parse_args(argv)
     if args.pretrain_default:
-        import torch
-
         torch.set_num_threads(1)
         print(json.dumps({k: v for k, v in model_provenance(args.pretrain_default, progress=False).items()
                           if k != "path"}))
@@ -852,8 +853,6 @@ def main(argv: list[str] | None = None) -> int:
               f"regenerated from {out}")
         return 0
     os.chdir(ROOT)
-    import torch
-
     torch.set_num_threads(1)
     work = Path(args.work) if args.work else Path("runs/reproduce-quick" if args.quick else "runs/reproduce")
     record_by_role(work, "$REPRODUCE_WORK")
@@ -861,7 +860,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(out=out, work=work, budget=QUICK if args.quick else FULL, quick=args.quick)
     selected = set(args.only or [name for name, part in PARTS.items() if part.enabled(ctx)])
     names = needed(sorted(selected, key=list(PARTS).index), ctx)
-    command = "python benchmarks/reproduce.py" + (" --quick" if args.quick else "") + (
+    command = "python -m benchmarks reproduce" + (" --quick" if args.quick else "") + (
         f" --out {out}" if args.out else "") + (f" --work {work}" if args.work else "")
     start = time.perf_counter()
     runner = Runner(ctx, names, selected, args.force, args.jobs, command)
@@ -877,7 +876,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[reproduce] total wall time {wall:.0f} s ({wall / 60:.1f} min), {'FAILED' if rc else 'all parts done'}",
           flush=True)
     return rc
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,3 @@
-#!/usr/bin/env python
 """The wheel works outside the repository, and first use is instant (``make wheel-test``, CI).
 
 Builds the project's wheel from a copy of the checkout's files, installs it (non-editable) into a
@@ -24,8 +23,8 @@ itself comes only from the wheel (the project venv's editable hook is not loaded
 lets pip install the wheel's dependencies from the package index instead (minutes; on Linux that
 brings torch's CUDA build unless the index is the CPU one).
 
-    python benchmarks/wheel_first_use.py
-    python benchmarks/wheel_first_use.py --out benchmarks/results/wheel_first_use_cpu.json
+    python -m benchmarks wheel_first_use
+    python -m benchmarks wheel_first_use --out benchmarks/results/wheel_first_use_cpu.json
 """
 
 from __future__ import annotations
@@ -43,11 +42,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script: import the project from this checkout
-    sys.path.insert(0, str(ROOT))
+from benchmarks import command_words
+from dynalay_env.atomic import atomic_copy, atomic_write_json, atomic_write_text
 
-from dynalay_env.atomic import atomic_copy, atomic_write_json, atomic_write_text  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 #: Run in the fresh venv from an empty folder: the first make, timed from interpreter start.
 FIRST_MAKE = r"""
@@ -128,6 +126,8 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
         for needed in ("agents/hyperparams/ppo.yml", "dynalay_env/models/manifest.json", "train_agent.py"):
             if needed not in names:
                 raise AssertionError(f"the wheel has no {needed}")
+        if any(line.split()[0].startswith("benchmarks/") for line in names.splitlines() if line.strip()):
+            raise AssertionError("the wheel ships benchmarks/, which belongs to the repository only")
         python = make_venv(work / "venv", wheel, args.deps)
         outside = work / "elsewhere"
         outside.mkdir()
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         import torch
 
-        figures["command"] = "python benchmarks/wheel_first_use.py" + "".join(
+        figures["command"] = " ".join(command_words("wheel_first_use")) + "".join(
             f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
         figures["machine"] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                               "cpu_count": os.cpu_count(), "python": platform.python_version(),
@@ -204,7 +204,3 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(args.out, figures)
     print(f"wheel OK: first gym.make {figures['first_make_seconds']:.2f} s from an empty cache, outside the repo")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -68,5 +68,6 @@ def _register_all() -> None:
 _register_all()
 
 from dynalay_env.env import DynaLayEnv  # noqa: E402
+from dynalay_env.options import EnvOptions  # noqa: E402
 
-__all__ = ["DynaLayEnv", "ENV_IDS", "RECIPE_VERSION", "__version__"]
+__all__ = ["DynaLayEnv", "ENV_IDS", "EnvOptions", "RECIPE_VERSION", "__version__"]

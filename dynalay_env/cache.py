@@ -9,8 +9,8 @@ model for a dataset is found, in this order:
    ``mnist1d``, ``digits``, ``synthetic`` and ``mnist5k``), when one was made by the same recipe version, model
    and pre-training config from the same data (dataset fingerprint): the shipped folder is named by
    the same key as the cache folder, so a shipped model is used exactly when a cached one would be;
-3. otherwise it is pre-trained (about 2 minutes on one core) and cached. A file lock guards the
-   training, and the checkpoint is written to a temporary name and renamed, so parallel processes
+3. otherwise it is pre-trained (its time: ``train_seconds`` in
+   benchmarks/results/pretrain_mnist1d_cpu.json) and cached. A file lock guards the training, and the checkpoint is written to a temporary name and renamed, so parallel processes
    (subprocess vector envs, sweep workers) train it once and never read a half-written file.
 
 ``python -m dynalay_env.cache DATASET ...`` (``make models``) pre-trains the default models of the
@@ -28,13 +28,29 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 import torch
+from filelock import FileLock
 
-from dynalay_env.data import Dataset
-from dynalay_env.model import FPIModel, MainModel, load_checkpoint, provenance_hash, recipe_version
+# Module references: the recipe, the model config and the trainer are looked up when used (tests
+# replace them there).
+from dynalay_env import model as model_module
+from dynalay_env import pretrain
+from dynalay_env.atomic import atomic_copy, atomic_write_json
+from dynalay_env.datasets import DATASETS, Dataset, load_dataset
+from dynalay_env.model import (
+    FPIModel,
+    MainModel,
+    load_checkpoint,
+    provenance_hash,
+    provenance_of,
+    recipe_version,
+)
+from dynalay_env.pretrain import CHECKPOINT_NAME, REPORT_NAME
 
 MODEL_CACHE_ENV = "DYNALAY_MODEL_CACHE"
 logger = logging.getLogger(__name__)
@@ -56,8 +72,6 @@ def model_cache_dir() -> Path:
     env = os.environ.get(MODEL_CACHE_ENV)
     if env:
         return Path(env).expanduser()
-    import platformdirs
-
     return Path(platformdirs.user_cache_dir("dynalay_env")) / "models"
 
 
@@ -73,13 +87,7 @@ def recipe_fingerprint(dataset: Dataset) -> str:
     """sha256 (12 hex chars) of what makes the default model: ``RECIPE_VERSION``, the model config,
     the dataset's pre-training config, and the dataset's name and fingerprint. Never the source
     code: numerics changes are declared by bumping ``RECIPE_VERSION``."""
-    import hashlib
-    import json
-    from dataclasses import asdict
-
-    from dynalay_env import model, pretrain
-
-    config = model.default_config(dataset.input_shape, dataset.num_classes)
+    config = model_module.default_config(dataset.input_shape, dataset.num_classes)
     pretrain_config = asdict(pretrain.recipe_for(dataset.name))
     for field in ("min_steps", "min_steps_per_epoch"):  # 0 = off: keys from before them stay valid
         if not pretrain_config[field]:
@@ -106,10 +114,6 @@ def cached_default_model(dataset: Dataset, data_root: str | os.PathLike | None =
                          progress: bool = True, shipped: bool = True) -> Path:
     """Path of the default model for ``dataset``: the user cache's, else a matching shipped model
     (``shipped=True``), else one pre-trained now into the cache."""
-    from filelock import FileLock
-
-    from dynalay_env.pretrain import CHECKPOINT_NAME, REPORT_NAME, run_pretraining
-
     path = default_model_path(dataset)
     if path.is_file():
         return path
@@ -126,7 +130,7 @@ def cached_default_model(dataset: Dataset, data_root: str | os.PathLike | None =
         torch.set_num_threads(1)
         try:
             with tempfile.TemporaryDirectory(dir=path.parent, prefix=".train-") as tmp:
-                run_pretraining(dataset.name, run_dir=tmp, data_root=data_root, progress=progress)
+                pretrain.run_pretraining(dataset.name, run_dir=tmp, data_root=data_root, progress=progress)
                 os.replace(Path(tmp) / REPORT_NAME, path.parent / REPORT_NAME)
                 # The checkpoint is renamed last: its presence means "complete".
                 os.replace(Path(tmp) / CHECKPOINT_NAME, path)
@@ -189,11 +193,6 @@ def ship_default_models(datasets: list[str] | tuple[str, ...] = SHIPPED_DATASETS
     id, weights and config hashes, package version, recipe version), the dataset fingerprint, the
     :func:`recipe_fingerprint`, and the pre-training report's time and test accuracies.
     """
-    from dynalay_env.atomic import atomic_copy, atomic_write_json
-    from dynalay_env.data import load_dataset
-    from dynalay_env.model import load_checkpoint, provenance_of
-    from dynalay_env.pretrain import CHECKPOINT_NAME, REPORT_NAME
-
     folder = Path(models_dir) if models_dir is not None else SHIPPED_MODELS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(folder)
@@ -236,8 +235,6 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"datasets (default: {' '.join(SHIPPED_DATASETS)})")
     parser.add_argument("--models-dir", default=None, help="where to write them (default: the package's models/)")
     args = parser.parse_args(argv)
-    from dynalay_env.data import DATASETS
-
     unknown = [d for d in args.datasets if d not in DATASETS]
     if unknown:
         parser.error(f"unknown dataset(s) {', '.join(unknown)}; valid: {', '.join(sorted(DATASETS))}")

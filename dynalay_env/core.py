@@ -25,11 +25,9 @@ rewards, masks and ``info`` stay on the device (``info`` becomes numpy when a ke
 action batches are checked with asynchronous assertions. The faces' return values (Gymnasium's
 numpy, the SB3 adapter's ``step_wait``) are the documented host-facing calls.
 
-Example sampling is reproducible per slot. ``sample_mode="random"``: slot ``i``'s j-th example is
-``splitmix64(key_i + j) mod n`` where ``key_i`` is drawn from the slot's seed, so a batch of N slots
-seeded ``s, s+1, ...`` replays exactly the episodes of N single envs seeded the same way.
-``"sequential"``: one cursor walks the split in order and hands the next example to each slot that
-resets (lowest slot first), so every example is visited exactly once per pass.
+Example sampling is reproducible per slot (:mod:`dynalay_env.sampling`): a batch of N slots
+seeded ``s, s+1, ...`` replays exactly the episodes of N single envs seeded the same way, and
+``"sequential"`` visits every example of the split once per pass.
 
 Modes. ``frozen`` (default): the main model never changes, and the MDP is stationary and
 deterministic given the seeds. ``cotrain``: the main model keeps learning on the paths the agent
@@ -45,7 +43,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,47 +51,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dynalay_env.data import SPLITS, Dataset
+from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, CoTrainer
+from dynalay_env.datasets import Dataset
 from dynalay_env.model import FPIModel
-from dynalay_env.rewards import Reward, RewardInputs, make_reward
+from dynalay_env.observations import HISTORY_FEATURES, history_features, observation_layout
+from dynalay_env.options import (
+    DEFAULT_OBSERVATION_GROUPS as DEFAULT_OBSERVATION_GROUPS,  # transitional: removed at merge
+)
+from dynalay_env.options import OBSERVATION_GROUPS as OBSERVATION_GROUPS  # transitional: removed at merge
+from dynalay_env.options import REWARD_PARAM_NAMES, SETTABLE_OPTIONS, EnvOptions
+from dynalay_env.rewards import RewardInputs
+from dynalay_env.sampling import ExampleSampler, seed_to_key
 
 EXIT_ACTION = 0
-#: Every observation group; :data:`DEFAULT_OBSERVATION_GROUPS` is the env's default observation.
-OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_action", "solver", "history")
-#: The default observation: every group but ``history``, which is opt-in until a study shows that it
-#: helps (docs/design.md, Observations).
-DEFAULT_OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_action", "solver")
-#: The ``history`` group's features, in order (see :meth:`DynaLayCore._update_history`).
-HISTORY_FEATURES: tuple[str, ...] = ("has_history", "prediction_agrees", "prediction_run", "js_divergence",
-                                     "previous_top1_prob", "state_change", "state_cosine", "contraction")
-SAMPLE_MODES: tuple[str, ...] = ("random", "sequential")
-MODES: tuple[str, ...] = ("frozen", "cotrain")
-
-_MASK64 = (1 << 64) - 1
-
-
-def splitmix64(x: np.ndarray) -> np.ndarray:
-    """Vectorised SplitMix64 finaliser on uint64 (a counter-based PRNG: hash of key + counter)."""
-    with np.errstate(over="ignore"):
-        z = (x + np.uint64(0x9E3779B97F4A7C15)).astype(np.uint64)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def seed_to_key(seed: int | None) -> int:
-    """The sampling key of a slot seeded ``seed`` (drawn with Gymnasium's seeding for one convention)."""
-    from gymnasium.utils import seeding
-
-    rng, _ = seeding.np_random(seed)
-    return int(rng.integers(0, 2**63 - 1))
-
-
-def _choices(name: str, value: Any, valid: Sequence[Any]) -> None:
-    if value not in valid:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(map(repr, valid))}")
-
-
 class LazyInfo(Mapping[str, Any]):
     """Per-slot info of one step (leading dim N): device tensors that become numpy arrays when read.
 
@@ -142,72 +112,50 @@ class StepOutput:
     info: dict[str, Any]
 
 
-def _check_decision_flops(value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or value < 0:
-        raise ValueError(f"decision_flops must be a finite number >= 0 (FLOPs per decision of the policy), "
-                         f"got {value!r}")
-
-
 class DynaLayCore:
     """N DynaLay episodes as tensors. See the module docstring and ``DynaLayEnv`` for the MDP.
 
+    Its jobs are split where they stand alone: the options and their checks
+    (:class:`~dynalay_env.options.EnvOptions`), which example each slot plays
+    (:class:`~dynalay_env.sampling.ExampleSampler`), the observation's layout and the ``history``
+    features (:mod:`dynalay_env.observations`), the reward formulas (:mod:`dynalay_env.rewards`)
+    and co-training (:mod:`dynalay_env.cotrain`). What stays here is the transition itself:
+    ``reset``, ``step`` with its reward inputs, the observation vector, masks and ``info``. They
+    read and write the same per-slot state tensors in one pass per step, so splitting them further
+    would hand those tensors between objects on every step without separating any concern.
+
     Args:
         model: the main model (:class:`~dynalay_env.model.FPIModel`), used in eval mode.
-        dataset: the dataset whose ``split`` provides the examples; ``None`` when ``examples`` is
-            given instead.
+        dataset: the dataset whose ``options.split`` provides the examples; ``None`` when
+            ``examples`` is given instead.
         num_envs: N, the number of episode slots.
-        split: one of ``model_train``, ``agent_train`` (default), ``val``, ``test``.
-        sample_mode: ``random`` (seeded, for training) or ``sequential`` (each example once).
-        max_steps: layer applications before a forced exit (default 4).
-        reward: a registered reward name, a callable or a :class:`Reward`; ``reward_kwargs`` its
-            parameters.
-        observation_groups: which feature groups make up the observation (default
-            :data:`DEFAULT_OBSERVATION_GROUPS`; ``history`` is opt-in).
-        mask_repeats: action masks forbid re-applying the layer just applied.
-        compute_budget: action masks forbid layers whose worst case (``max_iter`` iterations) would
-            take the episode's normalised compute above this budget. The worst case counts the
-            fixed-point solver's iterations (:meth:`~dynalay_env.model.CostTable.worst_step_flops`);
-            with a model of ``solver="anderson"`` the mixing work comes on top, so a step can exceed it.
-        decision_flops: FLOPs charged per decision of the policy (>= 0, default 0), in the reward
-            only: every step is one decision (EXIT included; the forced exit at ``max_steps`` is
-            none), so the reward's ``step_compute`` grows by ``decision_flops / normalizer`` per step
-            and its ``total_compute`` by that times the decisions so far. ``info["compute"]``, the
-            observation and the masks stay env-only.
-        device: where states, data and the model live.
-        mode: ``frozen`` (the model is fixed) or ``cotrain`` (it keeps learning on the episodes'
-            paths, trained in place; needs ``split="agent_train"`` and a ``torch.nn.Module`` model with
-            trainable FPI layers; non-stationary, see the module docstring).
-        cotrain_lr: Adam step size of co-training (> 0; default 1e-4). ``cotrain`` mode only.
-        cotrain_every: M, finished episodes per co-training step (>= 1; default 64). ``cotrain`` only.
+        options: the env's options (:class:`~dynalay_env.options.EnvOptions`: split, sampling,
+            ``max_steps``, reward, observation groups, masks, device, mode, ...); or give them as
+            keywords (``**kwargs``), checked by
+            :meth:`~dynalay_env.options.EnvOptions.from_kwargs`. Its ``dataset`` and ``model`` fields
+            say where ``dataset`` and ``model`` came from; the core uses the objects it is given.
         provenance: id of (model, dataset, version), copied into ``info``.
         examples: ``(x [n, *input_shape], y [n])`` tensors to draw episodes from instead of a
             dataset split (e.g. a batch of raw inputs at inference time; ``y`` may be dummy labels).
+
+    ``compute_budget`` masks layers whose worst case (``max_iter`` iterations,
+    :meth:`~dynalay_env.model.CostTable.worst_step_flops`) would take the episode's normalised
+    compute above the budget. ``decision_flops`` is charged in the reward only: every step is one
+    decision (EXIT included; the forced exit at ``max_steps`` is none), so the reward's
+    ``step_compute`` grows by ``decision_flops / normalizer`` per step and its ``total_compute`` by
+    that times the decisions so far; ``info["compute"]``, the observation and the masks stay
+    env-only. ``mode="cotrain"`` needs ``split="agent_train"`` and a ``torch.nn.Module`` model with
+    trainable FPI layers (non-stationary, see the module docstring).
     """
 
-    def __init__(self, model: FPIModel, dataset: Dataset | None, num_envs: int = 1, *, split: str = "agent_train",
-                 sample_mode: str = "random", max_steps: int = 4,
-                 reward: str | Callable[..., Tensor] | Reward = "paper", reward_kwargs: dict[str, Any] | None = None,
-                 observation_groups: Sequence[str] = DEFAULT_OBSERVATION_GROUPS, mask_repeats: bool = False,
-                 compute_budget: float | None = None, device: str | torch.device = "cpu",
-                 mode: str = "frozen", provenance: str = "",
-                 examples: tuple[Tensor, Tensor] | None = None, cotrain_lr: float | None = None,
-                 cotrain_every: int | None = None, decision_flops: float = 0.0) -> None:
+    def __init__(self, model: FPIModel, dataset: Dataset | None, num_envs: int = 1, *,
+                 options: EnvOptions | None = None, provenance: str = "",
+                 examples: tuple[Tensor, Tensor] | None = None, **kwargs: Any) -> None:
         if not isinstance(num_envs, (int, np.integer)) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
-        _choices("split", split, SPLITS)
-        _choices("sample_mode", sample_mode, SAMPLE_MODES)
-        _choices("mode", mode, MODES)
-        if not isinstance(max_steps, (int, np.integer)) or max_steps < 1:
-            raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
-        groups = tuple(observation_groups)
-        for group in groups:
-            _choices("observation group", group, OBSERVATION_GROUPS)
-        if not groups:
-            raise ValueError(f"observation_groups is empty; choose from {', '.join(OBSERVATION_GROUPS)}")
-        if compute_budget is not None and compute_budget <= 0:
-            raise ValueError(f"compute_budget must be > 0 (normalised compute), got {compute_budget}")
-        _check_decision_flops(decision_flops)
+        if options is None:  # record where the model and the data came from: the objects themselves
+            kwargs = {"model": model, **({"dataset": dataset} if dataset is not None else {}), **kwargs}
+        options = EnvOptions.resolve(options, kwargs, owner="DynaLayCore.__init__()")
         if (dataset is None) == (examples is None):
             raise ValueError("pass exactly one of dataset (with split) or examples=(x, y)")
         if dataset is not None and (tuple(model.input_shape) != tuple(dataset.input_shape)
@@ -215,19 +163,22 @@ class DynaLayCore:
             raise ValueError(f"model expects inputs {tuple(model.input_shape)} with {model.num_classes} classes, "
                              f"dataset {dataset.name!r} has {tuple(dataset.input_shape)} with "
                              f"{dataset.num_classes} classes")
-        self.device = torch.device(device)
+        #: The options this core was built with (:class:`~dynalay_env.options.EnvOptions`); the
+        #: settable ones follow :meth:`set_option`.
+        self.options = options
+        self.device = torch.device(options.device)
         self.model = model
         self.dataset = dataset
         self.num_envs = int(num_envs)
-        self.split = split
-        self.sample_mode = sample_mode
-        self.max_steps = int(max_steps)
-        self.reward = make_reward(reward, **(reward_kwargs or {}))
-        self.observation_groups = tuple(g for g in OBSERVATION_GROUPS if g in groups)
-        self.mask_repeats = bool(mask_repeats)
-        self.compute_budget = compute_budget
-        self.decision_flops = float(decision_flops)
-        self.mode = mode
+        self.split = options.split
+        self.sample_mode = options.sample_mode
+        self.max_steps = options.max_steps
+        self.reward = options.make_reward()
+        self.observation_groups = options.observation_groups
+        self.mask_repeats = options.mask_repeats
+        self.compute_budget = options.compute_budget
+        self.decision_flops = options.decision_flops
+        self.mode = options.mode
         self.provenance = provenance
 
         self.num_layers = model.num_layers
@@ -249,7 +200,7 @@ class DynaLayCore:
         self._reset_flops = costs.reset_flops()
 
         if dataset is not None:
-            x, y = dataset.as_tensors(split, dev)
+            x, y = dataset.as_tensors(self.split, dev)
         else:
             x, y = (torch.as_tensor(t, device=dev) for t in examples)  # type: ignore[union-attr]
             if tuple(x.shape[1:]) != tuple(model.input_shape) or y.shape != x.shape[:1]:
@@ -259,9 +210,19 @@ class DynaLayCore:
         self.x, self.y = x, y
         self.num_examples = int(y.shape[0])
         if self.num_examples == 0:
-            raise ValueError(f"split {split!r} of dataset {getattr(dataset, 'name', 'examples')!r} is empty")
+            raise ValueError(f"split {self.split!r} of dataset {getattr(dataset, 'name', 'examples')!r} is empty")
 
-        n, state_shape = self.num_envs, tuple(model.state_shape)
+        self._allocate_state()
+
+        #: The slots' example streams (:class:`~dynalay_env.sampling.ExampleSampler`).
+        self.sampler = ExampleSampler(self.num_envs, self.num_examples, self.sample_mode)
+        self._build_observation_layout()
+        self.last_step_seconds = 0.0
+        self.cotrainer = self._make_cotrainer(options.cotrain_lr, options.cotrain_every)
+
+    def _allocate_state(self) -> None:
+        """The per-slot state tensors (leading dim N) on the device; every slot starts done."""
+        n, state_shape, dev = self.num_envs, tuple(self.model.state_shape), self.device
         self.state_shape = state_shape
         self.z = torch.zeros(n, *state_shape, device=dev)
         self.x_emb = torch.zeros(n, *state_shape, device=dev)
@@ -279,7 +240,7 @@ class DynaLayCore:
         self.done = torch.ones(n, dtype=torch.bool, device=dev)  # a slot must be reset before stepping
         # The introspection of each slot's state, kept beside it: the observation reads it, and only
         # the slots whose state changed are introspected again.
-        self.hidden = torch.zeros(n, int(model.introspect(self.z[:1]).shape[1]), device=dev)
+        self.hidden = torch.zeros(n, int(self.model.introspect(self.z[:1]).shape[1]), device=dev)
         # The history group's features of each slot (HISTORY_FEATURES), updated when a layer moves
         # the state; kept only when the group is observed.
         self._track_history = "history" in self.observation_groups
@@ -287,22 +248,9 @@ class DynaLayCore:
         self._history_low = torch.tensor([-1.0 if f == "state_cosine" else 0.0 for f in HISTORY_FEATURES], device=dev)
         self._history_high = torch.ones(len(HISTORY_FEATURES), device=dev)
 
-        self._keys = np.zeros(n, dtype=np.uint64)
-        self._episode_counter = np.zeros(n, dtype=np.uint64)
-        self._cursor = 0
-        self._build_observation_layout()
-        self.last_step_seconds = 0.0
-        self.cotrainer = self._make_cotrainer(cotrain_lr, cotrain_every)
-
-    def _make_cotrainer(self, lr: float | None, every: int | None) -> Any:
+    def _make_cotrainer(self, lr: float | None, every: int | None) -> CoTrainer | None:
         """The :class:`~dynalay_env.cotrain.CoTrainer` of ``cotrain`` mode (None when frozen)."""
-        from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, CoTrainer
-
         if self.mode != "cotrain":
-            given = [name for name, v in (("cotrain_lr", lr), ("cotrain_every", every)) if v is not None]
-            if given:
-                raise ValueError(f"{' and '.join(given)} only {'applies' if len(given) == 1 else 'apply'} to "
-                                 f"mode='cotrain' (this env has mode={self.mode!r})")
             return None
         if self.dataset is None or self.split != "agent_train":
             where = "examples=(x, y)" if self.dataset is None else f"split={self.split!r}"
@@ -315,75 +263,16 @@ class DynaLayCore:
     # ---- observation layout ----------------------------------------------------------------------
 
     def _build_observation_layout(self) -> None:
-        names: list[str] = []
-        low: list[float] = []
-        high: list[float] = []
         hidden_dim = int(self.model.introspect(self.z[:1]).shape[1])
-
-        def add(feature_names: list[str], lo: float, hi: float) -> None:
-            names.extend(feature_names)
-            low.extend([lo] * len(feature_names))
-            high.extend([hi] * len(feature_names))
-
-        descriptions: dict[str, str] = {}
-        starts: dict[str, int] = {}
-
-        def group_starts(group: str) -> None:
-            starts[group] = len(names)  # the group's features are added right after this call
-
-        if "hidden" in self.observation_groups:
-            group_starts("hidden")
-            add([f"hidden_{i}" for i in range(hidden_dim)], -np.inf, np.inf)
-            descriptions["hidden_*"] = ("the model's introspection of the current state (conv: per-channel "
-                                        "mean then max over space; mlp: the state)")
-        if "head" in self.observation_groups:
-            group_starts("head")
-            add([f"prob_{c}" for c in range(self.num_classes)], 0.0, 1.0)
-            add(["top1_prob", "margin", "entropy"], 0.0, 1.0)
-            descriptions["prob_c"] = "the head's softmax probability of class c at the current state"
-            descriptions["top1_prob"] = "largest class probability"
-            descriptions["margin"] = "top-1 minus top-2 probability"
-            descriptions["entropy"] = "entropy of the head's distribution / log(num_classes), in [0, 1]"
-        if "progress" in self.observation_groups:
-            group_starts("progress")
-            max_compute = (self._reset_flops / self.normalizer + self.max_steps * float(self._worst_step.max()))
-            add(["step_fraction"], 0.0, 1.0)
-            add(["compute"], 0.0, math.ceil(max_compute * 1.01 * 100) / 100)
-            descriptions["step_fraction"] = "layers applied so far / max_steps"
-            descriptions["compute"] = "normalised compute spent so far (1.0 = full-depth model)"
-        if "last_action" in self.observation_groups:
-            group_starts("last_action")
-            add([f"last_action_{a}" for a in range(self.num_actions)], 0.0, 1.0)
-            descriptions["last_action_a"] = "one-hot of the previous action (all zero at the first step)"
-        if "solver" in self.observation_groups:
-            group_starts("solver")
-            add(["last_residual", "last_iterations"], 0.0, 1.0)
-            descriptions["last_residual"] = "final relative residual of the last FPI solve, clipped to [0, 1]"
-            descriptions["last_iterations"] = "iterations of the last FPI solve / that layer's max_iter"
-        if "history" in self.observation_groups:
-            group_starts("history")
-            # Previous state = the state before the last applied layer; all 0 until a layer is applied.
-            for feature in HISTORY_FEATURES:
-                add([feature], -1.0 if feature == "state_cosine" else 0.0, 1.0)
-            descriptions["has_history"] = "1 once a layer has been applied (the history features below are set), else 0"
-            descriptions["prediction_agrees"] = "1 if the head's prediction equals the previous state's"
-            descriptions["prediction_run"] = ("consecutive layer steps that kept the prediction unchanged "
-                                              "(0 after a change) / max_steps")
-            descriptions["js_divergence"] = ("Jensen-Shannon divergence between the previous and the current "
-                                             "head distributions / log 2, in [0, 1]")
-            descriptions["previous_top1_prob"] = "largest class probability at the previous state"
-            descriptions["state_change"] = "||z_t - z_{t-1}|| / ||z_t|| of consecutive states, clipped to 1"
-            descriptions["state_cosine"] = "cosine similarity of consecutive states, in [-1, 1]"
-            descriptions["contraction"] = ("final / first relative residual of the last FPI solve (the contraction "
-                                           "it observed), clipped to [0, 1]")
-        ends = [*list(starts.values())[1:], len(names)]
+        max_compute = self._reset_flops / self.normalizer + self.max_steps * float(self._worst_step.max())
+        layout = observation_layout(self.observation_groups, hidden_dim, self.num_classes, self.num_actions,
+                                    max_compute)
         #: The columns of the observation that each enabled group holds, in observation order.
-        self.observation_group_slices: dict[str, slice] = {g: slice(start, end)
-                                                           for (g, start), end in zip(starts.items(), ends, strict=True)}
-        self.observation_names: list[str] = names
-        self.observation_descriptions = descriptions
-        self.observation_low = np.asarray(low, dtype=np.float32)
-        self.observation_high = np.asarray(high, dtype=np.float32)
+        self.observation_group_slices: dict[str, slice] = layout.group_slices
+        self.observation_names: list[str] = layout.names
+        self.observation_descriptions = layout.descriptions
+        self.observation_low = layout.low
+        self.observation_high = layout.high
         self._action_ids = torch.arange(self.num_actions, device=self.device)
         self._observation_low = torch.as_tensor(self.observation_low, device=self.device)
         self._observation_high = torch.as_tensor(self.observation_high, device=self.device)
@@ -401,20 +290,7 @@ class DynaLayCore:
         idx = np.arange(self.num_envs) if indices is None else np.asarray(indices, dtype=np.int64)
         if len(seeds) != len(idx):
             raise ValueError(f"got {len(seeds)} seeds for {len(idx)} slots")
-        self._keys[idx] = np.array([seed_to_key(s) for s in seeds], dtype=np.uint64)
-        self._episode_counter[idx] = 0
-        if self.sample_mode == "sequential":
-            self._cursor = 0
-
-    def _draw_examples(self, idx: np.ndarray) -> np.ndarray:
-        if self.sample_mode == "random":
-            with np.errstate(over="ignore"):
-                draws = splitmix64(self._keys[idx] + self._episode_counter[idx])
-            self._episode_counter[idx] += np.uint64(1)
-            return (draws % np.uint64(self.num_examples)).astype(np.int64)
-        examples = (self._cursor + np.arange(len(idx))) % self.num_examples
-        self._cursor = int((self._cursor + len(idx)) % self.num_examples)
-        return examples
+        self.sampler.restart(idx, [seed_to_key(s) for s in seeds], rewind=True)
 
     # ---- reset and step --------------------------------------------------------------------------
 
@@ -429,7 +305,7 @@ class DynaLayCore:
         if idx_np.size == 0:
             return torch.zeros((0, self.observation_dim), device=self.device)
         if examples is None:
-            ex_np = self._draw_examples(idx_np)
+            ex_np = self.sampler.draw(idx_np)
         else:
             ex_np = np.array(examples, dtype=np.int64).reshape(-1)
             if ex_np.shape != idx_np.shape or ex_np.min() < 0 or ex_np.max() >= self.num_examples:
@@ -543,39 +419,7 @@ class DynaLayCore:
         # One batched solve per chosen layer: sort slots by action once, split into groups.
         counts = self.group_sizes(act)
         if sum(counts[1:]):
-            order = torch.argsort(act, stable=True)
-            moved_idx = order[counts[0]:]
-            states, residuals, iterations, max_iters, firsts = [], [], [], [], []
-            offset = counts[0]
-            for k, count in enumerate(counts[1:]):
-                if count == 0:
-                    continue
-                group = order[offset:offset + count]
-                offset += count
-                result = self.model.apply_layer(k, self.z.index_select(0, group), self.x_emb.index_select(0, group))
-                self.flops.index_add_(0, group, self.costs.step_flops(k, result.flops))  # injection + solve + head
-                states.append(result.state)
-                residuals.append(result.residual.float())
-                if self._track_history:  # a solver that does not record it reports no contraction (0)
-                    first = result.first_residual
-                    firsts.append(torch.zeros_like(residuals[-1]) if first is None else first.float())
-                iterations.append(result.iterations)
-                max_iters.append(self._max_iter[k].expand(count))
-            z_moved = torch.cat(states)
-            its = torch.cat(iterations)
-            step_moved = self.steps.index_select(0, moved_idx)
-            z_before = self.z.index_select(0, moved_idx) if self._track_history else None
-            self.z.index_copy_(0, moved_idx, z_moved)
-            self.last_residual.index_copy_(0, moved_idx, torch.cat(residuals))
-            self.last_iterations.index_copy_(0, moved_idx, its)
-            self.last_max_iter.index_copy_(0, moved_idx, torch.cat(max_iters))
-            self.path_iterations[moved_idx, step_moved] = its
-            self.path[moved_idx, step_moved] = act.index_select(0, moved_idx)
-            self.steps += moved
-            self._classify_into(moved_idx, z_moved)
-            if z_before is not None:
-                self._update_history(moved_idx, z_before, z_moved, prev_logits.index_select(0, moved_idx),
-                                     self.last_residual.index_select(0, moved_idx), torch.cat(firsts))
+            self._apply_layers(act, counts, moved, prev_logits)
         self.last_action = torch.where(active_t, act, self.last_action)
 
         terminated = active_t & (~moved | (self.steps >= self.max_steps))
@@ -611,6 +455,45 @@ class DynaLayCore:
                     self.hidden.copy_(self.model.introspect(self.z))
         return StepOutput(obs, reward.float(), terminated, info)
 
+    def _apply_layers(self, act: Tensor, counts: list[int], moved: Tensor, prev_logits: Tensor) -> None:
+        """Apply each slot's layer (``act`` ``[N]``, 0 = none; ``counts``: slots per action) with one
+        batched solve per chosen layer, and record the new states, their cost, path, solver figures,
+        head and (when observed) history. ``moved`` = ``act > 0``; ``prev_logits`` ``[N, C]``: the
+        head's logits before the step."""
+        order = torch.argsort(act, stable=True)
+        moved_idx = order[counts[0]:]
+        states, residuals, iterations, max_iters, firsts = [], [], [], [], []
+        offset = counts[0]
+        for k, count in enumerate(counts[1:]):
+            if count == 0:
+                continue
+            group = order[offset:offset + count]
+            offset += count
+            result = self.model.apply_layer(k, self.z.index_select(0, group), self.x_emb.index_select(0, group))
+            self.flops.index_add_(0, group, self.costs.step_flops(k, result.flops))  # injection + solve + head
+            states.append(result.state)
+            residuals.append(result.residual.float())
+            if self._track_history:  # a solver that does not record it reports no contraction (0)
+                first = result.first_residual
+                firsts.append(torch.zeros_like(residuals[-1]) if first is None else first.float())
+            iterations.append(result.iterations)
+            max_iters.append(self._max_iter[k].expand(count))
+        z_moved = torch.cat(states)
+        its = torch.cat(iterations)
+        step_moved = self.steps.index_select(0, moved_idx)
+        z_before = self.z.index_select(0, moved_idx) if self._track_history else None
+        self.z.index_copy_(0, moved_idx, z_moved)
+        self.last_residual.index_copy_(0, moved_idx, torch.cat(residuals))
+        self.last_iterations.index_copy_(0, moved_idx, its)
+        self.last_max_iter.index_copy_(0, moved_idx, torch.cat(max_iters))
+        self.path_iterations[moved_idx, step_moved] = its
+        self.path[moved_idx, step_moved] = act.index_select(0, moved_idx)
+        self.steps += moved
+        self._classify_into(moved_idx, z_moved)
+        if z_before is not None:
+            self._update_history(moved_idx, z_before, z_moved, prev_logits.index_select(0, moved_idx),
+                                 self.last_residual.index_select(0, moved_idx), torch.cat(firsts))
+
     def _update_history(self, idx: Tensor, z_before: Tensor, z_after: Tensor, logits_before: Tensor,
                         residual: Tensor, first_residual: Tensor) -> None:
         """The ``history`` features (:data:`HISTORY_FEATURES`) of slots ``idx`` ``[m]``, whose state
@@ -618,23 +501,9 @@ class DynaLayCore:
         from ``logits_before`` ``[m, C]`` to ``self.logits[idx]``, in one batched computation on the
         device (no host synchronisation). ``residual`` / ``first_residual`` ``[m]``: the final and
         first relative residuals of the solve that moved them."""
-        logits_after = self.logits.index_select(0, idx)
-        log_p, log_q = torch.log_softmax(logits_before, 1), torch.log_softmax(logits_after, 1)
-        p, q = torch.softmax(logits_before, 1), log_q.exp()
-        agrees = (logits_before.argmax(1) == logits_after.argmax(1)).float()
-        # The run is stored divided by max_steps; round back to the count before adding this step.
-        run = (torch.round(self.history.index_select(0, idx)[:, 2] * self.max_steps) + 1) * agrees / self.max_steps
-        # JS(p, q) = (KL(p || m) + KL(q || m)) / 2 with m = (p + q) / 2, in nats; / log 2 puts it in [0, 1].
-        log_m = torch.logaddexp(log_p, log_q) - math.log(2)
-        js = ((p * (log_p - log_m)).sum(1) + (q * (log_q - log_m)).sum(1)) / (2 * math.log(2))
-        before, after = z_before.flatten(1), z_after.flatten(1)
-        change = (after - before).norm(dim=1) / after.norm(dim=1).clamp_min(1e-12)
-        cosine = torch.nn.functional.cosine_similarity(after, before, dim=1, eps=1e-12)
-        # 0 where the first residual is 0 (the solve started at its fixed point) or unknown.
-        contraction = torch.where(first_residual > 0, residual / first_residual.clamp_min(1e-30), 0.0)
-        # A solve that diverged (NaN residual) did not contract at all: 1, not a perfect 0.
-        features = torch.stack([torch.ones_like(agrees), agrees, run, js, p.amax(1), change, cosine,
-                                contraction.nan_to_num(1.0, posinf=1.0)], dim=1)
+        features = history_features(z_before, z_after, logits_before, self.logits.index_select(0, idx),
+                                    self.history.index_select(0, idx)[:, 2], self.max_steps, residual,
+                                    first_residual)
         self.history.index_copy_(0, idx, torch.minimum(torch.maximum(features, self._history_low), self._history_high))
 
     # ---- observations, masks, info ---------------------------------------------------------------
@@ -721,23 +590,21 @@ class DynaLayCore:
         return dict(LazyInfo(self.info_tensors()))
 
     #: Options that can change on a live core (the others size its buffers or spaces).
-    SETTABLE_OPTIONS: tuple[str, ...] = ("mask_repeats", "compute_budget", "decision_flops")
+    SETTABLE_OPTIONS: tuple[str, ...] = SETTABLE_OPTIONS
 
     def set_option(self, name: str, value: Any) -> None:
         """Change a live option (``mask_repeats``, ``compute_budget``, ``decision_flops``, ``reward``),
         validated as the constructor validates it; anything else needs a new env, because it sizes
-        buffers or the observation space."""
-        if name == "decision_flops":
-            _check_decision_flops(value)
-            self.decision_flops = float(value)
-        elif name == "reward":
-            self.reward = make_reward(value)
-        elif name == "compute_budget":
-            if value is not None and value <= 0:
-                raise ValueError(f"compute_budget must be > 0 (normalised compute) or None, got {value}")
-            self.compute_budget = value
-        elif name == "mask_repeats":
-            self.mask_repeats = bool(value)
+        buffers or the observation space. A new ``reward`` comes with its default parameters."""
+        if name == "reward":
+            defaults = {f: EnvOptions.default(f) for f in REWARD_PARAM_NAMES}
+            self.options = self.options.replace(reward=value, **defaults)
+            self.reward = self.options.make_reward()
+        elif name in self.SETTABLE_OPTIONS:
+            self.options = self.options.replace(**{name: value})
+            self.mask_repeats = self.options.mask_repeats
+            self.compute_budget = self.options.compute_budget
+            self.decision_flops = self.options.decision_flops
         else:
             raise ValueError(f"option {name!r} cannot change on a live env (it sizes buffers or spaces); "
                              f"settable: {', '.join(self.SETTABLE_OPTIONS + ('reward',))}. Make a new env instead.")

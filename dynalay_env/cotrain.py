@@ -42,6 +42,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dynalay_env.atomic import atomic_write_bytes
+from dynalay_env.paths import path_robust_loss
+
 #: Defaults of the env options ``cotrain_lr`` and ``cotrain_every``.
 DEFAULT_COTRAIN_LR = 1e-4
 DEFAULT_COTRAIN_EVERY = 64
@@ -168,8 +171,6 @@ class CoTrainer:
 
     def update(self, examples: np.ndarray, paths: np.ndarray, correct: np.ndarray | None = None) -> UpdateStats:
         """One optimiser step on these episodes (one batched forward per distinct path)."""
-        from dynalay_env.pretrain import path_robust_loss
-
         examples = np.asarray(examples, dtype=np.int64).reshape(-1)
         n = examples.size
         if n == 0:
@@ -253,8 +254,6 @@ class CoTrainer:
 
     def save(self, path: Any) -> None:
         """Write :meth:`state_dict` to ``path`` atomically (temporary file + rename)."""
-        from dynalay_env.atomic import atomic_write_bytes
-
         atomic_write_bytes(path, self.to_bytes())
 
     def load(self, path: Any) -> None:

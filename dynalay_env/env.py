@@ -3,74 +3,44 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from dynalay_env.core import DEFAULT_OBSERVATION_GROUPS, DynaLayCore
-from dynalay_env.data import DEFAULT_DATASET, Dataset, load_dataset
+from dynalay_env.cache import resolve_model
+from dynalay_env.core import DynaLayCore
+from dynalay_env.datasets import Dataset, load_dataset
+from dynalay_env.device import resolve_device
 from dynalay_env.model import FPIModel
+from dynalay_env.options import REWARD_PARAM_NAMES, EnvOptions
+from dynalay_env.options import unexpected_keyword as unexpected_keyword  # transitional: removed at merge
 from dynalay_env.render import FrameRenderer
-from dynalay_env.rewards import RewardParams
 
-REWARD_PARAM_NAMES: tuple[str, ...] = tuple(RewardParams.__dataclass_fields__)
-
-
-def make_core(num_envs: int, *, dataset: str | Dataset = DEFAULT_DATASET,
-              model: FPIModel | str | os.PathLike | None = None, data_root: str | os.PathLike | None = None,
-              split: str = "agent_train", sample_mode: str = "random", max_steps: int = 4,
-              reward: str | Callable[..., Any] = "paper", reward_kwargs: dict[str, Any] | None = None,
-              observation_groups: Sequence[str] = DEFAULT_OBSERVATION_GROUPS, mask_repeats: bool = False,
-              compute_budget: float | None = None, device: str = "cpu", mode: str = "frozen",
-              cotrain_lr: float | None = None, cotrain_every: int | None = None, decision_flops: float = 0.0,
-              **reward_params: Any) -> DynaLayCore:
-    """Build the batched core from the same options every face of the env accepts.
-
-    Reward parameters may come as ``reward_kwargs={...}`` or as top-level keywords
-    (``lambda_compute=0.2``), which is what ``gym.make`` / rl-zoo3's ``--env-kwargs`` pass.
-    """
-    from dynalay_env.cache import resolve_model
-    from dynalay_env.pretrain import resolve_device
-
-    unknown = [name for name in reward_params if name not in REWARD_PARAM_NAMES]
-    if unknown:
-        raise unexpected_keyword(unknown)
-    merged = {**(reward_kwargs or {}), **reward_params}
-    dev = resolve_device(device)
-    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_root=data_root)
-    fpi_model, provenance = resolve_model(model, ds, data_root=data_root, device=dev)
-    return DynaLayCore(fpi_model, ds, num_envs, split=split, sample_mode=sample_mode, max_steps=max_steps,
-                       reward=reward, reward_kwargs=merged, observation_groups=observation_groups,
-                       mask_repeats=mask_repeats, compute_budget=compute_budget, device=dev, mode=mode,
-                       provenance=provenance, cotrain_lr=cotrain_lr, cotrain_every=cotrain_every,
-                       decision_flops=decision_flops)
+#: The env's own options (not the reward's parameters), ``reward_kwargs`` included.
+ENV_OPTIONS: tuple[str, ...] = tuple(name for name in EnvOptions.names() if name not in REWARD_PARAM_NAMES)
 
 
-ENV_OPTIONS: tuple[str, ...] = ("dataset", "model", "data_root", "split", "sample_mode", "max_steps", "reward",
-                                "reward_kwargs", "observation_groups", "mask_repeats", "compute_budget",
-                                "device", "mode", "cotrain_lr", "cotrain_every", "decision_flops")
+def make_core(num_envs: int, options: EnvOptions | None = None, **kwargs: Any) -> DynaLayCore:
+    """Build the batched core of N = ``num_envs`` episode slots from the env's options: an
+    :class:`~dynalay_env.options.EnvOptions`, or its keywords (what ``gym.make`` and rl-zoo3's
+    ``--env-kwargs`` pass: ``make_core(8, max_steps=3, lambda_compute=0.2)``), or both (the keywords
+    change the given options). Resolves the dataset, the device and the main model (see
+    :func:`~dynalay_env.cache.resolve_model`)."""
+    options = EnvOptions.resolve(options, kwargs)
+    dev = resolve_device(options.device)
+    ds = options.dataset if isinstance(options.dataset, Dataset) else load_dataset(options.dataset,
+                                                                                   data_root=options.data_root)
+    fpi_model, provenance = resolve_model(options.model, ds, data_root=options.data_root, device=dev)
+    return DynaLayCore(fpi_model, ds, num_envs, options=options, provenance=provenance)
 
 
-#: Options of the vector faces only (``gym.make_vec(id, num_envs=N, autoreset_mode=...)``).
-VECTOR_ONLY_OPTIONS: tuple[str, ...] = ("autoreset_mode", "return_tensors")
-
-
-def unexpected_keyword(names: Sequence[str], owner: str = "DynaLay env") -> TypeError:
-    """The ``TypeError`` for unknown env options, in Python's own wording (``... got an unexpected
-    keyword argument 'NAME'``): libraries parse it (TorchRL retries without ``frameskip`` when it
-    reads it). The message goes on to list the valid options."""
-    first, rest = names[0], list(names[1:])
-    more = f" (and {', '.join(map(repr, rest))})" if rest else ""
-    hint = ""
-    if first in VECTOR_ONLY_OPTIONS:
-        hint = f"; {first!r} is an option of the vector env: gym.make_vec(id, num_envs=N, {first}=...)"
-        if first == "autoreset_mode":  # Gymnasium's own vector envs take it too
-            hint += " (or vector_kwargs={'autoreset_mode': ...} with vectorization_mode='sync' or 'async')"
-    return TypeError(f"{owner} got an unexpected keyword argument {first!r}{more}{hint}; valid options: "
-                     f"{', '.join(sorted(ENV_OPTIONS + REWARD_PARAM_NAMES))}")
+def given_sources(dataset: str | Dataset | None, model: Any) -> dict[str, Any]:
+    """The ``dataset`` and ``model`` an env face was given positionally, as keywords (None: not given,
+    the options or their defaults decide)."""
+    return {name: value for name, value in (("dataset", dataset), ("model", model)) if value is not None}
 
 
 def observation_space_of(core: DynaLayCore) -> spaces.Box:
@@ -146,7 +116,7 @@ class DynaLayEnv(CoreFacts, gym.Env[np.ndarray, np.int64]):
 
     Chosen with ``reward`` (a name or a callable; see ``dynalay_env.rewards``). Default ``paper``:
     ``[terminal] * (+1 if correct else -1) - lambda_compute * step_compute - mu_redundant * [repeat]``
-    with ``lambda_compute=0.1``, ``mu_redundant=0.05``. Compute is in FLOPs actually executed
+    (defaults in the Arguments table). Compute is in FLOPs actually executed
     (injection + per-example iterations x FLOPs per iteration + the head at the new state),
     normalised so that 1.0 = the full-depth model (layers 1..K once each) on ``val``. Also
     ``blockdrop`` (``1 - c^2`` if correct, else ``wrong_reward``) and ``logprob``
@@ -160,7 +130,7 @@ class DynaLayEnv(CoreFacts, gym.Env[np.ndarray, np.int64]):
 
     ## Episode End
 
-    The episode terminates (``terminated=True``) on EXIT, or when ``max_steps`` layers (default 4)
+    The episode terminates (``terminated=True``) on EXIT, or when ``max_steps`` layers
     have been applied: that step classifies the state reached (forced exit; part of the MDP, not a
     time limit). ``truncated`` is always False.
 
@@ -196,22 +166,34 @@ class DynaLayEnv(CoreFacts, gym.Env[np.ndarray, np.int64]):
 
     | Argument | Default | Meaning |
     |---|---|---|
-    | ``dataset`` | ``"mnist1d"`` | registered dataset name (``dynalay_env.data.available_datasets()``) or a ``Dataset`` |
-    | ``model`` | ``None`` | checkpoint path, ``FPIModel`` object, or None for the default model (user cache, else shipped, else pre-trained on first use) |
-    | ``data_root`` | ``None`` | folder of local dataset files (mnist, fashion_mnist, cifar10) |
-    | ``split`` | ``"agent_train"`` | ``model_train``, ``agent_train``, ``val`` or ``test`` |
-    | ``sample_mode`` | ``"random"`` | ``random`` or ``sequential`` |
-    | ``max_steps`` | 4 | layers before a forced exit |
-    | ``reward`` | ``"paper"`` | reward name or callable; parameters in ``reward_kwargs`` or as keywords (``lambda_compute``, ``mu_redundant``, ``correct_reward``, ``wrong_reward``, ``shaping``, ``shaping_gamma``) |
+    | ``dataset`` | ``"mnist1d"`` | registered dataset name (``dynalay_env.datasets.list_datasets()``) or a ``Dataset`` |
+    | ``model`` | None | checkpoint path, ``FPIModel`` object, or None for the default model (user cache, else shipped, else pre-trained on first use) |
+    | ``data_root`` | None | folder of local dataset files (mnist, fashion_mnist, cifar10) |
+    | ``split`` | ``"agent_train"`` | the split episodes are drawn from; one of ``"model_train"``, ``"agent_train"``, ``"val"``, ``"test"`` |
+    | ``sample_mode`` | ``"random"`` | how episodes pick examples: seeded at random, or each once per pass in order; one of ``"random"``, ``"sequential"`` |
+    | ``max_steps`` | 4 | layers applied before a forced exit (>= 1) |
+    | ``reward`` | ``"paper"`` | reward name (``dynalay_env.rewards.list_rewards()``) or callable; its parameters are the options below or ``reward_kwargs={...}`` |
+    | ``lambda_compute`` | 0.1 | price of one unit of normalised compute (>= 0) |
+    | ``mu_redundant`` | 0.05 | penalty for re-applying the layer just applied (>= 0) |
+    | ``correct_reward`` | 1.0 | terminal reward of a right answer |
+    | ``wrong_reward`` | -1.0 | terminal reward of a wrong answer |
+    | ``shaping`` | None | potential-based shaping (``confidence``: the potential is the head's probability of the label); one of None, ``"confidence"`` |
+    | ``shaping_gamma`` | 1.0 | discount of the shaping term, in [0, 1] (the agent's own discount keeps the optimal policy) |
     | ``observation_groups`` | all but ``history`` | subset of ``hidden, head, progress, last_action, solver, history`` |
     | ``mask_repeats`` | False | forbid re-applying the layer just applied |
     | ``compute_budget`` | None | forbid layers that could exceed this normalised compute; the worst case counts ``max_iter`` solver iterations per layer, so with a model of ``solver="anderson"`` its mixing work can take an episode past the budget |
-    | ``decision_flops`` | 0 | FLOPs charged per decision of the policy (>= 0), in the reward only: each step (EXIT included, not the forced exit at ``max_steps``) adds ``decision_flops / normalizer`` to the reward's compute; ``info["compute"]`` stays env-only. settable on a live env (``core.set_option``, ``set_attr``), validated the same way; ``train`` sets it so to the measured cost of the policy it builds |
-    | ``device`` | ``"cpu"`` | ``cpu`` or ``cuda`` |
-    | ``mode`` | ``"frozen"`` | ``frozen``: the main model is fixed; ``cotrain``: it keeps learning on the agent's paths (see below) |
-    | ``cotrain_lr`` | 1e-4 | ``cotrain`` only: Adam step size of the main model |
-    | ``cotrain_every`` | 64 | ``cotrain`` only: M, finished episodes per main-model optimiser step |
-    | ``render_mode`` | None | ``"ansi"``: ``render()`` returns a one-line trace; ``"rgb_array"``: a ``uint8 [360, 640, 3]`` frame of the input, the path with each layer's iterations, the head's class probabilities and the compute spent (``dynalay_env.render``) |
+    | ``decision_flops`` | 0 | FLOPs charged per decision of the policy (>= 0), in the reward only: each step (EXIT included, not the forced exit at ``max_steps``) adds ``decision_flops / normalizer`` to the reward's compute; ``info["compute"]`` stays env-only. Settable on a live env (``core.set_option``, ``set_attr``) |
+    | ``device`` | ``"cpu"`` | ``cpu``, ``cuda`` or ``cuda:N`` |
+    | ``mode`` | ``"frozen"`` | the main model is fixed (``frozen``) or keeps learning on the agent's paths (``cotrain``); one of ``"frozen"``, ``"cotrain"`` |
+    | ``cotrain_lr`` | None (0.0001) | ``cotrain`` only: Adam step size of the main model (> 0) |
+    | ``cotrain_every`` | None (64) | ``cotrain`` only: M, finished episodes per main-model optimiser step (>= 1) |
+
+    The reward's parameters may also come as one mapping, ``reward_kwargs={"lambda_compute": 0.2}``
+    (a top-level keyword wins), and every option as one
+    :class:`~dynalay_env.options.EnvOptions` (``options=EnvOptions(...)``). ``render_mode`` (default
+    None), an option of this face only: ``"ansi"``: ``render()`` returns a one-line trace;
+    ``"rgb_array"``: a ``uint8 [360, 640, 3]`` frame of the input, the path with each layer's
+    iterations, the head's class probabilities and the compute spent (``dynalay_env.render``).
 
     ## Co-training (``mode="cotrain"``)
 
@@ -235,12 +217,13 @@ class DynaLayEnv(CoreFacts, gym.Env[np.ndarray, np.int64]):
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
-    def __init__(self, dataset: str | Dataset = DEFAULT_DATASET, model: FPIModel | str | os.PathLike | None = None,
-                 *, render_mode: str | None = None, core: DynaLayCore | None = None, **options: Any) -> None:
+    def __init__(self, dataset: str | Dataset | None = None, model: FPIModel | str | os.PathLike | None = None,
+                 *, render_mode: str | None = None, core: DynaLayCore | None = None,
+                 options: EnvOptions | None = None, **kwargs: Any) -> None:
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}; valid: {self.metadata['render_modes']} or None")
         if core is None:
-            core = make_core(1, dataset=dataset, model=model, **options)
+            core = make_core(1, options, **given_sources(dataset, model), **kwargs)
         elif core.num_envs != 1:
             raise ValueError(f"DynaLayEnv needs a core with num_envs=1, got {core.num_envs}")
         self.core = core
@@ -267,11 +250,9 @@ class DynaLayEnv(CoreFacts, gym.Env[np.ndarray, np.int64]):
         super().reset(seed=seed)
         if seed is not None or not self._stream_seeded:
             # The slot's example stream is drawn from self.np_random, so reset(seed=s) replays it.
-            self.core._keys[0] = np.uint64(int(self.np_random.integers(0, 2**63 - 1)))
-            self.core._episode_counter[0] = 0
+            key = int(self.np_random.integers(0, 2**63 - 1))
+            self.core.sampler.restart([0], [key], rewind=seed is not None)
             self._stream_seeded = True
-            if seed is not None and self.core.sample_mode == "sequential":
-                self.core._cursor = 0
         example = None if not options or "example" not in options else [options["example"]]
         obs = self.core.reset([0], examples=example)[0].cpu().numpy()
         self._needs_reset = False

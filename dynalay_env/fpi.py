@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dynalay_env.registry import lookup, register
+
 SolverName = Literal["fixed_point", "anderson"]
 BackwardName = Literal["phantom", "implicit"]
 LAYER_FAMILIES: tuple[str, ...] = ("mlp", "conv1d", "conv2d")
@@ -474,10 +476,18 @@ SOLVERS: dict[str, Callable[..., SolveResult]] = {
 
 def get_solver(name: str) -> Callable[..., SolveResult]:
     """Solver by name; raises ``ValueError`` listing the valid names."""
-    try:
-        return SOLVERS[name]
-    except KeyError:
-        raise ValueError(f"unknown solver {name!r}; valid solvers: {', '.join(SOLVERS)}") from None
+    return lookup("solver", SOLVERS, name)
+
+
+def register_solver(name: str, solver: Callable[..., SolveResult], *, overwrite: bool = False) -> None:
+    """Add ``solver(f, z0, u, *, tol, max_iter, ...) -> SolveResult`` under ``name`` (the signature of
+    :func:`fixed_point_solve`), for ``FPILayer(solver=name)``. A taken name is refused unless ``overwrite``."""
+    register("solver", SOLVERS, name, solver, overwrite=overwrite)
+
+
+def list_solvers() -> list[str]:
+    """The names of the registered solvers (``fixed_point``, ``anderson``, and any registered since)."""
+    return list(SOLVERS)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+# The package's own constants (__version__, RECIPE_VERSION), read at call time. The package defines
+# them before it imports its env (and so this module), so this import finds them in place.
+import dynalay_env
 from dynalay_env.atomic import atomic_write_bytes
 from dynalay_env.fpi import LAYER_FAMILIES, FPILayer, SolveResult, get_solver
 
@@ -473,9 +476,7 @@ class MainModel(nn.Module):
 
 def package_version() -> str:
     """The version of the installed ``dynalay_env`` (``dynalay_env.__version__``)."""
-    from dynalay_env import __version__
-
-    return __version__
+    return dynalay_env.__version__
 
 
 def weights_hash(model: nn.Module) -> str:
@@ -505,8 +506,6 @@ def provenance_hash(model: MainModel, dataset_fingerprint: str) -> str:
 
 def recipe_version() -> int:
     """The current ``dynalay_env.RECIPE_VERSION`` (read at call time, so the one constant rules)."""
-    import dynalay_env
-
     return dynalay_env.RECIPE_VERSION
 
 
@@ -522,7 +521,7 @@ _SAVED_PROVENANCE = "saved_provenance"
 def provenance_of(model: FPIModel, dataset: Any = None) -> dict[str, Any]:
     """The identity of a main model, as every results file records it (``model_provenance``).
 
-    ``dataset``: a :class:`~dynalay_env.data.Dataset`, a mapping with ``name`` and ``fingerprint``,
+    ``dataset``: a :class:`~dynalay_env.datasets.Dataset`, a mapping with ``name`` and ``fingerprint``,
     or None (then the dataset the model's checkpoint names, if it was loaded from one). Returns
     ``id`` (:func:`provenance_hash`: weights, config, dataset fingerprint, package version),
     ``weights_hash``, ``config_hash``, ``dataset`` (``name``, ``fingerprint``), ``package_version``

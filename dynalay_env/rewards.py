@@ -3,28 +3,30 @@
 Every reward sees one :class:`RewardInputs` batch per environment step (all N episodes at once) and
 returns a float32 tensor ``[N]``. Compute is *normalised* (1.0 = the full-depth model; docs/design.md).
 
-Defaults (shared by all rewards): ``correct_reward=+1``, ``wrong_reward=-1``,
-``lambda_compute=0.1``, ``mu_redundant=0.05``.
+The parameters and their defaults are the fields of :class:`RewardParams` (shared by all rewards).
 
-Why these values: a right answer is worth ``correct_reward - wrong_reward = 2`` more than a wrong
+Why these defaults: a right answer is worth ``correct_reward - wrong_reward = 2`` more than a wrong
 one. Running one more layer costs ``lambda_compute * c_step`` with ``c_step`` about 1/3 (one of K=3
-layers of the full-depth model), so with ``lambda_compute=0.1`` a layer is worth running when it
-raises the chance of a correct answer by more than ``0.1 * (1/3) / 2 ~ 1.7`` points. On MNIST-1D the
-first layer adds ~20 points on average, so depth pays on average, while a confident example
-gains far less than that and should exit: the trade-off a policy has to learn. ``mu_redundant=0.05``
-is a few times a layer's compute price, so repeating a layer must buy at least
-``(0.05 + 0.1/3) / 2 ~ 4`` points of accuracy to pay off; repeating is allowed, not forbidden.
+layers of the full-depth model), so a layer is worth running when it raises the chance of a correct
+answer by more than ``lambda_compute * (1/3) / 2`` (about 1.7 points at the default). On MNIST-1D
+the first layer adds ~20 points on average, so depth pays on average, while a confident example
+gains far less than that and should exit: the trade-off a policy has to learn. ``mu_redundant`` is
+a few times a layer's compute price, so repeating a layer must buy at least
+``(mu_redundant + lambda_compute / 3) / 2`` (about 4 points at the defaults) of accuracy to pay
+off; repeating is allowed, not forbidden.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
+
+from dynalay_env.registry import lookup, register
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,9 @@ def logprob_reward(inputs: RewardInputs, params: RewardParams) -> Tensor:
     return (terminal - params.lambda_compute * inputs.step_compute).float()
 
 
+#: The reward of an env that names none (DynaLay's own, :func:`paper_reward`).
+DEFAULT_REWARD = "paper"
+
 REWARDS: dict[str, Callable[[RewardInputs, RewardParams], Tensor]] = {
     "paper": paper_reward,
     "blockdrop": blockdrop_reward,
@@ -147,9 +152,29 @@ REWARD_PARAMETERS: dict[str, tuple[str, ...]] = {
 }
 
 
-def available_rewards() -> list[str]:
+def list_rewards() -> list[str]:
     """The names of the registered rewards (``paper``, ``blockdrop``, ``logprob``, and any registered since)."""
     return list(REWARDS)
+
+
+available_rewards = list_rewards  # transitional: removed at merge
+
+
+def register_reward(name: str, fn: Callable[[RewardInputs, RewardParams], Tensor], *,
+                    parameters: tuple[str, ...] = (), overwrite: bool = False) -> None:
+    """Add a reward ``fn(inputs, params) -> Tensor [N]`` under ``name`` (then ``reward=name`` in any
+    env). ``parameters``: the :class:`RewardParams` it reads, what a study of it should vary
+    (:data:`REWARD_PARAMETERS`). A taken name is refused unless ``overwrite``."""
+    unknown = [p for p in parameters if p not in RewardParams.__dataclass_fields__]
+    if unknown:
+        raise ValueError(f"unknown reward parameter(s) {unknown}; valid: {sorted(RewardParams.__dataclass_fields__)}")
+    register("reward", REWARDS, name, fn, overwrite=overwrite)
+    REWARD_PARAMETERS[name] = tuple(parameters)
+
+
+def get_reward(name: str) -> Callable[[RewardInputs, RewardParams], Tensor]:
+    """The registered reward function ``name``; a ``ValueError`` lists the valid names."""
+    return lookup("reward", REWARDS, name, extra=" (or a callable)")
 
 
 class Reward:
@@ -171,12 +196,10 @@ class Reward:
 
     def describe(self) -> dict[str, Any]:
         """Name and parameters, for reports and provenance."""
-        from dataclasses import asdict
-
         return {"name": self.name, **asdict(self.params)}
 
 
-def make_reward(reward: str | Callable[..., Tensor] | Reward = "paper", **params: Any) -> Reward:
+def make_reward(reward: str | Callable[..., Tensor] | Reward = DEFAULT_REWARD, **params: Any) -> Reward:
     """A :class:`Reward` from a registered name or a callable.
 
     A callable takes ``(inputs: RewardInputs)`` or ``(inputs, params: RewardParams)`` and returns a
@@ -195,9 +218,7 @@ def make_reward(reward: str | Callable[..., Tensor] | Reward = "paper", **params
         raise ValueError(f"unknown reward parameter(s) {sorted(unknown)}; valid: {sorted(valid_params)}")
     bound = RewardParams(**params)
     if isinstance(reward, str):
-        if reward not in REWARDS:
-            raise ValueError(f"unknown reward {reward!r}; valid rewards: {', '.join(REWARDS)} (or a callable)")
-        return Reward(reward, REWARDS[reward], bound, takes_params=True)
+        return Reward(reward, get_reward(reward), bound, takes_params=True)
     if callable(reward):
         # Only required positional parameters count: `def r(inputs, scale=2.0)` is a one-argument reward.
         required = [p for p in inspect.signature(reward).parameters.values()

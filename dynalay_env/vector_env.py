@@ -38,9 +38,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from dynalay_env.core import DynaLayCore
-from dynalay_env.data import DEFAULT_DATASET, Dataset
-from dynalay_env.env import CoreFacts, make_core, observation_space_of
+from dynalay_env.datasets import Dataset
+from dynalay_env.env import CoreFacts, given_sources, make_core, observation_space_of
 from dynalay_env.model import FPIModel
+from dynalay_env.options import EnvOptions
 from dynalay_env.render import FrameRenderer
 
 
@@ -73,13 +74,15 @@ class DynaLayVectorEnv(CoreFacts, VectorEnv):
 
     Args:
         num_envs: N >= 1 episode slots.
-        dataset: as for ``DynaLayEnv``.
+        dataset: as for ``DynaLayEnv`` (None: the one of ``options``, by default ``mnist1d``).
         model: as for ``DynaLayEnv``.
         autoreset_mode: ``AutoresetMode.NEXT_STEP`` (default), ``SAME_STEP`` or ``DISABLED`` (or
             their values / names as strings); see the module docstring.
         return_tensors: return observations, rewards and terminations as torch tensors on the
             core's device (for torch-native agents: nothing crosses to the host). Info stays numpy.
-        **options: every other ``DynaLayEnv`` option (reward, masks, split, device, ...).
+        options: every other ``DynaLayEnv`` option (reward, masks, split, device, ...) as an
+            :class:`~dynalay_env.options.EnvOptions`; ``**kwargs``: the same as keywords (they change
+            ``options`` when both are given).
 
     Info is a dict of arrays with leading dim N and a boolean ``_KEY`` mask per key, as Gymnasium's
     vector envs build it: slot ``i`` of every key has the dtype and shape of the single env's info
@@ -91,17 +94,19 @@ class DynaLayVectorEnv(CoreFacts, VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
-    def __init__(self, num_envs: int = 1, dataset: str | Dataset = DEFAULT_DATASET,
+    def __init__(self, num_envs: int = 1, dataset: str | Dataset | None = None,
                  model: FPIModel | str | os.PathLike | None = None, *, render_mode: str | None = None,
                  autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP, return_tensors: bool = False,
-                 core: DynaLayCore | None = None, **options: Any) -> None:
+                 core: DynaLayCore | None = None, options: EnvOptions | None = None, **kwargs: Any) -> None:
         if not isinstance(num_envs, (int, np.integer)) or isinstance(num_envs, bool) or num_envs < 1:
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"unknown render_mode {render_mode!r}; valid: {self.metadata['render_modes']} or None")
         self.autoreset_mode = autoreset_mode_of(autoreset_mode)
         self.metadata = {**type(self).metadata, "autoreset_mode": self.autoreset_mode}
-        self.core = core if core is not None else make_core(int(num_envs), dataset=dataset, model=model, **options)
+        if core is None:
+            core = make_core(int(num_envs), options, **given_sources(dataset, model), **kwargs)
+        self.core = core
         if self.core.num_envs != num_envs:
             raise ValueError(f"core has {self.core.num_envs} slots but num_envs={num_envs}")
         self.num_envs = int(num_envs)

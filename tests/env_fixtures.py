@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from dynalay_env import cache as model_cache
-from dynalay_env.data import Dataset, load_dataset
+from dynalay_env.datasets import Dataset, load_dataset
 from dynalay_env.model import MainModel, default_config
 
 DIGITS_EPOCHS = 3

@@ -424,7 +424,7 @@ def test_rl_zoo3_trains_on_dynalay(tmp_path: Path, tiny_digits_model, digits) ->
 # ---- learning --------------------------------------------------------------------------------------
 
 #: Algorithms smoke-tested only (built, trained and evaluated above), and why. The margins are in
-#: benchmarks/results/learning_margins.md (``python benchmarks/learning_margins.py``).
+#: benchmarks/results/learning_margins.md (``python -m benchmarks learning_margins``).
 SMOKE_ONLY: dict[str, str] = {
     "a2c": ("at the learning budget its margin over seeds 0-4 was -0.022..+0.070 under the default kernels "
             "and -0.005..+0.109 under MKL_CBWR=COMPATIBLE: some seeds collapse to one fixed path"),

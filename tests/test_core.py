@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dynalay_env.core import DynaLayCore, StepOutput
-from dynalay_env.data import load_dataset
+from dynalay_env.datasets import load_dataset
 from dynalay_env.env import DynaLayEnv
 from dynalay_env.model import LayerSpec, MainModel, default_config
 from tests.env_fixtures import (  # noqa: F401

@@ -23,9 +23,10 @@ from hypothesis import strategies as st
 
 import dynalay_env
 from dynalay_env import ENV_IDS
-from dynalay_env.data import DatasetNotFoundError, load_dataset
-from dynalay_env.env import ENV_OPTIONS, REWARD_PARAM_NAMES, DynaLayEnv
+from dynalay_env.datasets import DatasetNotFoundError, load_dataset
+from dynalay_env.env import ENV_OPTIONS, DynaLayEnv
 from dynalay_env.model import CheckpointError, MainModel, default_config, save_checkpoint
+from dynalay_env.options import REWARD_PARAM_NAMES
 from tests.env_fixtures import (  # noqa: F401
     digits_model,
     mnist1d_model,
@@ -460,7 +461,7 @@ def test_step_before_reset_and_after_termination() -> None:
     ({"reward": "accuracy"}, ValueError, "unknown reward 'accuracy'; valid rewards: paper, blockdrop, logprob"),
     ({"observation_groups": ("hidden", "logits")}, ValueError,
      "unknown observation group 'logits'; valid: 'hidden', 'head', 'progress', 'last_action', 'solver'"),
-    ({"dataset": "mnist2d"}, ValueError, r"unknown dataset 'mnist2d'.*valid names are \[.*'digits'"),
+    ({"dataset": "mnist2d"}, ValueError, r"unknown dataset 'mnist2d'.*valid datasets: .*digits"),
     ({"split": "training"}, ValueError, "unknown split 'training'; valid: .*'agent_train'"),
     ({"sample_mode": "cyclic"}, ValueError, "unknown sample_mode 'cyclic'; valid: 'random', 'sequential'"),
     ({"mode": "learn"}, ValueError, "unknown mode 'learn'; valid: 'frozen'"),

@@ -21,6 +21,8 @@ from dynalay_env.fpi import (
     anderson_solve,
     fixed_point_solve,
     get_solver,
+    list_solvers,
+    register_solver,
 )
 
 # Per-sample state shapes small enough to keep every test well under a second.
@@ -459,8 +461,18 @@ def test_unknown_solver_lists_valid_names() -> None:
     assert "newton" in str(info.value)
     for name in SOLVERS:
         assert name in str(info.value)
-    with pytest.raises(ValueError, match="anderson"):
+    with pytest.raises(ValueError, match="unknown solver 'broyden'; valid solvers: fixed_point, anderson"):
         get_solver("broyden")
+
+
+def test_register_a_solver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """register_solver / get_solver / list_solvers: a registered solver is a layer's solver by name."""
+    monkeypatch.setattr("dynalay_env.fpi.SOLVERS", dict(SOLVERS))
+    register_solver("plain", fixed_point_solve)
+    assert list_solvers() == ["fixed_point", "anderson", "plain"] and get_solver("plain") is fixed_point_solve
+    FPILayer("mlp", (8,), rank=2, solver="plain")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="solver 'plain' is already registered; pass overwrite=True"):
+        register_solver("plain", anderson_solve)
 
 
 def test_unknown_family_lists_valid_names() -> None:

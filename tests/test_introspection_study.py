@@ -1,26 +1,19 @@
-"""benchmarks/introspection.py: ``--quick`` end to end on a tiny digits model, pre-registration and
-resumption (the full study's figures are in benchmarks/results/, not checked here)."""
+"""``python -m benchmarks introspection``: ``--quick`` end to end on a tiny digits model,
+pre-registration and resumption (the full study's figures are in benchmarks/results/, not checked
+here)."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.agent_fixtures import digits_checkpoint
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def load_study():
-    spec = importlib.util.spec_from_file_location("introspection_study", ROOT / "benchmarks" / "introspection.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # NamedTuples pickle by module name (the job pool)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("benchmarks.introspection")
 
 
 def test_the_quick_study_runs_end_to_end_chooses_primaries_on_val_and_resumes(tmp_path):

@@ -4,9 +4,9 @@
 Each ``bash`` block of README.md and of :data:`DOC_PAGES` is read as a user would paste it: ``\\``
 continuations joined, ``#`` comments dropped. Commands of ``train_agent.py`` (or the installed
 ``dynalay`` command) are parsed by its parser and their options checked by the same code that checks
-them before a run (ranges of a sweep, env options of a training run); ``python -m rl_zoo3.train`` and
-``benchmarks/*.py`` lines are parsed by those programs' own argparse parsers, stopped right after
-parsing; ``pip install`` lines by pip's own parser, their extras checked against pyproject.toml;
+them before a run (ranges of a sweep, env options of a training run); ``python -m rl_zoo3.train``,
+``python -m benchmarks NAME`` and ``examples/*.py`` lines are parsed by those programs' own argparse
+parsers, stopped right after parsing; ``pip install`` lines by pip's own parser, their extras checked against pyproject.toml;
 ``make`` targets against the Makefile. Nothing is trained here. The commands that need no server and
 finish in seconds (``--help``, ``list-datasets``, ``python -c``, ``evaluate`` and ``evaluate
 --validate`` on a tiny run) also run.
@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 import train_agent
+from benchmarks.__main__ import main as benchmarks_main
 from tests.agent_fixtures import CLI, REPO, copy_run
 from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse)
 
@@ -132,7 +133,9 @@ def test_the_pages_have_commands_of_every_kind():
     starts = {tuple(shlex.split(c)[:2]) for c in ALL_COMMANDS}
     assert (PYTHON, "train_agent.py") in starts and (PYTHON, "-m") in starts and ("make", "test") in starts
     assert ("pip", "install") in starts and ("git", "clone") in starts
-    assert any(c.startswith(f"{PYTHON} benchmarks/") for c in ALL_COMMANDS)
+    assert any(c.startswith(f"{PYTHON} -m benchmarks ") for c in ALL_COMMANDS)
+    scripts = [c for c in ALL_COMMANDS if re.search(r"\bbenchmarks/\w+\.py\b", c)]
+    assert not scripts, f"run a benchmark as `python -m benchmarks NAME`, not as a file: {scripts}"
     assert any("--wrong-reward -1.5,0" in c for c in ALL_COMMANDS)  # a negative range, as a user types it
     assert any(c.startswith(f"{PYTHON} train_agent.py train") for c in README_COMMANDS)
 
@@ -255,7 +258,11 @@ def test_command_parses(command, monkeypatch):
         args = parse_only(train, ["rl_zoo3.train", *tokens[2:]], monkeypatch)
         assert args.algo == "ppo" and args.env.startswith("DynaLay-")
         assert (REPO / args.conf_file).is_file(), f"{args.conf_file} does not exist"
-    elif tokens[0].startswith(("benchmarks/", "examples/")):
+    elif tokens[:3] == ["-m", "benchmarks", "--list"]:
+        assert benchmarks_main(tokens[2:]) == 0
+    elif tokens[:2] == ["-m", "benchmarks"]:
+        parse_only(lambda: benchmarks_main(tokens[2:]), ["python -m benchmarks", *tokens[2:]], monkeypatch)
+    elif tokens[0].startswith("examples/"):
         path = REPO / tokens[0]
         assert path.is_file(), f"README runs {tokens[0]}, which does not exist"
         parse_only(module_main(path), [str(path), *tokens[1:]], monkeypatch)

@@ -3,7 +3,7 @@
 The results live on the documentation's results pages (``docs/results.md``, ``docs/studies.md``,
 ``docs/performance.md``: :data:`reproduce.RESULTS_PAGES`); the README keeps a short summary of them
 (:data:`README_SUMMARY_HEADING`). The tables are generated blocks (``<!-- results:NAME -->``), each
-on exactly one page: they must equal what ``benchmarks/reproduce.py --readme`` renders from
+on exactly one page: they must equal what ``python -m benchmarks reproduce --readme`` renders from
 ``benchmarks/results/``. Every other number on those pages and in the README's prose (hand-written
 text and tables; code and link targets aside) must appear in a results file at the precision shown,
 as a fraction or as a percentage / points of one.
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
+
+from benchmarks import reproduce
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -24,8 +25,6 @@ README = ROOT / "README.md"
 #: The README's section that summarises the studies (up to the next ``## `` heading).
 README_SUMMARY_HEADING = "## What the studies found"
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import reproduce  # noqa: E402
 
 NUMBER = re.compile(r"(?<![\w.\-/])(\d[\d,]*(?:\.\d+)?)(x|%)?(?![\w/])")
 POINTS = re.compile(r"[^.;\n]{0,40}?\b(?:points?|pts)\b")  # "+1.7 to +2.8 points": 100x a fraction
@@ -103,7 +102,7 @@ def test_every_generated_block_stands_on_exactly_one_results_page():
 def test_generated_blocks_match_the_results_files(name):
     text = PAGES[name].read_text()
     assert reproduce.rewrite_readme(text, RESULTS) == text, (
-        f"{name}'s generated blocks are stale: run `python benchmarks/reproduce.py --readme`")
+        f"{name}'s generated blocks are stale: run `python -m benchmarks reproduce --readme`")
 
 
 @pytest.mark.parametrize("name", sorted(PAGES))

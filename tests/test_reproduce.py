@@ -1,4 +1,4 @@
-"""benchmarks/reproduce.py: parts, resumption, provenance, no machine-local paths, README blocks."""
+"""``python -m benchmarks reproduce``: parts, resumption, provenance, no machine-local paths, README blocks."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from benchmarks import reproduce
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import reproduce  # noqa: E402
 
 
 def test_list_names_every_part_and_an_unknown_part_is_refused(capsys):
@@ -74,12 +74,36 @@ def fake_part(name: str, work: Path, calls: list[str], exit_code: int = 0, deps:
                           lambda ctx: [f"{name}.json"], deps=lambda ctx: deps)
 
 
+def test_a_results_file_of_the_script_form_names_todays_command_and_stays_current(tmp_path):
+    """Results files written before ``benchmarks`` became a package name ``python benchmarks/X.py``:
+    the same program as ``python -m benchmarks X``, so their part is current and the pages show the
+    command that runs today."""
+    old = "python benchmarks/agent_seeds.py --root runs/r --model $DYNALAY_MODEL_CACHE/m/main_model.pt"
+    new = "python -m benchmarks agent_seeds --root runs/r --model $DYNALAY_MODEL_CACHE/m/main_model.pt"
+    assert reproduce.current_command(old) == new and reproduce.current_command(new) == new
+    assert reproduce.current_command(".venv/bin/python benchmarks/reproduce.py --readme") == (
+        ".venv/bin/python -m benchmarks reproduce --readme")
+    # Only the program is rewritten: a path that merely ends in benchmarks/X.py is an argument.
+    assert reproduce.current_command("python train_agent.py --out x/benchmarks/a.py") == (
+        "python train_agent.py --out x/benchmarks/a.py")
+    part = reproduce.Part("p", "fake", lambda ctx: [], reproduce.no_jobs, reproduce.no_jobs, lambda *a: None,
+                          lambda ctx: ["p.json"])
+    ctx = reproduce.Context(tmp_path, tmp_path / "work", {}, quick=True)
+    (tmp_path / "p.json").write_text(json.dumps({"reproduce": {"commands": [old], "models": {}}}))
+    assert reproduce.is_current(ctx, part, {"commands": [new], "models": {}})
+    assert not reproduce.is_current(ctx, part, {"commands": [new + " --seeds 1"], "models": {}})
+    total = {"reproduce": {"command": "python benchmarks/reproduce.py", "wall_seconds": 60.0, "jobs": 2,
+                           "machine": {"cpu_count": 2, "processor": "x86_64"}, "parts_run": ["p"],
+                           "parts_skipped": []}}
+    assert "(`python -m benchmarks reproduce`)" in reproduce.render_total(total)
+
+
 def run_parts(monkeypatch, tmp_path: Path, parts: list[reproduce.Part], force: bool = False,
               budget: dict[str, Any] | None = None) -> tuple[int, reproduce.Runner]:
     monkeypatch.setattr(reproduce, "PARTS", {p.name: p for p in parts})
     ctx = reproduce.Context(tmp_path / "out", tmp_path / "work", budget or {}, quick=True)
     names = [p.name for p in parts]
-    runner = reproduce.Runner(ctx, names, set(names), force, slots=2, command="python benchmarks/reproduce.py")
+    runner = reproduce.Runner(ctx, names, set(names), force, slots=2, command="python -m benchmarks reproduce")
     return runner.run(), runner
 
 
@@ -89,7 +113,7 @@ def test_a_current_part_is_skipped_and_force_or_a_changed_command_reruns_it(monk
     rc, runner = run_parts(monkeypatch, tmp_path, parts)
     assert rc == 0 and calls == ["a", "b"] and runner.ran == {"a", "b"}
     meta = json.loads((tmp_path / "out" / "a.json").read_text())["reproduce"]
-    assert meta["command"] == "python benchmarks/reproduce.py --only a"
+    assert meta["command"] == "python -m benchmarks reproduce --only a"
     assert {"commands", "models", "machine", "wall_seconds", "job_seconds"} <= set(meta)
     assert len(meta["job_seconds"]) == 2 and (tmp_path / "a.txt").read_text() == "x\nx\n"  # both jobs ran
 
@@ -153,7 +177,7 @@ def test_readme_blocks_are_rendered_from_the_results_files(tmp_path):
 def test_quick_throughput_part_end_to_end(tmp_path):
     """The real pipeline on one part: the pinned default model, the script by command line, the
     results files with provenance and no machine-local path, then a resumed run that skips it."""
-    cmd = [sys.executable, "benchmarks/reproduce.py", "--quick", "--only", "env_throughput", "--out",
+    cmd = [sys.executable, "-m", "benchmarks", "reproduce", "--quick", "--only", "env_throughput", "--out",
            str(tmp_path / "out"), "--work", str(tmp_path / "work")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

@@ -10,12 +10,15 @@ import torch
 
 from dynalay_env.env import DynaLayEnv
 from dynalay_env.rewards import (
+    REWARD_PARAMETERS,
     REWARDS,
     Reward,
     RewardInputs,
     RewardParams,
-    available_rewards,
+    get_reward,
+    list_rewards,
     make_reward,
+    register_reward,
 )
 from tests.env_fixtures import digits_model, no_default_model_training  # noqa: F401
 
@@ -38,8 +41,26 @@ def inputs(**overrides: object) -> RewardInputs:
 
 
 def test_registry_names() -> None:
-    assert available_rewards() == ["paper", "blockdrop", "logprob"]
-    assert set(REWARDS) == set(available_rewards())
+    assert list_rewards() == ["paper", "blockdrop", "logprob"]
+    assert set(REWARDS) == set(list_rewards())
+
+
+def test_register_get_and_list_a_reward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The registry's shape (register_reward / get_reward / list_rewards), as for datasets and solvers."""
+    monkeypatch.setattr("dynalay_env.rewards.REWARDS", dict(REWARDS))
+    monkeypatch.setattr("dynalay_env.rewards.REWARD_PARAMETERS", dict(REWARD_PARAMETERS))
+
+    def exit_bonus(batch: RewardInputs, params: RewardParams) -> torch.Tensor:
+        return batch.terminal.double() - params.lambda_compute * batch.step_compute
+
+    register_reward("exit_bonus", exit_bonus, parameters=("lambda_compute",))
+    assert get_reward("exit_bonus") is exit_bonus and "exit_bonus" in list_rewards()
+    assert make_reward("exit_bonus", lambda_compute=0.5)(inputs()).tolist() == pytest.approx([-0.15, 1.0, 1.0, 0.75])
+    with pytest.raises(ValueError, match="reward 'exit_bonus' is already registered"):
+        register_reward("exit_bonus", exit_bonus)
+    with pytest.raises(ValueError, match=r"unknown reward 'papr' \(did you mean 'paper'\?\); valid rewards: paper, "
+                                         r"blockdrop, logprob, exit_bonus \(or a callable\)"):
+        get_reward("papr")
 
 
 def test_defaults() -> None:

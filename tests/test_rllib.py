@@ -66,8 +66,8 @@ def test_train_checkpoint_resume_evaluate_and_beat_random(algo: str, synthetic_c
 
     report = legs.report
     assert (run / "report.md").is_file() and report["algo"] == algo
-    # benchmarks/results/learning_margins.md: seeds 0-4 (`.venv-rllib/bin/python
-    # benchmarks/learning_margins.py --checks rllib_ppo rllib_dqn`).
+    # benchmarks/results/learning_margins.md: seeds 0-4 (`.venv-rllib/bin/python -m benchmarks
+    # learning_margins --checks rllib_ppo rllib_dqn`).
     result = learning.report_margin(f"rllib_{algo}", learning.SUITE_SEED, report)
     print(result.describe())
     assert not learning.failures(result.check, result.to_json()), (

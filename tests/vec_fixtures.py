@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynalay_env.data import Dataset, load_dataset
+from dynalay_env.datasets import Dataset, load_dataset
 from dynalay_env.model import MainModel
 
 #: Atol of float comparisons between batched and single-env trajectories (float32 math in batches of
