@@ -318,13 +318,28 @@ def save_latency_table(table: LatencyTable, checkpoint: str | os.PathLike) -> Pa
     return target
 
 
+def read_latency_table(path: str | os.PathLike, model: MainModel | None = None, *,
+                       device: str | torch.device = "cpu", force: bool = False) -> LatencyTable:
+    """The table in the JSON file ``path``, checked against this process (device, torch version,
+    thread count) and, when given, ``model``'s weights: ``ValueError`` naming every difference
+    unless ``force``."""
+    table = LatencyTable.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+    problems = table.fingerprint.differences(DeviceFingerprint.current(device))
+    if model is not None and table.weights_hash != (actual := weights_hash(model)):
+        problems.append(f"weights_hash: {table.weights_hash!r} != {actual!r}")
+    if problems and not force:
+        raise ValueError(f"the latency table {path} was measured under other settings ({'; '.join(problems)}); "
+                         f"profile again on this machine, or pass force=True to use it anyway")
+    return table
+
+
 def load_latency_table(checkpoint: str | os.PathLike, model: MainModel, *, device: str | torch.device = "cpu",
                        force: bool = False) -> LatencyTable:
     """The table stored beside ``checkpoint`` for this process's device and thread count.
 
     Raises ``FileNotFoundError`` (naming the file and the command that writes it) when there is
     none, and ``ValueError`` when it was measured on another device, torch version or thread count,
-    or for other weights, unless ``force``.
+    or for other weights, unless ``force`` (:func:`read_latency_table`).
     """
     here = DeviceFingerprint.current(device)
     path = latency_table_path(checkpoint, here)
@@ -334,12 +349,14 @@ def load_latency_table(checkpoint: str | os.PathLike, model: MainModel, *, devic
             f"no latency table for {here.slug} beside {checkpoint} (looked for {path}"
             + (f"; found tables for other settings: {', '.join(others)}" if others else "")
             + f"). Measure one with: dynalay profile --model {checkpoint}")
-    table = LatencyTable.from_json(json.loads(path.read_text(encoding="utf-8")))
-    problems = table.fingerprint.differences(here)
-    actual = weights_hash(model)
-    if table.weights_hash != actual:
-        problems.append(f"weights_hash: {table.weights_hash!r} != {actual!r}")
-    if problems and not force:
-        raise ValueError(f"the latency table {path} was measured under other settings ({'; '.join(problems)}); "
-                         f"profile again on this machine, or pass force=True to use it anyway")
-    return table
+    return read_latency_table(path, model, device=device, force=force)
+
+
+def latency_costs(table: LatencyTable | str | os.PathLike, model: MainModel, *,
+                  device: str | torch.device = "cpu") -> LatencyCostTable:
+    """The cost table the env charges under ``cost="latency"``: ``table`` (or the JSON file it names,
+    checked by :func:`read_latency_table`) at its largest profiled batch size, the size a deployed
+    model runs at."""
+    if not isinstance(table, LatencyTable):
+        table = read_latency_table(table, model, device=device)
+    return table.cost_table(model.cost_table(), table.batch_sizes[-1])

@@ -7,9 +7,12 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from dynalay_env.core import DynaLayCore
+from dynalay_env.env import make_core
 from dynalay_env.latency import (
     DeviceFingerprint,
     LatencyCostTable,
@@ -19,7 +22,8 @@ from dynalay_env.latency import (
     profile_latency,
     save_latency_table,
 )
-from dynalay_env.model import run_path
+from dynalay_env.model import run_path, save_checkpoint
+from dynalay_env.options import EnvOptions
 from tests.env_fixtures import digits, digits_model, no_default_model_training  # noqa: F401
 
 
@@ -123,3 +127,62 @@ def test_markdown_names_the_unit_and_the_machine(table: LatencyTable) -> None:
     assert "microseconds per sample" in text and "table-estimated" in text
     assert table.fingerprint.device in text
     assert text.count("| layer ") == 2 * table.num_layers
+
+
+# ---- cost="latency" in the env ---------------------------------------------------------------------
+
+
+def _latency_checkpoint(table: LatencyTable, folder: Path) -> Path:
+    """The digits model saved as a checkpoint, its latency table beside it."""
+    ds = digits()
+    path = folder / "main_model.pt"
+    save_checkpoint(path, digits_model(), {"name": ds.name, "fingerprint": ds.fingerprint})
+    save_latency_table(table, path)
+    return path
+
+
+def test_latency_cost_is_charged_from_the_table_and_flops_stay_executed(table: LatencyTable) -> None:
+    model, ds = digits_model(), digits()
+    flops_core = DynaLayCore(model, ds, 4, split="val", sample_mode="sequential")
+    latency_core = DynaLayCore(model, ds, 4, split="val", sample_mode="sequential", cost="latency",
+                               latency_table=table)
+    costs = latency_core.costs
+    assert isinstance(costs, LatencyCostTable) and costs.batch_size == table.batch_sizes[-1]
+    assert latency_core.normalizer == costs.normalizer and latency_core.flops_normalizer == flops_core.normalizer
+    flops_core.reset()
+    latency_core.reset()
+    charged = torch.full((4,), costs.reset_flops(), dtype=torch.float64)
+    for step, actions in enumerate(([1, 2, 3, 0], [3, 3, 1, 0])):
+        active = ~latency_core.done
+        out_f = flops_core.step(torch.tensor(actions), active=active)
+        out_l = latency_core.step(torch.tensor(actions), active=active)
+        its = torch.as_tensor(out_l.info["fpi_iterations"])[:, step].double()  # [N, max_steps]: this step's
+        for slot, action in enumerate(actions):
+            if action and bool(active[slot]):
+                charged[slot] += costs.injection[action - 1] + float(its[slot]) * costs.iteration[action - 1] \
+                    + costs.head
+        # Same transitions; FLOPs executed are the same under either cost; compute is the table's.
+        np.testing.assert_array_equal(out_f.info["flops"], out_l.info["flops"])
+        np.testing.assert_allclose(out_l.info["compute"], (charged / costs.normalizer).numpy(), rtol=1e-12)
+    np.testing.assert_array_equal(out_f.info["prediction"], out_l.info["prediction"])
+
+
+def test_make_core_finds_the_table_beside_the_checkpoint(table: LatencyTable, tmp_path: Path) -> None:
+    path = _latency_checkpoint(table, tmp_path)
+    core = make_core(2, dataset="digits", model=str(path), cost="latency")
+    assert isinstance(core.costs, LatencyCostTable) and core.options.latency_table == table
+    for other in tmp_path.glob("*.latency-*.json"):
+        other.unlink()
+    with pytest.raises(FileNotFoundError, match="dynalay profile --model"):
+        make_core(2, dataset="digits", model=str(path), cost="latency")
+
+
+def test_latency_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="latency_table only applies to cost='latency'"):
+        EnvOptions(latency_table="table.json")
+    with pytest.raises(ValueError, match="unknown cost 'seconds'"):
+        EnvOptions(cost="seconds")
+    with pytest.raises(ValueError, match="cost='latency' needs latency_table"):
+        DynaLayCore(digits_model(), digits(), 1, cost="latency")
+    with pytest.raises(ValueError, match="a model object needs latency_table"):
+        make_core(1, dataset="digits", model=digits_model(), cost="latency")
