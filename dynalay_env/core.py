@@ -54,7 +54,8 @@ from torch import Tensor
 from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, CoTrainer
 from dynalay_env.datasets import Dataset
 from dynalay_env.datasets.variants import example_info
-from dynalay_env.model import FPIModel
+from dynalay_env.latency import latency_costs
+from dynalay_env.model import CostTable, FPIModel, MainModel, head_and_introspection
 from dynalay_env.observations import HISTORY_FEATURES, history_features, observation_layout
 from dynalay_env.options import (
     DEFAULT_OBSERVATION_GROUPS as DEFAULT_OBSERVATION_GROUPS,  # transitional: removed at merge
@@ -185,12 +186,28 @@ class DynaLayCore:
         self.num_layers = model.num_layers
         self.num_actions = self.num_layers + 1
         self.num_classes = model.num_classes
-        costs = model.cost_table()
-        if not costs.normalizer > 0:
+        flops_table = model.cost_table()
+        if not flops_table.normalizer > 0:
             raise ValueError("the model's compute normaliser is not set (cost_table().normalizer <= 0); "
                              "calibrate it with MainModel.calibrate_normalizer on the val split")
+        #: The model's FLOP costs: ``flops`` (and ``info["flops"]``) count what executed, whatever the cost.
+        self.flops_table = flops_table
+        if options.cost == "latency":
+            if options.latency_table is None:
+                raise ValueError("cost='latency' needs latency_table: a LatencyTable or the JSON file that "
+                                 "`dynalay profile` wrote (make_core and gym.make find the one beside the model's "
+                                 "checkpoint)")
+            if not isinstance(model, MainModel):
+                raise ValueError(f"cost='latency' needs a MainModel (its latency table is per layer), got "
+                                 f"{type(model).__name__}")
+            costs: CostTable = latency_costs(options.latency_table, model, device=self.device)
+        else:
+            costs = flops_table
+        #: The cost table compute is charged from (``options.cost``: FLOPs, or table-estimated seconds);
+        #: ``costs.unit`` names it. ``normalizer``: the full-depth model in that unit.
         self.costs = costs
         self.normalizer = float(costs.normalizer)
+        self.flops_normalizer = float(flops_table.normalizer)
         dev = self.device
         if len(costs.max_iterations) != self.num_layers:
             raise ValueError(f"cost_table().max_iterations must give one value per layer ({self.num_layers}), "
@@ -198,7 +215,7 @@ class DynaLayCore:
         self._max_iter = torch.tensor(costs.max_iterations, dtype=torch.float64, device=dev)
         # The largest one-step cost of each layer: injection + max_iter iterations + the head.
         self._worst_step = torch.tensor(costs.worst_step_flops(), dtype=torch.float64, device=dev) / self.normalizer
-        self._reset_flops = costs.reset_flops()
+        self._reset_cost = costs.reset_flops()
 
         if dataset is not None:
             x, y = dataset.as_tensors(self.split, dev)
@@ -235,6 +252,8 @@ class DynaLayCore:
         self.label = torch.zeros(n, dtype=torch.long, device=dev)
         self.steps = torch.zeros(n, dtype=torch.long, device=dev)
         self.flops = torch.zeros(n, dtype=torch.float64, device=dev)
+        # The charged cost in the unit of ``costs``; under cost="flops" the same tensor as ``flops``.
+        self.spent = self.flops if self.costs is self.flops_table else torch.zeros_like(self.flops)
         self.last_action = torch.full((n,), -1, dtype=torch.long, device=dev)
         self.last_residual = torch.zeros(n, device=dev)
         self.last_iterations = torch.zeros(n, dtype=torch.long, device=dev)
@@ -268,7 +287,7 @@ class DynaLayCore:
 
     def _build_observation_layout(self) -> None:
         hidden_dim = int(self.model.introspect(self.z[:1]).shape[1])
-        max_compute = self._reset_flops / self.normalizer + self.max_steps * float(self._worst_step.max())
+        max_compute = self._reset_cost / self.normalizer + self.max_steps * float(self._worst_step.max())
         layout = observation_layout(self.observation_groups, hidden_dim, self.num_classes, self.num_actions,
                                     max_compute)
         #: The columns of the observation that each enabled group holds, in observation order.
@@ -323,7 +342,9 @@ class DynaLayCore:
         self.example[idx] = ex
         self.label[idx] = self.y[ex]
         self.steps[idx] = 0
-        self.flops[idx] = self._reset_flops
+        self.flops[idx] = self.flops_table.reset_flops()
+        if self.spent is not self.flops:
+            self.spent[idx] = self._reset_cost
         self.last_action[idx] = -1
         self.last_residual[idx] = 0.0
         self.last_iterations[idx] = 0
@@ -344,13 +365,10 @@ class DynaLayCore:
         return torch.bincount(actions, minlength=self.num_actions).tolist()
 
     def _classify_into(self, idx: Tensor, z: Tensor) -> None:
-        """Head logits and introspection of states ``z`` into slots ``idx``; a model with
-        ``classify_introspection`` (whose head reads the introspection) introspects each state once for both."""
-        hidden = self.model.introspect(z)
-        head = getattr(self.model, "classify_introspection", None)
-        if not getattr(self.model, "head_reads_introspection", True):
-            head = None
-        self.logits.index_copy_(0, idx, head(hidden) if head is not None else self.model.classify(z))
+        """Head logits and introspection of states ``z`` into slots ``idx``
+        (:func:`~dynalay_env.model.head_and_introspection`)."""
+        logits, hidden = head_and_introspection(self.model, z)
+        self.logits.index_copy_(0, idx, logits)
         self.hidden.index_copy_(0, idx, hidden)
 
     def validate_actions(self, actions: Any) -> Tensor:
@@ -416,7 +434,7 @@ class DynaLayCore:
             masked = torch.zeros_like(active_t)
             act = act * active_t
         prev_logits = self.logits.clone()
-        prev_flops = self.flops.clone()
+        prev_spent = self.spent.clone()
         repeated = (act > 0) & (act == self.last_action)
         moved = act > 0
 
@@ -432,12 +450,14 @@ class DynaLayCore:
         correct = prediction == self.label
         # The policy's own cost, in the reward only: one decision per step (an EXIT, masked or not,
         # is one; the forced exit at max_steps is the last layer's step, not another decision).
-        decision = self.decision_flops / self.normalizer
+        # Decisions are priced as their share of the full-depth model's FLOPs under either cost (a
+        # latency table times the model, not the policy).
+        decision = self.decision_flops / self.flops_normalizer
         decisions = self.steps.double() + (~moved).double()
         label = self.label.unsqueeze(1)
         inputs = RewardInputs(
-            step_compute=(self.flops - prev_flops) / self.normalizer + decision,
-            total_compute=self.flops / self.normalizer + decision * decisions,
+            step_compute=(self.spent - prev_spent) / self.normalizer + decision,
+            total_compute=self.spent / self.normalizer + decision * decisions,
             repeated=repeated,
             terminal=terminated,
             correct=correct,
@@ -474,7 +494,9 @@ class DynaLayCore:
             group = order[offset:offset + count]
             offset += count
             result = self.model.apply_layer(k, self.z.index_select(0, group), self.x_emb.index_select(0, group))
-            self.flops.index_add_(0, group, self.costs.step_flops(k, result.flops))  # injection + solve + head
+            self.flops.index_add_(0, group, self.flops_table.step_cost(k, result))  # injection + solve + head
+            if self.spent is not self.flops:
+                self.spent.index_add_(0, group, self.costs.step_cost(k, result))
             states.append(result.state)
             residuals.append(result.residual.float())
             if self._track_history:  # a solver that does not record it reports no contraction (0)
@@ -526,7 +548,7 @@ class DynaLayCore:
             parts += [probs, top2[:, :1], margin.unsqueeze(1), entropy.clamp(0, 1).unsqueeze(1)]
         if "progress" in self.observation_groups:
             parts.append((self.steps[sel].float() / self.max_steps).unsqueeze(1))
-            parts.append((self.flops[sel] / self.normalizer).float().unsqueeze(1))
+            parts.append((self.spent[sel] / self.normalizer).float().unsqueeze(1))
         if "last_action" in self.observation_groups:
             last = self.last_action[sel]
             # A one-hot by comparison, not by indexing with the started rows (that needs their count).
@@ -547,7 +569,7 @@ class DynaLayCore:
             # The layer just applied (EXIT, 0, is never masked), without host-side row counts.
             mask &= ~((self.last_action.unsqueeze(1) == self._action_ids) & (self._action_ids > 0))
         if self.compute_budget is not None:
-            spent = (self.flops / self.normalizer).unsqueeze(1)
+            spent = (self.spent / self.normalizer).unsqueeze(1)
             mask[:, 1:] &= (spent + self._worst_step.unsqueeze(0)) <= self.compute_budget
         return mask
 
@@ -579,7 +601,7 @@ class DynaLayCore:
             "prediction": prediction,
             "correct": correct,
             "step": self.steps.clone(),
-            "compute": self.flops / self.normalizer,
+            "compute": self.spent / self.normalizer,
             "flops": self.flops.clone(),
             "path": self.path.clone(),
             "fpi_iterations": self.path_iterations.clone(),
@@ -624,5 +646,5 @@ class DynaLayCore:
         label = int(self.label[slot])
         state = "done" if bool(self.done[slot]) else "running"
         return (f"example {int(self.example[slot])}: enc -> {' -> '.join(hops) if hops else '(no layer)'} | "
-                f"compute {float(self.flops[slot]) / self.normalizer:.3f} ({float(self.flops[slot]) / 1e6:.2f} MFLOPs) | "
+                f"compute {float(self.spent[slot]) / self.normalizer:.3f} ({float(self.flops[slot]) / 1e6:.2f} MFLOPs) | "
                 f"pred {pred} label {label} {'ok' if pred == label else 'wrong'} | {state}")

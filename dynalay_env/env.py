@@ -10,11 +10,13 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from dynalay_env import cache as model_cache
 from dynalay_env.cache import resolve_model
 from dynalay_env.core import DynaLayCore
 from dynalay_env.datasets import Dataset, load_dataset
 from dynalay_env.device import resolve_device
-from dynalay_env.model import FPIModel
+from dynalay_env.latency import load_latency_table
+from dynalay_env.model import FPIModel, MainModel
 from dynalay_env.options import REWARD_PARAM_NAMES, EnvOptions
 from dynalay_env.options import unexpected_keyword as unexpected_keyword  # transitional: removed at merge
 from dynalay_env.render import FrameRenderer
@@ -33,7 +35,19 @@ def make_core(num_envs: int, options: EnvOptions | None = None, **kwargs: Any) -
     dev = resolve_device(options.device)
     ds = options.dataset if isinstance(options.dataset, Dataset) else load_dataset(options.dataset,
                                                                                    data_root=options.data_root)
-    fpi_model, provenance = resolve_model(options.model, ds, data_root=options.data_root, device=dev)
+    source = options.model
+    find_table = options.cost == "latency" and options.latency_table is None
+    if find_table:  # the table lives beside the checkpoint, so the checkpoint's path is needed
+        if source is None:
+            source = model_cache.cached_default_model(ds, data_root=options.data_root)
+        if not isinstance(source, (str, os.PathLike)):
+            raise ValueError("cost='latency' with a model object needs latency_table=: a LatencyTable or the JSON "
+                             "file that `dynalay profile` wrote")
+    fpi_model, provenance = resolve_model(source, ds, data_root=options.data_root, device=dev)
+    if find_table:
+        if not isinstance(fpi_model, MainModel):
+            raise ValueError(f"cost='latency' needs a MainModel, got {type(fpi_model).__name__}")
+        options = options.replace(latency_table=load_latency_table(source, fpi_model, device=dev))
     return DynaLayCore(fpi_model, ds, num_envs, options=options, provenance=provenance)
 
 
@@ -169,6 +183,9 @@ class DynaLayEnv(CoreFacts, gym.Env[np.ndarray, np.int64]):
     | Argument | Default | Meaning |
     |---|---|---|
     | ``dataset`` | ``"mnist1d"`` | registered dataset name (``dynalay_env.datasets.list_datasets()``) or a ``Dataset`` |
+    | Argument | Default | Meaning |
+    |---|---|---|
+    | ``dataset`` | ``"mnist1d"`` | registered dataset name (``dynalay_env.datasets.list_datasets()``) or a ``Dataset`` |
     | ``model`` | None | checkpoint path, ``FPIModel`` object, or None for the default model (user cache, else shipped, else pre-trained on first use) |
     | ``data_root`` | None | folder of local dataset files (mnist, fashion_mnist, cifar10) |
     | ``split`` | ``"agent_train"`` | the split episodes are drawn from; one of ``"model_train"``, ``"agent_train"``, ``"val"``, ``"test"`` |
@@ -184,7 +201,9 @@ class DynaLayEnv(CoreFacts, gym.Env[np.ndarray, np.int64]):
     | ``observation_groups`` | all but ``history`` | subset of ``hidden, head, progress, last_action, solver, history`` |
     | ``mask_repeats`` | False | forbid re-applying the layer just applied |
     | ``compute_budget`` | None | forbid layers that could exceed this normalised compute; the worst case counts ``max_iter`` solver iterations per layer, so with a model of ``solver="anderson"`` its mixing work can take an episode past the budget |
-    | ``decision_flops`` | 0 | FLOPs charged per decision of the policy (>= 0), in the reward only: each step (EXIT included, not the forced exit at ``max_steps``) adds ``decision_flops / normalizer`` to the reward's compute; ``info["compute"]`` stays env-only. Settable on a live env (``core.set_option``, ``set_attr``) |
+    | ``decision_flops`` | 0 | FLOPs charged per decision of the policy (>= 0), in the reward only: each step (EXIT included, not the forced exit at ``max_steps``) adds ``decision_flops`` over the full-depth model's FLOPs to the reward's compute (under either ``cost``); ``info["compute"]`` stays env-only. Settable on a live env (``core.set_option``, ``set_attr``) |
+    | ``cost`` | ``"flops"`` | what compute counts: ``flops`` (multiplications executed: exact, the same on every machine) or ``latency`` (seconds from a table measured on this device by ``dynalay profile``: table-estimated); ``info["flops"]`` stays the FLOPs executed; one of ``"flops"``, ``"latency"`` |
+    | ``latency_table`` | None | ``cost="latency"`` only: a ``LatencyTable`` or the JSON file ``dynalay profile`` wrote; None: the table beside the model's checkpoint for this device and thread count |
     | ``device`` | ``"cpu"`` | ``cpu``, ``cuda`` or ``cuda:N`` |
     | ``mode`` | ``"frozen"`` | the main model is fixed (``frozen``) or keeps learning on the agent's paths (``cotrain``); one of ``"frozen"``, ``"cotrain"`` |
     | ``cotrain_lr`` | None (0.0001) | ``cotrain`` only: Adam step size of the main model (> 0) |

@@ -149,6 +149,9 @@ class CostTable:
     normalizer: float
     max_iterations: tuple[int, ...] = ()
 
+    #: What the table's numbers count, for every figure that reports a cost.
+    unit = "FLOPs (executed)"
+
     # The cost of a path is written here once; the env core, normaliser calibration, path
     # enumeration (pre-training report, oracle) and replay all charge through these methods.
 
@@ -164,6 +167,12 @@ class CostTable:
         if isinstance(solver_flops, Tensor):
             solver_flops = solver_flops.double()
         return solver_flops + float(self.injection[k] + self.head)
+
+    def step_cost(self, k: int, result: SolveResult) -> Tensor:
+        """The cost of one step through layer ``k`` for each row of ``result`` (float64 ``[N]``), in
+        this table's unit: here the FLOPs the solver executed (:meth:`step_flops`). The env, path
+        enumeration and replay charge every step through this method."""
+        return self.step_flops(k, result.flops)
 
     def worst_step_flops(self) -> tuple[float, ...]:
         """Per layer, the largest FLOPs of one step: ``max_iterations[k]`` plain iterations
@@ -188,6 +197,17 @@ class PathRun:
     results: list[SolveResult]
 
 
+def head_and_introspection(model: FPIModel, z: Tensor) -> tuple[Tensor, Tensor]:
+    """The head's logits ``[N, num_classes]`` and the introspection ``[N, introspection_dim]`` of
+    states ``z``: what runs at every visited state. A model with ``classify_introspection`` (whose
+    head reads the introspection) introspects each state once for both."""
+    hidden = model.introspect(z)
+    head = getattr(model, "classify_introspection", None)
+    if head is None or not getattr(model, "head_reads_introspection", True):
+        return model.classify(z), hidden
+    return head(hidden), hidden
+
+
 @torch.no_grad()
 def run_path(model: FPIModel, x: Tensor, path: Sequence[int], costs: CostTable | None = None) -> PathRun:
     """Encode ``x`` ``[N, *input_shape]`` and apply the layers of ``path`` (0-based) to the whole
@@ -200,7 +220,7 @@ def run_path(model: FPIModel, x: Tensor, path: Sequence[int], costs: CostTable |
     for k in path:
         result = model.apply_layer(int(k), z, x_emb)
         z = result.state
-        flops += costs.step_flops(int(k), result.flops)
+        flops += costs.step_cost(int(k), result)
         results.append(result)
     return PathRun(x_emb, z, flops, results)
 

@@ -30,6 +30,7 @@ import torch
 from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, check_options
 from dynalay_env.datasets import DEFAULT_DATASET, SPLITS, Dataset
 from dynalay_env.device import parse_device
+from dynalay_env.latency import LatencyTable
 from dynalay_env.model import FPIModel
 from dynalay_env.rewards import DEFAULT_REWARD, SHAPINGS, Reward, RewardParams, make_reward
 
@@ -40,6 +41,8 @@ OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_actio
 DEFAULT_OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_action", "solver")
 SAMPLE_MODES: tuple[str, ...] = ("random", "sequential")
 MODES: tuple[str, ...] = ("frozen", "cotrain")
+#: What the env's compute counts (docs/design.md, Compute).
+COSTS: tuple[str, ...] = ("flops", "latency")
 
 #: The reward parameters among the options (the fields of :class:`~dynalay_env.rewards.RewardParams`).
 REWARD_PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(RewardParams))
@@ -143,8 +146,16 @@ class EnvOptions:
               "episode past the budget")
     decision_flops: float = _option(
         0.0, "FLOPs charged per decision of the policy (>= 0), in the reward only: each step (EXIT included, not "
-             "the forced exit at ``max_steps``) adds ``decision_flops / normalizer`` to the reward's compute; "
+             "the forced exit at ``max_steps``) adds ``decision_flops`` over the full-depth model's FLOPs to the reward's compute (under either "
+             "``cost``); "
              "``info[\"compute\"]`` stays env-only. Settable on a live env (``core.set_option``, ``set_attr``)")
+    cost: str = _option(
+        "flops", "what compute counts: ``flops`` (multiplications executed: exact, the same on every machine) or "
+                 "``latency`` (seconds from a table measured on this device by ``dynalay profile``: "
+                 "table-estimated); ``info[\"flops\"]`` stays the FLOPs executed", choices=COSTS)
+    latency_table: str | os.PathLike | LatencyTable | None = _option(
+        None, "``cost=\"latency\"`` only: a ``LatencyTable`` or the JSON file ``dynalay profile`` wrote; None: the "
+              "table beside the model's checkpoint for this device and thread count")
     device: str | torch.device = _option("cpu", "``cpu``, ``cuda`` or ``cuda:N``")
     mode: str = _option(
         "frozen", "the main model is fixed (``frozen``) or keeps learning on the agent's paths (``cotrain``)",
@@ -181,6 +192,12 @@ class EnvOptions:
         check_decision_flops(self.decision_flops)
         object.__setattr__(self, "decision_flops", float(self.decision_flops))
         parse_device(self.device)
+        if self.latency_table is not None:
+            if self.cost != "latency":
+                raise ValueError(f"latency_table only applies to cost='latency' (this env has cost={self.cost!r})")
+            if not isinstance(self.latency_table, (str, os.PathLike, LatencyTable)):
+                raise ValueError(f"latency_table must be a LatencyTable or the path of its JSON file, got "
+                                 f"{type(self.latency_table).__name__}")
         if self.mode != "cotrain":
             given = [name for name in ("cotrain_lr", "cotrain_every") if getattr(self, name) is not None]
             if given:

@@ -94,7 +94,7 @@ def enumerate_paths(model: MainModel, x: Tensor, y: Tensor, max_steps: int, allo
             result = model.apply_layer(k, z, x_emb)
             iterations[k].append(result.iterations.cpu())
             converged[k].append(result.converged.cpu())
-            visit(path + (k,), result.state, spent + costs.step_flops(k, result.flops))
+            visit(path + (k,), result.state, spent + costs.step_cost(k, result))
 
     visit((), x_emb, torch.full((x.shape[0],), costs.reset_flops(), dtype=torch.float64, device=x.device))
     return PathTable(paths, torch.stack(correct), torch.stack(flops),
