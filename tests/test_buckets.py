@@ -7,10 +7,14 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from dynalay_env import buckets
+from dynalay_env.core import DynaLayCore
+from dynalay_env.model import LayerSpec, MainModel, default_config
+from dynalay_env.pretrain import enumerate_paths
 
 
 @pytest.mark.parametrize("ratio", [1.1, 1.25, 1.5, 2.0])
@@ -65,3 +69,61 @@ def test_pad_index_repeats_the_first_index() -> None:
     assert buckets.pad_index(idx, 3) is idx
     assert buckets.pad_index(idx, 5).tolist() == [4, 2, 9, 4, 4]
     assert buckets.pad_rows(torch.eye(2), 3).tolist() == [[1, 0], [0, 1], [1, 0]]
+
+
+def small_conv_model() -> tuple[MainModel, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    layers = (LayerSpec(2, 3, max_iter=20), LayerSpec(4, 3, max_iter=20))
+    model = MainModel(default_config((1, 16), 5, channels=6, head_hidden=8, layers=layers)).eval()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(37, 1, 16, generator=g), torch.randint(0, 5, (37,), generator=g)
+    model.calibrate_normalizer(x)
+    return model, x, y
+
+
+def test_path_enumeration_pads_and_gives_the_exact_rows_table() -> None:
+    """Pre-training's path enumeration goes through the bucketed layers: same table as exact rows."""
+    model, x, y = small_conv_model()
+    with buckets.using_bucket_ratio(1.0):
+        exact = enumerate_paths(model, x, y, max_steps=2)
+    buckets.reset_padding_stats()
+    padded = enumerate_paths(model, x, y, max_steps=2)
+    assert buckets.padding_stats().padded_rows > 0  # 37 rows run as 38, active sets as buckets
+    assert padded.paths == exact.paths
+    assert torch.equal(padded.correct, exact.correct) and torch.equal(padded.flops, exact.flops)
+    for k in exact.iterations:
+        assert torch.equal(padded.iterations[k], exact.iterations[k])
+
+
+def test_vector_core_steps_alike_with_and_without_padding() -> None:
+    """The batched core under the default buckets and with padding off: same rewards, terminations,
+    charged compute and paths; observations equal up to float32 rounding."""
+    model, x, y = small_conv_model()
+    rng = np.random.default_rng(0)
+    actions = rng.integers(0, model.num_layers + 1, size=(12, 23))
+
+    def play(ratio: float) -> list[tuple[np.ndarray, ...]]:
+        out = []
+        with buckets.using_bucket_ratio(ratio):
+            core = DynaLayCore(model, None, 23, max_steps=3, examples=(x, y))
+            core.seed(list(range(23)))
+            obs = core.reset()
+            out.append((obs.numpy(),))
+            for a in actions:
+                step = core.step(a)
+                info = core.info_arrays()
+                out.append((step.obs.numpy(), step.reward.numpy(), step.terminated.numpy(),
+                            info["flops"], info["path"]))
+                done = np.flatnonzero(step.terminated.numpy())
+                if done.size:
+                    core.reset(done)
+        return out
+
+    buckets.reset_padding_stats()
+    padded = play(buckets.DEFAULT_RATIO)
+    assert buckets.padding_stats().padded_rows > 0
+    exact = play(1.0)
+    for t, (a, b) in enumerate(zip(padded, exact, strict=True)):
+        np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-6, err_msg=f"step {t}")
+        for u, v in zip(a[1:], b[1:], strict=True):
+            np.testing.assert_array_equal(u, v, err_msg=f"step {t}")
