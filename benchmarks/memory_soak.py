@@ -19,12 +19,13 @@ counts: the caches then keep meeting new shapes)::
 
     python benchmarks/memory_soak.py vector --bucket-ratio 1
 
-``ppo`` runs as ``train_agent.py train`` does: ``dynalay_env`` imported before torch and glibc's
-thresholds fixed by :func:`agents.allocator.fix_mmap_threshold` before the env is built. Its
-summary gives the growth after the first rollout (taken before the first update) and after the
-second (the first update's one-time allocations included). Without glibc's fix, for comparison::
+``ppo`` runs as ``train_agent.py train`` does: ideep's cache capped by ``dynalay_env`` (imported
+before torch) and glibc's thresholds fixed by :func:`agents.allocator.fix_mmap_threshold` before
+the env is built. Its summary gives the growth after the first rollout (taken before the first
+update) and after the second (the first update's one-time allocations included). Without those
+two fixes, for comparison (torch's default cache size, glibc's dynamic threshold)::
 
-    DYNALAY_MMAP_THRESHOLD=0 python benchmarks/memory_soak.py ppo
+    LRU_CACHE_CAPACITY=1024 DYNALAY_MMAP_THRESHOLD=0 python benchmarks/memory_soak.py ppo
 
 One torch thread (``--threads``). Writes its table to ``--out`` as well (default: print only).
 """
@@ -42,7 +43,8 @@ from typing import Any
 
 import numpy as np
 
-# Before torch, as train_agent.py does: a cache size set in dynalay_env reaches torch only then.
+# Before torch, as train_agent.py does: dynalay_env caps ideep's per-shape cache through an
+# environment variable that torch reads when it is loaded.
 import dynalay_env  # noqa: F401
 
 # isort: split
