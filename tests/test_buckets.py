@@ -4,6 +4,7 @@ step in test_core.py (charged = executed - padded)."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -13,8 +14,11 @@ import torch
 
 from dynalay_env import buckets
 from dynalay_env.core import DynaLayCore
+from dynalay_env.env import make_core
 from dynalay_env.model import LayerSpec, MainModel, default_config
 from dynalay_env.pretrain import enumerate_paths
+from tests.env_fixtures import check_charged_equals_executed
+from tests.vec_fixtures import tiny_model
 
 
 @pytest.mark.parametrize("ratio", [1.1, 1.25, 1.5, 2.0])
@@ -127,3 +131,21 @@ def test_vector_core_steps_alike_with_and_without_padding() -> None:
         np.testing.assert_allclose(a[0], b[0], rtol=1e-5, atol=1e-6, err_msg=f"step {t}")
         for u, v in zip(a[1:], b[1:], strict=True):
             np.testing.assert_array_equal(u, v, err_msg=f"step {t}")
+
+
+@pytest.mark.parametrize("mode", ["frozen", "cotrain"])
+def test_a_conv_core_charges_what_ran_less_the_padding(mode: str) -> None:
+    """Executed (FlopCounterMode) = charged + padding rows, also while co-training updates the model
+    between steps (the update's own padded solves are neither charged nor counted twice)."""
+    if mode == "cotrain":  # co-training learns from a dataset's agent_train split: a conv1d one
+        model, dataset = tiny_model("synthetic")
+        core = make_core(11, dataset=dataset, model=copy.deepcopy(model), mode="cotrain", cotrain_lr=1e-3,
+                         cotrain_every=4, max_steps=3)
+    else:
+        model, x, y = small_conv_model()
+        core = DynaLayCore(model, None, 11, max_steps=3, examples=(x, y))
+    buckets.reset_padding_stats()
+    with buckets.using_bucket_ratio(3.0):  # sizes 1, 2, 6, 18, ...: the update's small groups pad too
+        assert check_charged_equals_executed(core, steps=10, seed=2, exit_prob=0.4) > 0
+    if mode == "cotrain":
+        assert core.cotrainer.updates >= 1
