@@ -6,9 +6,10 @@ resets. oneDNN (torch's CPU convolutions) compiles and caches one primitive per 
 unbounded sizes mean either a cache that grows for hours or, capped, one that recompiles on every
 call. Here a group of ``n`` rows runs on ``bucket_size(n)`` rows instead, the smallest size of a
 geometric table (``1, 2, 3, 4, 5, 6, 8, 10, ...`` for ratio 1.25) that holds it. The extra rows copy
-a real row and their results are dropped: each row of a convolution or matrix product depends on
-its own input only, so real rows get the same values, and the work done on padded rows is never
-charged (``SolveResult.flops`` and the env's compute count real rows only). It is tallied apart,
+a real row and their results are dropped: each row of a convolution depends on its own input only,
+so real rows get the same values (up to float rounding: a kernel may round differently at another
+batch size, as it already does when a solver's active set shrinks), and the work done on padded rows
+is never charged (``SolveResult.flops`` and the env's compute count real rows only). It is tallied apart,
 for the benchmarks, in :func:`padding_stats`.
 
 Who pads: the convolutions of the conv families on the CPU (the FPI layers' injections and solver
@@ -17,8 +18,10 @@ nothing per shape, so padding them would only add work; on an accelerator nothin
 
 The ratio trades padded work (at most ``ratio - 1`` of a group, ``(ratio - 1) / 2`` on average)
 against the number of distinct shapes (about ``log(N) / log(ratio)`` per kernel up to ``N`` rows).
-:data:`DEFAULT_RATIO` was chosen by measurement (``python -m benchmarks.bucket_ratio``; the table
-is in ``benchmarks/results/bucket_ratio_cpu.md``). ``set_bucket_ratio(1.0)`` turns padding off.
+:data:`DEFAULT_RATIO` keeps every shape of a model of up to ~20 convolution shapes within oneDNN's default
+cache up to N = 65,536 rows at ~10% padded work (``benchmarks/bucket_ratio.py`` measures the
+ratios; its table is in ``benchmarks/results/bucket_ratio_cpu.md``). ``set_bucket_ratio(1.0)``
+turns padding off.
 """
 
 from __future__ import annotations
