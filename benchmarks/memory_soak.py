@@ -10,11 +10,19 @@ traced Python heap is a leak.
     python -m benchmarks memory_soak vector --num-envs 1024 --checkpoints 1e6 5e6 1e7
     python -m benchmarks memory_soak ppo --timesteps 2e6 --n-envs 1024
 
-``ppo`` runs as ``train_agent.py train`` does: torch's convolution caches capped by ``dynalay_env``
-(imported before torch) and glibc's thresholds fixed by :func:`agents.allocator.fix_mmap_threshold`
-before the env is built. Its summary gives the growth after the first rollout (taken before the
-first update) and after the second (the first update's one-time allocations included). Without
-the fixes, for comparison (torch's default cache size, glibc's dynamic threshold)::
+torch keeps per-shape caches for its CPU convolutions (oneDNN's compiled primitives, ideep's
+primitive descriptors). The env keeps the set of shapes small by construction: every convolution
+runs on one of a few bucketed row counts (:mod:`dynalay_env.buckets`), so those caches fill once,
+early, and then stay. ``--bucket-ratio 1`` turns the bucketing off, for comparison (exact row
+counts: the caches then keep meeting new shapes)::
+
+    python benchmarks/memory_soak.py vector --bucket-ratio 1
+
+``ppo`` runs as ``train_agent.py train`` does: ideep's cache capped by ``dynalay_env`` (imported
+before torch) and glibc's thresholds fixed by :func:`agents.allocator.fix_mmap_threshold` before
+the env is built. Its summary gives the growth after the first rollout (taken before the first
+update) and after the second (the first update's one-time allocations included). Without those
+two fixes, for comparison (torch's default cache size, glibc's dynamic threshold)::
 
     LRU_CACHE_CAPACITY=1024 DYNALAY_MMAP_THRESHOLD=0 python -m benchmarks memory_soak ppo
 
@@ -34,12 +42,20 @@ from typing import Any
 
 import numpy as np
 
-# Before torch: dynalay_env caps torch's per-shape convolution caches through environment variables
-# that torch reads when it is loaded (train_agent.py imports it first too).
+# Before torch, as train_agent.py does: dynalay_env caps ideep's per-shape cache through an
+# environment variable that torch reads when it is loaded.
 import dynalay_env  # noqa: F401
 
 # isort: split
 import torch
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
+
+from agents.allocator import fix_mmap_threshold, requested_threshold
+from agents.sb3_vec_env import DynaLayVecEnv
+from dynalay_env import buckets
+from dynalay_env.atomic import atomic_write_json
+from dynalay_env.vector_env import DynaLayVectorEnv
 
 
 class _MallInfo2(ctypes.Structure):
@@ -75,7 +91,7 @@ def live_tensors() -> int:
 
 def snapshot(steps: int, start: float, traced: bool) -> dict[str, Any]:
     row: dict[str, Any] = {"env_steps": steps, "seconds": round(time.perf_counter() - start, 1), "rss_mb": rss_mb(),
-                           **malloc_stats()}
+                           **malloc_stats(), "padded_pct": 100 * buckets.padding_stats().padded_share}
     if traced:
         row["traced_python_mb"] = tracemalloc.get_traced_memory()[0] / 2**20
         row["live_tensors"] = live_tensors()
@@ -89,8 +105,6 @@ def print_row(row: dict[str, Any]) -> None:
 
 def soak_vector(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Random actions through ``DynaLayVectorEnv`` (NEXT_STEP autoreset), RSS at each checkpoint."""
-    from dynalay_env.vector_env import DynaLayVectorEnv
-
     env = DynaLayVectorEnv(args.num_envs, dataset=args.dataset, model=args.model)
     env.reset(seed=args.seed)
     rng = np.random.default_rng(args.seed)
@@ -122,11 +136,6 @@ def soak_vector(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def soak_ppo(args: argparse.Namespace) -> list[dict[str, Any]]:
     """PPO on the SB3 adapter; RSS after every rollout (printed every ``--every`` rollouts)."""
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    from agents.sb3_vec_env import DynaLayVecEnv
-
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
 
@@ -180,15 +189,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-epochs", type=int, default=2)
     parser.add_argument("--every", type=int, default=0, help="print a row every this many steps / rollouts too")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--bucket-ratio", type=float, default=None,
+                        help="row-count bucket ratio (dynalay_env.buckets; 1 = exact row counts; default: the package's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the rows and summary to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.bucket_ratio is not None:
+        buckets.set_bucket_ratio(args.bucket_ratio)
     settings = " | ".join(f"{name}={os.environ.get(name, '-')}" for name in (
         "MALLOC_ARENA_MAX", "ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"))
+    settings += f" | bucket ratio {buckets.bucket_ratio()}"
     if args.kind == "ppo":
-        from agents.allocator import fix_mmap_threshold, requested_threshold
-
         # As agents.training.train does, before the env and the agent allocate.
         fixed = fix_mmap_threshold()
         settings += f" | glibc mmap threshold: {f'fixed at {requested_threshold():,} B' if fixed else 'dynamic'}"
@@ -199,8 +211,6 @@ def main(argv: list[str] | None = None) -> None:
     summary = summarise(args.kind, rows)
     print(summary)
     if args.out:
-        from dynalay_env.atomic import atomic_write_json
-
         payload = {"header": header, "args": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows,
                    "summary": summary}
         atomic_write_json(args.out, payload)

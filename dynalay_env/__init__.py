@@ -10,20 +10,17 @@ Importing the package registers the environments::
 
 import os
 
-# Memory: oneDNN (torch's CPU convolutions) caches one compiled primitive per input shape, up to
-# 1,024 of them. The env's grouped solves run convolutions on a batch whose size changes at every
-# call (one group per chosen layer, shrinking as samples converge), so over millions of steps that
-# cache fills with ~1,000 primitives, and the process's memory grows for hours before it levels
-# off. A small cache keeps it flat at no measured cost in speed (benchmarks/memory_soak.py). It is
-# read when oneDNN first runs, so it applies when this package is imported before any convolution;
-# a value the user set wins.
-os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "32")
-# The same for ideep, torch's layer over oneDNN: it keeps its own per-shape cache of convolution
-# primitive descriptors (about 20 KB each, up to 1,024). Over a 2M-step PPO run it grew by 18 MB
-# after the first rollout and its long-lived entries fragmented the heap: RSS +8.6 to +13 %; capped
-# at 32 it no longer grows, at no measured cost in speed (benchmarks/memory_soak.py ppo). torch
-# reads this one when it is loaded, so it applies only when this package (or agents/) is imported
-# before torch.
+# Memory: torch keeps per-shape caches for its CPU convolutions. The env's batched calls run on row
+# groups whose size changes at every call, so each convolution runs on one of a few bucketed row
+# counts (dynalay_env/buckets.py): a few hundred shapes in all. oneDNN's cache of compiled
+# primitives (ONEDNN_PRIMITIVE_CACHE_CAPACITY, 1,024 by default) holds them all, fills early and then
+# stays flat (benchmarks/memory_soak.py), so it is left at its default: capped below the number of
+# shapes it recompiled kernels on every step (the vector env ran ~40% slower).
+# ideep, torch's layer over oneDNN, keeps its own per-shape cache of primitive descriptors (about
+# 20 KB each). Over a 2M-step PPO run its long-lived entries grew by 18 MB after the first rollout
+# and fragmented the heap (RSS +8.6 to +13 %); capped at 32 it no longer grows, at little cost in
+# speed (benchmarks/bucket_ratio.py). torch reads this one when it is loaded, so it applies only when
+# this package (or agents/) is imported before torch; a value the user set wins.
 os.environ.setdefault("LRU_CACHE_CAPACITY", "32")
 
 from gymnasium.envs.registration import register, registry  # noqa: E402

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dynalay_env.registry import lookup, register
+from dynalay_env import buckets
 
 SolverName = Literal["fixed_point", "anderson"]
 BackwardName = Literal["phantom", "implicit"]
@@ -290,12 +291,18 @@ class FPILayer(nn.Module):
             raise ValueError(f"layer {self.name or self.family} expects z_in and x_emb of shape "
                              f"[N, {', '.join(map(str, self.state_shape))}], got {tuple(z_in.shape)} "
                              f"and {tuple(x_emb.shape)}")
-        u = self.inject(z_in, x_emb)
+        # Convolutions on the CPU run on bucketed row counts (dynalay_env.buckets): oneDNN compiles
+        # one kernel per shape. Matrix products (mlp) compile nothing per shape: padding would only add work.
+        pad_to = buckets.bucket_size if self.family != "mlp" and z_in.device.type == "cpu" else None
+        if pad_to is None or torch.is_grad_enabled():
+            u = self.inject(z_in, x_emb)
+        else:
+            u = buckets.call_bucketed(self.inject, z_in, x_emb, flops_per_row=self.injection_flops())
         f = self.fixed_point_map()
         with torch.no_grad():
             result = get_solver(self.solver)(f, z_in.detach(), u.detach(), tol=self.tol,
                                              max_iter=self.max_iter,
-                                             flops_per_iteration=self.flops_per_iteration())
+                                             flops_per_iteration=self.flops_per_iteration(), pad_to=pad_to)
         if torch.is_grad_enabled() and (u.requires_grad or any(p.requires_grad for p in self.parameters())):
             # The backward fixed point contracts as slowly as the forward one: give it at least as
             # many iterations and a tolerance no looser.
@@ -342,11 +349,17 @@ def _first_or_final(first: Tensor | None, residual: Tensor) -> Tensor:
     return residual.float() if first is None else first
 
 
+def _exact(n: int) -> int:
+    return n
+
+
 def fixed_point_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_iter: int,
-                      flops_per_iteration: int) -> SolveResult:
+                      flops_per_iteration: int, pad_to: Callable[[int], int] | None = None) -> SolveResult:
     """Plain iteration ``z <- f(z, u)`` on the active set; each sample stops on its own.
 
-    The running rows are kept compacted between iterations: ``f`` runs on exactly the samples still
+    With ``pad_to`` (e.g. :func:`~dynalay_env.buckets.bucket_size`), ``f`` runs on ``pad_to(m)``
+    rows when ``m`` are running: the running rows, then copies of one of them whose images are
+    dropped and never counted. The running rows are kept compacted between iterations: ``f`` runs on exactly the samples still
     running, a sample is written out once, when it stops, and the running rows are gathered again
     only in an iteration where some stopped. (Gathering every running row from a full-size buffer and
     scattering it back each iteration cost as much wall time as the cheap layers' ``f``.) The
@@ -362,20 +375,25 @@ def fixed_point_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_
                            residual.float())
     z: Tensor | None = None  # the output, allocated when rows first stop apart from the rest
     rows: Tensor | None = None  # global index of each running row; None: all n, in order
-    z_a, u_a = z0, u
+    # The running rows are the first m of z_a / u_a; the rest (up to bucket_size(m)) pad the batch.
+    size = _exact if pad_to is None else pad_to
+    m = n
+    z_a, u_a = buckets.pad_rows(z0, size(n)), buckets.pad_rows(u, size(n))
     first: Tensor | None = None
     for it in range(1, max_iter + 1):
-        fz = f(z_a, u_a)
-        res = _relative_residual(fz, z_a)
+        fz_run = f(z_a, u_a)
+        buckets.record(m, fz_run.shape[0], flops_per_iteration)
+        fz = fz_run[:m]
+        res = _relative_residual(fz, z_a[:m])
         if first is None:  # the first iteration runs on every sample
             first = res.float()
         # NaN residuals compare False: a diverged sample stops (unconverged), as at max_iter.
         keep = res > tol if it < max_iter else torch.zeros_like(res, dtype=torch.bool)
         n_stop = int((~keep).sum())
         if n_stop == 0:
-            z_a = fz
+            z_a = fz_run
             continue
-        if n_stop == res.numel():  # every running row stops here
+        if n_stop == m:  # every running row stops here
             stop_rows = torch.arange(n, device=dev) if rows is None else rows
             if z is None:  # all n stop together: fz is the output
                 z = fz
@@ -394,7 +412,9 @@ def fixed_point_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_
         iterations.index_fill_(0, stop_rows, it)
         residual.index_copy_(0, stop_rows, res.index_select(0, stop_local))
         rows = keep_local if rows is None else rows.index_select(0, keep_local)
-        z_a, u_a = fz.index_select(0, keep_local), u_a.index_select(0, keep_local)
+        m -= n_stop
+        gather = buckets.pad_index(keep_local, size(m))
+        z_a, u_a = fz_run.index_select(0, gather), u_a.index_select(0, gather)
     assert z is not None  # the last iteration stops every row still running
     converged = residual <= tol
     return SolveResult(z, iterations, residual.float(), converged, iterations * flops_per_iteration,
@@ -403,15 +423,16 @@ def fixed_point_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_
 
 def anderson_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_iter: int,
                    flops_per_iteration: int, memory: int = 5, beta: float = 1.0,
-                   ridge: float = 1e-4) -> SolveResult:
+                   ridge: float = 1e-4, pad_to: Callable[[int], int] | None = None) -> SolveResult:
     """Anderson acceleration (type II) on the active set; each sample stops on its own.
 
     Keeps the last ``memory`` iterates ``X`` and images ``G = f(X)`` for every sample, solves the small
     (relatively) ridge-regularised least-squares problem ``min_a ||(G - X) a||, sum(a) = 1`` per active sample and
     mixes ``z = beta * G a + (1 - beta) * X a``. The mixing (two batched products with the history of
     size ``d = state numel``) costs ``2 * (m*m*d + m*d)`` FLOPs per sample and iteration, which is added
-    to the count.
+    to the count. ``pad_to``: as in :func:`fixed_point_solve` (``f`` only; the mixing runs exact).
     """
+    size = _exact if pad_to is None else pad_to
     n = z0.shape[0]
     d = z0[0].numel()
     shape = z0.shape[1:]
@@ -427,8 +448,12 @@ def anderson_solve(f: FPIFunction, z0: Tensor, u: Tensor, *, tol: float, max_ite
     for k in range(max_iter):
         if active.numel() == 0:
             break
-        z_a = z.index_select(0, active)
-        g_a = f(z_a.view(-1, *shape), u.index_select(0, active)).reshape(-1, d)
+        a = active.numel()
+        gather = buckets.pad_index(active, size(a))  # padding rows' images are dropped
+        z_run = z.index_select(0, gather)
+        g_run = f(z_run.view(-1, *shape), u.index_select(0, gather))
+        buckets.record(a, g_run.shape[0], flops_per_iteration)
+        z_a, g_a = z_run[:a], g_run[:a].reshape(-1, d)
         res = _relative_residual(g_a, z_a)
         if first is None:  # the first iteration runs on every sample
             first = res.float()

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 # The package's own constants (__version__, RECIPE_VERSION), read at call time. The package defines
 # them before it imports its env (and so this module), so this import finds them in place.
 import dynalay_env
+from dynalay_env import buckets
 from dynalay_env.atomic import atomic_write_bytes
 from dynalay_env.fpi import LAYER_FAMILIES, FPILayer, SolveResult, get_solver
 
@@ -366,7 +367,10 @@ class MainModel(nn.Module):
         """Raw inputs ``x`` ``[N, *input_shape]`` -> the initial state ``[N, *state_shape]``
         (standardised, encoded, ReLU)."""
         self.check_input(x)
-        return F.relu(self.encoder(self.normalize_input(x)))
+        if self.config.family == "mlp" or x.device.type != "cpu" or torch.is_grad_enabled():
+            return F.relu(self.encoder(self.normalize_input(x)))
+        # A convolution: on a bucketed row count, as the FPI layers run theirs (dynalay_env.buckets).
+        return F.relu(buckets.call_bucketed(self.encoder, self.normalize_input(x), flops_per_row=self.encoder_flops()))
 
     def apply_layer(self, k: int, z: Tensor, x_emb: Tensor) -> SolveResult:
         """Solve layer ``k`` (0-based) from state ``z`` with the input embedding ``x_emb``, both

@@ -116,8 +116,16 @@ def check_charged_equals_executed(core: Any, steps: int, seed: int = 0, exit_pro
     assert that each reset and each step charges, summed over slots, exactly the FLOPs that
     ``FlopCounterMode`` saw run. The expected value comes from the counter, never from what the core
     reports. A co-training update is measured by a nested counter and left out (episodes do not pay
-    for it). Returns the FLOPs counted in all."""
+    for it), and so are padding rows (:mod:`dynalay_env.buckets`, tallied apart). Returns the FLOPs
+    counted in all."""
     from torch.utils.flop_counter import FlopCounterMode
+
+    from dynalay_env import buckets
+
+    def padded() -> int:  # the padding rows' FLOPs since the last call
+        flops = buckets.padding_stats().padded_flops
+        buckets.reset_padding_stats()
+        return flops
 
     update_flops = [0]
     trainer = getattr(core, "cotrainer", None)
@@ -125,35 +133,39 @@ def check_charged_equals_executed(core: Any, steps: int, seed: int = 0, exit_pro
         original = trainer.update
 
         def counted_update(*args: Any, **kwargs: Any) -> Any:
+            padded_before = buckets.padding_stats().padded_flops
             with FlopCounterMode(display=False) as inner:
                 out = original(*args, **kwargs)
-            update_flops[0] += inner.get_total_flops()
+            # The update's padding rows are in padded() below: leave them out here.
+            update_flops[0] += inner.get_total_flops() - (buckets.padding_stats().padded_flops - padded_before)
             return out
 
         trainer.update = counted_update
     rng = np.random.default_rng(seed)
     core.seed([seed + i for i in range(core.num_envs)])
     total = 0
+    padded()
     with FlopCounterMode(display=False) as counter:
         core.reset()
     charged = core.info_arrays()["flops"].sum()
-    assert counter.get_total_flops() == charged > 0
-    total += counter.get_total_flops()
+    assert counter.get_total_flops() - padded() == charged > 0
+    total += charged
     for _ in range(steps):
         before = core.info_arrays()["flops"]
         actions = np.where(rng.random(core.num_envs) < exit_prob, 0, rng.integers(1, core.num_actions, core.num_envs))
         update_flops[0] = 0
         with FlopCounterMode(display=False) as counter:
             out = core.step(actions)
-        ran = counter.get_total_flops() - update_flops[0]
+        ran = counter.get_total_flops() - update_flops[0] - padded()
         assert ran == (out.info["flops"] - before).sum(), (actions, ran)
         total += ran
         done = np.flatnonzero(out.terminated.cpu().numpy())
         if done.size:
             with FlopCounterMode(display=False) as counter:
                 core.reset(done)
-            assert counter.get_total_flops() == core.info_arrays()["flops"][done].sum() > 0
-            total += counter.get_total_flops()
+            charged = core.info_arrays()["flops"][done].sum()
+            assert counter.get_total_flops() - padded() == charged > 0
+            total += charged
     return total
 
 

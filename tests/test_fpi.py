@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from dynalay_env import buckets
 from dynalay_env.fpi import (
     LAYER_FAMILIES,
     SOLVERS,
@@ -179,9 +180,41 @@ def test_layer_forward_flops_equal_flop_counter(family: str, solver: str) -> Non
     layer = make_layer(family, solver)
     z_in, x_emb = varied_batch(layer.state_shape)
     n = z_in.shape[0]
+    buckets.reset_padding_stats()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         result = layer(z_in, x_emb)
-    assert counter.get_total_flops() == int(result.flops.sum()) + n * layer.injection_flops()
+    # What ran = what is charged + the padding rows (conv on the CPU), which are tallied apart.
+    padded = buckets.padding_stats().padded_flops
+    assert counter.get_total_flops() == int(result.flops.sum()) + n * layer.injection_flops() + padded
+    assert (padded > 0) == (family != "mlp")  # 10 rows run as 12
+
+
+@pytest.mark.parametrize("solver", SOLVER_NAMES)
+@pytest.mark.parametrize("family", LAYER_FAMILIES)
+@pytest.mark.parametrize("ratio", [1.25, 2.0, 3.0])
+def test_padding_rows_change_nothing_and_are_charged_nothing(family: str, solver: str, ratio: float) -> None:
+    """A layer's forward with bucketed row counts gives the results of exact row counts: the same
+    iterations, convergence and charged FLOPs, and the same states and residuals up to float32
+    rounding (oneDNN may round a row differently at another batch size, as it does when the active
+    set shrinks); with padding off, everything that ran is charged."""
+    torch.manual_seed(0)
+    layer = make_layer(family, solver)
+    for n in (1, 6, 10, 23):
+        z_in, x_emb = varied_batch(layer.state_shape, n=n, seed=n)
+        with torch.no_grad():
+            with buckets.using_bucket_ratio(1.0), FlopCounterMode(display=False) as counter:
+                exact = layer(z_in, x_emb)
+            assert counter.get_total_flops() == int(exact.flops.sum()) + n * layer.injection_flops()
+            buckets.reset_padding_stats()
+            with buckets.using_bucket_ratio(ratio):
+                padded = layer(z_in, x_emb)
+                pads = family != "mlp" and buckets.bucket_size(n) > n
+        for name in ("iterations", "converged", "flops"):
+            assert torch.equal(getattr(padded, name), getattr(exact, name)), (n, name)
+        for name in ("state", "residual", "first_residual"):
+            torch.testing.assert_close(getattr(padded, name), getattr(exact, name), rtol=1e-5, atol=1e-6,
+                                       msg=lambda m, n=n, name=name: f"n={n} {name}: {m}")
+        assert (buckets.padding_stats().padded_rows > 0) == pads, n
 
 
 @pytest.mark.parametrize("solver", SOLVER_NAMES)
