@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dynalay_env.registry import lookup, register
 from dynalay_env import buckets
+from dynalay_env.registry import lookup, register
 
 SolverName = Literal["fixed_point", "anderson"]
 BackwardName = Literal["phantom", "implicit"]
