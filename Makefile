@@ -102,7 +102,7 @@ clean:
 ## dynalay_env/models/ with a manifest of their provenance (dynalay_env/cache.py).
 models: $(STAMP)
 	$(PY) -m dynalay_env.cache mnist1d digits synthetic mnist5k
-	$(PY) -c "from dynalay_env.data import ship_mnist1d; print(ship_mnist1d())"
+	$(PY) -c "from dynalay_env.datasets import ship_mnist1d; print(ship_mnist1d())"
 
 ## The wheel outside the repository: build it, install it non-editable into a fresh venv, and from an
 ## empty folder with an empty model cache run gym.make + a step (under 5 s), `dynalay train`,

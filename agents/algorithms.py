@@ -51,7 +51,6 @@ import sb3_contrib
 from sb3_contrib import QRDQN, TRPO, MaskablePPO, RecurrentPPO
 from stable_baselines3 import A2C, DQN, PPO
 
-from agents.hyperparams import load_hyperparams as load_hyperparams  # transitional: removed at merge
 from agents.interface import AlgoSpec, Backend
 from agents.sb3_backend import SB3_BACKEND
 from agents.supervised import BC, SUPERVISED_BACKEND, DAgger, ValueExit

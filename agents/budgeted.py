@@ -29,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from agents.curves import ExactCurve, _hull_at
-from agents.evaluate import EpisodeRecords, hull_accuracy_at
+from agents.curves import ExactCurve, hull_at
+from agents.records import EpisodeRecords, hull_accuracy_at
+from agents.sweep import hypervolume
 
 __all__ = [
     "BUDGETS",
@@ -101,7 +102,7 @@ def margin_resamples(test: EpisodeRecords, curve: ExactCurve, budget: float, wei
     for start in range(0, weights.shape[0], chunk):
         w = weights[start:start + chunk]
         acc, comp = curve.weighted(w)
-        out.append(w @ correct / w.sum(1) - _hull_at(comp, acc, np.full(w.shape[0], float(budget))))
+        out.append(w @ correct / w.sum(1) - hull_at(comp, acc, np.full(w.shape[0], float(budget))))
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -182,8 +183,6 @@ def common_range_hypervolume(front: Sequence[tuple[float, float]], other: Sequen
         compute and high the smaller of their largest. A point cheaper than ``low`` dominates from
         ``low`` on; points above ``high`` add nothing. No overlap gives a None range and areas of 0.
     """
-    from agents.sweep import hypervolume
-
     if not front or not other:
         return {"range": None, "front": 0.0, "other": 0.0}
     low = max(min(c for _, c in front), min(c for _, c in other))

@@ -398,7 +398,7 @@ def prefix_oracle(record: DepthRecord, decision_flops: float = 0.0) -> EpisodeRe
     return result
 
 
-def _hull_at(compute: np.ndarray, accuracy: np.ndarray, at: np.ndarray, iterations: int = 100) -> np.ndarray:
+def hull_at(compute: np.ndarray, accuracy: np.ndarray, at: np.ndarray, iterations: int = 100) -> np.ndarray:
     """Value at ``at`` ``[B]`` of the upper hull of each row's points (``[B, m]``), as
     :func:`agents.records.hull_accuracy_at` defines it: concave, non-decreasing, flat beyond the
     ends. Uses the dual form ``min over slope s >= 0 of max_j (a_j + s (at - c_j))`` and bisects on
@@ -456,7 +456,7 @@ def vs_curve(agent: EpisodeRecords, curve: ExactCurve, n_boot: int = 1000, seed:
         acc, comp = curve.weighted(w)
         agent_acc = w @ agent.correct.astype(np.float64) / n
         agent_c = w @ agent.compute / n
-        boots.append(agent_acc - _hull_at(comp, acc, agent_c))
+        boots.append(agent_acc - hull_at(comp, acc, agent_c))
     boots_all = np.concatenate(boots)
     low, high = np.percentile(boots_all, [2.5, 97.5]) if n_boot else (float("nan"), float("nan"))
     corrected: dict[str, Any] = {}

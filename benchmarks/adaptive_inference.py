@@ -29,7 +29,7 @@ from agents.baselines import ConfidencePolicy
 from agents.inference import AdaptiveClassifier
 from agents.training import env_options, load_run
 from dynalay_env.atomic import atomic_write_json
-from dynalay_env.data import load_dataset
+from dynalay_env.datasets import load_dataset
 from dynalay_env.model import FPIModel
 
 

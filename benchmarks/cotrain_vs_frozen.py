@@ -41,9 +41,9 @@ from agents.evaluate import hull_accuracy_at, replay_paths
 from agents.pipelines import run_evaluation
 from agents.training import TrainConfig, train
 from dynalay_env.atomic import atomic_write_json
-from dynalay_env.data import load_dataset
+from dynalay_env.datasets import load_dataset
 from dynalay_env.model import load_checkpoint
-from dynalay_env.pretrain import depth_accuracies
+from dynalay_env.paths import depth_accuracies
 
 ENV_OF = {"mnist1d": "DynaLay-MNIST1D-v0", "synthetic": "DynaLay-Synthetic-v0", "digits": "DynaLay-Digits-v0"}
 

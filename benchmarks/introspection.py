@@ -52,10 +52,10 @@ import numpy as np
 import torch
 import yaml
 
-from agents.algorithms import load_hyperparams
 from agents.baselines import OraclePolicy, oracle_search
 from agents.curves import STATISTICS, exact_curve, prefix_oracle, record_core, statistic_flops, vs_curve
 from agents.evaluate import EpisodeRecords, hull_accuracy_at, prefix_oracle_summary, run_policy
+from agents.hyperparams import load_hyperparams
 from agents.sweep import hypervolume
 from agents.training import env_options, load_run
 from benchmarks import command_words
@@ -71,9 +71,9 @@ from benchmarks.reproduce import (
 )
 from dynalay_env import ENV_IDS
 from dynalay_env.atomic import atomic_path, atomic_write_json, atomic_write_text
-from dynalay_env.core import DEFAULT_OBSERVATION_GROUPS
-from dynalay_env.data import load_dataset
+from dynalay_env.datasets import load_dataset
 from dynalay_env.env import make_core
+from dynalay_env.options import DEFAULT_OBSERVATION_GROUPS
 
 TASK_ENVS: dict[str, str] = {"mnist1d": "DynaLay-MNIST1D-v0", "synthetic": "DynaLay-Synthetic-v0",
                              "mnist5k": "DynaLay-MNIST5k-v0", "digits": "DynaLay-Digits-v0"}

@@ -21,7 +21,7 @@ import time
 import torch
 
 from benchmarks import command_words
-from dynalay_env.data import load_dataset
+from dynalay_env.datasets import load_dataset
 from dynalay_env.model import atomic_write_bytes
 from dynalay_env.pretrain import pretrain, pretrain_report, recipe_for
 

@@ -53,7 +53,7 @@ import torch
 import dynalay_env
 from dynalay_env.atomic import atomic_copy, atomic_path, atomic_write_text
 from dynalay_env.cache import cached_default_model, default_model_path, model_cache_dir, shipped_model_path
-from dynalay_env.data import load_dataset
+from dynalay_env.datasets import load_dataset
 from dynalay_env.model import load_checkpoint, provenance_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,7 +103,7 @@ def model_provenance(dataset_name: str, progress: bool = False) -> dict[str, Any
 
 def checkpoint_provenance(path: Path, dataset: Any) -> dict[str, Any]:
     """:func:`model_provenance`'s fields for the checkpoint at ``path`` of ``dataset`` (a
-    :class:`dynalay_env.data.Dataset`); ``cache_key`` is None (not a cached default model)."""
+    :class:`dynalay_env.datasets.Dataset`); ``cache_key`` is None (not a cached default model)."""
     p = provenance_of(load_checkpoint(path, expected_dataset=dataset.name).model, dataset)
     return {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint, "provenance": p["id"],
             "weights_hash": p["weights_hash"], "config_hash": p["config_hash"],

@@ -57,10 +57,6 @@ from dynalay_env.datasets.variants import example_info
 from dynalay_env.latency import latency_costs
 from dynalay_env.model import CostTable, FPIModel, MainModel, head_and_introspection
 from dynalay_env.observations import HISTORY_FEATURES, history_features, observation_layout
-from dynalay_env.options import (
-    DEFAULT_OBSERVATION_GROUPS as DEFAULT_OBSERVATION_GROUPS,  # transitional: removed at merge
-)
-from dynalay_env.options import OBSERVATION_GROUPS as OBSERVATION_GROUPS  # transitional: removed at merge
 from dynalay_env.options import REWARD_PARAM_NAMES, SETTABLE_OPTIONS, EnvOptions
 from dynalay_env.rewards import RewardInputs
 from dynalay_env.sampling import ExampleSampler, seed_to_key

@@ -18,7 +18,6 @@ from dynalay_env.device import resolve_device
 from dynalay_env.latency import load_latency_table
 from dynalay_env.model import FPIModel, MainModel
 from dynalay_env.options import REWARD_PARAM_NAMES, EnvOptions
-from dynalay_env.options import unexpected_keyword as unexpected_keyword  # transitional: removed at merge
 from dynalay_env.render import FrameRenderer
 
 #: The env's own options (not the reward's parameters), ``reward_kwargs`` included.

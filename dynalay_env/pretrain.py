@@ -32,7 +32,6 @@ from dynalay_env.model import (
     save_checkpoint,
 )
 from dynalay_env.options import EnvOptions
-from dynalay_env.paths import cheapest_correct as cheapest_correct  # transitional: removed at merge
 from dynalay_env.paths import (
     depth_accuracies,
     enumerate_paths,

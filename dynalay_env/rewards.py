@@ -157,7 +157,6 @@ def list_rewards() -> list[str]:
     return list(REWARDS)
 
 
-available_rewards = list_rewards  # transitional: removed at merge
 
 
 def register_reward(name: str, fn: Callable[[RewardInputs, RewardParams], Tensor], *,

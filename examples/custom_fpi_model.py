@@ -18,10 +18,10 @@ from gymnasium.utils.env_checker import check_env
 from torch import Tensor, nn
 
 import dynalay_env  # noqa: F401  (registers the DynaLay-* env ids)
-from dynalay_env.data import Dataset, load_dataset
+from dynalay_env.datasets import Dataset, load_dataset
 from dynalay_env.fpi import SolveResult, fixed_point_solve
 from dynalay_env.model import CostTable, FPIModel, run_path
-from dynalay_env.pretrain import depth_accuracies, path_robust_loss
+from dynalay_env.paths import depth_accuracies, path_robust_loss
 
 
 class TanhDEQ(nn.Module):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dynalay_env import data
+from dynalay_env import datasets as data
 
 # Tiny tensors: one thread is faster than two fighting over two cores (and deterministic).
 torch.set_num_threads(1)

@@ -31,7 +31,7 @@ from agents.sb3_backend import make_model
 from agents.sb3_vec_env import DynaLayVecEnv
 from agents.training import TrainConfig, train
 from dynalay_env.cache import cached_default_model
-from dynalay_env.data import load_dataset
+from dynalay_env.datasets import load_dataset
 from dynalay_env.env import make_core
 from dynalay_env.model import load_checkpoint, save_checkpoint
 from dynalay_env.pretrain import run_pretraining

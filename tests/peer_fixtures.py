@@ -25,7 +25,7 @@ def require(module: str) -> ModuleType:
 @pytest.fixture(scope="module")
 def synthetic_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The learning tests' synthetic model (8 epochs; depth pays on it), saved for the examples' --model."""
-    from dynalay_env.data import load_dataset
+    from dynalay_env.datasets import load_dataset
     from dynalay_env.model import save_checkpoint
     from tests.env_fixtures import learning_synthetic_model
 

@@ -23,7 +23,7 @@ from agents.baselines import (
 )
 from agents.curves import full_depth_order
 from agents.evaluate import candidate_paths, run_policy
-from dynalay_env.pretrain import enumerate_paths
+from dynalay_env.paths import enumerate_paths
 from tests.agent_fixtures import digits_model, encoder_stats, seq_core, subset_core
 from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse)
 

@@ -16,7 +16,7 @@ from dynalay_env import buckets
 from dynalay_env.core import DynaLayCore
 from dynalay_env.env import make_core
 from dynalay_env.model import LayerSpec, MainModel, default_config
-from dynalay_env.pretrain import enumerate_paths
+from dynalay_env.paths import enumerate_paths
 from tests.env_fixtures import check_charged_equals_executed
 from tests.vec_fixtures import tiny_model
 

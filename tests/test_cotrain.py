@@ -37,7 +37,7 @@ from dynalay_env.core import DynaLayCore
 from dynalay_env.cotrain import CoTrainer, load_state
 from dynalay_env.env import make_core
 from dynalay_env.model import MainModel, load_checkpoint, weights_hash
-from dynalay_env.pretrain import path_robust_loss
+from dynalay_env.paths import path_robust_loss
 from tests.agent_fixtures import (
     CLI,
     ENV_ID,

@@ -29,7 +29,7 @@ from agents.curves import (
     vs_curve,
 )
 from agents.evaluate import hull_accuracy_at, run_policy, vs_threshold
-from dynalay_env.pretrain import enumerate_paths, oracle_episode_compute
+from dynalay_env.paths import enumerate_paths, oracle_episode_compute
 from tests.agent_fixtures import subset_core
 from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse)
 

@@ -24,7 +24,7 @@ from dynalay_env.datasets import (
     Dataset,
     DatasetFormatError,
     DatasetNotFoundError,
-    available_datasets,
+    list_datasets,
     load_dataset,
     make_synthetic,
     read_idx,
@@ -106,7 +106,7 @@ def _assert_well_formed(ds: Dataset, input_shape: tuple[int, ...], num_classes: 
 
 def test_splits_and_registry_names():
     assert SPLITS == ("model_train", "agent_train", "val", "test")
-    assert available_datasets() == BUILTIN
+    assert list_datasets() == BUILTIN
     assert data.DEFAULT_DATASET == "mnist1d"
 
 
@@ -135,7 +135,7 @@ def test_register_dataset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
         return make_synthetic(sizes=(4, 4, 4, 4), name="tiny")
 
     register_dataset("tiny", loader)
-    assert "tiny" in available_datasets()
+    assert "tiny" in list_datasets()
     ds = load_dataset("tiny", data_root=tmp_path, cache_dir=tmp_path / "c")
     assert load_dataset("tiny", data_root=tmp_path, cache_dir=tmp_path / "c") is ds  # in-process cache
     assert calls == [(tmp_path.resolve(), (tmp_path / "c").resolve())]
@@ -636,11 +636,8 @@ def test_cifar10_corrupt_batch(payload: bytes, message: str, tmp_path: Path):
 
 
 def test_registry_has_the_shape_of_every_registry():
-    """``register_dataset`` / ``get_dataset`` / ``list_datasets``; the old module path still resolves."""
-    import dynalay_env.data as old_home
-
+    """``register_dataset`` / ``get_dataset`` / ``list_datasets``."""
     assert data.list_datasets() == BUILTIN
     assert data.get_dataset("digits") is data.load_dataset("digits")
-    assert old_home.load_dataset is data.get_dataset and old_home.Dataset is Dataset
     with pytest.raises(TypeError, match="dataset 'toy' must be callable"):
         register_dataset("toy", "not a loader")  # type: ignore[arg-type]

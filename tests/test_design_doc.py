@@ -8,8 +8,8 @@ import re
 from pathlib import Path
 
 import dynalay_env
-from dynalay_env.core import OBSERVATION_GROUPS
-from dynalay_env.data import SPLITS
+from dynalay_env.datasets import SPLITS
+from dynalay_env.options import OBSERVATION_GROUPS
 from dynalay_env.rewards import REWARDS
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,10 +16,11 @@ import pytest
 import torch
 
 import dynalay_env  # noqa: F401  (registers the env ids)
-from dynalay_env.core import DEFAULT_OBSERVATION_GROUPS, HISTORY_FEATURES, OBSERVATION_GROUPS, DynaLayCore
+from dynalay_env.core import HISTORY_FEATURES, DynaLayCore
 from dynalay_env.env import DynaLayEnv
 from dynalay_env.fpi import anderson_solve, fixed_point_solve
 from dynalay_env.model import LayerSpec, MainModel, default_config
+from dynalay_env.options import DEFAULT_OBSERVATION_GROUPS, OBSERVATION_GROUPS
 from dynalay_env.vector_env import DynaLayVectorEnv
 from tests.vec_fixtures import (  # noqa: F401  (_one_thread, digits_model: fixtures)
     ATOL,

@@ -25,7 +25,7 @@ from dynalay_env.model import (
     provenance_of,
     save_checkpoint,
 )
-from dynalay_env.pretrain import path_robust_loss
+from dynalay_env.paths import path_robust_loss
 
 REPO = Path(__file__).resolve().parent.parent
 

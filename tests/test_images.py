@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from dynalay_env.data import SPLITS, clear_cache, load_dataset
+from dynalay_env.datasets import SPLITS, clear_cache, load_dataset
 from dynalay_env.model import MainModel, default_config, load_checkpoint, save_checkpoint
-from dynalay_env.pretrain import episode_compute_stats, input_statistics
+from dynalay_env.paths import episode_compute_stats
+from dynalay_env.pretrain import input_statistics
 from tests.agent_fixtures import N_ENVS, TINY_PPO, write_hyperparams
 from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse)
 

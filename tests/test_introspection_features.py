@@ -22,7 +22,7 @@ from agents.introspection_features import (
     to_markdown,
     write_table,
 )
-from dynalay_env.core import OBSERVATION_GROUPS
+from dynalay_env.options import OBSERVATION_GROUPS
 from tests.vec_fixtures import _one_thread, digits_model  # noqa: F401  (fixtures)
 
 

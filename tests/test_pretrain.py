@@ -20,13 +20,12 @@ import torch.nn.functional as F
 from dynalay_env.datasets import make_synthetic
 from dynalay_env.device import resolve_device
 from dynalay_env.model import CheckpointError, MainModel
-from dynalay_env.paths import depth_accuracies, enumerate_paths, iteration_stats
+from dynalay_env.paths import depth_accuracies, enumerate_paths, iteration_stats, path_robust_loss
 from dynalay_env.pretrain import (
     CHECKPOINT_NAME,
     REPORT_NAME,
     PretrainConfig,
     load_pretrained,
-    path_robust_loss,
     pretrain,
     recipe_for,
     run_pretraining,

@@ -30,7 +30,7 @@ def synthetic_checkpoint() -> Path:
     cores): on test the head is right 43% of the time on the encoder state, 66% after layers 1-2 and
     70% after 1-3, so a learned path pays clearly over random ones."""
     from dynalay_env.cache import cached_default_model
-    from dynalay_env.data import load_dataset
+    from dynalay_env.datasets import load_dataset
 
     return Path(cached_default_model(load_dataset("synthetic"), progress=False))
 
@@ -51,7 +51,7 @@ def _ray():
 def test_train_checkpoint_resume_evaluate_and_beat_random(algo: str, synthetic_checkpoint: Path, tmp_path: Path):
     from agents.inference import AdaptiveClassifier
     from agents.training import load_run
-    from dynalay_env.data import load_dataset
+    from dynalay_env.datasets import load_dataset
 
     run = tmp_path / "run"
     legs = learning.rllib_train_resume_evaluate(algo, learning.SUITE_SEED, synthetic_checkpoint, run)

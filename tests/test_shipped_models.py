@@ -15,7 +15,7 @@ import torch
 
 import dynalay_env
 from dynalay_env import cache, pretrain
-from dynalay_env.data import load_dataset
+from dynalay_env.datasets import load_dataset
 from dynalay_env.model import default_config, load_checkpoint, provenance_of
 from tests.test_identity import GOLDEN, RTOL, golden_numbers
 

@@ -127,7 +127,7 @@ def test_too_large_search_is_refused_with_the_limit(name: str) -> None:
 def test_oracle_targets_are_the_exhaustive_minimum() -> None:
     """From every reachable state, the table's action starts a continuation whose cost equals the
     minimum over all continuations, replayed in the env."""
-    from dynalay_env.pretrain import enumerate_paths
+    from dynalay_env.paths import enumerate_paths
 
     model, dataset = digits_model(), digits_dataset()
     core = make_core(8, dataset=dataset, model=model, split="agent_train", sample_mode="sequential", max_steps=2)
@@ -178,7 +178,7 @@ IMITATION_MARGIN = 0.05
 
 
 def _synthetic():
-    from dynalay_env.data import load_dataset
+    from dynalay_env.datasets import load_dataset
 
     return synthetic_model(), load_dataset("synthetic")
 

@@ -16,7 +16,7 @@ from stable_baselines3.common.save_util import load_from_pkl
 
 from agents.callbacks import AtomicCheckpointCallback, EpisodeMetricsCallback, list_checkpoints, replay_buffer_for
 from agents.training import CONFIG_NAME, TrainConfig, load_run, prepare_run_dir, train
-from dynalay_env.data import load_dataset
+from dynalay_env.datasets import load_dataset
 from dynalay_env.model import load_checkpoint, weights_hash
 from tests.agent_fixtures import (
     CLI,

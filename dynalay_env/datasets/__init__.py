@@ -53,7 +53,6 @@ from dynalay_env.datasets.mnist1d import SHIPPED_DATA_DIR, ship_mnist1d
 from dynalay_env.datasets.registry import (
     DATASETS,
     DatasetLoader,
-    available_datasets,
     clear_cache,
     default_cache_dir,
     get_dataset,
@@ -74,7 +73,6 @@ __all__ = [
     "DatasetFormatError",
     "DatasetLoader",
     "DatasetNotFoundError",
-    "available_datasets",
     "clear_cache",
     "default_cache_dir",
     "get_dataset",

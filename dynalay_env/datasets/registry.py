@@ -25,7 +25,6 @@ def list_datasets() -> list[str]:
     return sorted(DATASETS)
 
 
-available_datasets = list_datasets  # transitional: removed at merge
 
 
 def register_dataset(name: str, loader: DatasetLoader, *, overwrite: bool = False) -> None:
