@@ -21,7 +21,16 @@ import numpy as np
 import torch
 
 from agents.baselines import BaselinePolicy
-from agents.curves import DepthRecord, ExactCurve, exact_curve, head_statistics, statistic_flops
+from agents.curves import (
+    DepthRecord,
+    ExactCurve,
+    choose_threshold,
+    exact_curve,
+    exit_depths,
+    head_statistics,
+    records_at_exits,
+    statistic_flops,
+)
 from dynalay_env.core import DynaLayCore
 from dynalay_env.experts import ExpertModel, run_router
 
@@ -153,5 +162,37 @@ def router_steps_accuracy(record: DepthRecord, model: Any) -> dict[int, tuple[fl
     return out
 
 
-__all__ = ["RouterPolicy", "RouterConfidencePolicy", "record_router", "record_router_core", "router_confidence_curve",
-           "router_decision_flops", "router_of", "router_steps_accuracy"]
+def router_records(record: DepthRecord, layers: np.ndarray, exits: np.ndarray, name: str, params: dict[str, Any],
+                   decision_flops: float) -> Any:
+    """Per-example :class:`~agents.evaluate.EpisodeRecords` of exiting at depths ``exits`` ``[n]`` of a
+    :func:`record_router` record, with the router's layers ``[n, max_steps]`` as the paths."""
+    records = records_at_exits(record, exits, name, params, decision_flops)
+    taken = np.arange(record.max_steps)[None, :] < exits[:, None]
+    records.path = np.where(taken, layers, -1)
+    return records
+
+
+def router_baselines(core: DynaLayCore, val_core: DynaLayCore) -> tuple[dict[str, ExactCurve], list[Any]]:
+    """Both router baselines on ``core``'s split, chosen on ``val_core``'s (as the threshold
+    baselines are): ``router_confidence``'s exact curve on the split, and the records of ``router``
+    (the steps most accurate on val, the fewest on ties) and of ``router_confidence`` (the cheapest
+    threshold on val reaching ``router``'s val accuracy, else the most accurate). Empty for a model
+    without a router, so reports can always call it."""
+    if not isinstance(core.model, ExpertModel):
+        return {}, []
+    model = core.model
+    record, layers = record_router_core(core)
+    val_record, _ = record_router_core(val_core)
+    val_steps = router_steps_accuracy(val_record, model)
+    steps = max(range(record.depth + 1), key=lambda s: (val_steps[s][0], -s))
+    router_flops = router_decision_flops(model, confidence=False)
+    routed = router_records(record, layers, np.full(record.n, steps), "router", {"steps": steps}, router_flops)
+    curve = router_confidence_curve(record, model)
+    tau = choose_threshold(router_confidence_curve(val_record, model), val_steps[steps][0])
+    chosen = router_records(record, layers, exit_depths(record, "confidence", tau), "router_confidence",
+                            {"tau": tau}, curve.decision_flops)
+    return {"router_confidence": curve}, [routed, chosen]
+
+
+__all__ = ["RouterPolicy", "RouterConfidencePolicy", "record_router", "record_router_core", "router_baselines",
+           "router_confidence_curve", "router_decision_flops", "router_of", "router_records", "router_steps_accuracy"]

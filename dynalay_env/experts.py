@@ -7,8 +7,9 @@ step (top-1), as in mixture-of-experts and Mixture-of-Depths.
 * **Domains come from the inputs, never from the labels**: k-means clusters (``K`` of them, one per
   layer) of the standardised pixels of ``model_train`` (:func:`input_domains`). An example's domain
   is its nearest centroid.
-* **Teaching** (the first ``teacher_share`` of the epochs): every example runs through the expert of
-  its domain at every step, and the router learns the domain (cross-entropy). Without a teacher, a
+* **Teaching** (the first ``teacher_share`` of the epochs): each mini-batch is drawn from one domain
+  and runs through that domain's expert at every step, and the router learns the domain
+  (cross-entropy). Without a teacher, a
   router trained jointly with the layers does not make specialists (the layers stay interchangeable).
 * **Routing** (the remaining epochs): each example runs through the router's own top-1 choice, with
   a straight-through estimator (the chosen expert's state is scaled by ``p / p.detach()``, 1 in
@@ -31,6 +32,7 @@ import copy
 import itertools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -274,6 +276,19 @@ class ExpertPretrainConfig:
                              f"{self.max_steps}, {self.num_experts}")
 
 
+def domain_batches(domain: Tensor, batch_size: int, generator: torch.Generator) -> list[Tensor]:
+    """One epoch of mini-batches, each drawn from one domain (``domain`` ``[N]``: the domain of each
+    training example): each domain's examples shuffled and cut into batches of ``batch_size``, and the
+    batches of all domains shuffled together. Returns index tensors ``[<= batch_size]``; a taught
+    batch then runs through one expert per step (one solver call, not one per domain)."""
+    batches = []
+    for k in range(int(domain.max()) + 1):
+        members = torch.nonzero(domain == k).flatten()
+        members = members[torch.randperm(members.numel(), generator=generator)]
+        batches += list(members.split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 def balance_loss(probs: Tensor, choice: Tensor) -> Tensor:
     """Switch Transformer's load-balancing term ``K * sum_k f_k * P_k`` (1 when balanced): ``f_k``
     the share of examples routed to k (``choice`` ``[N]``), ``P_k`` the mean router probability
@@ -298,7 +313,8 @@ def expert_loss(model: ExpertModel, x: Tensor, y: Tensor, domain: Tensor, steps:
         probs = logits.softmax(1)
         choice = domain if teach else probs.argmax(1).detach()
         router = router + config.router_weight * F.cross_entropy(logits, domain)
-        router = router + config.balance_weight * balance_loss(probs, choice)
+        if not teach:  # taught batches hold one domain: their load is the domains' by construction
+            router = router + config.balance_weight * balance_loss(probs, choice)
         z, _ = apply_routed(model, choice, z, x_emb)
         if not teach:
             chosen = probs.gather(1, choice[:, None])[:, 0]
@@ -308,12 +324,14 @@ def expert_loss(model: ExpertModel, x: Tensor, y: Tensor, domain: Tensor, steps:
 
 
 def pretrain_experts(dataset: Dataset, config: ExpertPretrainConfig = ExpertPretrainConfig(),
-                     model_config: ModelConfig | None = None,
-                     progress: bool = True) -> tuple[ExpertModel, Domains, list[dict[str, float]]]:
+                     model_config: ModelConfig | None = None, progress: bool = True,
+                     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                     ) -> tuple[ExpertModel, Domains, list[dict[str, Any]]]:
     """Train an :class:`ExpertModel` on ``model_train`` (see the module docstring), keeping the
     weights with the best ``val`` score (mean accuracy of following the router for 1..max_steps
     steps, over the routing epochs; the teaching epochs only teach). Returns the model (operator
-    norms converged, compute normaliser calibrated on ``val``), its domains and the history."""
+    norms converged, compute normaliser calibrated on ``val``), its domains and the history (one
+    dict per epoch, also passed to ``on_epoch``; ``seconds`` wall and ``cpu_seconds`` of this process)."""
     from tqdm.auto import tqdm
 
     device = resolve_device(config.device)
@@ -328,21 +346,25 @@ def pretrain_experts(dataset: Dataset, config: ExpertPretrainConfig = ExpertPret
     d_train = domains.train.to(device)
     x_val, y_val = dataset.as_tensors("val", device)
     n = x_train.shape[0]
-    steps_per_epoch = math.ceil(n / config.batch_size)
     teacher_epochs = round(config.teacher_share * config.epochs)
+    total_steps = (teacher_epochs * sum(math.ceil(size / config.batch_size) for size in domains.sizes())
+                   + (config.epochs - teacher_epochs) * math.ceil(n / config.batch_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
                                                    pct_start=config.warmup)
     best_score, best_state, stale = -1.0, copy.deepcopy(model.state_dict()), 0
-    history: list[dict[str, float]] = []
-    start = time.perf_counter()
+    history: list[dict[str, Any]] = []
+    start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in tqdm(range(config.epochs), desc=f"experts {dataset.name}", disable=not progress, unit="epoch"):
         teach = epoch < teacher_epochs
         model.train()
-        order = torch.randperm(n, generator=generator).to(device)
         total = 0.0
-        for i in range(0, n, config.batch_size):
-            idx = order[i:i + config.batch_size]
+        # Taught batches come from one domain each (one expert call per step); routed batches mix
+        # the domains, so that the load-balancing term sees the router's spread.
+        batches = (domain_batches(domains.train, config.batch_size, generator) if teach
+                   else torch.randperm(n, generator=generator).split(config.batch_size))
+        for idx in batches:
+            idx = idx.to(device)
             steps = int(torch.randint(1, config.max_steps + 1, (1,), generator=generator))
             loss = expert_loss(model, x_train[idx], y_train[idx], d_train[idx], steps, teach, config)
             optimizer.zero_grad(set_to_none=True)
@@ -354,7 +376,10 @@ def pretrain_experts(dataset: Dataset, config: ExpertPretrainConfig = ExpertPret
         accuracies = router_accuracies(model, x_val, y_val, config.max_steps)
         score = float(np.mean(accuracies[1:]))
         history.append({"epoch": epoch, "teach": teach, "loss": total / n, "val_score": score,
-                        "val_router_accuracy_by_steps": accuracies, "seconds": time.perf_counter() - start})
+                        "val_router_accuracy_by_steps": accuracies, "seconds": time.perf_counter() - start,
+                        "cpu_seconds": time.process_time() - cpu_start})
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if teach:
             continue
         if score > best_score:
@@ -497,10 +522,16 @@ def cached_expert_model(dataset: Dataset, data_root: str | Path | None = None, p
     with FileLock(str(path) + ".lock"):
         if path.is_file():
             return path
-        with tempfile.TemporaryDirectory(dir=path.parent, prefix=".train-") as tmp:
-            run_expert_pretraining(dataset.name, run_dir=tmp, data_root=data_root, progress=progress)
-            os.replace(Path(tmp) / REPORT_NAME, path.parent / REPORT_NAME)
-            os.replace(Path(tmp) / CHECKPOINT_NAME, path)
+        # One thread, as for the default models: it often runs beside other workers.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with tempfile.TemporaryDirectory(dir=path.parent, prefix=".train-") as tmp:
+                run_expert_pretraining(dataset.name, run_dir=tmp, data_root=data_root, progress=progress)
+                os.replace(Path(tmp) / REPORT_NAME, path.parent / REPORT_NAME)
+                os.replace(Path(tmp) / CHECKPOINT_NAME, path)
+        finally:
+            torch.set_num_threads(threads)
     return path
 
 

@@ -19,6 +19,7 @@ from agents.router_policies import (
     RouterConfidencePolicy,
     RouterPolicy,
     record_router,
+    router_baselines,
     router_confidence_curve,
     router_decision_flops,
     router_steps_accuracy,
@@ -176,3 +177,19 @@ def test_the_experts_env_id_passes_gymnasiums_and_sb3s_checkers(tmp_path_factory
     obs, _ = vec.reset(seed=0)
     assert obs.shape[0] == 2
     vec.close()
+
+
+def test_router_baselines_are_the_policies_played_at_their_val_choices():
+    core, val_core = digits_core(16), digits_core(16)
+    curves, (routed, chosen) = router_baselines(core, val_core)
+    assert list(curves) == ["router_confidence"]
+    played = run_policy(core, RouterPolicy(routed.params["steps"]))
+    np.testing.assert_array_equal(played.path, routed.path)
+    assert played.mean_compute == pytest.approx(routed.mean_compute, rel=1e-9)
+    played = run_policy(core, RouterConfidencePolicy(chosen.params["tau"]))
+    np.testing.assert_array_equal(played.path, chosen.path)
+    np.testing.assert_array_equal(played.decisions, chosen.decisions)
+    assert played.accuracy == pytest.approx(chosen.accuracy, abs=1e-12)
+    from tests.agent_fixtures import subset_core
+
+    assert router_baselines(subset_core(4, 8), subset_core(4, 8)) == ({}, [])
