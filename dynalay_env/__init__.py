@@ -65,6 +65,9 @@ def _register_all() -> None:
 
 
 _register_all()
+if "DynaLay-MNIST5k-Experts-v0" not in registry:  # expert layers with their router (dynalay_env.experts)
+    register(id="DynaLay-MNIST5k-Experts-v0", entry_point="dynalay_env.experts:make_experts_env",
+             vector_entry_point="dynalay_env.experts:make_experts_vector_env", max_episode_steps=None)
 
 from dynalay_env.env import DynaLayEnv  # noqa: E402
 from dynalay_env.options import EnvOptions  # noqa: E402

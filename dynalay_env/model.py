@@ -592,6 +592,9 @@ def save_checkpoint(path: str | os.PathLike, model: MainModel, dataset: dict[str
         "provenance": provenance,
         "extra": extra or {},
     }
+    router_spec = getattr(model, "router_spec", None)
+    if router_spec is not None:  # expert layers (dynalay_env.experts): the router is saved with the model
+        payload["router"] = router_spec()
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     atomic_write_bytes(path, buffer.getvalue())
@@ -632,7 +635,12 @@ def load_checkpoint(path: str | os.PathLike, *, expected_dataset: str | None = N
                               f"was requested; pre-train a model for {expected_dataset!r} or pick that dataset")
     if expected_config is not None and expected_config != config:
         raise CheckpointError(f"{path} was saved with config {config}, which differs from the expected {expected_config}")
-    model = MainModel(config)
+    if payload.get("router") is None:
+        model = MainModel(config)
+    else:  # expert layers: the model carries its router (an optional module, imported when needed)
+        from dynalay_env.experts import ExpertModel
+
+        model = ExpertModel(config, payload["router"])
     state = dict(payload["state_dict"])
     legacy = set(model.state_dict()) - set(state) == set(_IDENTITY_NORMALISATION)
     if legacy:  # saved before the model carried its input normalisation: it saw raw inputs
