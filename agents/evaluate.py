@@ -44,6 +44,7 @@ from agents.interface import as_agent, decision_flops_of
 from agents.plots import plot_evaluation
 from agents.records import EpisodeRecords, hull_accuracy_at
 from agents.reports import jsonable, render_evaluation
+from agents.router_policies import router_baselines
 from dynalay_env.atomic import atomic_write_json, atomic_write_text
 from dynalay_env.core import DynaLayCore
 from dynalay_env.model import provenance_of, run_path
@@ -255,6 +256,8 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
 
     val_core = make_core("val")  # thresholds and the random policy's calibration are chosen there
     curves, chosen, prefix = threshold_baselines(core, val_core)
+    # An expert model's router as two more baselines: its curve beside the statistics' (none otherwise).
+    router_curves, routed = router_baselines(core, val_core)
     search = oracle_search(model, x, y, max_steps, allow_repeats=not core.mask_repeats)
     oracle = run_policy(core, OraclePolicy(search))
 
@@ -266,7 +269,7 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
     random_match = matched_random(lambda p: run_policy(val_core, p), target, seed=seed)
     random_records = run_policy(core, random_match.policy)
 
-    baselines = fixed + list(chosen.values()) + [random_records, oracle, prefix]
+    baselines = fixed + list(chosen.values()) + routed + [random_records, oracle, prefix]
     report: dict[str, Any] = {
         "dataset": getattr(core.dataset, "name", None),
         **(metadata or {}),
@@ -288,7 +291,7 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
         # Adaptivity per episode, for every policy: compute spread and Spearman with difficulty.
         "baselines": [{**b.summary(), "episode_compute": episode_compute_stats(b.compute, search.wrong_share)}
                       for b in baselines],
-        "curves": {name: curve.to_json() for name, curve in curves.items()},
+        "curves": {name: curve.to_json() for name, curve in {**curves, **router_curves}.items()},
         "curves_note": CURVES_NOTE,
     }
     focus = agent_records or chosen["confidence"]
@@ -297,6 +300,9 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
     report["policy"] = focus.policy
     if agent_records is not None:
         report["vs_threshold"] = vs_curve(agent_records, curves["confidence"], n_boot=n_boot, seed=seed)
+        if "router_confidence" in router_curves:  # the strongest non-RL rival where there is a router
+            report["vs_router_confidence"] = vs_curve(agent_records, router_curves["router_confidence"],
+                                                      n_boot=n_boot, seed=seed)
         # The main model's FLOPs alone: what validate_report replays.
         report["examples"] = {"example": agent_records.example.tolist(),
                               "path": [p[p > 0].tolist() for p in agent_records.path],

@@ -5,7 +5,7 @@
   confidence rule decides when to stop: EXIT once the head's top-1 probability is ``>= tau``.
 
 Both read the bound core's current states (``core.z``) and charge their own FLOPs per decision:
-the router's forward FLOPs (:meth:`dynalay_env.experts.Router.flops`), plus the confidence statistic
+the router's forward FLOPs (:meth:`dynalay_env.model.Router.flops`), plus the confidence statistic
 (:func:`agents.curves.statistic_flops`) for ``router_confidence``. :func:`record_router` records
 one pass along the router's choices as a :class:`agents.curves.DepthRecord`, so
 :func:`agents.curves.exact_curve` sweeps ``router_confidence`` over every distinct confidence value
@@ -32,14 +32,15 @@ from agents.curves import (
     statistic_flops,
 )
 from dynalay_env.core import DynaLayCore
-from dynalay_env.experts import ExpertModel, run_router
+from dynalay_env.experts import run_router
+from dynalay_env.model import ExpertModel
 
 
 def router_of(model: Any) -> ExpertModel:
-    """``model`` if it carries a router (an :class:`~dynalay_env.experts.ExpertModel`); else a
+    """``model`` if it carries a router (an :class:`~dynalay_env.model.ExpertModel`); else a
     ``ValueError`` that says which models do."""
     if not isinstance(model, ExpertModel):
-        raise ValueError(f"router policies need an expert model with its router (dynalay_env.experts.ExpertModel, "
+        raise ValueError(f"router policies need an expert model with its router (dynalay_env.model.ExpertModel, "
                          f"e.g. the default model of DynaLay-MNIST5k-Experts-v0), got {type(model).__name__}")
     return model
 

@@ -37,8 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.evaluate import hull_accuracy_at, replay_paths
+from agents.evaluate import replay_paths
 from agents.pipelines import run_evaluation
+from agents.records import hull_accuracy_at
 from agents.training import TrainConfig, train
 from dynalay_env.atomic import atomic_write_json
 from dynalay_env.datasets import load_dataset

@@ -19,7 +19,8 @@ import torch
 
 from agents.baselines import ConfidencePolicy, EntropyPolicy, OraclePolicy, oracle_search
 from agents.curves import STATISTICS, exact_curve, prefix_oracle, record_core
-from agents.evaluate import hull_accuracy_at, run_policy
+from agents.evaluate import run_policy
+from agents.records import hull_accuracy_at
 from dynalay_env.atomic import atomic_write_json
 from dynalay_env.env import make_core
 

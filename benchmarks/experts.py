@@ -19,7 +19,7 @@ of figures on ``test``:
 
 The exit headroom and the AUROC table are also added to the run's ``pretrain.json``.
 
-    python -m benchmarks.experts --out benchmarks/results/experts_mnist5k.json
+    python -m benchmarks experts --out benchmarks/results/experts_mnist5k.json
 """
 
 from __future__ import annotations
@@ -37,6 +37,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.curves import exact_curve, record_depths, statistic_flops
+from agents.introspection_features import auroc_table, collect_states
+from agents.records import hull_accuracy_at
+from agents.router_policies import record_router, router_confidence_curve, router_steps_accuracy
+from dynalay_env.atomic import atomic_write_json
+from dynalay_env.datasets import load_dataset
+from dynalay_env.experts import EXPERTS_DATASET, ExpertPretrainConfig, run_expert_pretraining
+from dynalay_env.model import load_checkpoint
+from dynalay_env.pretrain import CHECKPOINT_NAME, REPORT_NAME
+
 #: The standard MNIST-5k model's full-depth accuracy on ``test`` that ``router`` is held to (issue 21).
 STANDARD_FULL_DEPTH = 0.953
 #: Required routing headroom (path oracle minus the best order's prefix oracle) on ``test``.
@@ -48,13 +58,6 @@ ROUTER_TOLERANCE = 0.03
 def measure(checkpoint: str | Path, report: dict[str, Any]) -> dict[str, Any]:
     """The agents-side figures of an expert checkpoint (see the module docstring); ``report`` is its
     ``pretrain.json`` (read for the oracles and the best fixed order)."""
-    from agents.curves import exact_curve, record_depths, statistic_flops
-    from agents.evaluate import hull_accuracy_at
-    from agents.introspection_features import auroc_table, collect_states
-    from agents.router_policies import record_router, router_confidence_curve, router_steps_accuracy
-    from dynalay_env.data import load_dataset
-    from dynalay_env.model import load_checkpoint
-
     model = load_checkpoint(checkpoint).model
     dataset = load_dataset(report["dataset"])
     experts = report["experts"]
@@ -105,11 +108,7 @@ def measure(checkpoint: str | Path, report: dict[str, Any]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Pre-train (or read) the expert model and write the figures; returns 0 when both
     requirements hold, 1 otherwise."""
-    from dynalay_env.atomic import atomic_write_json
-    from dynalay_env.experts import EXPERTS_DATASET, ExpertPretrainConfig, run_expert_pretraining
-    from dynalay_env.pretrain import CHECKPOINT_NAME, REPORT_NAME
-
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.experts", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks experts", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default=EXPERTS_DATASET)
     parser.add_argument("--run-dir", default="runs/experts", help="where main_model.pt and pretrain.json go")
@@ -142,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     experts = report["experts"]
     router = figures["router"]["test_accuracy"]
     result = {
-        "command": "python -m benchmarks.experts " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m benchmarks experts " + " ".join(sys.argv[1:] if argv is None else argv),
         "dataset": report["dataset"], "split": "test", "cost": "flops",
         "model_provenance": report["model_provenance"], "timing": timing,
         "requirements": {

@@ -47,6 +47,12 @@ ENV_IDS: dict[str, str | None] = {
     "DynaLay-Synthetic-v0": "synthetic",
     "DynaLay-MNIST5k-NoisyLabels-v0": "mnist5k_noisy_labels",  # dynalay_env.datasets.variants
     "DynaLay-MNIST5k-Corrupted-v0": "mnist5k_corrupted",
+    "DynaLay-MNIST5k-Experts-v0": "mnist5k",  # expert layers with their router: CUSTOM_ENTRY_POINTS
+}
+
+#: Ids whose default main model is not the dataset's default model: (env, vector env) entry points.
+CUSTOM_ENTRY_POINTS: dict[str, tuple[str, str]] = {
+    "DynaLay-MNIST5k-Experts-v0": ("dynalay_env.env:make_experts_env", "dynalay_env.vector_env:make_experts_vector_env"),
 }
 
 
@@ -54,10 +60,12 @@ def _register_all() -> None:
     for env_id, dataset in ENV_IDS.items():
         if env_id in registry:
             continue
+        entry_point, vector_entry_point = CUSTOM_ENTRY_POINTS.get(
+            env_id, ("dynalay_env.env:DynaLayEnv", "dynalay_env.vector_env:DynaLayVectorEnv"))
         register(
             id=env_id,
-            entry_point="dynalay_env.env:DynaLayEnv",
-            vector_entry_point="dynalay_env.vector_env:DynaLayVectorEnv",
+            entry_point=entry_point,
+            vector_entry_point=vector_entry_point,
             kwargs={} if dataset is None else {"dataset": dataset},
             # Episodes end by themselves (EXIT or max_steps): no TimeLimit wrapper.
             max_episode_steps=None,
@@ -65,9 +73,6 @@ def _register_all() -> None:
 
 
 _register_all()
-if "DynaLay-MNIST5k-Experts-v0" not in registry:  # expert layers with their router (dynalay_env.experts)
-    register(id="DynaLay-MNIST5k-Experts-v0", entry_point="dynalay_env.experts:make_experts_env",
-             vector_entry_point="dynalay_env.experts:make_experts_vector_env", max_episode_steps=None)
 
 from dynalay_env.env import DynaLayEnv  # noqa: E402
 from dynalay_env.options import EnvOptions  # noqa: E402

@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from dynalay_env import model as model_module
 from dynalay_env import pretrain
 from dynalay_env.atomic import atomic_copy, atomic_write_json
 from dynalay_env.datasets import DATASETS, Dataset, load_dataset
+from dynalay_env.experts import EXPERTS_DATASET, ExpertPretrainConfig, expert_config, run_expert_pretraining
 from dynalay_env.model import (
     FPIModel,
     MainModel,
@@ -119,24 +121,74 @@ def cached_default_model(dataset: Dataset, data_root: str | os.PathLike | None =
         return path
     if shipped and (packaged := shipped_model_path(dataset)) is not None:
         return packaged
+    logger.warning("no cached default model for %r: pre-training one into %s (once)", dataset.name, path.parent)
+    return _pretrain_into(path, lambda run_dir: pretrain.run_pretraining(dataset.name, run_dir=run_dir,
+                                                                       data_root=data_root, progress=progress))
+
+
+def _pretrain_into(path: Path, train: Callable[[str], Any]) -> Path:
+    """Pre-train a model into the cache at ``path`` once: under a file lock, ``train(run_dir)`` writes
+    the checkpoint and its report into a temporary folder beside ``path``; the report is moved in,
+    then the checkpoint, last: its presence means "complete". Another process that trained it while
+    this one waited for the lock wins."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
-        if path.is_file():  # another process trained it while we waited for the lock
+        if path.is_file():
             return path
-        logger.warning("no cached default model for %r: pre-training one into %s (once)", dataset.name, path.parent)
         # One thread: the default models are small, and this often runs beside other workers
         # (subprocess vector envs, sweeps), where torch's threads would fight over the cores.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             with tempfile.TemporaryDirectory(dir=path.parent, prefix=".train-") as tmp:
-                pretrain.run_pretraining(dataset.name, run_dir=tmp, data_root=data_root, progress=progress)
+                train(tmp)
                 os.replace(Path(tmp) / REPORT_NAME, path.parent / REPORT_NAME)
-                # The checkpoint is renamed last: its presence means "complete".
                 os.replace(Path(tmp) / CHECKPOINT_NAME, path)
         finally:
             torch.set_num_threads(threads)
     return path
+
+
+def expert_recipe_fingerprint(dataset: Dataset, config: ExpertPretrainConfig | None = None) -> str:
+    """sha256 (12 hex chars) of what makes the default expert model: ``RECIPE_VERSION``, the expert
+    model config, the :class:`~dynalay_env.experts.ExpertPretrainConfig`, and the dataset's name and
+    fingerprint."""
+    config = config or ExpertPretrainConfig()
+    model_config = expert_config(dataset.input_shape, dataset.num_classes, config.num_experts, config.expert_rank)
+    payload = {"recipe_version": recipe_version(), "model_config": model_config.to_dict(),
+               "experts_pretrain": asdict(config), "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def default_expert_model_path(dataset: Dataset) -> Path:
+    """Cache path of the default expert model for ``dataset``: in :func:`model_cache_dir`, under
+    ``experts-<name>-<fingerprint>-r<recipe version>-<expert_recipe_fingerprint>``."""
+    key = f"experts-{dataset.name}-{dataset.fingerprint}-r{recipe_version()}-{expert_recipe_fingerprint(dataset)}"
+    return model_cache_dir() / key / CHECKPOINT_NAME
+
+
+def cached_expert_model(dataset: Dataset, data_root: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """Path of the default expert model for ``dataset``: the cached one, else one pre-trained now
+    (:func:`~dynalay_env.experts.run_expert_pretraining`, a few minutes) into the cache."""
+    path = default_expert_model_path(dataset)
+    if path.is_file():
+        return path
+    logger.warning("no cached expert model for %r: pre-training one into %s (once)", dataset.name, path.parent)
+    return _pretrain_into(path, lambda run_dir: run_expert_pretraining(dataset.name, run_dir=run_dir,
+                                                                     data_root=data_root, progress=progress))
+
+
+def with_expert_model(options: dict[str, Any]) -> dict[str, Any]:
+    """Env options whose ``dataset`` defaults to :data:`~dynalay_env.experts.EXPERTS_DATASET` and
+    ``model`` to its cached expert model (:func:`cached_expert_model`): the expert env id's defaults."""
+    options = dict(options)
+    options.setdefault("dataset", EXPERTS_DATASET)
+    if options.get("model") is None:
+        dataset = options["dataset"]
+        if isinstance(dataset, str):
+            dataset = load_dataset(dataset, data_root=options.get("data_root"))
+        options["model"] = cached_expert_model(dataset, data_root=options.get("data_root"))
+    return options
 
 
 def resolve_model(model: FPIModel | str | os.PathLike | None, dataset: Dataset,

@@ -315,3 +315,10 @@ class DynaLayEnv(CoreFacts, gym.Env[np.ndarray, np.int64]):
                 self._renderer = FrameRenderer(self.core)
             return self._renderer.frame(0)
         return None
+
+
+def make_experts_env(**options: Any) -> DynaLayEnv:
+    """``gym.make("DynaLay-MNIST5k-Experts-v0")``'s entry point: a :class:`DynaLayEnv` on MNIST-5k whose
+    default model is the expert model with its router (:func:`~dynalay_env.cache.cached_expert_model`);
+    every env option works as for the other ids, ``model=...`` included."""
+    return DynaLayEnv(**model_cache.with_expert_model(options))

@@ -1,7 +1,7 @@
 """Expert layers: a pre-training mode in which the FPI layers become specialists, chosen by a router.
 
 The K FPI layers of a :class:`~dynalay_env.model.MainModel` are trained as *experts* of input
-domains, and a small :class:`Router` trained with them picks the layer for each example at each
+domains, and a small :class:`~dynalay_env.model.Router` trained with them picks the layer for each example at each
 step (top-1), as in mixture-of-experts and Mixture-of-Depths.
 
 * **Domains come from the inputs, never from the labels**: k-means clusters (``K`` of them, one per
@@ -31,8 +31,8 @@ step (top-1), as in mixture-of-experts and Mixture-of-Depths.
   between the path oracle and the prefix oracle measures selection alone.
 
 The router reads the flattened state ``z`` ``[N, prod(state_shape)]`` (what an env's policy can
-read from its core) and is saved with the checkpoint (:class:`ExpertModel`, checkpoint key
-``router``). Shapes: inputs ``x`` ``[N, *input_shape]``, states ``[N, *state_shape]``.
+read from its core) and is saved with the checkpoint (checkpoint key
+``router``; :class:`~dynalay_env.model.ExpertModel`). Shapes: inputs ``x`` ``[N, *input_shape]``, states ``[N, *state_shape]``.
 """
 
 from __future__ import annotations
@@ -49,71 +49,27 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
+from tqdm.auto import tqdm
 
 from dynalay_env.atomic import atomic_write_json
-from dynalay_env.data import Dataset, load_dataset
-from dynalay_env.model import LayerSpec, MainModel, ModelConfig, default_config, provenance_of, save_checkpoint
-from dynalay_env.pretrain import (
-    CHECKPOINT_NAME,
-    REPORT_NAME,
-    cheapest_correct,
-    enumerate_paths,
-    input_statistics,
-    pretrain_report,
-    resolve_device,
+from dynalay_env.datasets import Dataset, load_dataset
+from dynalay_env.device import resolve_device
+from dynalay_env.model import (
+    ExpertModel,
+    LayerSpec,
+    MainModel,
+    ModelConfig,
+    default_config,
+    provenance_of,
+    save_checkpoint,
 )
+from dynalay_env.paths import cheapest_correct, enumerate_paths
+from dynalay_env.pretrain import CHECKPOINT_NAME, REPORT_NAME, input_statistics, pretrain_report
 
 #: The expert variant's dataset and env id.
 EXPERTS_DATASET = "mnist5k"
 EXPERTS_ENV_ID = "DynaLay-MNIST5k-Experts-v0"
-
-
-class Router(nn.Module):
-    """Top-1 router: flattened state ``[N, state_dim]`` -> layer logits ``[N, K]`` through one hidden
-    ReLU layer of width ``hidden``."""
-
-    def __init__(self, state_dim: int, num_layers: int, hidden: int = 32) -> None:
-        super().__init__()
-        self.state_dim, self.num_layers, self.hidden = int(state_dim), int(num_layers), int(hidden)
-        self.inner = nn.Linear(self.state_dim, self.hidden)
-        self.out = nn.Linear(self.hidden, self.num_layers)
-
-    def forward(self, z: Tensor) -> Tensor:
-        """Logits ``[N, K]`` of the layer to apply next, from states ``z`` ``[N, *state_shape]``."""
-        return self.out(F.relu(self.inner(z.flatten(1))))
-
-    def flops(self) -> int:
-        """Forward FLOPs for one example (2 x multiply-accumulates of both linear maps)."""
-        return 2 * (self.inner.weight.numel() + self.out.weight.numel())
-
-
-class ExpertModel(MainModel):
-    """A :class:`~dynalay_env.model.MainModel` whose layers are experts, with its :class:`Router`.
-
-    The router is a submodule: its weights are in ``state_dict`` (so in the weights hash and the
-    provenance id), and :func:`~dynalay_env.model.save_checkpoint` stores :meth:`router_spec` under
-    the checkpoint key ``router`` so that :func:`~dynalay_env.model.load_checkpoint` rebuilds this
-    class. The env sees a plain :class:`~dynalay_env.model.FPIModel`; only router policies read
-    the router.
-    """
-
-    def __init__(self, config: ModelConfig, router: dict[str, Any] | None = None) -> None:
-        super().__init__(config)
-        spec = {"hidden": 32, **(router or {})}
-        unknown = set(spec) - {"hidden"}
-        if unknown:
-            raise ValueError(f"unknown router setting(s) {sorted(unknown)}; valid: ['hidden']")
-        self.router = Router(math.prod(self.state_shape), self.num_layers, int(spec["hidden"]))
-
-    def router_spec(self) -> dict[str, Any]:
-        """What rebuilds the router (its weights travel in the state dict): ``{"hidden": width}``."""
-        return {"hidden": self.router.hidden}
-
-    @torch.no_grad()
-    def route(self, z: Tensor) -> Tensor:
-        """The router's top-1 layer ``[N]`` (0-based) at states ``z`` ``[N, *state_shape]``."""
-        return self.router(z).argmax(1)
 
 
 def expert_config(input_shape: tuple[int, ...], num_classes: int, num_experts: int = 3, rank: int = 12,
@@ -158,7 +114,7 @@ class Domains:
 def input_domains(x_train: Tensor, num_domains: int, seed: int = 0) -> Domains:
     """k-means (scikit-learn, ``n_init=4``) with ``num_domains`` clusters of the standardised,
     flattened inputs ``x_train`` ``[N, *input_shape]``: domains of the inputs alone (no labels)."""
-    from sklearn.cluster import KMeans
+    from sklearn.cluster import KMeans  # lazy: sklearn is slow to import
 
     if num_domains < 1 or num_domains > x_train.shape[0]:
         raise ValueError(f"num_domains must be in 1..{x_train.shape[0]} (the examples), got {num_domains}")
@@ -349,8 +305,6 @@ def pretrain_experts(dataset: Dataset, config: ExpertPretrainConfig = ExpertPret
     steps, over the routing epochs; the teaching epochs only teach). Returns the model (operator
     norms converged, compute normaliser calibrated on ``val``), its domains and the history (one
     dict per epoch, also passed to ``on_epoch``; ``seconds`` wall and ``cpu_seconds`` of this process)."""
-    from tqdm.auto import tqdm
-
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -495,87 +449,3 @@ def run_expert_pretraining(dataset_name: str = EXPERTS_DATASET, run_dir: str | P
 # --------------------------------------------------------------------------------------------------
 # The default expert model and the env id
 # --------------------------------------------------------------------------------------------------
-
-
-def expert_recipe_fingerprint(dataset: Dataset, config: ExpertPretrainConfig | None = None) -> str:
-    """sha256 (12 hex chars) of what makes the default expert model: ``RECIPE_VERSION``, the expert
-    model config, the :class:`ExpertPretrainConfig`, and the dataset's name and fingerprint."""
-    import hashlib
-    import json
-
-    from dynalay_env.model import recipe_version
-
-    config = config or ExpertPretrainConfig()
-    model_config = expert_config(dataset.input_shape, dataset.num_classes, config.num_experts, config.expert_rank)
-    payload = {"recipe_version": recipe_version(), "model_config": model_config.to_dict(),
-               "experts_pretrain": asdict(config), "dataset": {"name": dataset.name, "fingerprint": dataset.fingerprint}}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def default_expert_model_path(dataset: Dataset) -> Path:
-    """Cache path of the default expert model for ``dataset``: in the user's model cache
-    (:func:`dynalay_env.cache.model_cache_dir`), under ``experts-<name>-<fingerprint>-r<recipe
-    version>-<expert_recipe_fingerprint>``."""
-    from dynalay_env.cache import model_cache_dir
-    from dynalay_env.model import recipe_version
-
-    key = f"experts-{dataset.name}-{dataset.fingerprint}-r{recipe_version()}-{expert_recipe_fingerprint(dataset)}"
-    return model_cache_dir() / key / CHECKPOINT_NAME
-
-
-def cached_expert_model(dataset: Dataset, data_root: str | Path | None = None, progress: bool = True) -> Path:
-    """Path of the default expert model for ``dataset``: the cached one, else one pre-trained now
-    (:func:`run_expert_pretraining`, a few minutes) into the cache, under a file lock, written to a
-    temporary folder and renamed (the checkpoint last), as the default models are."""
-    import os
-    import tempfile
-
-    from filelock import FileLock
-
-    path = default_expert_model_path(dataset)
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if path.is_file():
-            return path
-        # One thread, as for the default models: it often runs beside other workers.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with tempfile.TemporaryDirectory(dir=path.parent, prefix=".train-") as tmp:
-                run_expert_pretraining(dataset.name, run_dir=tmp, data_root=data_root, progress=progress)
-                os.replace(Path(tmp) / REPORT_NAME, path.parent / REPORT_NAME)
-                os.replace(Path(tmp) / CHECKPOINT_NAME, path)
-        finally:
-            torch.set_num_threads(threads)
-    return path
-
-
-def _with_expert_model(options: dict[str, Any]) -> dict[str, Any]:
-    """The env options with ``model`` defaulting to the cached expert model of ``dataset``."""
-    options = dict(options)
-    options.setdefault("dataset", EXPERTS_DATASET)
-    if options.get("model") is None:
-        dataset = options["dataset"]
-        if isinstance(dataset, str):
-            dataset = load_dataset(dataset, data_root=options.get("data_root"))
-        options["model"] = cached_expert_model(dataset, data_root=options.get("data_root"))
-    return options
-
-
-def make_experts_env(**options: Any) -> Any:
-    """``gym.make("DynaLay-MNIST5k-Experts-v0")``'s entry point: a :class:`~dynalay_env.env.DynaLayEnv`
-    on MNIST-5k whose default model is the expert model (with its router) of :func:`cached_expert_model`;
-    every env option works as for the other ids, ``model=...`` included."""
-    from dynalay_env.env import DynaLayEnv
-
-    return DynaLayEnv(**_with_expert_model(options))
-
-
-def make_experts_vector_env(num_envs: int = 1, **options: Any) -> Any:
-    """The vector entry point of ``DynaLay-MNIST5k-Experts-v0`` (``gym.make_vec``): a
-    :class:`~dynalay_env.vector_env.DynaLayVectorEnv` with the expert model by default."""
-    from dynalay_env.vector_env import DynaLayVectorEnv
-
-    return DynaLayVectorEnv(num_envs, **_with_expert_model(options))

@@ -572,6 +572,58 @@ class Checkpoint:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# --------------------------------------------------------------------------------------------------
+# Expert layers: a main model with a router (trained by dynalay_env.experts)
+# --------------------------------------------------------------------------------------------------
+
+
+class Router(nn.Module):
+    """Top-1 router: flattened state ``[N, state_dim]`` -> layer logits ``[N, K]`` through one hidden
+    ReLU layer of width ``hidden``."""
+
+    def __init__(self, state_dim: int, num_layers: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.state_dim, self.num_layers, self.hidden = int(state_dim), int(num_layers), int(hidden)
+        self.inner = nn.Linear(self.state_dim, self.hidden)
+        self.out = nn.Linear(self.hidden, self.num_layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Logits ``[N, K]`` of the layer to apply next, from states ``z`` ``[N, *state_shape]``."""
+        return self.out(F.relu(self.inner(z.flatten(1))))
+
+    def flops(self) -> int:
+        """Forward FLOPs for one example (2 x multiply-accumulates of both linear maps)."""
+        return 2 * (self.inner.weight.numel() + self.out.weight.numel())
+
+
+class ExpertModel(MainModel):
+    """A :class:`~dynalay_env.model.MainModel` whose layers are experts, with its :class:`Router`.
+
+    The router is a submodule: its weights are in ``state_dict`` (so in the weights hash and the
+    provenance id), and :func:`~dynalay_env.model.save_checkpoint` stores :meth:`router_spec` under
+    the checkpoint key ``router`` so that :func:`~dynalay_env.model.load_checkpoint` rebuilds this
+    class. The env sees a plain :class:`FPIModel`; only router policies read the router. Expert
+    pre-training: :mod:`dynalay_env.experts`.
+    """
+
+    def __init__(self, config: ModelConfig, router: dict[str, Any] | None = None) -> None:
+        super().__init__(config)
+        spec = {"hidden": 32, **(router or {})}
+        unknown = set(spec) - {"hidden"}
+        if unknown:
+            raise ValueError(f"unknown router setting(s) {sorted(unknown)}; valid: ['hidden']")
+        self.router = Router(math.prod(self.state_shape), self.num_layers, int(spec["hidden"]))
+
+    def router_spec(self) -> dict[str, Any]:
+        """What rebuilds the router (its weights travel in the state dict): ``{"hidden": width}``."""
+        return {"hidden": self.router.hidden}
+
+    @torch.no_grad()
+    def route(self, z: Tensor) -> Tensor:
+        """The router's top-1 layer ``[N]`` (0-based) at states ``z`` ``[N, *state_shape]``."""
+        return self.router(z).argmax(1)
+
+
 def save_checkpoint(path: str | os.PathLike, model: MainModel, dataset: dict[str, Any],
                     extra: dict[str, Any] | None = None) -> str:
     """Save ``model`` atomically. ``dataset``: at least ``name`` and ``fingerprint``. Returns the
@@ -637,9 +689,7 @@ def load_checkpoint(path: str | os.PathLike, *, expected_dataset: str | None = N
         raise CheckpointError(f"{path} was saved with config {config}, which differs from the expected {expected_config}")
     if payload.get("router") is None:
         model = MainModel(config)
-    else:  # expert layers: the model carries its router (an optional module, imported when needed)
-        from dynalay_env.experts import ExpertModel
-
+    else:  # expert layers: the model carries its router
         model = ExpertModel(config, payload["router"])
     state = dict(payload["state_dict"])
     legacy = set(model.state_dict()) - set(state) == set(_IDENTITY_NORMALISATION)

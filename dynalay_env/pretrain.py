@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from dynalay_env.atomic import atomic_write_json
 from dynalay_env.datasets import Dataset, load_dataset
@@ -149,8 +150,6 @@ def pretrain(dataset: Dataset, model_config: ModelConfig | None = None, config: 
     Returns the model (best ``val`` weights, operator norms converged, compute normaliser calibrated
     on ``val``) and the per-epoch history.
     """
-    from tqdm.auto import tqdm
-
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)

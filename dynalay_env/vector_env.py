@@ -37,6 +37,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from dynalay_env.cache import with_expert_model
 from dynalay_env.core import DynaLayCore
 from dynalay_env.datasets import Dataset
 from dynalay_env.env import CoreFacts, given_sources, make_core, observation_space_of
@@ -274,3 +275,9 @@ def _only(info: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
 
 
 __all__ = ["DynaLayVectorEnv", "autoreset_mode_of", "slot_seeds"]
+
+
+def make_experts_vector_env(num_envs: int = 1, **options: Any) -> DynaLayVectorEnv:
+    """The vector entry point of ``DynaLay-MNIST5k-Experts-v0`` (``gym.make_vec``): a
+    :class:`DynaLayVectorEnv` with the expert model by default."""
+    return DynaLayVectorEnv(num_envs, **with_expert_model(options))

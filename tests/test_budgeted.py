@@ -19,7 +19,7 @@ from agents.budgeted import (
     score_families,
 )
 from agents.curves import DepthRecord, exact_curve, records_at_exits
-from agents.evaluate import hull_accuracy_at
+from agents.records import hull_accuracy_at
 
 N = 400
 # Exit cost per depth 0..3 (normalised compute, 1.0 = full depth).

@@ -28,7 +28,8 @@ from agents.curves import (
     statistic_flops,
     vs_curve,
 )
-from agents.evaluate import hull_accuracy_at, run_policy, vs_threshold
+from agents.evaluate import run_policy, vs_threshold
+from agents.records import hull_accuracy_at
 from dynalay_env.paths import enumerate_paths, oracle_episode_compute
 from tests.agent_fixtures import subset_core
 from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse)

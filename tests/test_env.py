@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dynalay_env
-from dynalay_env import ENV_IDS
+from dynalay_env import CUSTOM_ENTRY_POINTS, ENV_IDS
 from dynalay_env.datasets import DatasetNotFoundError, load_dataset
 from dynalay_env.env import ENV_OPTIONS, DynaLayEnv
 from dynalay_env.model import CheckpointError, MainModel, default_config, save_checkpoint
@@ -591,7 +591,9 @@ def test_model_of_other_dataset_object_rejected() -> None:
 def test_every_id_is_registered() -> None:
     for env_id, dataset in ENV_IDS.items():
         spec = gym.spec(env_id)
-        assert spec.entry_point == "dynalay_env.env:DynaLayEnv"
+        expected = CUSTOM_ENTRY_POINTS.get(env_id, ("dynalay_env.env:DynaLayEnv",
+                                                    "dynalay_env.vector_env:DynaLayVectorEnv"))
+        assert (spec.entry_point, spec.vector_entry_point) == expected
         assert spec.kwargs == ({} if dataset is None else {"dataset": dataset})
         assert spec.max_episode_steps is None
     assert {"DynaLay-v0", "DynaLay-MNIST1D-v0", "DynaLay-Digits-v0", "DynaLay-Synthetic-v0"} <= set(ENV_IDS)

@@ -25,11 +25,10 @@ from agents.router_policies import (
     router_steps_accuracy,
 )
 from dynalay_env.core import DynaLayCore
-from dynalay_env.data import load_dataset
+from dynalay_env.datasets import load_dataset
 from dynalay_env.experts import (
     EXPERTS_ENV_ID,
     Domains,
-    ExpertModel,
     ExpertPretrainConfig,
     balance_loss,
     expert_config,
@@ -38,7 +37,7 @@ from dynalay_env.experts import (
     pretrain_experts,
     run_router,
 )
-from dynalay_env.model import MainModel, load_checkpoint, save_checkpoint, weights_hash
+from dynalay_env.model import ExpertModel, MainModel, load_checkpoint, save_checkpoint, weights_hash
 from tests.env_fixtures import digits_model, no_default_model_training  # noqa: F401  (autouse)
 
 CONFIG = ExpertPretrainConfig(epochs=2, teacher_share=0.5, patience=2, seed=0)
