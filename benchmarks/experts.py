@@ -164,6 +164,3 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{figures['exit_headroom']['exit_headroom']:+.4f}; requirements met: {req['met']}; wrote {args.out}")
     return 0 if req["met"] else 1
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

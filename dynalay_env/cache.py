@@ -121,20 +121,20 @@ def cached_default_model(dataset: Dataset, data_root: str | os.PathLike | None =
         return path
     if shipped and (packaged := shipped_model_path(dataset)) is not None:
         return packaged
-    logger.warning("no cached default model for %r: pre-training one into %s (once)", dataset.name, path.parent)
-    return _pretrain_into(path, lambda run_dir: pretrain.run_pretraining(dataset.name, run_dir=run_dir,
+    return _pretrain_into(path, f"no cached default model for {dataset.name!r}", lambda run_dir: pretrain.run_pretraining(dataset.name, run_dir=run_dir,
                                                                        data_root=data_root, progress=progress))
 
 
-def _pretrain_into(path: Path, train: Callable[[str], Any]) -> Path:
-    """Pre-train a model into the cache at ``path`` once: under a file lock, ``train(run_dir)`` writes
+def _pretrain_into(path: Path, why: str, train: Callable[[str], Any]) -> Path:
+    """Pre-train a model into the cache at ``path`` once (logging ``why``): under a file lock, ``train(run_dir)`` writes
     the checkpoint and its report into a temporary folder beside ``path``; the report is moved in,
     then the checkpoint, last: its presence means "complete". Another process that trained it while
     this one waited for the lock wins."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
-        if path.is_file():
+        if path.is_file():  # another process trained it while this one waited for the lock
             return path
+        logger.warning("%s: pre-training one into %s (once)", why, path.parent)
         # One thread: the default models are small, and this often runs beside other workers
         # (subprocess vector envs, sweeps), where torch's threads would fight over the cores.
         threads = torch.get_num_threads()
@@ -173,8 +173,7 @@ def cached_expert_model(dataset: Dataset, data_root: str | os.PathLike | None = 
     path = default_expert_model_path(dataset)
     if path.is_file():
         return path
-    logger.warning("no cached expert model for %r: pre-training one into %s (once)", dataset.name, path.parent)
-    return _pretrain_into(path, lambda run_dir: run_expert_pretraining(dataset.name, run_dir=run_dir,
+    return _pretrain_into(path, f"no cached expert model for {dataset.name!r}", lambda run_dir: run_expert_pretraining(dataset.name, run_dir=run_dir,
                                                                      data_root=data_root, progress=progress))
 
 

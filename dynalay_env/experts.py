@@ -64,6 +64,7 @@ from dynalay_env.model import (
     provenance_of,
     save_checkpoint,
 )
+from dynalay_env.options import EnvOptions
 from dynalay_env.paths import cheapest_correct, enumerate_paths
 from dynalay_env.pretrain import CHECKPOINT_NAME, REPORT_NAME, input_statistics, pretrain_report
 
@@ -223,7 +224,7 @@ class ExpertPretrainConfig:
     lr: float = 3e-3
     warmup: float = 0.03
     weight_decay: float = 1e-4
-    max_steps: int = 4
+    max_steps: int = EnvOptions.default("max_steps")
     patience: int = 8
     seed: int = 0
     device: str = "cpu"
