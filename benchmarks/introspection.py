@@ -53,6 +53,8 @@ import torch
 import yaml
 
 from agents.baselines import OraclePolicy, oracle_search
+from agents.budgeted import BudgetRun, common_range_hypervolume, score_families
+from agents.budgeted import render_markdown as budgeted_markdown
 from agents.curves import STATISTICS, exact_curve, prefix_oracle, record_core, statistic_flops, vs_curve
 from agents.evaluate import EpisodeRecords, hull_accuracy_at, prefix_oracle_summary, run_policy
 from agents.hyperparams import load_hyperparams
@@ -419,8 +421,21 @@ def summarize_task(task: str, root: Path, plan: list[PolicySpec], baselines: Tas
                                  "mean_env_compute": primary["test"]["mean_env_compute"]},
                         "vs_confidence_hull_bonferroni": corrected}}
 
+    # The budgeted score (MSDNet's protocol): each family's best val-chosen run within each compute
+    # budget against the confidence hull there, paired, Bonferroni-corrected like the primaries.
+    candidates = {family: [BudgetRun(f"{r['policy']}-s{r['seed']}", r["val"]["accuracy"], r["val"]["mean_compute"],
+                                     records[(r["policy"], r["seed"])]["test"]) for r in runs if r["family"] == family]
+                  for family in LEARNED_FAMILIES}
+    budgeted = score_families({f: c for f, c in candidates.items() if c}, confidence["test"], n_boot=n_boot,
+                              alpha=1 - level)
+    # Hypervolume, secondary: only over the compute range both fronts cover.
+    for family in LEARNED_FAMILIES:
+        if family in families:
+            points = [(r["test"]["accuracy"], r["test"]["mean_compute"]) for r in runs if r["family"] == family]
+            families[family]["hypervolume_common_range_test"] = common_range_hypervolume(
+                points, threshold_test, refs["test"][0])
     history = history_rule(runs, refs["val"])
-    return {"task": task, "env_id": TASK_ENVS[task], "hv_reference": {s: {"accuracy": r[0], "mean_compute": r[1]}
+    return {"task": task, "budgeted": budgeted, "env_id": TASK_ENVS[task], "hv_reference": {s: {"accuracy": r[0], "mean_compute": r[1]}
                                                                      for s, r in refs.items()},
             "full_depth": baselines.full_depth, "prefix_oracle": baselines.prefix_oracle,
             "path_oracle": baselines.path_oracle,
@@ -508,6 +523,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                             for family in LEARNED_FAMILIES if fam.get(family, {}).get("hypervolume_test_per_seed"))
         if seed_hv:
             lines += ["", f"Hypervolume on test per seed: {seed_hv}."]
+        if r.get("budgeted"):
+            lines += ["", "Budgeted score (MSDNet's protocol; test margins over the confidence hull at each compute "
+                          "budget, entries chosen on val; `!`: the entry's test compute exceeds the budget by over 5%):",
+                      "", budgeted_markdown(r["budgeted"]).rstrip()]
         h = r["history"]
         per_seed = {v: ", ".join(_num(x) for x in h[v]["per_seed"]) for v in ("with", "without")}
         lines += ["", f"History group, PPO val hypervolume (mean over seeds): with {_num(h['with']['mean'])} "
