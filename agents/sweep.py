@@ -79,7 +79,7 @@ import torch
 
 from agents.algorithms import get_algorithm
 from agents.curves import vs_curve
-from agents.evaluate import baseline_curves, run_policy
+from agents.evaluate import baseline_curves, cost_of, run_policy
 from agents.plots import plot_sweep
 from agents.reports import render_sweep
 from agents.runs import (
@@ -876,6 +876,8 @@ def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str,
         "objectives": dict(zip(OBJECTIVE_NAMES, DIRECTIONS, strict=True)),
         "config": config.to_dict(),
         "dataset": config.dataset_name(),
+        # What every compute figure is charged in (env_kwargs' cost): FLOPs executed or table-estimated seconds.
+        "cost": cost_of(cores["val"]),
         "main_model_provenance": study.user_attrs.get("main_model_provenance"),
         "counts": counts,
         "complete": counts["complete"] >= config.n_trials,
