@@ -137,3 +137,33 @@ def test_adaptive_classifier_reports_compute_in_the_charged_unit(cores, table: L
     with pytest.raises(ValueError, match="cost='latency' needs latency_table"):
         AdaptiveClassifier(model, policy, cost="latency")
     assert torch.equal(torch.as_tensor(result.prediction), torch.as_tensor(flops_result.prediction))
+
+
+def test_the_profile_command_writes_the_table_beside_the_checkpoint(tmp_path, capsys) -> None:
+    import train_agent
+    from dynalay_env.env import make_core
+    from dynalay_env.latency import DeviceFingerprint, latency_table_path, load_latency_table
+    from dynalay_env.model import save_checkpoint
+
+    ds = digits()
+    path = tmp_path / "main_model.pt"
+    save_checkpoint(path, digits_model(), {"name": ds.name, "fingerprint": ds.fingerprint})
+    threads = torch.get_num_threads()
+    try:
+        status = train_agent.main(["profile", "--model", str(path), "--batch-sizes", "1", "8", "--repeats", "2",
+                                   "--warmup", "0", "--threads", "1"])
+        assert status == 0
+        out = capsys.readouterr().out
+        assert "table-estimated" in out and "| layer 3 iteration |" in out and "1 thread(s)" in out
+        target = latency_table_path(path, DeviceFingerprint.current("cpu"))
+        assert target.is_file() and target.name == "main_model.latency-cpu-1t.json"
+        stored = load_latency_table(path, digits_model())
+        assert stored.batch_sizes == (1, 8) and stored.repeats == 2 and stored.warmup == 0
+        # The env finds it beside the checkpoint under cost="latency".
+        core = make_core(2, dataset="digits", model=str(path), cost="latency")
+        assert core.costs.unit == "seconds (table-estimated)" and core.options.latency_table == stored
+    finally:
+        torch.set_num_threads(threads)
+    # --model and --dataset name the model two ways: one at a time.
+    with pytest.raises(SystemExit):
+        train_agent.main(["profile", "--model", str(path), "--dataset", "digits"])
