@@ -109,7 +109,9 @@ class AdaptiveClassifier:
         model = load_checkpoint(model_path, device=config.device).model
         keep = {k: config.env_kwargs[k] for k in POLICY_OPTIONS + COST_OPTIONS if k in config.env_kwargs}
         options = {**keep, **overrides}
-        if options.get("cost") == "latency" and options.get("latency_table") is None:
+        if options.get("cost", EnvOptions.default("cost")) != "latency":
+            options.pop("latency_table", None)  # a run's table does not apply under another cost
+        elif options.get("latency_table") is None:
             options["latency_table"] = load_latency_table(model_path, model, device=config.device)
         return cls(model, agent, device=config.device, **options)
 

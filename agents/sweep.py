@@ -89,6 +89,7 @@ from agents.runs import (
     TrainConfig,
     check_env_kwargs,
     config_from_dict,
+    resolved_model_options,
     take_flag_options,
     val_evaluator,
 )
@@ -823,7 +824,7 @@ def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str,
         options["data_root"] = config.data_root
     cores = {"val": make_core(config.eval_slots, **options, model=str(model_path), split="val",
                               sample_mode="sequential")}
-    cores["test"] = make_core(config.eval_slots, **options, model=cores["val"].model, split="test",
+    cores["test"] = make_core(config.eval_slots, **{**options, **resolved_model_options(cores["val"])}, split="test",
                               sample_mode="sequential")
     baselines = {split: baseline_curves(core, seed=config.seed) for split, core in cores.items()}
 

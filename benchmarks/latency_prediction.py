@@ -7,7 +7,7 @@ to ``--batch-size``), then runs ``AdaptiveClassifier`` with ``cost="latency"`` o
 inputs at ``--batch-size`` for
 
 - the confidence rule at ``--tau`` (layers 1..K in order),
-- the trained agent of ``--run-dir`` if given (a ``train_agent.py train`` run on the same model), and
+- each trained agent of ``--agent NAME=RUN_DIR`` (a ``train_agent.py train`` run on the same model), and
 - full depth through the same classifier (``FixedPathPolicy``: layers 1..K),
 
 and times each against full-depth inference on the bare model (``AdaptiveClassifier.predict_full_depth``),
@@ -21,7 +21,8 @@ The agent's observations include its compute so far, which under ``cost="latency
 table-estimated; ``paths_same_as_flops`` is the share of inputs on which it takes the same path as
 under ``cost="flops"`` (its training cost), so a changed behaviour shows.
 
-    python -m benchmarks latency_prediction --threads 1 2 --run-dir runs/demo/agent
+    python -m benchmarks latency_prediction --threads 1 2 --agent flops=runs/demo/agent \\
+        --agent latency=runs/demo-latency/agent
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import numpy as np
 import torch
 
 from agents.baselines import ConfidencePolicy, FixedPathPolicy
+from agents.curves import ExactCurve, exact_curve, record_depths, statistic_flops
 from agents.inference import AdaptiveClassifier, InferenceResult
 from agents.training import load_run
 from benchmarks import command_words
@@ -45,7 +47,7 @@ from benchmarks.adaptive_inference import timed
 from dynalay_env.atomic import atomic_write_json, atomic_write_text
 from dynalay_env.cache import cached_default_model
 from dynalay_env.data import load_dataset
-from dynalay_env.latency import DEFAULT_BATCH_SIZES, DeviceFingerprint, LatencyTable, profile_latency
+from dynalay_env.latency import DEFAULT_BATCH_SIZES, DeviceFingerprint, LatencyTable, latency_costs, profile_latency
 from dynalay_env.model import load_checkpoint, provenance_of, weights_hash
 
 #: The largest allowed charged / measured ratio either way (the issue's target).
@@ -54,6 +56,8 @@ TARGET = 1.25
 FULL = "full depth (classifier)"
 #: Full depth on the bare model (encoder, layers 1..K, one head call): what a user deploys without a policy.
 BARE = "full depth (bare model)"
+#: Accuracy within this much (0.5 points) counts as matched.
+MATCH_POINTS = 0.005
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -93,10 +97,37 @@ def figures(name: str, result: InferenceResult, flops_normalizer: float, y: np.n
     return row
 
 
+def confidence_curves(model: Any, x: torch.Tensor, y: torch.Tensor, table: LatencyTable,
+                      max_steps: int) -> dict[str, ExactCurve]:
+    """The confidence rule's exact curve on ``x`` under each cost (``"flops"``, ``"latency"``), each
+    decision charged the statistic's FLOPs."""
+    decision = statistic_flops("confidence", model.num_classes)
+    latency = latency_costs(table, model)
+    return {"flops": exact_curve(record_depths(model, x, y, max_steps), "confidence", decision),
+            "latency": exact_curve(record_depths(model, x, y, max_steps, costs=latency), "confidence", decision)}
+
+
+def matched_taus(curves: dict[str, ExactCurve], result: InferenceResult, flops_normalizer: float,
+                 y: np.ndarray) -> dict[str, float]:
+    """Confidence thresholds matched to an agent's episodes on the same inputs: ``accuracy`` (the
+    cheapest, in table-estimated latency, within :data:`MATCH_POINTS` of its accuracy; else the
+    nearest accuracy), ``latency`` and ``flops`` (the charged compute nearest its own under that cost)."""
+    accuracy = float((result.prediction == y).mean())
+    lat = curves["latency"]
+    close = np.flatnonzero(np.abs(lat.accuracy - accuracy) <= MATCH_POINTS)
+    j = close[np.argmin(lat.mean_compute[close])] if close.size else int(np.argmin(np.abs(lat.accuracy - accuracy)))
+    own = {"latency": float(np.mean(result.compute)), "flops": float(np.mean(result.flops)) / flops_normalizer}
+    taus = {"accuracy": float(lat.threshold[j])}
+    for cost, compute in own.items():
+        taus[cost] = float(curves[cost].threshold[int(np.argmin(np.abs(curves[cost].mean_compute - compute)))])
+    return taus
+
+
 def measure(threads: int, model: Any, x: torch.Tensor, y: np.ndarray, x_val: torch.Tensor,
-            args: argparse.Namespace, agent_run: Path | None) -> dict[str, Any]:
+            args: argparse.Namespace, agents: dict[str, Path]) -> dict[str, Any]:
     """Profile the table on ``x_val`` and time every policy on ``x`` (labels ``y``) at ``threads``
-    torch threads."""
+    torch threads: the confidence rule at ``args.tau``, each agent, and the confidence rule at the
+    thresholds matched to each agent."""
     torch.set_num_threads(threads)
     sizes = sorted({b for b in DEFAULT_BATCH_SIZES if b <= args.batch_size} | {args.batch_size})
     load_before = load_average()
@@ -106,26 +137,43 @@ def measure(threads: int, model: Any, x: torch.Tensor, y: np.ndarray, x_val: tor
     profile_seconds = time.perf_counter() - start
     flops_normalizer = float(model.cost_table().normalizer)
     k = model.num_layers
-    classifiers: dict[str, AdaptiveClassifier] = {
-        f"confidence(tau={args.tau})": AdaptiveClassifier(model, ConfidencePolicy(args.tau),
-                                                          batch_size=args.batch_size, cost="latency",
-                                                          latency_table=table),
-        FULL: AdaptiveClassifier(model, FixedPathPolicy(tuple(range(1, k + 1))),
-                                                      batch_size=args.batch_size, cost="latency", latency_table=table),
-    }
+
+    def confidence(tau: float) -> AdaptiveClassifier:
+        return AdaptiveClassifier(model, ConfidencePolicy(tau), batch_size=args.batch_size, cost="latency",
+                                  latency_table=table)
+
+    classifiers: dict[str, AdaptiveClassifier] = {}
     flops_paths: dict[str, np.ndarray] = {}
-    if agent_run is not None:
-        clf = AdaptiveClassifier.from_run(agent_run, batch_size=args.batch_size, cost="latency", latency_table=table)
-        classifiers = {"agent": clf, **classifiers}
-        flops_paths["agent"] = AdaptiveClassifier.from_run(agent_run, batch_size=args.batch_size).predict(x).path
-    reference = next(iter(classifiers.values()))
+    for name, run in agents.items():
+        classifiers[name] = AdaptiveClassifier.from_run(run, batch_size=args.batch_size, cost="latency",
+                                                        latency_table=table)
+        flops_paths[name] = AdaptiveClassifier.from_run(run, batch_size=args.batch_size, cost="flops").predict(x).path
+    classifiers[f"confidence(tau={args.tau})"] = confidence(args.tau)
+    classifiers[FULL] = AdaptiveClassifier(model, FixedPathPolicy(tuple(range(1, k + 1))), batch_size=args.batch_size,
+                                           cost="latency", latency_table=table)
+    results = {name: clf.predict(x) for name, clf in classifiers.items()}  # also the warm-up
+    matched: dict[str, dict[str, str]] = {}
+    if agents:
+        curves = confidence_curves(model, x, torch.as_tensor(y), table, classifiers[FULL].options["max_steps"])
+        for name in agents:
+            taus = matched_taus(curves, results[name], flops_normalizer, y)
+            matched[name] = {}
+            for how, tau in taus.items():
+                label = f"confidence(tau={tau:.6g})"
+                matched[name][how] = label
+                if label not in classifiers:
+                    classifiers[label] = confidence(tau)
+                    results[label] = classifiers[label].predict(x)
+    reference = classifiers[FULL]
     calls: dict[str, Any] = {**{name: clf.predict for name, clf in classifiers.items()},
                              BARE: reference.predict_full_depth}
-    results = {name: fn(x) for name, fn in calls.items()}  # warm-up: caches, allocator, the policy's first call
+    reference.predict_full_depth(x)
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(args.repeats):  # interleaved, so a change of machine load hits every policy alike
         for name, fn in calls.items():
-            seconds, results[name] = timed(fn, x)
+            seconds, out = timed(fn, x)
+            if name != BARE:
+                results[name] = out
             times[name].append(seconds)
     bare = statistics.median(times[BARE])
     base = statistics.median(times[FULL])
@@ -136,7 +184,7 @@ def measure(threads: int, model: Any, x: torch.Tensor, y: np.ndarray, x_val: tor
             "full_depth_bare_seconds": bare, "full_depth_bare_seconds_all": times[BARE],
             "full_depth_seconds": base, "full_depth_seconds_per_input": base / len(y),
             "table_full_depth_seconds_per_input": table.cost_table(model.cost_table(), args.batch_size).normalizer,
-            "rows": rows}
+            "rows": rows, "matched": matched}
 
 
 def render(out: dict[str, Any]) -> str:
@@ -145,7 +193,7 @@ def render(out: dict[str, Any]) -> str:
              f"# Latency table against measured wall time ({out['dataset']}/{out['split']}, batch {out['batch_size']})",
              "",
              f"Model: provenance `{out['model']['provenance']}`, weights `{out['model']['weights_hash']}`"
-             f"{', agent: ' + out['agent']['description'] if out.get('agent') else ', no agent run given'}. "
+             f"{'; agents: ' + '; '.join(a['description'] for a in out['agents'].values()) if out['agents'] else ''}. "
              f"Machine: {out['machine']['cpu']}, {out['machine']['cpus']} CPUs, torch {out['machine']['torch']}. "
              f"Medians of {out['repeats']} interleaved runs. *Measured wall ratio*: against full depth through the "
              f"same classifier (layers 1..K, the head at every state, as the table's 1.0 is); *vs bare*: against "
@@ -169,10 +217,25 @@ def render(out: dict[str, Any]) -> str:
         lines += ["", f"Table-estimated full depth: {m['table_full_depth_seconds_per_input'] * 1e6:.2f} us per input; "
                       f"measured through the classifier: {m['full_depth_seconds_per_input'] * 1e6:.2f} us; on the bare "
                       f"model: {m['full_depth_bare_seconds'] / out['n_examples'] * 1e6:.2f} us."]
-        agent = next((r for r in m["rows"] if "paths_same_as_flops" in r), None)
-        if agent is not None:
-            lines += ["", f"The agent takes the same path as under `cost=\"flops\"` on "
-                          f"{agent['paths_same_as_flops']:.3f} of the inputs."]
+        for r in m["rows"]:
+            if "paths_same_as_flops" in r:
+                lines += ["", f"{r['policy']} takes the same path under `cost=\"latency\"` (its observed compute is "
+                              f"table-estimated) as under `cost=\"flops\"` on {r['paths_same_as_flops']:.3f} of the "
+                              f"inputs."]
+        if m["matched"]:
+            by_name = {r["policy"]: r for r in m["rows"]}
+            lines += ["", f"Confidence thresholds matched to each agent on these inputs (thresholds chosen on this split, "
+                          f"which favours them): at its accuracy (within {MATCH_POINTS * 100:.1f} points, the cheapest "
+                          f"in table-estimated latency), at its charged latency, at its charged FLOPs. Speed-up = "
+                          f"full depth through the classifier / measured wall time.", "",
+                      "| agent | policy | accuracy | measured wall ratio | speed-up | charged latency ratio | "
+                      "charged FLOPs ratio |", "|---|---|---:|---:|---:|---:|---:|"]
+            for name, taus in m["matched"].items():
+                for how, label in (("the agent", name), *((f"matched {k}", v) for k, v in taus.items())):
+                    r = by_name[label]
+                    lines.append(f"| {name} | {how}: {label} | {r['accuracy']:.4f} | {r['measured_wall_ratio']:.3f} | "
+                                 f"{1 / r['measured_wall_ratio']:.2f}x | {r['charged_latency_ratio']:.3f} | "
+                                 f"{r['charged_flops_ratio']:.3f} |")
         lines += ["", m["table_markdown"], ""]
     return "\n".join(lines) + "\n"
 
@@ -180,7 +243,8 @@ def render(out: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="mnist1d", help="its default cached model is measured (default: %(default)s)")
-    parser.add_argument("--run-dir", default=None, help="a `train_agent.py train` run on that model: its agent is timed")
+    parser.add_argument("--agent", action="append", default=[], metavar="NAME=RUN_DIR",
+                        help="a `train_agent.py train` run on that model, timed as NAME; repeat for several")
     parser.add_argument("--split", default="test", help="inputs classified (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=2000, help="inputs per batch (default: %(default)s)")
     parser.add_argument("--tau", type=float, default=0.98, help="the confidence rule's threshold (default: %(default)s)")
@@ -195,16 +259,23 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_dataset(args.dataset)
     checkpoint = cached_default_model(dataset, progress=False)
     model = load_checkpoint(checkpoint, expected_dataset=dataset.name).model.eval()
-    agent_run = Path(args.run_dir) if args.run_dir else None
-    agent: dict[str, Any] | None = None
-    if agent_run is not None:
-        config, _, model_path = load_run(agent_run)
+    agent_runs: dict[str, Path] = {}
+    agents: dict[str, dict[str, Any]] = {}
+    for spec in args.agent:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--agent expects NAME=RUN_DIR, got {spec!r}")
+        config, _, model_path = load_run(path)
         run_hash = weights_hash(load_checkpoint(model_path).model)
         if run_hash != weights_hash(model):
-            raise SystemExit(f"the run {agent_run} uses another main model (weights {run_hash}) than the default "
+            raise SystemExit(f"the run {path} uses another main model (weights {run_hash}) than the default "
                              f"{dataset.name} model (weights {weights_hash(model)})")
-        agent = {"run_dir": str(agent_run), "algo": config.algo, "timesteps": config.timesteps, "seed": config.seed,
-                 "description": f"{config.algo} seed {config.seed}, {config.timesteps} timesteps ({agent_run.name})"}
+        agent_runs[name] = Path(path)
+        cost = config.env_kwargs.get("cost", "flops")
+        agents[name] = {"run_dir": path, "algo": config.algo, "timesteps": config.timesteps, "seed": config.seed,
+                        "trained_with_cost": cost, "env_kwargs": config.env_kwargs,
+                        "description": f"{name}: {config.algo} seed {config.seed}, {config.timesteps} timesteps, "
+                                       f"trained with cost={cost}"}
     x, y = dataset.as_tensors(args.split)
     x_val, _ = dataset.as_tensors("val")
     y_np = y.numpy()
@@ -216,13 +287,13 @@ def main(argv: list[str] | None = None) -> int:
         "model": {"provenance": provenance["id"], "weights_hash": provenance["weights_hash"],
                   "config_hash": provenance["config_hash"], "dataset_fingerprint": dataset.fingerprint,
                   "recipe_version": provenance["recipe_version"], "cache_key": checkpoint.parent.name},
-        "agent": agent,
+        "agents": agents,
         "machine": {"cpu": DeviceFingerprint.current("cpu").device, "arch": platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__,
                     "nice": os.nice(0)},
         "measurements": [],
     }
     for threads in args.threads:
-        out["measurements"].append(measure(threads, model, x, y_np, x_val, args, agent_run))
+        out["measurements"].append(measure(threads, model, x, y_np, x_val, args, agent_runs))
         m = out["measurements"][-1]
         print(f"# {threads} thread(s): load {m['load_before']} -> {m['load_after']}")
         for r in m["rows"]:

@@ -167,3 +167,31 @@ def test_the_profile_command_writes_the_table_beside_the_checkpoint(tmp_path, ca
     # --model and --dataset name the model two ways: one at a time.
     with pytest.raises(SystemExit):
         train_agent.main(["profile", "--model", str(path), "--dataset", "digits"])
+
+
+def test_train_and_evaluate_end_to_end_under_latency(tmp_path) -> None:
+    import shutil
+
+    from agents.pipelines import run_evaluation
+    from agents.training import train
+    from dynalay_env.latency import save_latency_table
+    from dynalay_env.model import load_checkpoint
+    from tests.agent_fixtures import digits_checkpoint, train_config
+
+    source = tmp_path / "model" / "main_model.pt"
+    source.parent.mkdir()
+    shutil.copy(digits_checkpoint(), source)
+    x_val, _ = digits().as_tensors("val")
+    table = profile_latency(load_checkpoint(source).model, x_val[:32], batch_sizes=(1, 8), repeats=2, warmup=0)
+    save_latency_table(table, source)
+    run_dir = tmp_path / "run"
+    train(train_config(run_dir, model=str(source), env_kwargs={"cost": "latency"}))
+    # The table travels with the model into the run folder, where evaluation and inference find it.
+    assert (run_dir / f"main_model.latency-{table.fingerprint.slug}.json").is_file()
+    report = run_evaluation(run_dir, "test", n_envs=64, n_boot=10, figures=False)
+    assert report["cost"] == {"name": "latency", "unit": "seconds (table-estimated)"}
+    assert report["cost_unit"] == "seconds (table-estimated)"
+    assert "table-estimated" in (run_dir / "report.md").read_text()
+    result = AdaptiveClassifier.from_run(run_dir, batch_size=64).predict(digits().as_tensors("test")[0][:64])
+    assert result.unit == "seconds (table-estimated)"
+    assert AdaptiveClassifier.from_run(run_dir, cost="flops").unit == "FLOPs (executed)"
