@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.baselines import ConfidencePolicy, FixedPathPolicy
+from agents.baselines import BaselinePolicy, ConfidencePolicy, FixedPathPolicy
 from agents.curves import ExactCurve, exact_curve, record_depths, statistic_flops
 from agents.inference import AdaptiveClassifier, InferenceResult
 from agents.training import load_run
@@ -46,6 +46,7 @@ from benchmarks import command_words
 from benchmarks.adaptive_inference import timed
 from dynalay_env.atomic import atomic_write_json, atomic_write_text
 from dynalay_env.cache import cached_default_model
+from dynalay_env.core import DynaLayCore
 from dynalay_env.data import load_dataset
 from dynalay_env.latency import DEFAULT_BATCH_SIZES, DeviceFingerprint, LatencyTable, latency_costs, profile_latency
 from dynalay_env.model import load_checkpoint, provenance_of, weights_hash
@@ -74,13 +75,36 @@ def within(quotient: float) -> bool:
     return bool(max(quotient, 1.0 / quotient) <= TARGET)
 
 
+@torch.no_grad()
+def decision_seconds(clf: AdaptiveClassifier, x: torch.Tensor, table: LatencyTable, repeats: int) -> float:
+    """Measured seconds per input of one decision of ``clf``'s policy: its ``predict`` on the reset
+    observations of all of ``x`` at once (median of ``repeats``, after one warm-up call)."""
+    core = DynaLayCore(clf.model, None, x.shape[0], sample_mode="sequential", examples=(x, torch.zeros(
+        x.shape[0], dtype=torch.long)), cost="latency", latency_table=table, **clf.options)
+    everything = np.arange(x.shape[0])
+    obs = core.reset(everything, examples=everything).cpu().numpy()
+    policy = clf.policy
+    if isinstance(policy, BaselinePolicy):
+        policy.bind(core)
+    start = np.ones(x.shape[0], dtype=bool)
+    policy.predict(obs, state=None, episode_start=start, deterministic=True)
+    times = [timed(policy.predict, obs, None, start, True)[0] for _ in range(repeats)]
+    return statistics.median(times) / x.shape[0]
+
+
 def figures(name: str, result: InferenceResult, flops_normalizer: float, y: np.ndarray, seconds: list[float],
-            base: float, bare: float, flops_paths: np.ndarray | None) -> dict[str, Any]:
+            base: float, bare: float, flops_paths: np.ndarray | None, per_decision: float,
+            max_steps: int) -> dict[str, Any]:
     """One policy's row: accuracy, charged ratios, measured wall ratios (against full depth through
-    the classifier, ``base`` seconds, and on the bare model, ``bare`` seconds) and the quotients."""
+    the classifier, ``base`` seconds, and on the bare model, ``bare`` seconds) and the quotients.
+    ``per_decision``: the policy's measured seconds per decision and input, for the variant that
+    charges decisions their measured latency instead of their FLOPs' share."""
     wall = statistics.median(seconds)
     latency_ratio = float(np.mean(result.compute))
     wall_ratio, bare_ratio = wall / base, wall / bare
+    normalizer = float(np.mean(result.cost / result.compute))
+    decisions = result.steps + (result.steps < max_steps)  # the forced exit at max_steps is no decision
+    measured_decisions = float(np.mean(result.env_compute)) + float(np.mean(decisions)) * per_decision / normalizer
     row = {"policy": name, "accuracy": float((result.prediction == y).mean()),
            "charged_latency_ratio": latency_ratio, "charged_latency_ratio_env_only": float(np.mean(result.env_compute)),
            "charged_flops_ratio": float(np.mean(result.flops)) / flops_normalizer,
@@ -91,6 +115,9 @@ def figures(name: str, result: InferenceResult, flops_normalizer: float, y: np.n
            "measured_wall_ratio_vs_bare": bare_ratio, "charged_over_measured_vs_bare": latency_ratio / bare_ratio,
            "within_target_vs_bare": within(latency_ratio / bare_ratio),
            "flops_over_measured": float(np.mean(result.flops)) / flops_normalizer / wall_ratio,
+           "decision_seconds_per_input": per_decision, "mean_decisions": float(np.mean(decisions)),
+           "charged_latency_ratio_measured_decisions": measured_decisions,
+           "measured_decisions_over_measured": measured_decisions / wall_ratio,
            "mean_steps": float(np.mean(result.steps))}
     if flops_paths is not None:
         row["paths_same_as_flops"] = float((flops_paths == result.path).all(1).mean())
@@ -177,8 +204,9 @@ def measure(threads: int, model: Any, x: torch.Tensor, y: np.ndarray, x_val: tor
             times[name].append(seconds)
     bare = statistics.median(times[BARE])
     base = statistics.median(times[FULL])
-    rows = [figures(name, results[name], flops_normalizer, y, times[name], base, bare, flops_paths.get(name))
-            for name in classifiers]
+    max_steps = reference.options["max_steps"]
+    rows = [figures(name, results[name], flops_normalizer, y, times[name], base, bare, flops_paths.get(name),
+                    decision_seconds(clf, x, table, args.repeats), max_steps) for name, clf in classifiers.items()]
     return {"threads": threads, "load_before": load_before, "load_after": load_average(),
             "profile_seconds": profile_seconds, "table": table.to_json(), "table_markdown": table.markdown(),
             "full_depth_bare_seconds": bare, "full_depth_bare_seconds_all": times[BARE],
@@ -206,14 +234,23 @@ def render(out: dict[str, Any]) -> str:
                   f"bare model: {m['full_depth_bare_seconds']:.4f} s for {out['n_examples']} inputs.", "",
                   "| policy | accuracy | charged latency ratio (table-estimated) | charged FLOPs ratio (executed) | "
                   "measured wall ratio | latency charged / measured | FLOPs charged / measured | "
-                  "wall ratio vs bare | latency charged / measured vs bare |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "wall ratio vs bare | latency charged / measured vs bare | latency, decisions measured / measured |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in m["rows"]:
             lines.append(f"| {r['policy']} | {r['accuracy']:.4f} | {r['charged_latency_ratio']:.3f} | "
                          f"{r['charged_flops_ratio']:.3f} | {r['measured_wall_ratio']:.3f} | "
                          f"{r['charged_over_measured']:.2f} ({'within' if r['within_target'] else 'outside'} 1.25x) | "
                          f"{r['flops_over_measured']:.2f} | {r['measured_wall_ratio_vs_bare']:.3f} | "
-                         f"{r['charged_over_measured_vs_bare']:.2f} |")
+                         f"{r['charged_over_measured_vs_bare']:.2f} | {r['measured_decisions_over_measured']:.2f} |")
+        lines += ["", "*latency, decisions measured*: the table's charge for the model with each decision charged the "
+                      "policy's measured `predict` time per input (at this batch) instead of its FLOPs' share of full "
+                      "depth; an estimate beside the env's charge, not what the env charges.", ""]
+        table = m["table"]
+        clamped = sum(v == 0.0 for rows in (table["injection"], table["iteration"]) for row in rows for v in row)
+        if clamped:
+            lines += ["", f"**{clamped} fitted piece(s) of this table are 0**: the 1- and 9-iteration probes timed in the "
+                          f"wrong order, so timing noise (other processes on these cores) swamped the difference; "
+                          f"its figures are not a measurement of this model."]
         lines += ["", f"Table-estimated full depth: {m['table_full_depth_seconds_per_input'] * 1e6:.2f} us per input; "
                       f"measured through the classifier: {m['full_depth_seconds_per_input'] * 1e6:.2f} us; on the bare "
                       f"model: {m['full_depth_bare_seconds'] / out['n_examples'] * 1e6:.2f} us."]
