@@ -6,6 +6,7 @@
   evaluate   evaluate a trained run on a split against every baseline (report.json/.md, figures)
   sweep      reward-shaping study: multi-objective Optuna sweep, Pareto front vs baselines
   demo       the main job end to end: pre-train, train PPO, evaluate on test, print the table
+  profile    measure a main model's latency table on this device (for cost="latency"), beside its checkpoint
 
 Examples::
 
@@ -21,6 +22,7 @@ Examples::
     python train_agent.py sweep --storage postgresql://user@host/db --study-name s1 --workers 2 \\
         --artifact-dir /shared/artifacts        # on every machine: workers join one study (password: ~/.pgpass)
     python train_agent.py demo --run-dir runs/demo
+    python train_agent.py profile --dataset mnist1d --threads 1   # then --env-kwargs cost:latency
 """
 
 from __future__ import annotations
@@ -51,8 +53,12 @@ from agents.runs import AGENT_NAME, TrainConfig, check_env_builds, env_options
 from agents.sweep import STORAGE_ENV, SweepConfig, masked_url, password_warning, run_sweep
 from agents.training import load_run, train
 from dynalay_env import ENV_IDS
+from dynalay_env.cache import cached_default_model
+from dynalay_env.data import load_dataset
 from dynalay_env.datasets import list_datasets
 from dynalay_env.env import make_core
+from dynalay_env.latency import DEFAULT_BATCH_SIZES, LatencyTable, profile_latency, save_latency_table
+from dynalay_env.model import load_checkpoint
 from dynalay_env.options import EnvOptions
 from dynalay_env.pretrain import CHECKPOINT_NAME, recipe_for, run_pretraining
 
@@ -262,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n-boot", type=POSITIVE_INT, default=1000, help="bootstrap resamples (default: %(default)s)")
 
     add_export_parser(sub)
+    add_profile_parser(sub)
     sub.add_parser("list-datasets", help="print the registered dataset names")
     return parser
 
@@ -610,6 +617,46 @@ def cmd_export(args: argparse.Namespace) -> Any:
     return dataset
 
 
+def add_profile_parser(sub: Any) -> argparse.ArgumentParser:
+    """``profile``: a main model's latency table on this device, written beside its checkpoint."""
+    f = sub.add_parser("profile", help="measure a main model's latency table (encoder, head, each layer's injection "
+                                       "and iteration, at several batch sizes) on this device and write it beside "
+                                       "the checkpoint, for --env-kwargs cost:latency")
+    which = f.add_mutually_exclusive_group()
+    which.add_argument("--model", default=None, help="main-model checkpoint (its dataset's val inputs are timed)")
+    which.add_argument("--dataset", default=None,
+                       help=f"profile this dataset's default cached model (default: {DEFAULT_DATASET})")
+    f.add_argument("--data-root", default=None, help="folder holding local dataset files (mnist, fashion_mnist, cifar10)")
+    f.add_argument("--batch-sizes", type=POSITIVE_INT, nargs="+", default=list(DEFAULT_BATCH_SIZES), metavar="N",
+                   help="rows per call to time (default: %(default)s)")
+    f.add_argument("--repeats", type=POSITIVE_INT, default=15, help="timed runs per piece; the median is kept "
+                                                                    "(default: %(default)s)")
+    f.add_argument("--warmup", type=NON_NEGATIVE_INT, default=3, help="untimed runs first (default: %(default)s)")
+    f.add_argument("--device", default=EnvOptions.default("device"), help="'cpu', 'cuda' or 'cuda:N' (default: %(default)s)")
+    f.add_argument("--threads", type=POSITIVE_INT, default=1,
+                   help="torch CPU threads, recorded in the table: profile with the count you train and infer with "
+                        "(default: %(default)s, the other commands' default)")
+    return f
+
+
+def cmd_profile(args: argparse.Namespace) -> LatencyTable:
+    """Profile the model (``--model``, else ``--dataset``'s default cached model) on its dataset's
+    ``val`` inputs, write the table beside the checkpoint and print it as Markdown."""
+    if args.model is not None:
+        checkpoint_path = Path(args.model)
+        dataset = load_dataset(load_checkpoint(checkpoint_path).dataset["name"], data_root=args.data_root)
+    else:
+        dataset = load_dataset(args.dataset or DEFAULT_DATASET, data_root=args.data_root)
+        checkpoint_path = cached_default_model(dataset, data_root=args.data_root)
+    model = load_checkpoint(checkpoint_path, expected_dataset=dataset.name, device=args.device).model
+    x_val, _ = dataset.as_tensors("val", args.device)
+    table = profile_latency(model, x_val, batch_sizes=args.batch_sizes, repeats=args.repeats, warmup=args.warmup)
+    target = save_latency_table(table, checkpoint_path)
+    print(table.markdown())
+    print(f"\nlatency table: {target}\nuse it with: --env-kwargs cost:latency (found beside the checkpoint)")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
@@ -619,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(list_datasets()))
             return 0
         {"pretrain": cmd_pretrain, "train": cmd_train, "evaluate": cmd_evaluate, "sweep": cmd_sweep,
-         "demo": cmd_demo, "export": cmd_export}[args.command](args)
+         "demo": cmd_demo, "export": cmd_export, "profile": cmd_profile}[args.command](args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line
         return 2

@@ -34,6 +34,7 @@ import torch
 
 from agents.curves import full_depth_order, get_statistic, head_statistics, statistic_flops
 from dynalay_env.core import DynaLayCore
+from dynalay_env.model import CostTable
 from dynalay_env.paths import enumerate_paths, path_difficulty
 
 
@@ -274,7 +275,7 @@ class RandomPolicy(BaselinePolicy):
         if refused.any():
             redraw = np.where(allowed, self.rng.random((n, k)), -1.0).argmax(1) + 1
             layers = np.where(refused, redraw, layers)
-        step_cost = np.asarray(core.model.cost_table().worst_step_flops())
+        step_cost = np.asarray(core.costs.worst_step_flops())
         costliest = np.where(allowed, step_cost, -np.inf).argmax(1) + 1
         layers = np.where(deep_draw < self.deep, costliest, layers)
         return np.where((exit_draw < self.p_exit) | ~allowed.any(1), 0, layers)
@@ -296,23 +297,26 @@ class OracleSearch:
     min_compute: np.ndarray               # normalised compute of best_path (nan where unsolvable)
     paths_searched: int
     search_seconds: float
-    search_flops: float                   # FLOPs executed by the search (every prefix solved once)
+    search_flops: float                   # cost of the search in ``unit`` (every prefix solved once)
     wrong_share: np.ndarray | None = None  # share of the searched paths that answer wrong (difficulty)
+    unit: str = CostTable.unit            # what ``min_compute`` and ``search_flops`` are charged in
 
 
 def oracle_search(model: Any, x: torch.Tensor, y: torch.Tensor, max_steps: int, batch_size: int = 4096,
-                  allow_repeats: bool = True) -> OracleSearch:
+                  allow_repeats: bool = True, costs: CostTable | None = None) -> OracleSearch:
     """Exhaustive search over all paths up to ``max_steps`` (shared prefixes solved once);
     ``allow_repeats=False`` searches only the paths an env with ``mask_repeats`` allows. A
-    ``compute_budget`` mask is not applied: the oracle is an upper bound."""
-    normalizer = model.cost_table().normalizer
+    ``compute_budget`` mask is not applied: the oracle is an upper bound. "Cheapest" is in
+    ``costs`` (a core's ``costs``: FLOPs, or a latency table; default the model's FLOPs)."""
+    costs = model.cost_table() if costs is None else costs
+    normalizer = costs.normalizer
     best_paths: list[tuple[int, ...]] = []
     solvable, min_compute, wrong_share = [], [], []
     seconds = 0.0
     flops = 0.0
     paths_searched = 0
     for i in range(0, x.shape[0], batch_size):
-        table = enumerate_paths(model, x[i:i + batch_size], y[i:i + batch_size], max_steps, allow_repeats)
+        table = enumerate_paths(model, x[i:i + batch_size], y[i:i + batch_size], max_steps, allow_repeats, costs)
         seconds += table.wall_seconds
         paths_searched = len(table.paths)
         # Every path's cost includes its prefix; a prefix is executed once, so the search cost is
@@ -331,7 +335,7 @@ def oracle_search(model: Any, x: torch.Tensor, y: torch.Tensor, max_steps: int, 
         best_paths += [tuple(a + 1 for a in table.paths[b]) if o else () for b, o in zip(best.tolist(), ok.tolist(),
                                                                                           strict=True)]
     return OracleSearch(best_paths, np.concatenate(solvable), np.concatenate(min_compute), paths_searched,
-                        seconds, flops, np.concatenate(wrong_share))
+                        seconds, flops, np.concatenate(wrong_share), costs.unit)
 
 
 class OraclePolicy(BaselinePolicy):

@@ -19,6 +19,11 @@ records, per example and depth, the prediction, the executed FLOPs and the stati
   with a 95 % paired bootstrap interval; each resample re-weights the recorded examples, so the
   hull is refitted exactly per resample without another pass.
 
+**Cost.** :func:`record_core` charges as its core does (``core.costs``: FLOPs executed, or a
+latency table's table-estimated seconds under ``cost="latency"``); the record keeps the executed
+FLOPs beside the charged cost, and every curve's compute is the charged cost over the core's
+normaliser.
+
 **Decision cost.** Every curve function takes ``decision_flops`` (FLOPs charged per decision of
 the rule, default 0). A decision is one call of the rule: one at every depth the episode visits,
 the exit included, but not the forced exit at ``max_steps``. The
@@ -36,8 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.records import EpisodeRecords, hull_accuracy_at, upper_hull
+from agents.records import FLOPS_UNIT, EpisodeRecords, hull_accuracy_at, upper_hull
 from dynalay_env.core import DynaLayCore
+from dynalay_env.model import CostTable
 from dynalay_env.paths import cheapest_correct
 
 
@@ -109,8 +115,17 @@ class DepthRecord:
     flops: np.ndarray                      # [n, D + 1] float64: executed FLOPs of exiting at depth d
     iterations: np.ndarray                 # [n, D] FPI iterations of each step
     statistics: dict[str, np.ndarray]      # name -> [n, D + 1], see STATISTICS
-    normalizer: float                      # FLOPs of 1.0 normalised compute
+    normalizer: float                      # charged cost of 1.0 normalised compute (in ``unit``)
     max_steps: int
+    # The charged cost ``[n, D + 1]`` of exiting at depth d in ``unit``; None: the FLOPs (``flops``).
+    cost: np.ndarray | None = None
+    unit: str = FLOPS_UNIT
+    cost_per_flop: float = 1.0             # a decision's FLOPs in ``unit`` (normalizer / FLOPs normaliser)
+
+    @property
+    def charged(self) -> np.ndarray:
+        """``[n, D + 1]`` the charged cost of exiting at each depth, in ``unit`` (env only)."""
+        return self.flops if self.cost is None else self.cost
 
     @property
     def n(self) -> int:
@@ -140,32 +155,42 @@ def head_statistics(logits: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def _walk(model: Any, x: torch.Tensor, order: Sequence[int]) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+def _walk(model: Any, x: torch.Tensor, order: Sequence[int], costs: CostTable | None = None
+          ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Apply ``order`` (1-based) to the whole batch ``x``; returns the logits at every depth
-    (``D + 1`` tensors ``[N, C]``), the cumulative executed FLOPs ``[N, D + 1]`` (float64) and the
-    iterations ``[N, D]``. The only place this module charges FLOPs, through the env's own
-    :meth:`~dynalay_env.model.CostTable.reset_flops` and :meth:`~dynalay_env.model.CostTable.step_flops`."""
-    costs = model.cost_table()
+    (``D + 1`` tensors ``[N, C]``), the cumulative executed FLOPs ``[N, D + 1]`` (float64), the
+    iterations ``[N, D]`` and the cumulative charged cost ``[N, D + 1]`` under ``costs`` (None when
+    ``costs`` is the model's FLOPs). The only place this module charges, through the env's own
+    :meth:`~dynalay_env.model.CostTable.reset_flops` and :meth:`~dynalay_env.model.CostTable.step_cost`."""
+    flops_table = model.cost_table()
+    charged_table = None if costs is None or costs.unit == flops_table.unit else costs
     x_emb = model.encode(x)
     z = x_emb
-    spent = torch.full((x.shape[0],), costs.reset_flops(), dtype=torch.float64, device=x.device)
+    spent = torch.full((x.shape[0],), flops_table.reset_flops(), dtype=torch.float64, device=x.device)
     logits, flops, iterations = [model.classify(z)], [spent], []
+    charged: list[torch.Tensor] = []
+    if charged_table is not None:
+        charged.append(torch.full_like(spent, charged_table.reset_flops()))
     for action in order:
         result = model.apply_layer(action - 1, z, x_emb)
         z = result.state
-        spent = spent + costs.step_flops(action - 1, result.flops)
+        spent = spent + flops_table.step_flops(action - 1, result.flops)
+        if charged_table is not None:
+            charged.append(charged[-1] + charged_table.step_cost(action - 1, result))
         logits.append(model.classify(z))
         flops.append(spent)
         iterations.append(result.iterations.long())
     empty = torch.zeros((x.shape[0], 0), dtype=torch.long, device=x.device)
-    return logits, torch.stack(flops, 1), torch.stack(iterations, 1) if iterations else empty
+    return (logits, torch.stack(flops, 1), torch.stack(iterations, 1) if iterations else empty,
+            torch.stack(charged, 1) if charged else None)
 
 
 @torch.no_grad()
 def record_depths(model: Any, x: torch.Tensor, y: torch.Tensor, max_steps: int, order: Sequence[int] | None = None,
-                  batch_size: int = 4096) -> DepthRecord:
+                  batch_size: int = 4096, costs: CostTable | None = None) -> DepthRecord:
     """Run ``order`` (default :func:`full_depth_order`) once over ``x`` ``[n, ...]`` in batches of
-    ``batch_size`` and record every depth (see :class:`DepthRecord`)."""
+    ``batch_size`` and record every depth (see :class:`DepthRecord`). Compute is charged from
+    ``costs`` (a core's ``costs``, e.g. a latency table; default the model's FLOPs)."""
     order = tuple(int(a) for a in (order if order is not None else full_depth_order(model.num_layers, max_steps)))
     bad = [a for a in order if not 1 <= a <= model.num_layers]
     if bad or len(order) > max_steps:
@@ -173,10 +198,12 @@ def record_depths(model: Any, x: torch.Tensor, y: torch.Tensor, max_steps: int, 
     was_training = model.training if hasattr(model, "training") else False
     if hasattr(model, "eval"):
         model.eval()
-    parts: dict[str, list[np.ndarray]] = {"prediction": [], "flops": [], "iterations": [],
+    parts: dict[str, list[np.ndarray]] = {"prediction": [], "flops": [], "iterations": [], "cost": [],
                                           "confidence": [], "entropy": [], "margin": []}
     for i in range(0, x.shape[0], batch_size):
-        logits, flops, iterations = _walk(model, x[i:i + batch_size], order)
+        logits, flops, iterations, charged = _walk(model, x[i:i + batch_size], order, costs)
+        if charged is not None:
+            parts["cost"].append(charged.cpu().numpy())
         stats = [head_statistics(lg) for lg in logits]
         parts["prediction"].append(torch.stack([lg.argmax(1) for lg in logits], 1).cpu().numpy())
         parts["flops"].append(flops.cpu().numpy())
@@ -185,20 +212,25 @@ def record_depths(model: Any, x: torch.Tensor, y: torch.Tensor, max_steps: int, 
             parts[name].append(torch.stack([s[name] for s in stats], 1).cpu().numpy())
     if was_training:
         model.train()
-    joined = {k: np.concatenate(v) for k, v in parts.items()}
+    joined = {k: np.concatenate(v) for k, v in parts.items() if v}
     prediction = joined["prediction"]
     # Run length of the current prediction: 0 at the start, +1 per step that keeps it.
     stable = np.zeros(prediction.shape, dtype=np.int64)
     for d in range(1, prediction.shape[1]):
         stable[:, d] = np.where(prediction[:, d] == prediction[:, d - 1], stable[:, d - 1] + 1, 0)
+    flops_normalizer = float(model.cost_table().normalizer)
+    charged_table = costs if costs is not None and "cost" in joined else None
+    normalizer = float(charged_table.normalizer) if charged_table is not None else flops_normalizer
     return DepthRecord(order, y.cpu().numpy().astype(np.int64), prediction, joined["flops"], joined["iterations"],
                        {"confidence": joined["confidence"], "entropy": joined["entropy"], "margin": joined["margin"],
-                        "stable_prediction": stable}, float(model.cost_table().normalizer), int(max_steps))
+                        "stable_prediction": stable}, normalizer, int(max_steps),
+                       cost=joined.get("cost"), unit=charged_table.unit if charged_table is not None else FLOPS_UNIT,
+                       cost_per_flop=normalizer / flops_normalizer if charged_table is not None else 1.0)
 
 
 def record_core(core: DynaLayCore, order: Sequence[int] | None = None) -> DepthRecord:
-    """:func:`record_depths` on ``core``'s model and split."""
-    return record_depths(core.model, core.x, core.y, core.max_steps, order)
+    """:func:`record_depths` on ``core``'s model and split, charged as ``core`` charges (``core.costs``)."""
+    return record_depths(core.model, core.x, core.y, core.max_steps, order, costs=core.costs)
 
 
 def _decision_counts(record: DepthRecord) -> np.ndarray:
@@ -215,6 +247,16 @@ def exit_flops(record: DepthRecord, decision_flops: float = 0.0) -> np.ndarray:
     if decision_flops < 0:
         raise ValueError(f"decision_flops must be >= 0 (FLOPs per decision), got {decision_flops}")
     return record.flops + decision_flops * _decision_counts(record)[None, :]
+
+
+def exit_cost(record: DepthRecord, decision_flops: float = 0.0) -> np.ndarray:
+    """``[n, D + 1]``: the charged cost (``record.unit``) of exiting at each depth, with each of the
+    ``decision_flops`` per decision at its share of the full-depth model. Under FLOPs, :func:`exit_flops`."""
+    if record.cost is None:
+        return exit_flops(record, decision_flops)
+    if decision_flops < 0:
+        raise ValueError(f"decision_flops must be >= 0 (FLOPs per decision), got {decision_flops}")
+    return record.cost + decision_flops * record.cost_per_flop * _decision_counts(record)[None, :]
 
 
 def exit_depths(record: DepthRecord, statistic: str, threshold: float) -> np.ndarray:
@@ -293,7 +335,7 @@ def exact_curve(record: DepthRecord, statistic: str, decision_flops: float = 0.0
     stat = get_statistic(statistic)
     n, depth = record.n, record.depth
     correct = record.correct.astype(np.float64)
-    compute = exit_flops(record, decision_flops) / record.normalizer
+    compute = exit_cost(record, decision_flops) / record.normalizer
     # Orient so that "passes" is always value >= threshold.
     values = record.statistics[statistic][:, :depth].astype(np.float64) * (1.0 if stat.higher else -1.0)
     best = np.maximum.accumulate(values, axis=1) if depth else values
@@ -361,6 +403,7 @@ def records_at_exits(record: DepthRecord, exits: np.ndarray, name: str, params: 
     :func:`agents.evaluate.run_policy` would record them."""
     idx = np.arange(record.n)
     flops = exit_flops(record, decision_flops)[idx, exits]
+    cost = None if record.cost is None else exit_cost(record, decision_flops)[idx, exits]
     steps = np.arange(record.max_steps)[None, :]
     order = np.asarray(list(record.order) + [0] * (record.max_steps - record.depth), dtype=np.int64)
     iterations = np.zeros((record.n, record.max_steps), np.int64)
@@ -368,10 +411,11 @@ def records_at_exits(record: DepthRecord, exits: np.ndarray, name: str, params: 
     taken = steps < exits[:, None]
     prediction = record.prediction[idx, exits]
     return EpisodeRecords(name, params, idx, record.label.copy(), prediction, prediction == record.label,
-                          flops / record.normalizer, flops, exits.astype(np.int64),
+                          (flops if cost is None else cost) / record.normalizer, flops, exits.astype(np.int64),
                           np.where(taken, order[None, :], -1), np.where(taken, iterations, 0),
                           decisions=_decision_counts(record)[exits].astype(np.int64),
-                          decision_flops=float(decision_flops), normalizer=record.normalizer)
+                          decision_flops=float(decision_flops), normalizer=record.normalizer,
+                          cost=cost, unit=record.unit, cost_per_flop=record.cost_per_flop)
 
 
 def records_at_threshold(record: DepthRecord, statistic: str, threshold: float,
@@ -391,7 +435,7 @@ def prefix_oracle(record: DepthRecord, decision_flops: float = 0.0) -> EpisodeRe
     too, so both give the same examples and compute; this one reads the recorded pass and returns
     full episode records, with ``decision_flops`` per decision when charged (the exit depth is
     chosen on the env FLOPs; decisions grow with depth too, so it stays the cheapest)."""
-    solvable, exits = cheapest_correct(torch.from_numpy(record.correct.T), torch.from_numpy(record.flops.T))
+    solvable, exits = cheapest_correct(torch.from_numpy(record.correct.T), torch.from_numpy(record.charged.T))
     solvable, exits = solvable.numpy(), exits.numpy()
     result = records_at_exits(record, exits, "prefix_oracle", {"order": list(record.order)}, decision_flops)
     result.extra["solvable"] = solvable
@@ -471,5 +515,5 @@ def vs_curve(agent: EpisodeRecords, curve: ExactCurve, n_boot: int = 1000, seed:
 
 
 __all__ = ["STATISTICS", "statistic_flops", "head_statistics", "DepthRecord", "ExactCurve", "record_depths", "record_core", "exact_curve", "exit_depths",
-           "exit_flops", "choose_threshold", "records_at_threshold", "records_at_exits", "prefix_oracle", "vs_curve",
+           "exit_flops", "exit_cost", "choose_threshold", "records_at_threshold", "records_at_exits", "prefix_oracle", "vs_curve",
            "full_depth_order"]

@@ -42,12 +42,12 @@ from agents.curves import (
 )
 from agents.interface import as_agent, decision_flops_of
 from agents.plots import plot_evaluation
-from agents.records import EpisodeRecords, hull_accuracy_at
+from agents.records import EpisodeRecords, charged_per_flop, hull_accuracy_at
 from agents.reports import jsonable, render_evaluation
 from agents.router_policies import router_baselines
 from dynalay_env.atomic import atomic_write_json, atomic_write_text
 from dynalay_env.core import DynaLayCore
-from dynalay_env.model import provenance_of, run_path
+from dynalay_env.model import CostTable, provenance_of, run_path
 from dynalay_env.paths import episode_compute_stats
 
 
@@ -73,7 +73,10 @@ def run_policy(core: DynaLayCore, policy: Any, name: str | None = None, params: 
     Every decision (one call of the policy for an episode: each step, EXIT included, not the forced
     exit at ``max_steps``) is charged ``decision_flops`` FLOPs, by default the policy's own measured
     ``decision_flops()`` whatever the env's ``decision_flops`` option; ``flops`` and ``compute``
-    include it, ``env_flops`` / ``env_compute`` do not. The policy is asked about every slot of
+    include it, ``env_flops`` / ``env_compute`` do not. ``flops`` are always the FLOPs executed;
+    ``compute`` is the charged cost over ``core.normalizer`` in ``core.costs.unit`` (under
+    ``cost="latency"`` the records' ``cost`` holds the table-estimated seconds, each decision priced
+    as the same share of the full-depth model as its FLOPs). The policy is asked about every slot of
     ``core`` in one batched call (a recurrent state and a baseline's core hold one row per slot);
     once fewer examples are left than slots, the answers for the idle slots are discarded and
     neither executed nor charged."""
@@ -96,6 +99,7 @@ def run_policy(core: DynaLayCore, policy: Any, name: str | None = None, params: 
         "correct": np.zeros(n, bool), "compute": np.zeros(n), "flops": np.zeros(n), "steps": np.zeros(n, np.int64),
         "path": np.zeros((n, core.max_steps), np.int64), "fpi_iterations": np.zeros((n, core.max_steps), np.int64)}
     decisions = np.zeros(n, np.int64)
+    charged = np.zeros(n)
     slot_decisions = np.zeros(slots, np.int64)  # policy calls of each slot's current episode
     active = np.zeros(slots, dtype=bool)
     active[:first] = True
@@ -114,6 +118,8 @@ def run_policy(core: DynaLayCore, policy: Any, name: str | None = None, params: 
         examples = info["example"][done]
         for key in records:
             records[key][examples] = info[{"steps": "step"}.get(key, key)][done]
+        # The charged cost before the slots are reset (``core.spent`` is ``core.flops`` under FLOPs).
+        charged[examples] = core.spent[torch.as_tensor(done, device=core.device)].cpu().numpy()
         decisions[examples] = slot_decisions[done]
         slot_decisions[done] = 0
         finished += done.size
@@ -128,9 +134,16 @@ def run_policy(core: DynaLayCore, policy: Any, name: str | None = None, params: 
     if not np.array_equal(np.sort(records["example"]), np.arange(n)):
         raise RuntimeError("sequential evaluation did not visit every example exactly once")
     records["flops"] = records["flops"] + decisions * float(decision_flops)
-    records["compute"] = records["flops"] / core.normalizer
+    if core.spent is core.flops:  # cost="flops": the charged cost is the FLOPs, bit for bit
+        cost, per_flop = None, 1.0
+        records["compute"] = records["flops"] / core.normalizer
+    else:  # decisions at the same share of the full-depth model as their FLOPs
+        per_flop = charged_per_flop(core)
+        cost = charged + decisions * (float(decision_flops) * per_flop)
+        records["compute"] = cost / core.normalizer
     return EpisodeRecords(name or type(policy).__name__, params or {}, **records, decisions=decisions,
-                          decision_flops=float(decision_flops), normalizer=core.normalizer)
+                          decision_flops=float(decision_flops), normalizer=core.normalizer,
+                          cost=cost, unit=core.costs.unit, cost_per_flop=per_flop)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -258,7 +271,7 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
     curves, chosen, prefix = threshold_baselines(core, val_core)
     # An expert model's router as two more baselines: its curve beside the statistics' (none otherwise).
     router_curves, routed = router_baselines(core, val_core)
-    search = oracle_search(model, x, y, max_steps, allow_repeats=not core.mask_repeats)
+    search = oracle_search(model, x, y, max_steps, allow_repeats=not core.mask_repeats, costs=core.costs)
     oracle = run_policy(core, OraclePolicy(search))
 
     agent_records = None
@@ -278,6 +291,8 @@ def evaluate(make_core: Callable[[str], DynaLayCore], agent: Any | None = None, 
         "provenance": core.provenance,
         "model_provenance": provenance_of(core.model, core.dataset),
         "n_examples": int(core.num_examples),
+        # What every compute figure is charged in: FLOPs executed, or table-estimated seconds.
+        "cost": cost_of(core),
         "full_depth": {"accuracy": full_depth.accuracy, "mean_compute": full_depth.mean_compute},
         "best_fixed_path": best_fixed.summary(),
         "thresholds_chosen_on_val": {STATISTICS[name].param: r.params[STATISTICS[name].param]
@@ -339,7 +354,8 @@ def baseline_curves(core: DynaLayCore, seed: int = 0) -> dict[str, Any]:
     (``RANDOM_LEVELS``), ``oracle`` (the path oracle) and ``prefix_oracle`` (one point each);
     :class:`agents.curves.ExactCurve`: ``confidence``, ``entropy``, ``margin`` and
     ``stable_prediction`` (every distinct threshold, one recorded pass)."""
-    search = oracle_search(core.model, core.x, core.y, core.max_steps, allow_repeats=not core.mask_repeats)
+    search = oracle_search(core.model, core.x, core.y, core.max_steps, allow_repeats=not core.mask_repeats,
+                           costs=core.costs)
     record = record_core(core)
     return {
         "fixed_paths": [run_policy(core, FixedPathPolicy(p)) for p in candidate_paths(core.num_layers, core.max_steps)],
@@ -358,9 +374,15 @@ def candidate_paths(num_layers: int, max_steps: int) -> list[tuple[int, ...]]:
     return paths
 
 
+def cost_of(core: DynaLayCore) -> dict[str, str]:
+    """What ``core`` charges compute in, for every report: ``{"name": "flops" | "latency", "unit": ...}``
+    (``"FLOPs (executed)"`` or ``"seconds (table-estimated)"``)."""
+    return {"name": core.options.cost, "unit": core.costs.unit}
+
+
 def policy_report(records: EpisodeRecords, core: DynaLayCore, search: OracleSearch) -> dict[str, Any]:
     """The per-policy figures of ``report.json``."""
-    flops_per_unit = core.normalizer
+    flops_per_unit = core.flops_normalizer
     difficulty = difficulty_stats(records, search)
     return {
         "accuracy": records.accuracy,
@@ -374,6 +396,8 @@ def policy_report(records: EpisodeRecords, core: DynaLayCore, search: OracleSear
         "median_flops": float(np.median(records.flops)),
         "p90_flops": float(np.percentile(records.flops, 90)),
         "flops_per_unit_compute": flops_per_unit,
+        "cost_per_unit_compute": core.normalizer,
+        "cost_unit": core.costs.unit,
         "mean_steps": float(records.steps.mean()),
         "action_frequencies": action_frequencies(records, core.num_actions),
         "difficulty": difficulty,
@@ -397,16 +421,18 @@ def write_report(run_dir: Path, report: dict[str, Any], focus: EpisodeRecords, b
     return paths
 
 
-__all__ = ["EpisodeRecords", "run_policy", "evaluate", "baseline_curves", "threshold_baselines", "vs_threshold",
+__all__ = ["EpisodeRecords", "run_policy", "cost_of", "evaluate", "baseline_curves", "threshold_baselines", "vs_threshold",
            "prefix_oracle_summary",
            "difficulty_stats", "candidate_paths", "replay_paths", "validate_report"]
 
 
 @torch.no_grad()
-def replay_paths(model: Any, x: torch.Tensor, paths: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+def replay_paths(model: Any, x: torch.Tensor, paths: Sequence[Sequence[int]],
+                 costs: CostTable | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Re-run recorded paths (1-based layer actions) on inputs ``x`` ``[n, ...]``, grouping examples
-    that share a path into one batch. Returns (predictions [n], FLOPs [n]) computed afresh."""
-    costs = model.cost_table()
+    that share a path into one batch. Returns (predictions [n], cost [n]) computed afresh: the cost
+    is charged from ``costs`` (a core's ``costs``, e.g. a latency table; default the model's FLOPs)."""
+    costs = model.cost_table() if costs is None else costs
     predictions = np.zeros(len(paths), dtype=np.int64)
     flops = np.zeros(len(paths), dtype=np.float64)
     groups: dict[tuple[int, ...], list[int]] = {}

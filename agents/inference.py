@@ -11,6 +11,10 @@ Python runs per input.
     clf = AdaptiveClassifier.from_run("runs/demo")
     result = clf.predict(x)              # x: [n, *input_shape]
     result.prediction, result.compute    # [n] labels, [n] normalised compute
+
+``cost="latency"`` (with ``latency_table``, or from a run folder the table ``dynalay profile`` wrote
+beside its checkpoint) charges table-estimated seconds instead of executed FLOPs; ``result.unit``
+names the unit of ``result.cost``, and ``compute`` is that cost over the full-depth model's.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ import torch
 
 from agents.baselines import BaselinePolicy
 from agents.interface import as_agent, decision_flops_of
+from agents.records import charged_per_flop
 from agents.training import load_run
 from dynalay_env.core import DynaLayCore
-from dynalay_env.model import FPIModel, load_checkpoint
+from dynalay_env.latency import LatencyCostTable, load_latency_table
+from dynalay_env.model import CostTable, FPIModel, load_checkpoint
 from dynalay_env.options import EnvOptions
 
 
@@ -35,7 +41,9 @@ from dynalay_env.options import EnvOptions
 class InferenceResult:
     """Per-input outcome (arrays ``[n]``; ``path`` ``[n, max_steps]`` of 1-based layers, -1 padded).
     ``compute`` and ``flops`` count the policy's decisions (``decision_flops`` each); ``env_compute``
-    is the main model alone."""
+    is the main model alone. ``cost`` is the charged cost in ``unit`` (the FLOPs under
+    ``cost="flops"``, table-estimated seconds under ``cost="latency"``; decisions priced as the same
+    share of the full-depth model as their FLOPs) and ``compute = cost / normalizer``."""
 
     prediction: np.ndarray
     compute: np.ndarray
@@ -44,11 +52,16 @@ class InferenceResult:
     path: np.ndarray
     env_compute: np.ndarray | None = None
     decision_flops: float = 0.0
+    cost: np.ndarray | None = None
+    unit: str = CostTable.unit
 
 
 #: The env options that shape a policy's observations and masks: a deployed policy runs with those
 #: it was trained with (the reward's and the sampling's do not apply at inference).
 POLICY_OPTIONS: tuple[str, ...] = ("max_steps", "observation_groups", "mask_repeats", "compute_budget")
+
+#: The env options that choose what compute is charged in (``cost="flops"`` or ``"latency"``).
+COST_OPTIONS: tuple[str, ...] = ("cost", "latency_table")
 
 
 class AdaptiveClassifier:
@@ -64,28 +77,43 @@ class AdaptiveClassifier:
         **options: the env options the policy was trained with that shape its observations and
             masks (:data:`POLICY_OPTIONS`: ``max_steps``, ``observation_groups``, ``mask_repeats``,
             ``compute_budget``); defaults and checks are :class:`~dynalay_env.options.EnvOptions`'.
+            Also :data:`COST_OPTIONS`: ``cost`` (``"flops"`` or ``"latency"``) and ``latency_table``
+            (a ``LatencyTable`` or its JSON file; needed for ``cost="latency"``).
     """
 
     def __init__(self, model: FPIModel, policy: Any, *, batch_size: int = 1024,
                  device: str = EnvOptions.default("device"), **options: Any) -> None:
-        other = [k for k in options if k not in POLICY_OPTIONS]
+        other = [k for k in options if k not in POLICY_OPTIONS + COST_OPTIONS]
         if other:
             raise TypeError(f"AdaptiveClassifier got an unexpected keyword argument {other[0]!r}; the env options "
-                            f"it takes are {', '.join(POLICY_OPTIONS)}")
+                            f"it takes are {', '.join(POLICY_OPTIONS + COST_OPTIONS)}")
         self.model = model
         self.policy = as_agent(policy)
         env_options = EnvOptions.from_kwargs(options, owner="AdaptiveClassifier")
+        if env_options.cost == "latency" and env_options.latency_table is None:
+            raise ValueError("cost='latency' needs latency_table: a LatencyTable or the JSON file `dynalay profile` "
+                             "wrote (AdaptiveClassifier.from_run finds the one beside the run's checkpoint)")
+        #: The policy's env options (:data:`POLICY_OPTIONS`).
         self.options = {k: getattr(env_options, k) for k in POLICY_OPTIONS}
+        #: What compute is charged in (:data:`COST_OPTIONS`).
+        self.cost_options = {k: getattr(env_options, k) for k in COST_OPTIONS}
         self.batch_size = batch_size
         self.device = torch.device(device)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, **overrides: Any) -> AdaptiveClassifier:
-        """The trained agent and main model of a ``train_agent.py train`` run folder."""
+        """The trained agent and main model of a ``train_agent.py train`` run folder. Under
+        ``cost="latency"`` (the run's or an override) without ``latency_table``, the table beside the
+        run's checkpoint is used (:func:`dynalay_env.latency.load_latency_table`)."""
         config, agent, model_path = load_run(run_dir)
         model = load_checkpoint(model_path, device=config.device).model
-        keep = {k: config.env_kwargs[k] for k in POLICY_OPTIONS if k in config.env_kwargs}
-        return cls(model, agent, device=config.device, **{**keep, **overrides})
+        keep = {k: config.env_kwargs[k] for k in POLICY_OPTIONS + COST_OPTIONS if k in config.env_kwargs}
+        options = {**keep, **overrides}
+        if options.get("cost", EnvOptions.default("cost")) != "latency":
+            options.pop("latency_table", None)  # a run's table does not apply under another cost
+        elif options.get("latency_table") is None:
+            options["latency_table"] = load_latency_table(model_path, model, device=config.device)
+        return cls(model, agent, device=config.device, **options)
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor | np.ndarray) -> InferenceResult:
@@ -98,10 +126,15 @@ class AdaptiveClassifier:
         if x.shape[0] == 0:
             raise ValueError("expected at least one input, got an empty batch")
         parts = [self._predict_batch(x[i:i + self.batch_size]) for i in range(0, x.shape[0], self.batch_size)]
-        prediction, compute, flops, steps, path, env_compute = (np.concatenate(arrays)
-                                                                for arrays in zip(*parts, strict=True))
+        prediction, compute, flops, steps, path, env_compute, cost = (np.concatenate(arrays)
+                                                                      for arrays in zip(*parts, strict=True))
         return InferenceResult(prediction, compute, flops, steps, path, env_compute=env_compute,
-                               decision_flops=float(decision_flops_of(self.policy)))
+                               decision_flops=float(decision_flops_of(self.policy)), cost=cost, unit=self.unit)
+
+    @property
+    def unit(self) -> str:
+        """The unit compute is charged in: ``"FLOPs (executed)"`` or ``"seconds (table-estimated)"``."""
+        return LatencyCostTable.unit if self.cost_options["cost"] == "latency" else CostTable.unit
 
     def _predict_batch(self, x: torch.Tensor) -> tuple[np.ndarray, ...]:
         """One batch: every input is an episode of one core, all started at once. Each step asks the
@@ -113,7 +146,8 @@ class AdaptiveClassifier:
         n = x.shape[0]
         labels = torch.zeros(n, dtype=torch.long, device=self.device)  # unknown: the reward is not used
         core = DynaLayCore(self.model, None, n, sample_mode="sequential", device=self.device,
-                           examples=(x, labels), **self.options)
+                           examples=(x, labels), **self.options,
+                           **{k: v for k, v in self.cost_options.items() if v is not None})
         everything = np.arange(n)
         obs = core.reset(everything, examples=everything)
         baseline = isinstance(self.policy, BaselinePolicy)
@@ -138,10 +172,13 @@ class AdaptiveClassifier:
             # one row per input (its state and the core's slots are indexed that way).
             subset = state is None and not baseline
         final = core.info_tensors()
-        env_flops = final["flops"].cpu().numpy()
-        flops = env_flops + decisions * float(decision_flops_of(self.policy))
-        return (final["prediction"].cpu().numpy(), flops / core.normalizer, flops, final["step"].cpu().numpy(),
-                final["path"].cpu().numpy(), final["compute"].cpu().numpy())
+        decision_flops = float(decision_flops_of(self.policy))
+        flops = final["flops"].cpu().numpy() + decisions * decision_flops
+        # The charged cost: the env's (``core.spent`` is ``core.flops`` under cost="flops") plus each
+        # decision at its FLOPs' share of full depth (scale is exactly 1.0 under FLOPs).
+        cost = core.spent.cpu().numpy() + decisions * (decision_flops * charged_per_flop(core))
+        return (final["prediction"].cpu().numpy(), cost / core.normalizer, flops, final["step"].cpu().numpy(),
+                final["path"].cpu().numpy(), final["compute"].cpu().numpy(), cost)
 
     def _decide(self, core: DynaLayCore, obs: np.ndarray, rows: np.ndarray, state: Any,
                 first: bool) -> tuple[np.ndarray, Any]:

@@ -41,7 +41,7 @@ def make_policy(spec: str, core: Any, seed: int = 0) -> Any:
     name, _, arg = spec.partition(":")
     try:
         if name == "oracle" and not arg:
-            search = baselines.oracle_search(core.model, core.x, core.y, core.max_steps,
+            search = baselines.oracle_search(core.model, core.x, core.y, core.max_steps, costs=core.costs,
                                              allow_repeats=not core.mask_repeats)
             return baselines.OraclePolicy(search).bind(core)
         if name == "random" and arg:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.evaluate import evaluate
-from agents.runs import env_options
+from agents.runs import env_options, resolved_model_options
 from agents.training import load_run
 from dynalay_env.env import make_core
 
@@ -31,8 +31,7 @@ def run_evaluation(run_dir: str | Path, split: str = "test", n_envs: int = 512, 
     options = env_options(config, str(model_path))
     if device:
         options["device"] = device
-    model = make_core(1, **options).model
-    provenance_options = {**options, "model": model}
+    provenance_options = {**options, **resolved_model_options(make_core(1, **options))}
 
     def make_eval_core(split_name: str) -> Any:
         return make_core(n_envs, **{**provenance_options, "split": split_name, "sample_mode": "sequential"})

@@ -12,10 +12,14 @@ import numpy as np
 
 from agents.baselines import OracleSearch
 from agents.curves import ExactCurve
-from agents.records import EpisodeRecords
+from agents.records import FLOPS_UNIT, EpisodeRecords
 from agents.reports import baseline_points
 from dynalay_env.atomic import atomic_path
 
+
+def compute_label(report: dict[str, Any]) -> str:
+    """The unit a figure's compute is charged in, from the report's ``cost`` (FLOPs when absent)."""
+    return (report.get("cost") or {}).get("unit", FLOPS_UNIT)
 
 def pyplot() -> Any:
     """``matplotlib.pyplot`` on the non-interactive Agg backend."""
@@ -69,7 +73,7 @@ def plot_evaluation(run_dir: Path, report: dict[str, Any], focus: EpisodeRecords
             ax.plot(b.mean_compute, b.accuracy, "D", label=point_labels[b.policy])
     if "vs_threshold" in report:
         ax.plot(focus.mean_compute, focus.accuracy, "r*", ms=14, label=focus.policy)
-    ax.set_xlabel("mean normalised compute (1.0 = full depth)")
+    ax.set_xlabel(f"mean normalised compute (1.0 = full depth; {compute_label(report)})")
     ax.set_ylabel("accuracy")
     ax.set_title(f"accuracy vs compute ({report['split']})")
     ax.grid(alpha=0.3)
@@ -143,7 +147,7 @@ def plot_sweep(report: dict[str, Any], path: Path) -> Path:
         ax.set_title(f"{split}: hypervolume agents {h['agent_front']:.4f}, confidence threshold "
                      f"{h['confidence_threshold_front']:.4f}", fontsize=10)
         ax.set_xscale("log")
-        ax.set_xlabel("mean normalised compute (1.0 = full depth; log scale)")
+        ax.set_xlabel(f"mean normalised compute (1.0 = full depth; {compute_label(report)}; log scale)")
         ax.set_ylabel(f"{split} accuracy")
         ax.grid(alpha=0.3, which="both")
     front = sorted((t["values"][1], t["values"][0]) for t in trials if t["pareto"])

@@ -8,6 +8,18 @@ from typing import Any
 
 import numpy as np
 
+from dynalay_env.model import CostTable
+
+#: The unit of the FLOPs cost.
+FLOPS_UNIT = CostTable.unit
+
+
+def charged_per_flop(core: Any) -> float:
+    """A decision's FLOPs in the unit ``core`` charges: ``core.normalizer / core.flops_normalizer``,
+    so a decision costs the same share of the full-depth model under either cost (exactly 1.0
+    under ``cost="flops"``)."""
+    return float(core.normalizer) / float(core.flops_normalizer)
+
 
 @dataclass
 class EpisodeRecords:
@@ -26,10 +38,16 @@ class EpisodeRecords:
     fpi_iterations: np.ndarray   # [n, max_steps]
     extra: dict[str, Any] = field(default_factory=dict)
     # Decision cost: ``flops`` and ``compute`` include ``decisions * decision_flops``; the env-only
-    # figures subtract it (``normalizer``: FLOPs of 1.0 compute).
+    # figures subtract it (``normalizer``: the charged cost of 1.0 compute).
     decisions: np.ndarray | None = None   # [n] policy calls per episode (EXIT included, forced exit not)
     decision_flops: float = 0.0
     normalizer: float | None = None
+    # The charged cost in ``unit`` ([n], decisions included; ``compute = cost / normalizer``). None:
+    # the env charges FLOPs, and the cost is ``flops``. ``cost_per_flop``: a decision's FLOPs
+    # converted to ``unit`` (the same share of the full-depth model; 1.0 under FLOPs).
+    cost: np.ndarray | None = None
+    unit: str = FLOPS_UNIT
+    cost_per_flop: float = 1.0
 
     @property
     def accuracy(self) -> float:
@@ -40,6 +58,18 @@ class EpisodeRecords:
     def mean_compute(self) -> float:
         """Mean normalised compute, decisions counted."""
         return float(self.compute.mean())
+
+    @property
+    def charged(self) -> np.ndarray:
+        """``[n]`` the charged cost in ``unit``, decisions included (``flops`` under FLOPs)."""
+        return self.flops if self.cost is None else self.cost
+
+    @property
+    def env_cost(self) -> np.ndarray:
+        """``[n]`` the charged cost of the env alone, in ``unit``."""
+        if self.decisions is None or not self.decision_flops:
+            return self.charged
+        return self.charged - self.decisions * (self.decision_flops * self.cost_per_flop)
 
     @property
     def env_flops(self) -> np.ndarray:
@@ -53,7 +83,7 @@ class EpisodeRecords:
         """``[n]`` normalised compute of the env alone."""
         if self.decisions is None or not self.decision_flops:
             return self.compute
-        return self.env_flops / self.normalizer
+        return self.env_cost / self.normalizer
 
     def summary(self) -> dict[str, Any]:
         """The policy's figures for a report: accuracy, mean compute (with and without decisions), steps."""

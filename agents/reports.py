@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from agents.records import FLOPS_UNIT
 from dynalay_env.model import format_provenance
 
 
@@ -47,12 +48,23 @@ def format_choice(choice: dict[str, Any] | None) -> str:
     return f"{choice['algo']} {choice['reward']}({params}){' ' + extra if extra else ''}"
 
 
+def cost_note(report: dict[str, Any]) -> str:
+    """One sentence naming what a report's compute is charged in (its ``cost`` entry; FLOPs when absent)."""
+    cost = report.get("cost") or {"name": "flops", "unit": FLOPS_UNIT}
+    if cost["name"] == "latency":
+        return (f"Compute is charged in {cost['unit']}: seconds from a latency table measured on one device "
+                f"(`dynalay profile`), table-estimated, not measured per episode; decisions are priced at the same "
+                f"share of the full-depth model as their FLOPs, and every FLOPs figure is still the FLOPs executed.")
+    return f"Compute is charged in {cost['unit']}."
+
+
 def render_evaluation(report: dict[str, Any]) -> str:
     """The evaluation report as Markdown: the table of every policy, the agent against thresholding, provenance."""
     lines = [f"# DynaLay evaluation: {report.get('policy')} on {report.get('dataset', '?')} / {report['split']}",
              "", f"{report['n_examples']} examples, each once. Compute is normalised: 1.0 = full-depth model. "
                  "*mean compute* counts the policy's own decisions (FLOPs per decision x decisions: each step, EXIT "
-                 "included, not the forced exit at max_steps); *env only* is the main model alone.", "",
+                 "included, not the forced exit at max_steps); *env only* is the main model alone. "
+                 + cost_note(report), "",
              *([format_provenance(report["model_provenance"]), ""] if report.get("model_provenance") else []),
              "| policy | params | accuracy | mean compute | env only | FLOPs / decision |",
              "|---|---|---:|---:|---:|---:|"]
@@ -101,7 +113,7 @@ def render_sweep(report: dict[str, Any]) -> str:
              f"`{report['storage']}`; study wall time {report['study_wall_seconds'] or 0:.0f} s, mean trial "
              f"{report['mean_trial_seconds'] or 0:.0f} s. Compute 1.0 = the full-depth model; it counts each "
              f"policy's decisions (its FLOPs per decision, each step, EXIT included), thresholds their statistic; "
-             f"*env only* is the main model alone.", "",
+             f"*env only* is the main model alone. {cost_note(report)}", "",
              *([format_provenance(report["model_provenance"]), ""] if report.get("model_provenance") else []),
              "## Pareto-optimal trials (chosen on val, re-evaluated on test)", "",
              "| trial | reward | val acc | val compute | test acc | test compute | test env only | "

@@ -264,6 +264,16 @@ def env_options(config: TrainConfig, model_path: Any, training: bool = False) ->
     return options
 
 
+def resolved_model_options(core: Any) -> dict[str, Any]:
+    """Options that build more cores on ``core``'s main model without loading it again: the model
+    object and, under ``cost="latency"``, the latency table found beside its checkpoint (a model
+    object has no checkpoint to find it beside)."""
+    options: dict[str, Any] = {"model": core.model}
+    if core.options.cost == "latency":
+        options["latency_table"] = core.options.latency_table
+    return options
+
+
 def prepare_run_dir(config: TrainConfig, resume: bool) -> tuple[TrainConfig, Path]:
     """Create (or, with ``resume``, validate and reload) the run folder; returns the config in force."""
     run_dir = Path(config.run_dir)
@@ -317,7 +327,11 @@ def _copy_main_model(config: TrainConfig, target: Path) -> Path:
     if source is None:
         source = str(model_cache.cached_default_model(load_dataset(config.dataset_name(), data_root=config.data_root),
                                           data_root=config.data_root))
-    return atomic_copy(source, target)
+    copied = atomic_copy(source, target)
+    stem = Path(source).stem  # its latency tables travel with it: cost="latency" finds them beside the model
+    for table in Path(source).parent.glob(f"{stem}.latency-*.json"):
+        atomic_copy(table, target.with_name(target.stem + table.name[len(stem):]))
+    return copied
 
 
 

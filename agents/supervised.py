@@ -62,7 +62,7 @@ from stable_baselines3.common.torch_layers import create_mlp
 from stable_baselines3.common.utils import configure_logger
 
 from agents.callbacks import core_of
-from agents.curves import exit_flops, full_depth_order, record_core
+from agents.curves import exit_cost, full_depth_order, record_core
 from agents.evaluate import run_policy
 from agents.hyperparams import class_values, load_hyperparams, parse_python_literal, resolve_class_name
 from agents.interface import AlgoSpec
@@ -116,12 +116,13 @@ _SEARCHES: dict[str, tuple[tuple[Any, ...], list[Any]]] = {}
 
 def _search_key(core: DynaLayCore, chunk: int) -> tuple[Any, ...]:
     """What a search of ``core``'s split depends on: the model by content (weights and config hashes,
-    so equal models share it whatever their identity), the dataset, ``max_steps``, the masks, the chunks."""
+    so equal models share it whatever their identity), the dataset, ``max_steps``, the masks, the chunks
+    and the cost table charged (``core.costs``: FLOPs or a latency table)."""
     model = core.model
     weights = weights_hash(model) if isinstance(model, torch.nn.Module) else id(model)
     config = config_hash(model.config) if hasattr(model, "config") else None
     return (weights, config, getattr(core.dataset, "fingerprint", None), core.split, core.num_examples,
-            core.max_steps, core.mask_repeats, chunk)
+            core.max_steps, core.mask_repeats, chunk, core.costs)
 
 
 def _searched(core: DynaLayCore, chunk: int) -> list[Any]:
@@ -132,7 +133,8 @@ def _searched(core: DynaLayCore, chunk: int) -> list[Any]:
     if cached is None or cached[0] != key:
         _SEARCHES.pop(core.split, None)  # free the old search before running the new one
         tables = [enumerate_paths(core.model, core.x[s:s + chunk], core.y[s:s + chunk], core.max_steps,
-                                  allow_repeats=not core.mask_repeats) for s in range(0, core.num_examples, chunk)]
+                                  allow_repeats=not core.mask_repeats, costs=core.costs)
+                  for s in range(0, core.num_examples, chunk)]
         _SEARCHES[core.split] = cached = (key, tables)
     return cached[1]
 
@@ -149,7 +151,7 @@ class OracleTable:
     episode compute`` (normalised env compute, as ``info["compute"]``; what was spent before the node
     is the same for every continuation). The first action must be allowed by the env's masks:
     ``mask_repeats`` (the search skips repeats) and ``compute_budget`` (the core's own rule on the
-    node's spent FLOPs); EXIT always is, and wins ties.
+    node's spent cost); EXIT always is, and wins ties.
 
     Attributes:
         index: node (tuple of 0-based layers) -> row.
@@ -748,7 +750,7 @@ class ValueExit(SupervisedAgent):
         thresholds = np.unique(np.concatenate([running_min[np.isfinite(running_min)], [-np.inf]]))
         thresholds = np.nextafter(thresholds, np.inf)  # gain < t exits exactly the values <= the record
         thresholds[0] = -np.inf  # never exit early
-        flops = exit_flops(record, self.decision_flops()) / record.normalizer
+        flops = exit_cost(record, self.decision_flops()) / record.normalizer
         correct = record.correct.astype(np.float64)
         accuracy, compute = [], []
         for start in range(0, thresholds.size, 256):  # [T, n] exit depths, a block of thresholds at a time

@@ -79,7 +79,7 @@ import torch
 
 from agents.algorithms import get_algorithm
 from agents.curves import vs_curve
-from agents.evaluate import baseline_curves, run_policy
+from agents.evaluate import baseline_curves, cost_of, run_policy
 from agents.plots import plot_sweep
 from agents.reports import render_sweep
 from agents.runs import (
@@ -89,6 +89,7 @@ from agents.runs import (
     TrainConfig,
     check_env_kwargs,
     config_from_dict,
+    resolved_model_options,
     take_flag_options,
     val_evaluator,
 )
@@ -823,7 +824,7 @@ def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str,
         options["data_root"] = config.data_root
     cores = {"val": make_core(config.eval_slots, **options, model=str(model_path), split="val",
                               sample_mode="sequential")}
-    cores["test"] = make_core(config.eval_slots, **options, model=cores["val"].model, split="test",
+    cores["test"] = make_core(config.eval_slots, **{**options, **resolved_model_options(cores["val"])}, split="test",
                               sample_mode="sequential")
     baselines = {split: baseline_curves(core, seed=config.seed) for split, core in cores.items()}
 
@@ -876,6 +877,8 @@ def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str,
         "objectives": dict(zip(OBJECTIVE_NAMES, DIRECTIONS, strict=True)),
         "config": config.to_dict(),
         "dataset": config.dataset_name(),
+        # What every compute figure is charged in (env_kwargs' cost): FLOPs executed or table-estimated seconds.
+        "cost": cost_of(cores["val"]),
         "main_model_provenance": study.user_attrs.get("main_model_provenance"),
         "counts": counts,
         "complete": counts["complete"] >= config.n_trials,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dynalay_env.model import MainModel
+from dynalay_env.model import CostTable, MainModel
 
 
 def path_robust_loss(model: MainModel, x: Tensor, y: Tensor, path: list[int], label_smoothing: float = 0.0) -> Tensor:
@@ -68,13 +68,15 @@ class PathTable:
 
 
 @torch.no_grad()
-def enumerate_paths(model: MainModel, x: Tensor, y: Tensor, max_steps: int, allow_repeats: bool = True) -> PathTable:
+def enumerate_paths(model: MainModel, x: Tensor, y: Tensor, max_steps: int, allow_repeats: bool = True,
+                    costs: CostTable | None = None) -> PathTable:
     """Evaluate every layer sequence up to ``max_steps`` by depth-first search over shared prefixes,
     so each prefix is solved once: ``K + K^2 + ... + K^max_steps`` batched layer solves.
     ``allow_repeats=False`` skips paths that apply the same layer twice in a row (the paths an env
-    with ``mask_repeats=True`` allows)."""
+    with ``mask_repeats=True`` allows). Paths are charged from ``costs`` (default the model's
+    FLOPs; a core's latency table under ``cost="latency"``)."""
     start = time.perf_counter()
-    costs = model.cost_table()
+    costs = model.cost_table() if costs is None else costs
     x_emb = model.encode(x)
     paths: list[tuple[int, ...]] = []
     correct: list[Tensor] = []

@@ -23,7 +23,7 @@ from tests.agent_fixtures import (
 from tests.env_fixtures import no_default_model_training  # noqa: F401  (autouse)
 from train_agent import build_parser, main, parse_args, parse_env_kwargs
 
-SUBCOMMANDS = ("pretrain", "train", "evaluate", "sweep", "demo", "export", "list-datasets")
+SUBCOMMANDS = ("pretrain", "train", "evaluate", "sweep", "demo", "export", "profile", "list-datasets")
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
