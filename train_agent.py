@@ -53,14 +53,14 @@ from agents.runs import AGENT_NAME, TrainConfig, check_env_builds, env_options
 from agents.sweep import STORAGE_ENV, SweepConfig, masked_url, password_warning, run_sweep
 from agents.training import load_run, train
 from dynalay_env import ENV_IDS
-from dynalay_env.cache import cached_default_model
-from dynalay_env.data import load_dataset
-from dynalay_env.datasets import list_datasets
+from dynalay_env.atomic import atomic_copy
+from dynalay_env.cache import cached_default_model, default_model_path
+from dynalay_env.datasets import list_datasets, load_dataset
 from dynalay_env.env import make_core
 from dynalay_env.latency import DEFAULT_BATCH_SIZES, LatencyTable, profile_latency, save_latency_table
 from dynalay_env.model import load_checkpoint
 from dynalay_env.options import EnvOptions
-from dynalay_env.pretrain import CHECKPOINT_NAME, recipe_for, run_pretraining
+from dynalay_env.pretrain import CHECKPOINT_NAME, REPORT_NAME, recipe_for, run_pretraining
 
 DEFAULT_DATASET = EnvOptions.default("dataset")
 DEMO_TIMESTEPS = 200_000
@@ -648,6 +648,12 @@ def cmd_profile(args: argparse.Namespace) -> LatencyTable:
     else:
         dataset = load_dataset(args.dataset or DEFAULT_DATASET, data_root=args.data_root)
         checkpoint_path = cached_default_model(dataset, data_root=args.data_root)
+        if checkpoint_path != default_model_path(dataset):  # the shipped model: profile a user-cache copy,
+            # so the table is written beside the checkpoint the env will load, never into the package
+            copy = default_model_path(dataset)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            atomic_copy(checkpoint_path.parent / REPORT_NAME, copy.parent / REPORT_NAME)
+            checkpoint_path = atomic_copy(checkpoint_path, copy)
     model = load_checkpoint(checkpoint_path, expected_dataset=dataset.name, device=args.device).model
     x_val, _ = dataset.as_tensors("val", args.device)
     table = profile_latency(model, x_val, batch_sizes=args.batch_sizes, repeats=args.repeats, warmup=args.warmup)

@@ -47,7 +47,7 @@ from benchmarks.adaptive_inference import timed
 from dynalay_env.atomic import atomic_write_json, atomic_write_text
 from dynalay_env.cache import cached_default_model
 from dynalay_env.core import DynaLayCore
-from dynalay_env.data import load_dataset
+from dynalay_env.datasets import load_dataset
 from dynalay_env.latency import DEFAULT_BATCH_SIZES, DeviceFingerprint, LatencyTable, latency_costs, profile_latency
 from dynalay_env.model import load_checkpoint, provenance_of, weights_hash
 
