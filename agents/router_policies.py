@@ -178,8 +178,9 @@ def router_baselines(core: DynaLayCore, val_core: DynaLayCore) -> tuple[dict[str
     baselines are): ``router_confidence``'s exact curve on the split, and the records of ``router``
     (the steps most accurate on val, the fewest on ties) and of ``router_confidence`` (the cheapest
     threshold on val reaching ``router``'s val accuracy, else the most accurate). Empty for a model
-    without a router, so reports can always call it."""
-    if not isinstance(core.model, ExpertModel):
+    without a router, so reports can always call it. Empty too under ``cost="latency"``: the router's
+    records are charged in FLOPs only, and a comparison in mixed units would mislead."""
+    if not isinstance(core.model, ExpertModel) or core.costs is not core.flops_table:
         return {}, []
     model = core.model
     record, layers = record_router_core(core)
