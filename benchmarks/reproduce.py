@@ -51,6 +51,7 @@ from typing import Any, NamedTuple
 import torch
 
 import dynalay_env
+from benchmarks.env_throughput import render_markdown as render_throughput_markdown
 from dynalay_env.atomic import atomic_copy, atomic_path, atomic_write_text
 from dynalay_env.cache import cached_default_model, default_model_path, model_cache_dir, shipped_model_path
 from dynalay_env.datasets import load_dataset
@@ -426,31 +427,7 @@ def collect_throughput(ctx: Context, part: Part, meta: dict[str, Any]) -> None:
     data = json.loads((ctx.part_dir(part) / "throughput.json").read_text())
     out_json, out_md = part.outputs(ctx)
     write_json(ctx.out / out_json, {"reproduce": meta, **data})
-    write_text(ctx.out / out_md, header_md(meta) + render_throughput(data) + "\n")
-
-
-FACES = ("single loop", "SyncVectorEnv", "DynaLayVectorEnv", "SB3 adapter", "raw limit")
-
-
-def render_throughput(d: dict[str, Any]) -> str:
-    lines = ["| N | single-env loop | SyncVectorEnv | DynaLayVectorEnv | SB3 adapter | raw limit |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    for n, res in d["sizes"].items():
-        cells = []
-        for face in FACES:
-            v = res.get(face)
-            share = f" ({v / res['raw limit']:.0%})" if v is not None and face in ("DynaLayVectorEnv", "SB3 adapter") else ""
-            cells.append("" if v is None else f"{v:,.0f}{share}")
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("env steps/s (share of the raw limit).")
-    ppo = d.get("ppo_seconds")
-    if ppo:
-        args = d.get("ppo", {})
-        lines[-1] += (f" PPO to {args.get('timesteps', '?')} timesteps at `n_envs={args.get('n_envs', '?')}`: "
-                      f"{ppo['SB3 adapter']:.1f} s on the SB3 adapter against {ppo['DummyVecEnv']:.1f} s on SB3's "
-                      f"`DummyVecEnv` of single envs ({ppo['DummyVecEnv'] / ppo['SB3 adapter']:.1f}x).")
-    return "\n".join(lines)
+    write_text(ctx.out / out_md, header_md(meta) + render_throughput_markdown(data) + "\n")
 
 
 def adaptive_jobs(ctx: Context, part: Part) -> list[Job]:
@@ -786,7 +763,7 @@ BLOCKS: dict[str, tuple[str, Callable[[dict[str, Any]], str]]] = {
     "adaptive_inference": ("adaptive_inference_cpu.json", render_adaptive),
     "sweep_mnist1d": ("sweep_mnist1d.json", render_sweep),
     "cotrain_vs_frozen": ("cotrain_vs_frozen_cpu.json", render_cotrain),
-    "env_throughput": ("env_throughput_cpu.json", render_throughput),
+    "env_throughput": ("env_throughput_cpu.json", render_throughput_markdown),
     "mnist5k_demo": ("mnist5k_demo.json", render_mnist5k),
 }
 MISSING = "_Not generated yet: run `make results` (it runs `.venv/bin/python -m benchmarks reproduce --readme` last)._"
