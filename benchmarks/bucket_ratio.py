@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     header = (f"Bucket ratio sweep: {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch threads, "
               f"{args.rounds} rounds, warm-up {args.warmup} batches, {args.env_steps:,} timed steps per N; load "
               f"average before {load_before}, after {' '.join(f'{v:.2f}' for v in os.getloadavg())}. "
-              f"Command: `python {' '.join(sys.argv)}`")
+              f"Command: `OMP_NUM_THREADS={args.threads} {' '.join(sys.argv)}`")
     text = render(rows, args.sizes, header)
     print(text)
     if args.out:

@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
             "bucket_ratio": buckets.bucket_ratio(), "load_before": load_before, "load_after": load_average(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                        f"{torch.get_num_threads()} torch threads, device {args.device}",
-            "command": "python " + " ".join(sys.argv)}
+            "command": " ".join(sys.argv)}
     if args.json:
         atomic_write_json(args.json, data)
     if args.markdown:

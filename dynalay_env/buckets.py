@@ -5,7 +5,7 @@ layer in a step, an FPI solver's active set shrinking as samples converge, the s
 resets. oneDNN (torch's CPU convolutions) compiles and caches one primitive per input shape, so
 unbounded sizes mean either a cache that grows for hours or, capped, one that recompiles on every
 call. Here a group of ``n`` rows runs on ``bucket_size(n)`` rows instead, the smallest size of a
-geometric table (``1, 2, 3, 4, 5, 6, 8, 10, ...`` for ratio 1.25) that holds it. The extra rows copy
+geometric table (see :func:`bucket_sizes`) that holds it. The extra rows copy
 a real row and their results are dropped: each row of a convolution depends on its own input only,
 so real rows get the same values (up to float rounding: a kernel may round differently at another
 batch size, as it already does when a solver's active set shrinks), and the work done on padded rows
@@ -18,9 +18,11 @@ nothing per shape, so padding them would only add work; on an accelerator nothin
 
 The ratio trades padded work (at most ``ratio - 1`` of a group, ``(ratio - 1) / 2`` on average)
 against the number of distinct shapes (about ``log(N) / log(ratio)`` per kernel up to ``N`` rows).
-:data:`DEFAULT_RATIO` keeps every shape of a model of up to ~20 convolution shapes within oneDNN's default
-cache up to N = 65,536 rows at ~10% padded work (``benchmarks/bucket_ratio.py`` measures the
-ratios; its table is in ``benchmarks/results/bucket_ratio_cpu.md``). ``set_bucket_ratio(1.0)``
+:data:`DEFAULT_RATIO` (1.25) pads about 10% of the work and keeps ~18 distinct row counts per kernel up
+to N = 1,024, which oneDNN's default cache of 1,024 primitives holds. Measured on 2 CPU threads
+(``benchmarks/results/bucket_ratio_cpu.md``, ratios taking turns in one process; and
+``env_throughput_2threads_ratio*_cpu.md``, one fresh process per ratio), 1.1 and 1.25 are within
+the machines' noise of each other, each ahead in one of the two measurements. ``set_bucket_ratio(1.0)``
 turns padding off.
 """
 
