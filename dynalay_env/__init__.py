@@ -12,15 +12,13 @@ import os
 
 # Memory: torch keeps per-shape caches for its CPU convolutions. The env's batched calls run on row
 # groups whose size changes at every call, so each convolution runs on one of a few bucketed row
-# counts (dynalay_env/buckets.py): a few hundred shapes in all. oneDNN's cache of compiled
-# primitives (ONEDNN_PRIMITIVE_CACHE_CAPACITY, 1,024 by default) holds them all, fills early and then
-# stays flat (benchmarks/memory_soak.py), so it is left at its default: capped below the number of
-# shapes it recompiled kernels on every step (the vector env ran ~40% slower).
-# ideep, torch's layer over oneDNN, keeps its own per-shape cache of primitive descriptors (about
-# 20 KB each). Over a 2M-step PPO run its long-lived entries grew by 18 MB after the first rollout
-# and fragmented the heap (RSS +8.6 to +13 %); capped at 32 it no longer grows, at little cost in
-# speed (benchmarks/bucket_ratio.py). torch reads this one when it is loaded, so it applies only when
-# this package (or agents/) is imported before torch; a value the user set wins.
+# counts (dynalay_env/buckets.py). oneDNN's cache of compiled primitives (ONEDNN_PRIMITIVE_CACHE_CAPACITY,
+# 1,024 by default) then holds every shape and stays flat, so it is left at its default: capped below
+# the number of shapes, it recompiled kernels on every step (benchmarks/results/bucket_ratio_cpu.md).
+# ideep, torch's layer over oneDNN, keeps its own per-shape cache of primitive descriptors, whose
+# entries grew and fragmented the heap over a PPO run; capped at 32 it no longer grows
+# (benchmarks/results/memory_soak_ppo_cpu.txt). torch reads this one when it is loaded, so it applies
+# only when this package (or agents/) is imported before torch; a value the user set wins.
 os.environ.setdefault("LRU_CACHE_CAPACITY", "32")
 
 from gymnasium.envs.registration import register, registry  # noqa: E402
