@@ -26,10 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-# The package's own constants (__version__, RECIPE_VERSION), read at call time. The package defines
-# them before it imports its env (and so this module), so this import finds them in place.
-import dynalay_env
-from dynalay_env import buckets
+from dynalay_env import buckets, version
 from dynalay_env.atomic import atomic_write_bytes
 from dynalay_env.fpi import LAYER_FAMILIES, FPILayer, SolveResult, get_solver
 
@@ -480,7 +477,7 @@ class MainModel(nn.Module):
 
 def package_version() -> str:
     """The version of the installed ``dynalay_env`` (``dynalay_env.__version__``)."""
-    return dynalay_env.__version__
+    return version.__version__
 
 
 def weights_hash(model: nn.Module) -> str:
@@ -509,8 +506,8 @@ def provenance_hash(model: MainModel, dataset_fingerprint: str) -> str:
 
 
 def recipe_version() -> int:
-    """The current ``dynalay_env.RECIPE_VERSION`` (read at call time, so the one constant rules)."""
-    return dynalay_env.RECIPE_VERSION
+    """The current ``dynalay_env.version.RECIPE_VERSION`` (read at call time, so the one constant rules)."""
+    return version.RECIPE_VERSION
 
 
 def config_hash(config: ModelConfig) -> str:

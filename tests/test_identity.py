@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import dynalay_env
+import dynalay_env.version
 from dynalay_env import cache, pretrain
 from dynalay_env import model as model_module
 from dynalay_env.model import (
@@ -149,7 +150,7 @@ def test_the_cache_key_follows_recipe_version_config_recipe_and_data(monkeypatch
     assert f"-r{dynalay_env.RECIPE_VERSION}-" in base and base.startswith("mnist1d-0123456789abcdef-")
     assert cache_key() == base  # deterministic
     with monkeypatch.context() as m:
-        m.setattr(dynalay_env, "RECIPE_VERSION", dynalay_env.RECIPE_VERSION + 1)
+        m.setattr(dynalay_env.version, "RECIPE_VERSION", dynalay_env.RECIPE_VERSION + 1)
         bumped = cache_key()
     assert bumped != base and f"-r{dynalay_env.RECIPE_VERSION + 1}-" in bumped
     with monkeypatch.context() as m:
@@ -204,7 +205,7 @@ def test_provenance_tells_models_apart():
 def test_a_checkpoint_keeps_its_recipe_version_and_a_changed_model_is_described_as_it_is(tmp_path, monkeypatch):
     model = small_model()
     with monkeypatch.context() as m:  # saved by an older recipe
-        m.setattr(dynalay_env, "RECIPE_VERSION", dynalay_env.RECIPE_VERSION - 1)
+        m.setattr(dynalay_env.version, "RECIPE_VERSION", dynalay_env.RECIPE_VERSION - 1)
         save_checkpoint(tmp_path / "old.pt", model, DIGITS_META)
     loaded = load_checkpoint(tmp_path / "old.pt").model
     assert provenance_of(loaded)["recipe_version"] == dynalay_env.RECIPE_VERSION - 1

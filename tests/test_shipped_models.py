@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import dynalay_env
+import dynalay_env.version
 from dynalay_env import cache, pretrain
 from dynalay_env.datasets import load_dataset
 from dynalay_env.model import default_config, load_checkpoint, provenance_of
@@ -87,7 +88,7 @@ def test_a_changed_recipe_is_not_served_the_shipped_model(monkeypatch):
     original = pretrain.recipe_for
     monkeypatch.setattr(pretrain, "recipe_for", lambda name: dataclasses.replace(original(name), epochs=3))
     assert cache.shipped_model_path(dataset) is None
-    monkeypatch.setattr(dynalay_env, "RECIPE_VERSION", dynalay_env.RECIPE_VERSION + 1)
+    monkeypatch.setattr(dynalay_env.version, "RECIPE_VERSION", dynalay_env.RECIPE_VERSION + 1)
     monkeypatch.setattr(pretrain, "recipe_for", original)
     assert cache.shipped_model_path(dataset) is None
 
