@@ -121,15 +121,17 @@ def cached_default_model(dataset: Dataset, data_root: str | os.PathLike | None =
         return path
     if shipped and (packaged := shipped_model_path(dataset)) is not None:
         return packaged
-    return _pretrain_into(path, f"no cached default model for {dataset.name!r}", lambda run_dir: pretrain.run_pretraining(dataset.name, run_dir=run_dir,
-                                                                       data_root=data_root, progress=progress))
+    def train(run_dir: str) -> None:
+        pretrain.run_pretraining(dataset.name, run_dir=run_dir, data_root=data_root, progress=progress)
+
+    return _pretrain_into(path, f"no cached default model for {dataset.name!r}", train)
 
 
 def _pretrain_into(path: Path, why: str, train: Callable[[str], Any]) -> Path:
-    """Pre-train a model into the cache at ``path`` once (logging ``why``): under a file lock, ``train(run_dir)`` writes
-    the checkpoint and its report into a temporary folder beside ``path``; the report is moved in,
-    then the checkpoint, last: its presence means "complete". Another process that trained it while
-    this one waited for the lock wins."""
+    """Pre-train a model into the cache at ``path`` once, logging ``why``. Under a file lock,
+    ``train(run_dir)`` writes the checkpoint and its report into a temporary folder beside ``path``;
+    the report is moved in, then the checkpoint, last: its presence means "complete". Another process
+    that trained it while this one waited for the lock wins."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if path.is_file():  # another process trained it while this one waited for the lock
@@ -173,8 +175,10 @@ def cached_expert_model(dataset: Dataset, data_root: str | os.PathLike | None = 
     path = default_expert_model_path(dataset)
     if path.is_file():
         return path
-    return _pretrain_into(path, f"no cached expert model for {dataset.name!r}", lambda run_dir: run_expert_pretraining(dataset.name, run_dir=run_dir,
-                                                                     data_root=data_root, progress=progress))
+    def train(run_dir: str) -> None:
+        run_expert_pretraining(dataset.name, run_dir=run_dir, data_root=data_root, progress=progress)
+
+    return _pretrain_into(path, f"no cached expert model for {dataset.name!r}", train)
 
 
 def with_expert_model(options: dict[str, Any]) -> dict[str, Any]:
