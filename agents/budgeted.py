@@ -114,8 +114,8 @@ def _interval(values: np.ndarray, alpha: float) -> list[float]:
 
 
 def budgeted_score(runs: Sequence[BudgetRun], curve: ExactCurve, budgets: Sequence[float] = BUDGETS,
-                   n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
-                   tolerance: float = OVERSHOOT_TOLERANCE) -> dict[str, Any]:
+                   n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, budget_alpha: float | None = None,
+                   tolerance: float = OVERSHOOT_TOLERANCE, curve_name: str | None = None) -> dict[str, Any]:
     """A family's budgeted score against the confidence hull of ``curve`` (the ``test`` exact curve).
 
     Args:
@@ -125,8 +125,14 @@ def budgeted_score(runs: Sequence[BudgetRun], curve: ExactCurve, budgets: Sequen
         n_boot: Bootstrap resamples of the test examples (shared by every budget, so the score's
             interval accounts for the budgets' correlation).
         seed: Seed of the resamples.
-        alpha: Two-sided error of every interval (e.g. ``0.05 / m`` for Bonferroni over m comparisons).
+        alpha: Two-sided error of the score's interval (e.g. ``0.05 / m`` for Bonferroni over m
+            comparisons).
+        budget_alpha: Two-sided error of each budget's interval; default ``alpha``. A claim made at
+            whichever budget looks best picks one of ``len(budgets)`` margins, so pass
+            ``alpha / len(budgets)`` for it.
         tolerance: Flag an entry whose test compute exceeds B by more than this share.
+        curve_name: The compared rule's name in the output (default: the curve's statistic, e.g.
+            ``"confidence"``; ``"router_confidence"`` for the router's curve).
 
     Returns:
         ``{"budgets": [per budget: {"budget", "entry": None | {"run", "val_accuracy", "val_compute",
@@ -134,8 +140,10 @@ def budgeted_score(runs: Sequence[BudgetRun], curve: ExactCurve, budgets: Sequen
         "score", "ci", "budgets_scored", "complete", "flagged", "alpha", "n_bootstrap"}``; ``score`` is
         None when the family has no entry at any budget.
     """
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), e.g. 0.05 or 0.05 / m for Bonferroni, got {alpha!r}")
+    budget_alpha = alpha if budget_alpha is None else budget_alpha
+    for name, value in (("alpha", alpha), ("budget_alpha", budget_alpha)):
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"{name} must be in (0, 1), e.g. 0.05 or 0.05 / m for Bonferroni, got {value!r}")
     if not budgets or any(b <= 0 for b in budgets):
         raise ValueError(f"budgets must be positive normalised compute values, got {list(budgets)}")
     n = int(curve._base_correct.shape[0])
@@ -157,15 +165,16 @@ def budgeted_score(runs: Sequence[BudgetRun], curve: ExactCurve, budgets: Sequen
             "run": entry.name, "val_accuracy": float(entry.val_accuracy), "val_compute": float(entry.val_compute),
             "test_accuracy": entry.test.accuracy, "test_compute": test_compute,
             "over_budget": bool(test_compute > budget * (1.0 + tolerance)),
-            "hull_test_accuracy": hull, "margin": float(margin), "ci": _interval(resampled, alpha)}})
+            "hull_test_accuracy": hull, "margin": float(margin), "ci": _interval(resampled, budget_alpha)}})
     scored = [b["budget"] for b in per_budget if b["entry"] is not None]
     score = float(np.mean(margins)) if margins else None
     ci = _interval(np.mean(boots, axis=0), alpha) if margins and n_boot else [float("nan"), float("nan")]
     return {"budgets": per_budget, "score": score, "ci": ci if margins else None, "budgets_scored": scored,
             "complete": len(scored) == len(budgets),
             "flagged": [b["budget"] for b in per_budget if b["entry"] is not None and b["entry"]["over_budget"]],
-            "alpha": float(alpha), "n_bootstrap": int(n_boot), "tolerance": float(tolerance),
-            "compared_with": f"the {curve.statistic} hull on test (fitted on test, which favours it)"}
+            "alpha": float(alpha), "budget_alpha": float(budget_alpha), "n_bootstrap": int(n_boot),
+            "tolerance": float(tolerance),
+            "compared_with": f"the {curve_name or curve.statistic} hull on test (fitted on test, which favours it)"}
 
 
 def common_range_hypervolume(front: Sequence[tuple[float, float]], other: Sequence[tuple[float, float]],
@@ -198,10 +207,12 @@ def common_range_hypervolume(front: Sequence[tuple[float, float]], other: Sequen
 
 
 def score_families(families: dict[str, Sequence[BudgetRun]], curve: ExactCurve, budgets: Sequence[float] = BUDGETS,
-                   n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, dict[str, Any]]:
+                   n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+                   budget_alpha: float | None = None, curve_name: str | None = None) -> dict[str, dict[str, Any]]:
     """:func:`budgeted_score` of every family (``name -> runs``) against the same ``test`` curve, with
     the same resamples (one ``seed``), so families are compared on the same bootstrap draws."""
-    return {name: budgeted_score(runs, curve, budgets, n_boot=n_boot, seed=seed, alpha=alpha)
+    return {name: budgeted_score(runs, curve, budgets, n_boot=n_boot, seed=seed, alpha=alpha,
+                                 budget_alpha=budget_alpha, curve_name=curve_name)
             for name, runs in families.items()}
 
 
@@ -213,6 +224,7 @@ def render_markdown(scores: dict[str, dict[str, Any]]) -> str:
     first = next(iter(scores.values()))
     budgets = [b["budget"] for b in first["budgets"]]
     level = 100 * (1 - first["alpha"])
+    budget_level = 100 * (1 - first.get("budget_alpha", first["alpha"]))
     lines = ["| family | " + " | ".join(f"B = {b:g}" for b in budgets) + f" | score ({level:.4g} % interval) |",
              "|---|" + "---|" * (len(budgets) + 1)]
     for name, score in scores.items():
@@ -226,6 +238,7 @@ def render_markdown(scores: dict[str, dict[str, Any]]) -> str:
                  f"{score['score']:+.4f} [{score['ci'][0]:+.4f}, {score['ci'][1]:+.4f}]"
                  + ("" if score["complete"] else f" over {len(score['budgets_scored'])} budgets"))
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {total} |")
-    return "\n".join(lines) + ("\n\nMargin = the family's entry (best `val` accuracy within B) minus the confidence "
-                               "hull at B on `test`, paired bootstrap; `at`: the entry's test compute; `!`: it "
-                               "exceeds B by more than 5 %.\n")
+    return "\n".join(lines) + ("\n\nMargin = the family's entry (best `val` accuracy within B) minus the "
+                               f"{first['compared_with'].split(' on test')[0].removeprefix('the ')} at B on `test`, "
+                               f"paired bootstrap, {budget_level:.4g} % interval; `at`: the entry's test compute; "
+                               "`!`: it exceeds B by more than 5 %.\n")

