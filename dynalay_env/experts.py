@@ -38,7 +38,6 @@ read from its core) and is saved with the checkpoint (checkpoint key
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import time
 from collections.abc import Callable
@@ -65,7 +64,7 @@ from dynalay_env.model import (
     save_checkpoint,
 )
 from dynalay_env.options import EnvOptions
-from dynalay_env.paths import cheapest_correct, enumerate_paths
+from dynalay_env.paths import enumerate_paths, routing_headroom
 from dynalay_env.pretrain import CHECKPOINT_NAME, REPORT_NAME, input_statistics, pretrain_report
 
 #: The expert variant's dataset and env id.
@@ -373,12 +372,6 @@ def pretrain_experts(dataset: Dataset, config: ExpertPretrainConfig = ExpertPret
 # --------------------------------------------------------------------------------------------------
 
 
-def _prefix_oracle_of(table: Any, order: tuple[int, ...]) -> float:
-    rows = [table.paths.index(order[:d]) for d in range(len(order) + 1)]
-    solvable, _ = cheapest_correct(table.correct[rows], table.flops[rows])
-    return float(solvable.double().mean())
-
-
 def expert_report(model: ExpertModel, dataset: Dataset, domains: Domains, max_steps: int,
                   split: str = "test") -> dict[str, Any]:
     """The expert figures on ``split``: the path oracle, the prefix oracle along every order of the
@@ -388,10 +381,9 @@ def expert_report(model: ExpertModel, dataset: Dataset, domains: Domains, max_st
     device = next(model.parameters()).device
     x, y = dataset.as_tensors(split, device)
     table = enumerate_paths(model, x, y, max_steps)
-    path_oracle = float(table.correct.any(dim=0).double().mean())
-    orders = {"-".join(str(a + 1) for a in order): _prefix_oracle_of(table, order)
-              for order in itertools.permutations(range(model.num_layers), min(model.num_layers, max_steps))}
-    best = max(orders, key=orders.__getitem__)
+    routing = routing_headroom(table, model.num_layers, max_steps)
+    path_oracle, orders, best = (routing["path_oracle_accuracy"], routing["prefix_oracle_by_order"],
+                                 routing["best_fixed_order"])
     fixed = {"-".join(str(a + 1) for a in p): float(table.correct[i].double().mean())
              for i, p in enumerate(table.paths) if p}
     router = router_accuracies(model, x, y, max_steps)

@@ -11,6 +11,7 @@ full-depth order 1..K, the bound for exit-only policies. Both apply one rule,
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -160,6 +161,30 @@ def cheapest_correct(correct: Tensor, flops: Tensor) -> tuple[Tensor, Tensor]:
     solvable = correct.any(dim=0)
     row = torch.where(solvable, cost.argmin(dim=0), torch.zeros_like(solvable, dtype=torch.long))
     return solvable, row
+
+
+def prefix_oracle_by_order(table: PathTable, num_layers: int, max_steps: int) -> dict[str, float]:
+    """The prefix oracle's accuracy (share of examples some prefix gets right, :func:`cheapest_correct`)
+    along every order of the ``num_layers`` layers cut at ``max_steps``, keyed ``"1-2-3"`` (1-based).
+    The best of them bounds every exit-only policy that runs the layers in one fixed order; the path
+    oracle minus it is the *routing headroom*: what choosing the layer per input can add."""
+    out = {}
+    for order in itertools.permutations(range(num_layers), min(num_layers, max_steps)):
+        rows = [table.paths.index(order[:d]) for d in range(len(order) + 1)]
+        solvable, _ = cheapest_correct(table.correct[rows], table.flops[rows])
+        out["-".join(str(a + 1) for a in order)] = float(solvable.double().mean())
+    return out
+
+
+def routing_headroom(table: PathTable, num_layers: int, max_steps: int) -> dict[str, Any]:
+    """The path oracle, the prefix oracle along every fixed order (:func:`prefix_oracle_by_order`),
+    the best order and the routing headroom (path oracle minus the best order's prefix oracle), as
+    shares of the examples in ``table``."""
+    path_oracle = float(table.correct.any(dim=0).double().mean())
+    orders = prefix_oracle_by_order(table, num_layers, max_steps)
+    best = max(orders, key=orders.__getitem__)
+    return {"path_oracle_accuracy": path_oracle, "prefix_oracle_by_order": orders, "best_fixed_order": best,
+            "best_order_prefix_oracle_accuracy": orders[best], "routing_headroom": path_oracle - orders[best]}
 
 
 def oracle_episode_compute(table: PathTable, normalizer: float, prefix_only: bool = False,

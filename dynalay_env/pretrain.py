@@ -41,6 +41,7 @@ from dynalay_env.paths import (
     oracle_episode_compute,
     path_difficulty,
     path_robust_loss,
+    routing_headroom,
 )
 
 CHECKPOINT_NAME = "main_model.pt"
@@ -244,6 +245,8 @@ def pretrain_report(model: MainModel, dataset: Dataset, max_steps: int, device: 
         "oracle_accuracy": float(table.correct.any(dim=0).double().mean()),
         "prefix_oracle_accuracy": float(prefix_correct.mean()),
         "oracle_max_steps": max_steps,
+        # What choosing the layer per input can add over the best fixed order (both oracles, test).
+        "routing": routing_headroom(table, model.num_layers, max_steps),
         # Adaptivity per episode: the oracles' compute spread and how it follows difficulty.
         "episode_compute": {"oracle": episode_compute_stats(oracle_compute, difficulty),
                             "prefix_oracle": episode_compute_stats(prefix_compute, difficulty)},
