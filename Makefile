@@ -97,11 +97,12 @@ clean:
 
 .PHONY: models wheel-test
 
-## The default main models shipped in the wheel (mnist1d, digits, synthetic, mnist5k): pre-trained by the
-## project's own recipe through the user cache (a cached model is reused), copied into
+## The default main models shipped in the wheel (mnist1d, digits, synthetic, mnist5k, mnist5k_noisy_labels,
+## mnist5k_corrupted, and experts-mnist5k: the expert model of DynaLay-MNIST5k-Experts-v0): pre-trained by
+## the project's own recipes through the user cache (a cached model is reused), copied into
 ## dynalay_env/models/ with a manifest of their provenance (dynalay_env/cache.py).
 models: $(STAMP)
-	$(PY) -m dynalay_env.cache mnist1d digits synthetic mnist5k
+	$(PY) -m dynalay_env.cache mnist1d digits synthetic mnist5k mnist5k_noisy_labels mnist5k_corrupted experts-mnist5k
 	$(PY) -c "from dynalay_env.datasets import ship_mnist1d; print(ship_mnist1d())"
 
 ## The wheel outside the repository: build it, install it non-editable into a fresh venv, and from an

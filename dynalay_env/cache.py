@@ -6,16 +6,21 @@ model for a dataset is found, in this order:
 1. in the user's cache folder (``$DYNALAY_MODEL_CACHE``, else
    ``platformdirs.user_cache_dir("dynalay_env")/models``): a model the user pre-trained wins;
 2. among the models shipped in the package (``dynalay_env/models/``, written by ``make models``:
-   ``mnist1d``, ``digits``, ``synthetic`` and ``mnist5k``), when one was made by the same recipe version, model
-   and pre-training config from the same data (dataset fingerprint): the shipped folder is named by
-   the same key as the cache folder, so a shipped model is used exactly when a cached one would be;
+   :data:`SHIPPED_MODELS`), when one was made by the same recipe version, model and pre-training
+   config from the same data (dataset fingerprint): the shipped folder is named by the same key as
+   the cache folder, so a shipped model is used exactly when a cached one would be;
 3. otherwise it is pre-trained (its time: ``train_seconds`` in
    benchmarks/results/pretrain_mnist1d_cpu.json) and cached. A file lock guards the training, and the checkpoint is written to a temporary name and renamed, so parallel processes
    (subprocess vector envs, sweep workers) train it once and never read a half-written file.
 
-``python -m dynalay_env.cache DATASET ...`` (``make models``) pre-trains the default models of the
-given datasets with the project's own recipe (through the cache, so a cached model is reused) and
-copies them into the package with a manifest of their provenance.
+The default *expert* model of a dataset (``DynaLay-MNIST5k-Experts-v0``'s main model,
+:func:`cached_expert_model`) is found in the same order, under its own key
+(``experts-<name>-<fingerprint>-r<recipe version>-<expert recipe fingerprint>``).
+
+``python -m dynalay_env.cache MODEL ...`` (``make models``) pre-trains the named default models with
+the project's own recipe (through the cache, so a cached model is reused) and copies them into the
+package with a manifest of their provenance. A MODEL is a dataset name (its default model) or
+``experts-<dataset>`` (its default expert model), e.g. ``mnist5k experts-mnist5k``.
 """
 
 from __future__ import annotations
@@ -61,11 +66,27 @@ logger = logging.getLogger(__name__)
 #: ``weights_only`` torch checkpoint of :func:`dynalay_env.model.save_checkpoint`) and
 #: ``pretrain.json`` beside it, plus :data:`MANIFEST_NAME`. Found with :mod:`importlib.resources`.
 SHIPPED_MODELS_DIR = Path(str(importlib.resources.files("dynalay_env").joinpath("models")))
-#: The shipped models' manifest: one record per dataset (see :func:`ship_default_models`).
+#: The shipped models' manifest: one record per shipped model name (see :func:`ship_default_models`).
 MANIFEST_NAME = "manifest.json"
-#: The datasets whose default model ``make models`` ships: those that need no files (``mnist5k``
-#: needs the ``images`` extra for its data; its model ships all the same).
-SHIPPED_DATASETS: tuple[str, ...] = ("mnist1d", "digits", "synthetic", "mnist5k")
+#: Prefix of an expert model's name (``experts-<dataset>``) and of its cache and shipped folders.
+EXPERTS_PREFIX = "experts-"
+#: The models ``make models`` ships (names as :func:`parse_model_name` reads them): the default models
+#: of the datasets that need no files (the ``mnist5k`` family needs the ``images`` extra for its data;
+#: their models ship all the same) and the default expert model of ``mnist5k``.
+SHIPPED_MODELS: tuple[str, ...] = ("mnist1d", "digits", "synthetic", "mnist5k", "mnist5k_noisy_labels",
+                                   "mnist5k_corrupted", f"{EXPERTS_PREFIX}{EXPERTS_DATASET}")
+
+
+def parse_model_name(name: str) -> tuple[str, bool]:
+    """(dataset name, whether it is the expert model) of a default model's name: ``<dataset>`` for the
+    dataset's default model (:func:`cached_default_model`), ``experts-<dataset>`` for its default
+    expert model (:func:`cached_expert_model`). Raises ValueError naming the valid choices."""
+    dataset = name.removeprefix(EXPERTS_PREFIX)
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown model {name!r}: expected a dataset name ({', '.join(sorted(DATASETS))}) "
+                         f"for its default model, or {EXPERTS_PREFIX}<dataset> for its expert model "
+                         f"(e.g. {EXPERTS_PREFIX}{EXPERTS_DATASET})")
+    return dataset, name.startswith(EXPERTS_PREFIX)
 
 
 def model_cache_dir() -> Path:
@@ -100,15 +121,19 @@ def recipe_fingerprint(dataset: Dataset) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def shipped_model_path(dataset: Dataset, models_dir: str | os.PathLike | None = None) -> Path | None:
-    """The shipped default model for ``dataset`` if one matches it, else None.
+def shipped_model_path(dataset: Dataset, models_dir: str | os.PathLike | None = None,
+                       experts: bool = False) -> Path | None:
+    """The shipped default model (``experts``: default expert model) for ``dataset`` if one matches
+    it, else None.
 
     A shipped model matches when its folder has the name of ``dataset``'s cache folder
-    (:func:`default_model_path`): same dataset name and fingerprint, recipe version and
-    :func:`recipe_fingerprint`. ``models_dir`` defaults to :data:`SHIPPED_MODELS_DIR`.
+    (:func:`default_model_path`, or :func:`default_expert_model_path`): same dataset name and
+    fingerprint, recipe version and recipe fingerprint. ``models_dir`` defaults to
+    :data:`SHIPPED_MODELS_DIR`.
     """
     folder = Path(models_dir) if models_dir is not None else SHIPPED_MODELS_DIR
-    path = folder / default_model_path(dataset).parent.name / default_model_path(dataset).name
+    cached = default_expert_model_path(dataset) if experts else default_model_path(dataset)
+    path = folder / cached.parent.name / cached.name
     return path if path.is_file() else None
 
 
@@ -165,16 +190,20 @@ def expert_recipe_fingerprint(dataset: Dataset, config: ExpertPretrainConfig | N
 def default_expert_model_path(dataset: Dataset) -> Path:
     """Cache path of the default expert model for ``dataset``: in :func:`model_cache_dir`, under
     ``experts-<name>-<fingerprint>-r<recipe version>-<expert_recipe_fingerprint>``."""
-    key = f"experts-{dataset.name}-{dataset.fingerprint}-r{recipe_version()}-{expert_recipe_fingerprint(dataset)}"
+    key = f"{EXPERTS_PREFIX}{dataset.name}-{dataset.fingerprint}-r{recipe_version()}-{expert_recipe_fingerprint(dataset)}"
     return model_cache_dir() / key / CHECKPOINT_NAME
 
 
-def cached_expert_model(dataset: Dataset, data_root: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """Path of the default expert model for ``dataset``: the cached one, else one pre-trained now
+def cached_expert_model(dataset: Dataset, data_root: str | os.PathLike | None = None, progress: bool = True,
+                        shipped: bool = True) -> Path:
+    """Path of the default expert model for ``dataset``: the user cache's, else a matching shipped
+    model (``shipped=True``), else one pre-trained now
     (:func:`~dynalay_env.experts.run_expert_pretraining`, a few minutes) into the cache."""
     path = default_expert_model_path(dataset)
     if path.is_file():
         return path
+    if shipped and (packaged := shipped_model_path(dataset, experts=True)) is not None:
+        return packaged
     def train(run_dir: str) -> None:
         run_expert_pretraining(dataset.name, run_dir=run_dir, data_root=data_root, progress=progress)
 
@@ -183,7 +212,8 @@ def cached_expert_model(dataset: Dataset, data_root: str | os.PathLike | None = 
 
 def with_expert_model(options: dict[str, Any]) -> dict[str, Any]:
     """Env options whose ``dataset`` defaults to :data:`~dynalay_env.experts.EXPERTS_DATASET` and
-    ``model`` to its cached expert model (:func:`cached_expert_model`): the expert env id's defaults."""
+    ``model`` to its default expert model (:func:`cached_expert_model`: cached, shipped or pre-trained
+    now): the expert env id's defaults."""
     options = dict(options)
     options.setdefault("dataset", EXPERTS_DATASET)
     if options.get("model") is None:
@@ -230,32 +260,38 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def read_manifest(models_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The shipped models' manifest (``{"models": {dataset: record}}``); empty if there is none."""
+    """The shipped models' manifest (``{"models": {name: record}}``, names as :func:`parse_model_name`
+    reads them); empty if there is none."""
     path = (Path(models_dir) if models_dir is not None else SHIPPED_MODELS_DIR) / MANIFEST_NAME
     if not path.is_file():
         return {"models": {}}
     return json.loads(path.read_text())
 
 
-def ship_default_models(datasets: list[str] | tuple[str, ...] = SHIPPED_DATASETS,
+def ship_default_models(names: list[str] | tuple[str, ...] = SHIPPED_MODELS,
                         models_dir: str | os.PathLike | None = None, progress: bool = True) -> dict[str, Any]:
-    """Pre-train (through the user cache: a cached model is reused) the default model of each of
-    ``datasets`` and copy it with its ``pretrain.json`` into ``models_dir/<cache key>/`` (default
-    :data:`SHIPPED_MODELS_DIR`); older shipped folders of those datasets are removed.
+    """Pre-train (through the user cache: a cached model is reused) each of the default models
+    ``names`` (:func:`parse_model_name`: ``<dataset>`` or ``experts-<dataset>``) and copy it with its
+    ``pretrain.json`` into ``models_dir/<cache key>/`` (default :data:`SHIPPED_MODELS_DIR`); older
+    shipped folders of those names are removed.
 
-    Returns the manifest, also written to ``models_dir/manifest.json``: per dataset the cache key,
-    the checkpoint's file name, size and sha256, its provenance (:func:`dynalay_env.model.provenance_of`:
-    id, weights and config hashes, package version, recipe version), the dataset fingerprint, the
-    :func:`recipe_fingerprint`, and the pre-training report's time and test accuracies.
+    Returns the manifest, also written to ``models_dir/manifest.json``: per name its ``kind``
+    (``default`` or ``experts``), the cache key, the checkpoint's file name, size and sha256, its
+    provenance (:func:`dynalay_env.model.provenance_of`: id, weights and config hashes, package
+    version, recipe version), the dataset and its fingerprint, the recipe fingerprint
+    (:func:`recipe_fingerprint` or :func:`expert_recipe_fingerprint`), and the pre-training report's
+    time and test accuracies (an expert model's also its routing figures on ``test``). Raises
+    ValueError on an unknown name, before anything is trained or written.
     """
+    parsed = {name: parse_model_name(name) for name in names}
     folder = Path(models_dir) if models_dir is not None else SHIPPED_MODELS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     manifest = read_manifest(folder)
-    for name in datasets:
-        dataset = load_dataset(name)
-        source = cached_default_model(dataset, progress=progress, shipped=False)
+    for name, (dataset_name, experts) in parsed.items():
+        dataset = load_dataset(dataset_name)
+        source = (cached_expert_model if experts else cached_default_model)(dataset, progress=progress, shipped=False)
         key = source.parent.name
-        record = provenance_of(load_checkpoint(source, expected_dataset=name).model, dataset)
+        record = provenance_of(load_checkpoint(source, expected_dataset=dataset_name).model, dataset)
         report = json.loads((source.parent / REPORT_NAME).read_text())
         report.pop("checkpoint", None)  # the temporary folder it was trained in: this machine's path
         for stale in folder.glob(f"{name}-*"):
@@ -265,38 +301,47 @@ def ship_default_models(datasets: list[str] | tuple[str, ...] = SHIPPED_DATASETS
         target.mkdir(exist_ok=True)
         atomic_copy(source, target / CHECKPOINT_NAME)
         atomic_write_json(target / REPORT_NAME, report)
-        manifest["models"][name] = {
+        entry = {
+            "kind": "experts" if experts else "default",
             "cache_key": key, "file": f"{key}/{CHECKPOINT_NAME}", "bytes": (target / CHECKPOINT_NAME).stat().st_size,
             "sha256": file_sha256(target / CHECKPOINT_NAME), "format": "torch.save, loads with weights_only=True",
             "provenance": record["id"], "weights_hash": record["weights_hash"], "config_hash": record["config_hash"],
             "package_version": record["package_version"], "recipe_version": record["recipe_version"],
-            "recipe_fingerprint": recipe_fingerprint(dataset),
-            "dataset": name, "dataset_fingerprint": dataset.fingerprint,
+            "recipe_fingerprint": (expert_recipe_fingerprint if experts else recipe_fingerprint)(dataset),
+            "dataset": dataset_name, "dataset_fingerprint": dataset.fingerprint,
             "made_by": f"python -m dynalay_env.cache {name} (make models)",
             "pretrain": {k: report.get(k) for k in ("train_seconds", "epochs_run", "split", "accuracy_by_depth",
                                                      "oracle_accuracy")},
         }
-        logger.warning("shipped the default %s model %s (%s bytes)", name, key, manifest["models"][name]["bytes"])
+        if experts:
+            entry["experts"] = {k: report["experts"].get(k) for k in (
+                "path_oracle_accuracy", "best_fixed_order", "prefix_oracle_accuracy", "routing_headroom",
+                "router_accuracy_by_steps")}
+        manifest["models"][name] = entry
+        logger.warning("shipped the default %s model %s (%s bytes)", name, key, entry["bytes"])
     manifest["models"] = dict(sorted(manifest["models"].items()))
     atomic_write_json(folder / MANIFEST_NAME, manifest)
     return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m dynalay_env.cache [DATASET ...]``: ship the default models (``make models``)."""
+    """``python -m dynalay_env.cache [MODEL ...]``: ship the default models (``make models``)."""
     parser = argparse.ArgumentParser(prog="python -m dynalay_env.cache", description=(
-        "Pre-train the default main models (through the user cache) and ship them in the package."))
-    parser.add_argument("datasets", nargs="*", default=list(SHIPPED_DATASETS),
-                        help=f"datasets (default: {' '.join(SHIPPED_DATASETS)})")
+        "Pre-train default main models (through the user cache) and ship them in the package. A MODEL is "
+        f"a dataset name (its default model) or {EXPERTS_PREFIX}<dataset> (its default expert model)."))
+    parser.add_argument("models", nargs="*", metavar="MODEL", default=list(SHIPPED_MODELS),
+                        help=f"models to ship (default: {' '.join(SHIPPED_MODELS)})")
     parser.add_argument("--models-dir", default=None, help="where to write them (default: the package's models/)")
     args = parser.parse_args(argv)
-    unknown = [d for d in args.datasets if d not in DATASETS]
-    if unknown:
-        parser.error(f"unknown dataset(s) {', '.join(unknown)}; valid: {', '.join(sorted(DATASETS))}")
+    for name in args.models:
+        try:
+            parse_model_name(name)
+        except ValueError as exc:
+            parser.error(str(exc))
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     torch.set_num_threads(1)
-    manifest = ship_default_models(args.datasets, args.models_dir)
-    for name in args.datasets:
+    manifest = ship_default_models(args.models, args.models_dir)
+    for name in args.models:
         record = manifest["models"][name]
         print(f"{name}: {record['file']} ({record['bytes']:,} bytes, provenance {record['provenance']})")
     return 0
