@@ -34,11 +34,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from agents.curves import exact_curve, record_depths, statistic_flops
-from agents.introspection_features import auroc_table, collect_states
+from agents.headroom import confidence_along, exit_headroom, introspection_auroc
 from agents.records import hull_accuracy_at
 from agents.router_policies import record_router, router_confidence_curve, router_steps_accuracy
 from dynalay_env.atomic import atomic_write_json
@@ -65,14 +63,8 @@ def measure(checkpoint: str | Path, report: dict[str, Any]) -> dict[str, Any]:
     x_test, y_test = dataset.as_tensors("test")
     x_val, y_val = dataset.as_tensors("val")
     order = tuple(int(a) for a in experts["best_fixed_order"].split("-"))
-    # Exit headroom: the confidence hull along the best order at the prefix oracle's compute.
-    record = record_depths(model, x_test, y_test, max_steps, order)
-    curve = exact_curve(record, "confidence", statistic_flops("confidence", model.num_classes))
-    solvable = record.correct.any(1)
-    first = np.where(solvable, record.correct.argmax(1), 0)
-    prefix_compute = float(np.mean(record.flops[np.arange(record.n), first] / record.normalizer))
-    prefix_accuracy = float(solvable.mean())
-    hull_at_prefix = hull_accuracy_at(curve.mean_compute, curve.accuracy, prefix_compute)
+    headroom = exit_headroom(model, dataset, order, max_steps)
+    _, curve = confidence_along(model, dataset, order, max_steps)
     # router: steps chosen on val, played on test.
     val_record, _ = record_router(model, x_val, y_val, max_steps)
     val_steps = router_steps_accuracy(val_record, model)
@@ -81,15 +73,8 @@ def measure(checkpoint: str | Path, report: dict[str, Any]) -> dict[str, Any]:
     test_steps = router_steps_accuracy(test_record, model)
     rc_curve = router_confidence_curve(test_record, model)
     router_accuracy, router_compute = test_steps[steps]
-    train_states = collect_states(model, dataset, "agent_train", max_steps=max_steps)
-    val_states = collect_states(model, dataset, "val", max_steps=max_steps)
     return {
-        "exit_headroom": {
-            "order": list(order), "prefix_oracle_accuracy": prefix_accuracy,
-            "prefix_oracle_mean_compute": prefix_compute, "confidence_hull_at_that_compute": hull_at_prefix,
-            "exit_headroom": prefix_accuracy - hull_at_prefix,
-            "confidence_full_order_accuracy": float(curve.accuracy[-1]),
-            "decisions_charged": "the confidence statistic per decision"},
+        "exit_headroom": headroom,
         "router": {
             "steps_chosen_on_val": steps,
             "val_accuracy_by_steps": {s: a for s, (a, _) in val_steps.items()},
@@ -101,7 +86,7 @@ def measure(checkpoint: str | Path, report: dict[str, Any]) -> dict[str, Any]:
             **rc_curve.to_json(),
             "hull_at_router_compute": hull_accuracy_at(rc_curve.mean_compute, rc_curve.accuracy, router_compute),
             "confidence_hull_at_router_compute": hull_accuracy_at(curve.mean_compute, curve.accuracy, router_compute)},
-        "auroc": auroc_table(train_states, val_states, classifiers=("logistic",)),
+        "auroc": introspection_auroc(model, dataset, max_steps),
     }
 
 
