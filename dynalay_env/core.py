@@ -226,10 +226,9 @@ class DynaLayCore:
             y = y.long()
         split_size = int(y.shape[0])
         info_arrays = example_info(dataset, self.split, split_size)
-        if options.agent_train_size is not None or options.augment:
-            if dataset is None:
-                raise ValueError("agent_train_size and augment apply to a dataset's agent_train split, not to "
-                                 "examples=(x, y)")
+        if dataset is None and (options.agent_train_size is not None or options.augment):
+            raise ValueError("agent_train_size and augment apply to a dataset's agent_train split, not to "
+                             "examples=(x, y)")
         #: int64 ``[num_examples]``: the split index of each example the env plays (``info["example"]``
         #: indexes this array); all of them unless ``agent_train_size`` takes a subset.
         self.example_ids = subset_indices(split_size, options.agent_train_size)
