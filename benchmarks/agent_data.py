@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from agents.curves import exact_curve, record_core, statistic_flops, vs_curve
+from agents.hyperparams import load_hyperparams
 from benchmarks import command_words
 from benchmarks.introspection import (
     EVAL_SLOTS,
@@ -90,7 +91,7 @@ class Config(NamedTuple):
 
 
 def plan(algos: Sequence[str], sizes: Sequence[int], augments: Sequence[bool], seeds: Sequence[int],
-         timesteps: int, value_exit_timesteps: int | None) -> list[Config]:
+         timesteps: int, value_exit_timesteps: int) -> list[Config]:
     """One :class:`Config` per (learner, examples, augment), its spec as the introspection study
     configures ``value_exit`` and PPO at lambda 0.1 (PPO batched)."""
     configs = []
@@ -168,14 +169,15 @@ def _pm(v: dict[str, float]) -> str:
 def render_markdown(report: dict[str, Any]) -> str:
     """The report as markdown: one table of val (and test) margins per learner and setting."""
     model = report["model"]
+    budget = {"ppo": f"PPO {report['timesteps']['ppo']} steps (batched)",
+              "value_exit": f"value_exit {report['timesteps']['value_exit']} labelled states"}
+    budgets = ", ".join(budget[algo] for algo in report["algos"])
     lines = [f"# Enough data for the learner? ({report['task']})", "",
              f"`{report['command']}`", "",
              f"Env `{report['env_id']}`, main model `{model['provenance']}` (weights {model['weights_hash'][:12]}, "
              f"recipe {model['recipe_version']}); `agent_train` holds {report['agent_train_examples']} examples, "
              f"`val` {report['val_examples']}, `test` {report['test_examples']}. Learners at lambda_compute "
-             f"{report['lambda_compute']}; PPO {report['timesteps']['ppo']} steps (batched), value_exit "
-             f"{report['timesteps']['value_exit'] or 'its hyperparams file'} labelled states; seeds "
-             f"{report['seeds']}.", "",
+             f"{report['lambda_compute']}: {budgets}; seeds {report['seeds']}.", "",
              "Margin = accuracy minus the exact confidence-threshold hull at the run's own mean compute "
              "(decisions counted), on the whole split; mean ± std over seeds. `augment`: fresh random "
              "shifts, rotations and elastic distortions of the `agent_train` images each episode (val and "
@@ -236,7 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = checkpoint_provenance(Path(args.model), dataset) if args.model else env_model_provenance(env_id)
     augments = [setting == "on" for setting in dict.fromkeys(args.augment)]
     sizes = sorted(set(args.sizes))
-    configs = plan(args.algos, sizes, augments, args.seeds, args.timesteps, args.value_exit_timesteps)
+    # Given explicitly (the file's value by default), so a run trained for another budget is refused.
+    value_exit_timesteps = args.value_exit_timesteps or int(load_hyperparams("value_exit", env_id)["n_timesteps"])
+    configs = plan(args.algos, sizes, augments, args.seeds, args.timesteps, value_exit_timesteps)
     jobs = []
     for spec in (c.spec for c in configs):
         hp_dir = root / "hyperparams" / spec.name
@@ -261,8 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "model": {k: v for k, v in model.items() if k != "path"},
               "agent_train_examples": n_train, "val_examples": dataset.num_examples("val"),
               "test_examples": dataset.num_examples("test"), "lambda_compute": LAMBDA,
-              "timesteps": {"ppo": args.timesteps, "value_exit": args.value_exit_timesteps},
-              "sizes": sizes, "seeds": args.seeds, "augment": augments, "n_boot": args.n_boot,
+              "timesteps": {"ppo": args.timesteps, "value_exit": value_exit_timesteps},
+              "algos": args.algos, "sizes": sizes, "seeds": args.seeds, "augment": augments, "n_boot": args.n_boot,
               "confidence_hull": {split: {"n_thresholds": int(curve.accuracy.size)} for split, curve in curves.items()},
               "plan": [c.spec._asdict() for c in configs],
               "summary": summarize(runs, args.algos, sizes, augments), "runs": runs, "wall_seconds": wall,

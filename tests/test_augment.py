@@ -259,9 +259,9 @@ def test_the_agent_data_benchmark_runs_end_to_end_and_resumes(tmp_path):
     from benchmarks import agent_data
 
     out = tmp_path / "results"
-    argv = ["--run-dir", str(tmp_path / "runs"), "--sizes", "30", "--seeds", "0", "--augment", "on",
-            "--timesteps", "2048", "--value-exit-timesteps", "300", "--jobs", "1", "--n-boot", "20",
-            "--model", mnist5k_checkpoint(), "--out-dir", str(out)]
+    base = ["--run-dir", str(tmp_path / "runs"), "--sizes", "30", "--seeds", "0", "--augment", "on", "--jobs", "1",
+            "--n-boot", "20", "--model", mnist5k_checkpoint(), "--out-dir", str(out)]
+    argv = base + ["--timesteps", "2048", "--value-exit-timesteps", "300"]
     assert agent_data.main(argv) == 0
     report = json.loads((out / "agent_data_mnist5k.json").read_text())
     assert {(r["algo"], r["size"], r["augment"]) for r in report["runs"]} == {("value_exit", 30, True),
@@ -282,6 +282,10 @@ def test_the_agent_data_benchmark_runs_end_to_end_and_resumes(tmp_path):
     assert agent_data.main(argv) == 0  # resumes: nothing is trained or played again
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("runs/*/study_eval.json")} == stamps
     assert len(json.loads((out / "agent_data_mnist5k.json").read_text())["invocations"]) == 2
+    # ... but never reuses a run trained for another budget, value_exit's default one included.
+    for other in (argv + ["--timesteps", "999"], base + ["--timesteps", "2048"]):
+        with pytest.raises(RuntimeError, match="use a fresh --run-dir"):
+            agent_data.main(other)
 
 
 def test_the_benchmark_refuses_more_examples_than_the_split_holds(tmp_path, capsys):
