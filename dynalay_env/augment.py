@@ -86,23 +86,24 @@ def key_uniforms(keys: np.ndarray, count: int) -> np.ndarray:
     return (bits >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
 
 
+def _smoothing_matrix(n: int, sigma: float, dtype: torch.dtype, device: torch.device | str) -> Tensor:
+    """``[n, n]``: row ``i`` holds the Gaussian weights (``sigma`` pixels, truncated at 3 sigma) of
+    the pixels ``j`` of a line of ``n`` pixels, normalised to sum to 1 over the pixels inside the line."""
+    radius = max(1, math.ceil(3 * sigma))
+    offsets = torch.arange(n, dtype=dtype, device=device)
+    distance = offsets[:, None] - offsets[None, :]
+    weights = torch.exp(-0.5 * (distance / sigma) ** 2) * (distance.abs() <= radius)
+    return weights / weights.sum(1, keepdim=True)
+
+
 def _gaussian_smooth(field: Tensor, sigma: float) -> Tensor:
     """``field`` ``[m, 2, H, W]`` smoothed by a Gaussian of ``sigma`` pixels per axis (separable,
-    truncated at 3 sigma). Outside the image counts as missing, not as zero: each output is
-    divided by the kernel weight that fell inside, so the field does not fade at the borders."""
-    radius = max(1, math.ceil(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=field.dtype, device=field.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    rows = kernel.view(1, 1, 1, -1).expand(2, 1, 1, -1)
-    cols = kernel.view(1, 1, -1, 1).expand(2, 1, -1, 1)
-
-    def smooth(t: Tensor) -> Tensor:
-        t = F.conv2d(t, rows, padding=(0, radius), groups=2)
-        return F.conv2d(t, cols, padding=(radius, 0), groups=2)
-
-    weight = smooth(torch.ones_like(field[:1]))
-    return smooth(field) / weight
+    truncated at 3 sigma, one small matrix product per axis). Outside the image counts as missing,
+    not as zero: each output is divided by the kernel weight that fell inside, so the field does not
+    fade at the borders."""
+    rows = _smoothing_matrix(field.shape[2], sigma, field.dtype, field.device)
+    cols = _smoothing_matrix(field.shape[3], sigma, field.dtype, field.device)
+    return rows @ field @ cols.T
 
 
 def sampling_grid(keys: np.ndarray, height: int, width: int, params: AugmentParams = DEFAULT_PARAMS, *,
