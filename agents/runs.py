@@ -25,7 +25,7 @@ from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, check
 from dynalay_env.datasets import load_dataset
 from dynalay_env.env import make_core
 from dynalay_env.model import CheckpointError
-from dynalay_env.options import REWARD_PARAM_NAMES, EnvOptions
+from dynalay_env.options import AGENT_TRAIN_OPTIONS, REWARD_PARAM_NAMES, EnvOptions
 
 CONFIG_NAME = "config.json"
 AGENT_NAME = "agent.zip"
@@ -251,12 +251,13 @@ def check_env_builds(options: dict[str, Any]) -> None:
 def env_options(config: TrainConfig, model_path: Any, training: bool = False) -> dict[str, Any]:
     """The env options of a run: its env kwargs, its dataset and its main model (a path or a model
     object). Unless ``training``, the env is ``frozen`` whatever the run's mode: validation and
-    evaluation never co-train (and never touch ``val``/``test`` with an optimiser)."""
+    evaluation never co-train (and never touch ``val``/``test`` with an optimiser), and they play
+    whole splits unaugmented (the ``agent_train``-only options are dropped)."""
     options = dict(config.env_kwargs)
     if training and config.cotrain:
         options["mode"] = "cotrain"
     if not training:
-        for key in COTRAIN_OPTIONS:
+        for key in (*COTRAIN_OPTIONS, *AGENT_TRAIN_OPTIONS):
             options.pop(key, None)
     options.update(dataset=config.dataset_name(), model=model_path, device=config.device)
     if config.data_root:

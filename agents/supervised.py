@@ -71,6 +71,7 @@ from dynalay_env import ENV_IDS
 from dynalay_env.atomic import atomic_path
 from dynalay_env.core import DynaLayCore
 from dynalay_env.model import config_hash, weights_hash
+from dynalay_env.options import AGENT_TRAIN_OPTIONS
 from dynalay_env.paths import enumerate_paths
 
 #: The largest exhaustive search (paths of length 0..max_steps from one state) :class:`BC` and
@@ -206,15 +207,18 @@ Decide = Callable[[DynaLayCore, np.ndarray, torch.Tensor, torch.Tensor], tuple[n
 
 def work_core(core: DynaLayCore, split: str, num_envs: int) -> DynaLayCore:
     """A core with ``num_envs`` slots over ``split`` of ``core``'s dataset, with its model and the
-    options that shape observations and masks (what the learner sees must be what it will act on)."""
+    options that shape observations and masks (what the learner sees must be what it will act on),
+    and on ``agent_train`` its ``agent_train_size`` subset and ``augment``."""
     if core.dataset is None:
         raise ValueError("the supervised learners need an env built on a dataset (agent_train to learn, val to "
                          "choose), not on raw examples")
     if core.mode != "frozen":
         raise ValueError(f"the supervised learners need a frozen main model, got an env in mode={core.mode!r}")
+    agent_train = {name: getattr(core.options, name) for name in AGENT_TRAIN_OPTIONS} if split == "agent_train" else {}
     return DynaLayCore(core.model, core.dataset, num_envs, split=split, sample_mode="sequential",
                        max_steps=core.max_steps, observation_groups=core.observation_groups,
-                       mask_repeats=core.mask_repeats, compute_budget=core.compute_budget, device=core.device)
+                       mask_repeats=core.mask_repeats, compute_budget=core.compute_budget, device=core.device,
+                       **agent_train)
 
 
 @torch.no_grad()

@@ -27,7 +27,9 @@ numpy, the SB3 adapter's ``step_wait``) are the documented host-facing calls.
 
 Example sampling is reproducible per slot (:mod:`dynalay_env.sampling`): a batch of N slots
 seeded ``s, s+1, ...`` replays exactly the episodes of N single envs seeded the same way, and
-``"sequential"`` visits every example of the split once per pass.
+``"sequential"`` visits every example of the split once per pass. ``agent_train_size`` plays a
+fixed subset of ``agent_train``; ``augment`` feeds the model a fresh distortion of each episode's
+image (:mod:`dynalay_env.augment`), reproducible per slot in the same way.
 
 Modes. ``frozen`` (default): the main model never changes, and the MDP is stationary and
 deterministic given the seeds. ``cotrain``: the main model keeps learning on the paths the agent
@@ -51,6 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from dynalay_env.augment import augment_images, check_image_shape
 from dynalay_env.cotrain import DEFAULT_COTRAIN_EVERY, DEFAULT_COTRAIN_LR, CoTrainer
 from dynalay_env.datasets import Dataset
 from dynalay_env.datasets.variants import example_info
@@ -59,7 +62,7 @@ from dynalay_env.model import CostTable, FPIModel, MainModel, head_and_introspec
 from dynalay_env.observations import HISTORY_FEATURES, history_features, observation_layout
 from dynalay_env.options import REWARD_PARAM_NAMES, SETTABLE_OPTIONS, EnvOptions
 from dynalay_env.rewards import RewardInputs
-from dynalay_env.sampling import ExampleSampler, seed_to_key
+from dynalay_env.sampling import ExampleSampler, seed_to_key, subset_indices
 
 EXIT_ACTION = 0
 class LazyInfo(Mapping[str, Any]):
@@ -221,11 +224,26 @@ class DynaLayCore:
                 raise ValueError(f"examples must be x [n, {', '.join(map(str, model.input_shape))}] and y [n], got "
                                  f"{tuple(x.shape)} and {tuple(y.shape)}")
             y = y.long()
+        split_size = int(y.shape[0])
+        info_arrays = example_info(dataset, self.split, split_size)
+        if dataset is None and (options.agent_train_size is not None or options.augment):
+            raise ValueError("agent_train_size and augment apply to a dataset's agent_train split, not to "
+                             "examples=(x, y)")
+        #: int64 ``[num_examples]``: the split index of each example the env plays (``info["example"]``
+        #: indexes this array); all of them unless ``agent_train_size`` takes a subset.
+        self.example_ids = subset_indices(split_size, options.agent_train_size)
+        if options.agent_train_size is not None:
+            ids = torch.as_tensor(self.example_ids, device=dev)
+            x, y = x.index_select(0, ids), y.index_select(0, ids)
+            info_arrays = {key: np.asarray(value)[self.example_ids] for key, value in info_arrays.items()}
+        #: Each episode's input is a fresh distortion of its image (:mod:`dynalay_env.augment`).
+        self.augment = options.augment
+        if self.augment:
+            check_image_shape(model.input_shape, owner=f"augment=True (dataset {getattr(dataset, 'name', '?')!r})")
         self.x, self.y = x, y
         self.num_examples = int(y.shape[0])
         # Per-example facts of a task variant (noisy_label bool, severity int64; False / -1 otherwise).
-        self._example_info = {key: torch.as_tensor(np.array(value), device=dev)
-                              for key, value in example_info(dataset, self.split, self.num_examples).items()}
+        self._example_info = {key: torch.as_tensor(np.array(value), device=dev) for key, value in info_arrays.items()}
         if self.num_examples == 0:
             raise ValueError(f"split {self.split!r} of dataset {getattr(dataset, 'name', 'examples')!r} is empty")
 
@@ -318,7 +336,9 @@ class DynaLayCore:
               examples: Sequence[int] | np.ndarray | None = None) -> Tensor:
         """Start new episodes in slots ``indices`` (default all); returns their observations
         ``[len(indices), obs_dim]`` (float32 tensor on the device). ``examples`` pins the example
-        indices instead of drawing them."""
+        indices instead of drawing them (indices into the examples the env plays: the
+        ``agent_train_size`` subset where one is set). With ``augment`` every started episode encodes
+        a fresh distortion of its image, keyed by its slot's seed and episode count."""
         start = time.perf_counter()
         idx_np = np.arange(self.num_envs) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx_np.size == 0:
@@ -331,7 +351,10 @@ class DynaLayCore:
                 raise ValueError(f"examples must be {idx_np.size} indices in [0, {self.num_examples}), got {ex_np}")
         idx = torch.as_tensor(idx_np, device=self.device)
         ex = torch.as_tensor(ex_np, device=self.device)
-        x_emb = self.model.encode(self.x.index_select(0, ex))
+        inputs = self.x.index_select(0, ex)
+        if self.augment:  # one batched distortion of every restarting slot's image, keyed per episode
+            inputs = augment_images(inputs, self.sampler.episode_keys(idx_np))
+        x_emb = self.model.encode(inputs)
         self.x_emb.index_copy_(0, idx, x_emb)
         self.z.index_copy_(0, idx, x_emb)
         self._classify_into(idx, x_emb)

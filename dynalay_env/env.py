@@ -189,6 +189,8 @@ class DynaLayEnv(CoreFacts, gym.Env[np.ndarray, np.int64]):
     | ``data_root`` | None | folder of local dataset files (mnist, fashion_mnist, cifar10) |
     | ``split`` | ``"agent_train"`` | the split episodes are drawn from; one of ``"model_train"``, ``"agent_train"``, ``"val"``, ``"test"`` |
     | ``sample_mode`` | ``"random"`` | how episodes pick examples: seeded at random, or each once per pass in order; one of ``"random"``, ``"sequential"`` |
+    | ``agent_train_size`` | None | ``split="agent_train"`` only: episodes draw from its first N examples in a fixed permutation (the same in every process: ``dynalay_env.sampling.subset_indices``; ``info["example"]`` indexes that subset, ``core.example_ids`` maps it to the split); None: all of it |
+    | ``augment`` | False | ``split="agent_train"`` only, image inputs ``[C, H, W]``: each episode's input is a fresh random shift, rotation and elastic distortion of its image (``dynalay_env.augment``), seeded by the slot's seed; labels unchanged, the main model frozen |
     | ``max_steps`` | 4 | layers applied before a forced exit (>= 1) |
     | ``reward`` | ``"paper"`` | reward name (``dynalay_env.rewards.list_rewards()``) or callable; its parameters are the options below or ``reward_kwargs={...}`` |
     | ``lambda_compute`` | 0.1 | price of one unit of normalised compute (>= 0) |

@@ -50,6 +50,9 @@ REWARD_PARAM_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(R
 REWARD_KWARGS = "reward_kwargs"
 #: Options of the vector faces only (``gym.make_vec(id, num_envs=N, autoreset_mode=...)``).
 VECTOR_ONLY_OPTIONS: tuple[str, ...] = ("autoreset_mode", "return_tensors")
+#: Options of the ``agent_train`` split only (how much of it episodes see, and how): a ``ValueError``
+#: for any other split; a run's evaluation on ``val``/``test`` drops them (``agents.runs.env_options``).
+AGENT_TRAIN_OPTIONS: tuple[str, ...] = ("agent_train_size", "augment")
 #: Options that can change on a live core (the others size its buffers or spaces).
 SETTABLE_OPTIONS: tuple[str, ...] = ("mask_repeats", "compute_budget", "decision_flops")
 
@@ -123,6 +126,14 @@ class EnvOptions:
     split: str = _option("agent_train", "the split episodes are drawn from", choices=SPLITS)
     sample_mode: str = _option(
         "random", "how episodes pick examples: seeded at random, or each once per pass in order", choices=SAMPLE_MODES)
+    agent_train_size: int | None = _option(
+        None, "``split=\"agent_train\"`` only: episodes draw from its first N examples in a fixed permutation "
+              "(the same in every process: ``dynalay_env.sampling.subset_indices``; ``info[\"example\"]`` indexes "
+              "that subset, ``core.example_ids`` maps it to the split); None: all of it")
+    augment: bool = _option(
+        False, "``split=\"agent_train\"`` only, image inputs ``[C, H, W]``: each episode's input is a fresh random "
+               "shift, rotation and elastic distortion of its image (``dynalay_env.augment``), seeded by the slot's "
+               "seed; labels unchanged, the main model frozen")
     max_steps: int = _option(4, "layers applied before a forced exit (>= 1)")
     reward: str | Callable[..., Any] | Reward = _option(
         DEFAULT_REWARD, "reward name (``dynalay_env.rewards.list_rewards()``) or callable; its parameters are the "
@@ -177,6 +188,7 @@ class EnvOptions:
         if not _is_int(self.max_steps) or self.max_steps < 1:
             raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}")
         object.__setattr__(self, "max_steps", int(self.max_steps))
+        self._check_agent_train_options()
         groups = (self.observation_groups,) if isinstance(self.observation_groups, str) else self.observation_groups
         groups = tuple(groups)
         for group in groups:
@@ -206,6 +218,26 @@ class EnvOptions:
         check_options(DEFAULT_COTRAIN_LR if self.cotrain_lr is None else self.cotrain_lr,
                       DEFAULT_COTRAIN_EVERY if self.cotrain_every is None else self.cotrain_every)
         self.make_reward()  # checks the reward's name and its parameters
+
+    def _check_agent_train_options(self) -> None:
+        """``agent_train_size`` and ``augment``: their types, and only on ``split="agent_train"``."""
+        size = self.agent_train_size
+        if size is not None:
+            if not _is_int(size) or size < 1:
+                raise ValueError(f"agent_train_size must be an integer >= 1 (examples of agent_train) or None (all "
+                                 f"of them), got {size!r}")
+            object.__setattr__(self, "agent_train_size", int(size))
+        if not isinstance(self.augment, (bool, np.bool_)):
+            raise ValueError(f"augment must be True or False, got {self.augment!r}")
+        object.__setattr__(self, "augment", bool(self.augment))
+        given = [name for name in AGENT_TRAIN_OPTIONS if getattr(self, name) not in (None, False)]
+        if given and self.split != "agent_train":
+            raise ValueError(f"{' and '.join(given)} only {'applies' if len(given) == 1 else 'apply'} to "
+                             f"split='agent_train' (val and test are never subsampled or augmented; this env has "
+                             f"split={self.split!r})")
+        if self.augment and self.mode != "frozen":
+            raise ValueError(f"augment only applies to mode='frozen' (the co-trainer learns from the stored "
+                             f"inputs, not the augmented ones; this env has mode={self.mode!r})")
 
     # ---- building ----------------------------------------------------------------------------------
 
