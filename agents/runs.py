@@ -248,17 +248,21 @@ def check_env_builds(options: dict[str, Any]) -> None:
                               f"for this dataset") from None
 
 
+def evaluation_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``env_kwargs`` without the options that only training uses (co-training and the
+    ``agent_train``-only options): evaluation plays whole ``val``/``test`` splits, frozen and
+    unaugmented."""
+    return {k: v for k, v in env_kwargs.items() if k not in (*COTRAIN_OPTIONS, *AGENT_TRAIN_OPTIONS)}
+
+
 def env_options(config: TrainConfig, model_path: Any, training: bool = False) -> dict[str, Any]:
     """The env options of a run: its env kwargs, its dataset and its main model (a path or a model
     object). Unless ``training``, the env is ``frozen`` whatever the run's mode: validation and
     evaluation never co-train (and never touch ``val``/``test`` with an optimiser), and they play
     whole splits unaugmented (the ``agent_train``-only options are dropped)."""
-    options = dict(config.env_kwargs)
+    options = dict(config.env_kwargs) if training else evaluation_kwargs(config.env_kwargs)
     if training and config.cotrain:
         options["mode"] = "cotrain"
-    if not training:
-        for key in (*COTRAIN_OPTIONS, *AGENT_TRAIN_OPTIONS):
-            options.pop(key, None)
     options.update(dataset=config.dataset_name(), model=model_path, device=config.device)
     if config.data_root:
         options["data_root"] = config.data_root

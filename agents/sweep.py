@@ -89,6 +89,7 @@ from agents.runs import (
     TrainConfig,
     check_env_kwargs,
     config_from_dict,
+    evaluation_kwargs,
     resolved_model_options,
     take_flag_options,
     val_evaluator,
@@ -819,7 +820,7 @@ def build_report(config: SweepConfig, study: Any, model_path: Path) -> dict[str,
     if not complete:
         raise ValueError(f"study {config.study_name!r} has no completed trial yet: nothing to report")
     pareto_numbers = {t.number for t in study.best_trials}
-    options = {**config.env_kwargs, "dataset": config.dataset_name(), "device": config.device}
+    options = {**evaluation_kwargs(config.env_kwargs), "dataset": config.dataset_name(), "device": config.device}
     if config.data_root:
         options["data_root"] = config.data_root
     cores = {"val": make_core(config.eval_slots, **options, model=str(model_path), split="val",
