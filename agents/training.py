@@ -90,8 +90,10 @@ from dynalay_env.model import provenance_of, save_checkpoint
 
 def make_train_env(config: TrainConfig, model_path: Path, n_envs: int):
     """The batched SB3 VecEnv (with VecMonitor for episode statistics) of a run: one core, one main
-    model (in ``mode="cotrain"`` the model the core trains)."""
+    model (in ``mode="cotrain"`` the model the core trains), its batch shapes warmed up
+    (:meth:`dynalay_env.core.DynaLayCore.warm_up`: memory flat over a long run)."""
     venv = DynaLayVecEnv(n_envs, **env_options(config, str(model_path), training=True))
+    venv.core.warm_up()
     return VecMonitor(venv)
 
 

@@ -106,6 +106,8 @@ def print_row(row: dict[str, Any]) -> None:
 def soak_vector(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Random actions through ``DynaLayVectorEnv`` (NEXT_STEP autoreset), RSS at each checkpoint."""
     env = DynaLayVectorEnv(args.num_envs, dataset=args.dataset, model=args.model)
+    if not args.no_warm_up:
+        env.core.warm_up()
     env.reset(seed=args.seed)
     rng = np.random.default_rng(args.seed)
     n, num_actions = args.num_envs, env.single_action_space.n
@@ -150,6 +152,8 @@ def soak_ppo(args: argparse.Namespace) -> list[dict[str, Any]]:
                 print_row(row)
 
     env = DynaLayVecEnv(args.n_envs, dataset=args.dataset, model=args.model)
+    if not args.no_warm_up:  # as train does (agents.training.make_train_env)
+        env.core.warm_up()
     agent = PPO("MlpPolicy", env, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
                 seed=args.seed, verbose=0, device="cpu")
     agent.learn(total_timesteps=int(float(args.timesteps)), callback=Probe())
@@ -192,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bucket-ratio", type=float, default=None,
                         help="row-count bucket ratio (dynalay_env.buckets; 1 = exact row counts; default: the package's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-warm-up", action="store_true",
+                        help="skip the core's warm-up of every bucketed batch size (DynaLayCore.warm_up)")
     parser.add_argument("--out", default=None, help="also write the rows and summary to this JSON file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -200,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = " | ".join(f"{name}={os.environ.get(name, '-')}" for name in (
         "MALLOC_ARENA_MAX", "ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"))
     settings += f" | bucket ratio {buckets.bucket_ratio()}"
+    settings += " | warm-up " + ("off" if args.no_warm_up else "on (DynaLayCore.warm_up)")
     if args.kind == "ppo":
         # As agents.training.train does, before the env and the agent allocate.
         fixed = fix_mmap_threshold()

@@ -127,6 +127,17 @@ def reset_padding_stats() -> None:
         setattr(_stats, f.name, 0)
 
 
+@contextmanager
+def untallied() -> Iterator[None]:
+    """Bucketed calls inside leave :func:`padding_stats` as it was (warm-up work is nobody's)."""
+    saved = padding_stats()
+    try:
+        yield
+    finally:
+        for f in fields(PaddingStats):
+            setattr(_stats, f.name, getattr(saved, f.name))
+
+
 def record(real_rows: int, run_rows: int, flops_per_row: int) -> None:
     """Tally one bucketed call: ``run_rows`` rows ran, ``real_rows`` of them real."""
     padded = run_rows - real_rows

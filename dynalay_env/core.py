@@ -332,6 +332,15 @@ class DynaLayCore:
     # ---- reset and step --------------------------------------------------------------------------
 
     @torch.no_grad()
+    def warm_up(self) -> int:
+        """Run the main model once at every batch size the bucketed CPU kernels can meet in this
+        core (up to ``num_envs`` rows; :meth:`dynalay_env.model.MainModel.warm_bucketed_shapes`),
+        before a long run: its memory is then flat from the first step instead of growing while
+        rarer group sizes first occur (``benchmarks/results/memory_soak_ppo_cpu.json``). Returns the
+        number of sizes run (0 for a model with nothing bucketed). Results and compute are unchanged."""
+        warm = getattr(self.model, "warm_bucketed_shapes", None)
+        return 0 if warm is None else int(warm(self.x, self.num_envs))
+
     def reset(self, indices: Sequence[int] | np.ndarray | None = None,
               examples: Sequence[int] | np.ndarray | None = None) -> Tensor:
         """Start new episodes in slots ``indices`` (default all); returns their observations

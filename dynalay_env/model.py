@@ -369,6 +369,27 @@ class MainModel(nn.Module):
         # A convolution: on a bucketed row count, as the FPI layers run theirs (dynalay_env.buckets).
         return F.relu(buckets.call_bucketed(self.encoder, self.normalize_input(x), flops_per_row=self.encoder_flops()))
 
+    def warm_bucketed_shapes(self, x: Tensor, limit: int) -> int:
+        """Run the encoder, every layer and the head once at every bucket size up to ``limit`` rows
+        (:func:`dynalay_env.buckets.bucket_sizes`), largest first, on rows of ``x`` ``[n, *input_shape]``
+        (repeated when ``n`` is smaller), without gradients and untallied. Returns the number of sizes run.
+
+        The per-shape caches of torch's CPU convolutions and the allocator then hold every shape a
+        batch of up to ``limit`` rows can meet, so a long run's memory is flat from its first step
+        instead of growing as rarer group sizes first occur. A no-op (0) where nothing is bucketed:
+        the ``mlp`` family, an accelerator, padding off."""
+        if self.config.family == "mlp" or x.device.type != "cpu" or buckets.bucket_ratio() <= 1.0:
+            return 0
+        sizes = buckets.bucket_sizes(limit)
+        with torch.no_grad(), buckets.untallied():
+            for size in reversed(sizes):
+                rows = x.index_select(0, torch.arange(size, device=x.device) % x.shape[0])
+                x_emb = self.encode(rows)
+                for layer in self.layers:  # one injection and one iteration: every kernel of a solve
+                    layer.fixed_point_map()(x_emb, layer.inject(x_emb, x_emb))
+                self.classify(x_emb)
+        return len(sizes)
+
     def apply_layer(self, k: int, z: Tensor, x_emb: Tensor) -> SolveResult:
         """Solve layer ``k`` (0-based) from state ``z`` with the input embedding ``x_emb``, both
         ``[N, *state_shape]``.
