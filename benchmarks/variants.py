@@ -13,7 +13,8 @@ the shipped one) is measured on ``test``:
 * for the experts model, the router's accuracy after 1..max_steps steps (from its pre-training report).
 
 The routing and exit headroom and the AUROC table are also written into the model's ``pretrain.json``
-(beside the checkpoint in the user cache; ``make models`` ships them with it).
+when the checkpoint is in the user cache (``make models`` then ships them with it); a shipped
+model's report is left as shipped.
 
     python -m benchmarks variants --out benchmarks/results/variants_mnist5k.json   # and the .md beside it
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +36,7 @@ from benchmarks import command_words
 from benchmarks.reproduce import command_line, env_model_provenance, machine, write_json, write_text
 from dynalay_env import ENV_IDS
 from dynalay_env.atomic import atomic_write_json
+from dynalay_env.cache import model_cache_dir
 from dynalay_env.datasets import load_dataset
 from dynalay_env.model import load_checkpoint
 from dynalay_env.options import EnvOptions
@@ -58,7 +59,7 @@ def measure_env(env_id: str, max_steps: int) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     report_path = path.parent / REPORT_NAME
     report = json.loads(report_path.read_text())
-    if os.access(report_path, os.W_OK):  # a read-only install keeps its report as shipped
+    if path.resolve().is_relative_to(model_cache_dir().resolve()):  # a shipped model's report stays as shipped
         report.update({"routing": figures["routing"], "exit_headroom": figures["exit_headroom"],
                        "auroc": figures["auroc"]})
         atomic_write_json(report_path, report)

@@ -331,7 +331,6 @@ class DynaLayCore:
 
     # ---- reset and step --------------------------------------------------------------------------
 
-    @torch.no_grad()
     def warm_up(self) -> int:
         """Run the main model once at every batch size the bucketed CPU kernels can meet in this
         core (up to ``num_envs`` rows; :meth:`dynalay_env.model.MainModel.warm_bucketed_shapes`),
@@ -341,6 +340,7 @@ class DynaLayCore:
         warm = getattr(self.model, "warm_bucketed_shapes", None)
         return 0 if warm is None else int(warm(self.x, self.num_envs))
 
+    @torch.no_grad()
     def reset(self, indices: Sequence[int] | np.ndarray | None = None,
               examples: Sequence[int] | np.ndarray | None = None) -> Tensor:
         """Start new episodes in slots ``indices`` (default all); returns their observations
