@@ -195,10 +195,12 @@ class Context:
         self.out, self.work, self.budget, self.quick = out, work, budget, quick
         self.models: dict[str, dict[str, Any]] = {}
 
-    def model(self, dataset: str) -> dict[str, Any]:
-        if dataset not in self.models:
-            self.models[dataset] = model_provenance(dataset)
-        return self.models[dataset]
+    def model(self, name: str) -> dict[str, Any]:
+        """:func:`model_provenance` of a dataset's default model, or :func:`env_model_provenance` of a
+        registered env id's (the expert model for the experts env)."""
+        if name not in self.models:
+            self.models[name] = env_model_provenance(name) if name in dynalay_env.ENV_IDS else model_provenance(name)
+        return self.models[name]
 
     def part_dir(self, part: Part) -> Path:
         """Run folders of ``part``, keyed by the model provenance so a new model never reuses old runs."""
@@ -551,6 +553,25 @@ def render_mnist5k(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# ---- the MNIST-5k task variants ---------------------------------------------------------------
+
+VARIANT_ENV_IDS = ["DynaLay-MNIST5k-v0", "DynaLay-MNIST5k-NoisyLabels-v0", "DynaLay-MNIST5k-Corrupted-v0",
+                   "DynaLay-MNIST5k-Experts-v0"]
+
+
+def variants_jobs(ctx: Context, part: Part) -> list[Job]:
+    return [Job(bench("variants", "--env-ids", *VARIANT_ENV_IDS, "--out", ctx.part_dir(part) / "variants_mnist5k.json"))]
+
+
+def collect_variants(ctx: Context, part: Part, meta: dict[str, Any]) -> None:
+    data = json.loads((ctx.part_dir(part) / "variants_mnist5k.json").read_text())
+    out_json, out_md = part.outputs(ctx)
+    write_json(ctx.out / out_json, {"reproduce": meta, **data})
+    # The benchmark's own markdown, under this pipeline's header (its first line named its command).
+    body = (ctx.part_dir(part) / "variants_mnist5k.md").read_text().split("\n", 1)[1]
+    write_text(ctx.out / out_md, header_md(meta) + body.lstrip("\n"))
+
+
 PARTS: dict[str, Part] = {p.name: p for p in [
     pretrain_part("mnist1d"),
     pretrain_part("synthetic", enabled=lambda ctx: "synthetic" in ctx.budget["cotrain_datasets"]),
@@ -571,6 +592,9 @@ PARTS: dict[str, Part] = {p.name: p for p in [
          deps=lambda ctx: ("pretrain_mnist1d",)),
     Part("mnist5k_demo", "the demo on mnist5k (real images): pre-train, PPO, evaluation on test",
          lambda ctx: [], mnist5k_jobs, no_jobs, collect_mnist5k, lambda ctx: ["mnist5k_demo.json"]),
+    Part("variants_mnist5k", "routing and exit headroom and AUROC of the MNIST-5k variants' default models",
+         lambda ctx: list(VARIANT_ENV_IDS), variants_jobs, no_jobs, collect_variants,
+         lambda ctx: ["variants_mnist5k.json", "variants_mnist5k.md"]),
     Part("adaptive_inference", "AdaptiveClassifier against full depth, wall clock (timed alone)",
          one_dataset("mnist1d"), adaptive_jobs, no_jobs, collect_adaptive,
          lambda ctx: ["adaptive_inference_cpu.json", "adaptive_inference_cpu.md"], deps=lambda ctx: ("agent_seeds",)),

@@ -94,9 +94,9 @@ def render_markdown(result: dict[str, Any]) -> str:
             f"{exit_['exit_headroom']:+.4f} | {all_row['continue_helps']['logistic']:.3f} / {ref:.3f} |")
     for r in result["envs"]:
         if r.get("router_accuracy_by_steps"):
-            steps = ", ".join(f"{s + 1}: {a:.4f}" for s, a in enumerate(r["router_accuracy_by_steps"]))
-            lines += ["", f"{r['env_id']}: the router's accuracy after 1..{len(r['router_accuracy_by_steps'])} "
-                          f"steps: {steps}."]
+            steps = ", ".join(f"{s}: {a:.4f}" for s, a in enumerate(r["router_accuracy_by_steps"]))
+            lines += ["", f"{r['env_id']}: the router's accuracy after 0..{len(r['router_accuracy_by_steps']) - 1} "
+                          f"steps (0: the head on the encoder state): {steps}."]
     for r in result["envs"]:
         lines += ["", f"## {r['env_id']}", "", auroc_markdown(r["auroc"]).split("\n", 2)[2].rstrip()]
     lines += ["", f"Wall time {result['wall_seconds']:.0f} s."]
@@ -128,7 +128,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{r['env_id']}: routing headroom {r['routing']['routing_headroom']:+.4f}, exit headroom "
               f"{r['exit_headroom']['exit_headroom']:+.4f}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
