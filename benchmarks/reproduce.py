@@ -56,6 +56,7 @@ from dynalay_env.atomic import atomic_copy, atomic_path, atomic_write_text
 from dynalay_env.cache import (
     cached_default_model,
     cached_expert_model,
+    default_expert_model_path,
     default_model_path,
     model_cache_dir,
     shipped_model_path,
@@ -776,11 +777,13 @@ class Runner:
         self.ran.add(part.name)
 
 
-def is_cached(dataset_name: str) -> bool:
-    """Whether the default model of ``dataset_name`` needs no pre-training: it is in the user cache,
-    or a matching one ships with the package."""
-    dataset = load_dataset(dataset_name)
-    return default_model_path(dataset).is_file() or shipped_model_path(dataset) is not None
+def is_cached(name: str) -> bool:
+    """Whether the default model of dataset ``name`` (or of the registered env id ``name``) needs no
+    pre-training: it is in the user cache, or a matching one ships with the package."""
+    experts = name == EXPERTS_ENV_ID
+    dataset = load_dataset(dynalay_env.ENV_IDS[name] if name in dynalay_env.ENV_IDS else name)
+    cached = (default_expert_model_path if experts else default_model_path)(dataset)
+    return cached.is_file() or shipped_model_path(dataset, experts=experts) is not None
 
 
 # --------------------------------------------------------------------------------------------------
