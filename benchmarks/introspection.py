@@ -734,7 +734,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("test accuracy")
         ax.set_title(task)
         lo = min(r["full_depth"]["accuracy"], min(x["test"]["accuracy"] for x in r["runs"])) if r["runs"] else 0
-        ax.set_ylim(max(0.0, lo - 0.1), min(1.0, po["accuracy"] + 0.02))
+        router = r["curves"].get("router_confidence")
+        hi = max([po["accuracy"]] + [x["test"]["accuracy"] for x in r["runs"]]
+                 + ([max(router["accuracy"])] if router else []))
+        ax.set_ylim(max(0.0, lo - 0.1), min(1.0, hi + 0.02))
         ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
