@@ -59,6 +59,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 import yaml
+from scipy.stats import kendalltau
 
 from agents.baselines import OraclePolicy, oracle_search
 from agents.budgeted import BUDGETS, BudgetRun, common_range_hypervolume, score_families
@@ -506,8 +507,6 @@ def seed_rank_agreement(runs: list[dict[str, Any]]) -> dict[str, Any]:
     with that seed (each run at its own compute, decisions counted). Tau is computed for every pair
     of seeds over the algorithms that ran on both, and averaged: near 1, every seed ranks the
     algorithms alike; near 0, the ranking is noise."""
-    from scipy.stats import kendalltau  # scipy comes with scikit-learn; only the study needs it here
-
     values: dict[int, dict[str, list[float]]] = {}
     for r in runs:
         values.setdefault(r["seed"], {}).setdefault(r["algo"], []).append(r["test"]["vs_confidence_hull"]["difference"])
