@@ -46,11 +46,10 @@ from sklearn.preprocessing import StandardScaler
 from agents.curves import full_depth_order
 from dynalay_env import ENV_IDS
 from dynalay_env.atomic import atomic_write_json, atomic_write_text
-from dynalay_env.core import DynaLayCore
+from dynalay_env.core import DynaLayCore, available_observation_groups
 from dynalay_env.datasets import Dataset
 from dynalay_env.env import make_core
 from dynalay_env.model import FPIModel, provenance_of
-from dynalay_env.options import OBSERVATION_GROUPS
 
 TARGETS: dict[str, str] = {
     "correct": "the head's prediction at the state is right (every depth 0..D of the full-depth order)",
@@ -68,7 +67,7 @@ ALL = "all"
 class StateTable:
     """Every state of a split along the full-depth order: ``n`` examples x ``D + 1`` depths.
 
-    ``obs`` ``[n, D + 1, obs_dim]`` float32 (the env's observation with every group),
+    ``obs`` ``[n, D + 1, obs_dim]`` float32 (the env's observation with every group the model can fill),
     ``correct`` ``[n, D + 1]`` bool, ``columns`` maps each group to its observation columns."""
 
     obs: np.ndarray
@@ -94,7 +93,7 @@ def collect_states(model: FPIModel, dataset: Dataset, split: str, *, max_steps: 
     at a time (one batched reset and ``D`` batched steps per batch)."""
     n = int(dataset.as_tensors(split)[1].shape[0])
     core = DynaLayCore(model, dataset, min(batch, n), split=split, sample_mode="sequential", max_steps=max_steps,
-                       observation_groups=OBSERVATION_GROUPS, device=device)
+                       observation_groups=available_observation_groups(model), device=device)
     order = full_depth_order(core.num_layers, max_steps)
     obs = np.zeros((n, len(order) + 1, core.observation_dim), dtype=np.float32)
     correct = np.zeros((n, len(order) + 1), dtype=bool)

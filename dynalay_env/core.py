@@ -60,7 +60,7 @@ from dynalay_env.datasets.variants import example_info
 from dynalay_env.latency import latency_costs
 from dynalay_env.model import CostTable, FPIModel, MainModel, head_and_introspection
 from dynalay_env.observations import HISTORY_FEATURES, history_features, observation_layout
-from dynalay_env.options import REWARD_PARAM_NAMES, SETTABLE_OPTIONS, EnvOptions
+from dynalay_env.options import OBSERVATION_GROUPS, REWARD_PARAM_NAMES, ROUTER_GROUPS, SETTABLE_OPTIONS, EnvOptions
 from dynalay_env.rewards import RewardInputs
 from dynalay_env.sampling import ExampleSampler, seed_to_key, subset_indices
 
@@ -111,6 +111,28 @@ class StepOutput:
     reward: Tensor
     terminated: Tensor
     info: dict[str, Any]
+
+
+
+def available_observation_groups(model: FPIModel) -> tuple[str, ...]:
+    """The observation groups ``model`` can fill, in observation order: every group, less
+    ``router`` for a model without a router."""
+    has_router = callable(getattr(getattr(model, "router", None), "flops", None))
+    return tuple(g for g in OBSERVATION_GROUPS if has_router or g not in ROUTER_GROUPS)
+
+
+def observed_router(model: FPIModel, cost: str) -> torch.nn.Module:
+    """The router the ``router`` observation group reads: ``model.router`` (states
+    ``[N, *state_shape]`` -> layer logits ``[N, K]``, with a ``flops()`` per sample). Raises
+    ``ValueError`` for a model without one, or under ``cost="latency"`` (no latency table times it)."""
+    if "router" not in available_observation_groups(model):
+        raise ValueError(f"observation group 'router' needs a model with a router (expert layers, e.g. "
+                         f"DynaLay-MNIST5k-Experts-v0); {type(model).__name__} has none. Valid groups for it: "
+                         f"{', '.join(available_observation_groups(model))}")
+    if cost != "flops":
+        raise ValueError(f"observation group 'router' is charged in FLOPs; cost={cost!r} has no entry for the "
+                         f"router. Use cost='flops' with it")
+    return model.router  # type: ignore[attr-defined]
 
 
 class DynaLayCore:
@@ -189,7 +211,13 @@ class DynaLayCore:
         if not flops_table.normalizer > 0:
             raise ValueError("the model's compute normaliser is not set (cost_table().normalizer <= 0); "
                              "calibrate it with MainModel.calibrate_normalizer on the val split")
-        #: The model's FLOP costs: ``flops`` (and ``info["flops"]``) count what executed, whatever the cost.
+        #: The router whose probabilities the ``router`` group observes (None when not observed).
+        self.router: torch.nn.Module | None = None
+        if "router" in self.observation_groups:
+            self.router = observed_router(model, options.cost)
+            flops_table = flops_table.with_per_state_flops(self.router.flops())
+        #: The model's FLOP costs: ``flops`` (and ``info["flops"]``) count what executed, whatever the
+        #: cost; with the ``router`` group, the router at every visited state too.
         self.flops_table = flops_table
         if options.cost == "latency":
             if options.latency_table is None:
@@ -278,6 +306,7 @@ class DynaLayCore:
         # The introspection of each slot's state, kept beside it: the observation reads it, and only
         # the slots whose state changed are introspected again.
         self.hidden = torch.zeros(n, int(self.model.introspect(self.z[:1]).shape[1]), device=dev)
+        self.router_probs = torch.zeros(n, self.num_layers, device=dev) if self.router is not None else None
         # The history group's features of each slot (HISTORY_FEATURES), updated when a layer moves
         # the state; kept only when the group is observed.
         self._track_history = "history" in self.observation_groups
@@ -398,6 +427,10 @@ class DynaLayCore:
         logits, hidden = head_and_introspection(self.model, z)
         self.logits.index_copy_(0, idx, logits)
         self.hidden.index_copy_(0, idx, hidden)
+        if self.router is not None:
+            with torch.no_grad():  # the router is read, never trained, by the env (cotrain included)
+                probs = torch.softmax(self.router(z), dim=1)
+            self.router_probs.index_copy_(0, idx, probs)  # type: ignore[union-attr]
 
     def validate_actions(self, actions: Any) -> Tensor:
         """Actions as a long tensor ``[N]``; a clear ``ValueError`` for a wrong shape, type or range."""
@@ -586,6 +619,8 @@ class DynaLayCore:
             parts.append((self.last_iterations[sel].double() / self.last_max_iter[sel]).float().unsqueeze(1))
         if "history" in self.observation_groups:
             parts.append(self.history[sel])
+        if self.router_probs is not None:
+            parts.append(self.router_probs[sel])
         obs = torch.cat([p.float() for p in parts], dim=1)
         return torch.minimum(torch.maximum(obs, self._observation_low), self._observation_high)
 

@@ -199,7 +199,7 @@ class DynaLayEnv(CoreFacts, gym.Env[np.ndarray, np.int64]):
     | ``wrong_reward`` | -1.0 | terminal reward of a wrong answer |
     | ``shaping`` | None | potential-based shaping (``confidence``: the potential is the head's probability of the label); one of None, ``"confidence"`` |
     | ``shaping_gamma`` | 1.0 | discount of the shaping term, in [0, 1] (the agent's own discount keeps the optimal policy) |
-    | ``observation_groups`` | all but ``history`` | subset of ``hidden, head, progress, last_action, solver, history`` |
+    | ``observation_groups`` | all but ``history`` and ``router`` | subset of ``hidden, head, progress, last_action, solver, history, router`` (``router``: models with a router only; its FLOPs are charged at every visited state) |
     | ``mask_repeats`` | False | forbid re-applying the layer just applied |
     | ``compute_budget`` | None | forbid layers that could exceed this normalised compute; the worst case counts ``max_iter`` solver iterations per layer, so with a model of ``solver="anderson"`` its mixing work can take an episode past the budget |
     | ``decision_flops`` | 0 | FLOPs charged per decision of the policy (>= 0), in the reward only: each step (EXIT included, not the forced exit at ``max_steps``) adds ``decision_flops`` over the full-depth model's FLOPs to the reward's compute (under either ``cost``); ``info["compute"]`` stays env-only. Settable on a live env (``core.set_option``, ``set_attr``) |

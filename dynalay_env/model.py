@@ -178,6 +178,14 @@ class CostTable:
         return tuple(self.step_flops(k, float(self.max_iterations[k] * self.iteration[k]))
                      for k in range(len(self.max_iterations)))
 
+    def with_per_state_flops(self, flops: int) -> CostTable:
+        """This table for an env that also runs ``flops`` per sample at every visited state, as it
+        runs the head (the ``router`` observation group): the head's entry grows by ``flops``, so
+        resets, steps and worst cases charge it; the normaliser stays the full-depth model's."""
+        if flops < 0:
+            raise ValueError(f"per-state FLOPs must be >= 0, got {flops!r}")
+        return dataclasses.replace(self, head=self.head + int(flops))
+
     def pieces(self) -> dict[str, Any]:
         """The per-sample FLOPs of each piece, as plain JSON values (for reports)."""
         return {"encoder": self.encoder, "injection": list(self.injection), "iteration": list(self.iteration),

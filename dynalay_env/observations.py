@@ -95,6 +95,11 @@ def observation_layout(groups: Sequence[str], hidden_dim: int, num_classes: int,
         descriptions["state_cosine"] = "cosine similarity of consecutive states, in [-1, 1]"
         descriptions["contraction"] = ("final / first relative residual of the last FPI solve (the contraction "
                                        "it observed), clipped to [0, 1]")
+    if "router" in groups:
+        group_starts("router")
+        add([f"router_prob_{a}" for a in range(1, num_actions)], 0.0, 1.0)
+        descriptions["router_prob_a"] = ("the router's probability of layer action a at the current state (expert "
+                                         "models only; its FLOPs are charged at every visited state, as the head's)")
     ends = [*list(starts.values())[1:], len(names)]
     slices = {g: slice(start, end) for (g, start), end in zip(starts.items(), ends, strict=True)}
     return ObservationLayout(names, np.asarray(low, dtype=np.float32), np.asarray(high, dtype=np.float32),

@@ -35,9 +35,11 @@ from dynalay_env.model import FPIModel
 from dynalay_env.rewards import DEFAULT_REWARD, SHAPINGS, Reward, RewardParams, make_reward
 
 #: Every observation group; :data:`DEFAULT_OBSERVATION_GROUPS` is the env's default observation.
-OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_action", "solver", "history")
+OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_action", "solver", "history", "router")
+#: The groups only a model with a router (expert layers, :class:`~dynalay_env.model.ExpertModel`) can fill.
+ROUTER_GROUPS: tuple[str, ...] = ("router",)
 #: The default observation: every group but ``history``, which is opt-in until a study shows that it
-#: helps (docs/design.md, Observations).
+#: helps (docs/design.md, Observations), and ``router``, which only expert models have.
 DEFAULT_OBSERVATION_GROUPS: tuple[str, ...] = ("hidden", "head", "progress", "last_action", "solver")
 SAMPLE_MODES: tuple[str, ...] = ("random", "sequential")
 MODES: tuple[str, ...] = ("frozen", "cotrain")
@@ -149,7 +151,9 @@ class EnvOptions:
         "shaping_gamma", "discount of the shaping term, in [0, 1] (the agent's own discount keeps the optimal "
                          "policy)")
     observation_groups: tuple[str, ...] = _option(
-        DEFAULT_OBSERVATION_GROUPS, f"subset of ``{', '.join(OBSERVATION_GROUPS)}``", shown="all but ``history``")
+        DEFAULT_OBSERVATION_GROUPS, f"subset of ``{', '.join(OBSERVATION_GROUPS)}`` (``router``: models with a "
+                                    f"router only; its FLOPs are charged at every visited state)",
+        shown="all but ``history`` and ``router``")
     mask_repeats: bool = _option(False, "forbid re-applying the layer just applied")
     compute_budget: float | None = _option(
         None, "forbid layers that could exceed this normalised compute; the worst case counts ``max_iter`` solver "

@@ -176,6 +176,9 @@ def test_the_experts_env_id_passes_gymnasiums_and_sb3s_checkers(tmp_path_factory
     obs, _ = vec.reset(seed=0)
     assert obs.shape[0] == 2
     vec.close()
+    routed = gym.make(EXPERTS_ENV_ID, model=str(path), observation_groups=("head", "progress", "router"))
+    check_env(routed.unwrapped, skip_render_check=True)
+    sb3_check_env(routed.unwrapped)
 
 
 def test_router_baselines_are_the_policies_played_at_their_val_choices():
@@ -192,3 +195,41 @@ def test_router_baselines_are_the_policies_played_at_their_val_choices():
     from tests.agent_fixtures import subset_core
 
     assert router_baselines(subset_core(4, 8), subset_core(4, 8)) == ({}, [])
+
+
+def test_the_router_group_observes_the_routers_probabilities_and_charges_its_flops():
+    model, _, _ = digits_experts()
+    plain = digits_core(8)
+    routed = digits_core(8, observation_groups=(*plain.observation_groups, "router"))
+    cols = routed.observation_group_slices["router"]
+    assert routed.observation_names[cols] == [f"router_prob_{a}" for a in range(1, model.num_layers + 1)]
+    assert routed.normalizer == plain.normalizer  # compute stays in units of the full-depth model
+    obs, obs_plain = routed.reset(), plain.reset()
+    compute = routed.observation_names.index("compute")
+    others = [i for i in range(cols.start) if i != compute]
+    np.testing.assert_array_equal(obs[:, others], obs_plain[:, others])  # the other groups are unchanged
+    np.testing.assert_allclose(obs[:, compute], obs_plain[:, compute] + model.router.flops() / plain.normalizer,
+                               rtol=1e-6)  # the compute spent includes the router's
+    with torch.no_grad():
+        expected = torch.softmax(model.router(routed.z), dim=1)
+    torch.testing.assert_close(obs[:, cols], expected)
+    router_flops = model.router.flops()
+    np.testing.assert_allclose(routed.flops.numpy(), plain.flops.numpy() + router_flops)
+    actions = np.array([1, 2, 3, 1, 0, 2, 3, 1])
+    out, out_plain = routed.step(actions), plain.step(actions)
+    states = 1 + (actions > 0)  # the reset state, and one more where a layer ran
+    np.testing.assert_allclose(out.info["flops"], out_plain.info["flops"] + router_flops * states)
+    np.testing.assert_allclose(out.info["compute"], out_plain.info["compute"] + router_flops * states / plain.normalizer)
+    moved = actions > 0
+    with torch.no_grad():
+        expected = torch.softmax(model.router(routed.z[torch.as_tensor(moved)]), dim=1)
+    torch.testing.assert_close(out.obs[torch.as_tensor(moved)][:, cols], expected)
+
+
+def test_the_router_group_needs_a_router_and_flops():
+    from tests.agent_fixtures import subset_core
+
+    with pytest.raises(ValueError, match="observation group 'router' needs a model with a router"):
+        subset_core(4, 8, observation_groups=("head", "router"))
+    with pytest.raises(ValueError, match="charged in FLOPs"):
+        digits_core(4, observation_groups=("head", "router"), cost="latency")
