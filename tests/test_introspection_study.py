@@ -99,6 +99,25 @@ def test_the_experts_task_adds_the_router_comparisons_to_the_correction():
     # Each learned family is also compared with router_confidence on the experts task.
     assert study.study_comparisons(["mnist5k", "mnist5k_experts"]) == 6
     assert set(study.MNIST5K_TASKS) <= set(study.TASK_ENVS)
+    assert study.study_comparisons(["mnist5k_experts", "mnist5k_experts_router"]) == 8
+
+
+def test_the_router_task_adds_the_router_group_to_every_policy():
+    study = load_study()
+    plan = study.study_plan()
+    assert study.task_plan(plan, "mnist5k_experts") == plan
+    routed = study.task_plan(plan, "mnist5k_experts_router")
+    assert [s.name for s in routed] == [s.name for s in plan]
+    for spec, original in zip(routed, plan, strict=True):
+        groups = [kw for kw in spec.env_kwargs if kw.startswith("observation_groups:")]
+        assert len(groups) == 1 and groups[0].endswith(",router]")
+        # the rest of the spec, and its own groups (history or not), are kept
+        assert [kw for kw in spec.env_kwargs if not kw.startswith("observation_groups:")] == \
+            [kw for kw in original.env_kwargs if not kw.startswith("observation_groups:")]
+        own = [kw for kw in original.env_kwargs if kw.startswith("observation_groups:")]
+        if own:
+            assert groups[0] == own[0][:-1] + ",router]"
+    assert "mnist5k_experts_router" not in study.DEFAULT_MNIST5K_TASKS
 
 
 def run_row(algo: str, seed: int, margin: float) -> dict:
