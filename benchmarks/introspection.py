@@ -799,14 +799,15 @@ def default_tasks() -> list[str]:
 
 
 def record_invocation(root: Path, command: str, tasks: list[str], seconds: float) -> list[dict[str, Any]]:
-    """Append this invocation to ``root/invocations.json`` and return them all: a study split with
-    ``--tasks`` into several runs reports the wall time of each and their sum."""
+    """Append this invocation to ``root/invocations.json`` and return those that ran any of
+    ``tasks`` (this one included): a study split with ``--tasks`` into several runs reports the
+    wall time of each and their sum, and a report on other tasks of the same folder leaves them out."""
     path = root / "invocations.json"
     past = json.loads(path.read_text()) if path.is_file() else []
     past.append({"command": command, "tasks": tasks, "wall_seconds": seconds,
                  "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     atomic_write_json(path, past)
-    return past
+    return [entry for entry in past if set(entry["tasks"]) & set(tasks)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -137,3 +137,12 @@ def test_seed_rank_agreement_is_kendalls_tau_of_the_seeds_rankings():
     two = [run_row("ppo", 0, 0.1), run_row("ppo", 0, -0.3), run_row("bc", 0, 0.0), run_row("dqn", 0, 0.05)]
     assert study.seed_rank_agreement(two)["per_seed"]["0"]["ppo"] == pytest.approx(-0.1)
     assert study.seed_rank_agreement(two)["mean_tau"] is None  # one seed: nothing to agree with
+
+
+def test_a_report_counts_the_invocations_that_ran_its_tasks(tmp_path):
+    study = load_study()
+    study.record_invocation(tmp_path, "first", ["mnist1d", "synthetic"], 10.0)
+    study.record_invocation(tmp_path, "follow-up", ["mnist5k_experts_router"], 5.0)
+    mine = study.record_invocation(tmp_path, "publish", ["mnist1d", "mnist5k"], 1.0)
+    assert [i["command"] for i in mine] == ["first", "publish"]  # the follow-up ran none of these tasks
+    assert len(json.loads((tmp_path / "invocations.json").read_text())) == 3  # every invocation is kept
