@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Site path under ``assets/results/`` -> the committed figure it is.
 FIGURES: dict[str, Path] = {
     "introspection.png": ROOT / "benchmarks" / "results" / "introspection" / "introspection.png",
-    "introspection_variants.png": ROOT / "benchmarks" / "results" / "introspection_variants" / "introspection.png",
+    "introspection_router.png": ROOT / "benchmarks" / "results" / "introspection_router" / "introspection.png",
     "sweep_mnist1d.png": ROOT / "benchmarks" / "results" / "sweep_mnist1d.png",
 }
 

@@ -196,10 +196,10 @@ def test_the_newcomer_pages_exist(site: Path):
 def test_the_home_page_is_the_landing_page(site: Path):
     home = (site / "index.html").read_text()
     for needle in ("arxiv.org/abs/2312.12781", "make install", "pip install", "assets/agent.gif",
-                   "assets/results/introspection_variants.png", '<span class="n">make</span>', "Expected output",
+                   "assets/results/introspection.png", '<span class="n">make</span>', "Expected output",
                    _config()["repo_url"]):
         assert needle in home, f"the home page lacks {needle!r}"
-    assert (site / "assets" / "results" / "introspection_variants.png").is_file()
+    assert (site / "assets" / "results" / "introspection.png").is_file()
 
 
 def test_site_and_repo_urls_make_a_sitemap(site: Path):
@@ -214,7 +214,7 @@ def test_site_and_repo_urls_make_a_sitemap(site: Path):
 
 def test_the_results_pages_show_figures_not_paths(site: Path):
     studies = (site / "studies" / "index.html").read_text()
-    for name in ("introspection.png", "introspection_variants.png", "sweep_mnist1d.png"):
+    for name in ("introspection.png", "introspection_router.png", "sweep_mnist1d.png"):
         assert f'src="../assets/results/{name}"' in studies, name
         assert (site / "assets" / "results" / name).is_file(), name
     for page in ("results", "studies", "performance"):
