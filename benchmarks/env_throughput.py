@@ -25,6 +25,7 @@ single envs, both at ``n_envs=256``.
     python -m benchmarks env_throughput --device cuda --sizes 16384 65536 --skip-slow
     OMP_NUM_THREADS=2 python -m benchmarks env_throughput --sizes 256 1024 \
         --json benchmarks/results/env_throughput_cpu.json --markdown benchmarks/results/env_throughput_cpu.md
+    OMP_NUM_THREADS=2 python -m benchmarks env_throughput --sizes 256 1024 --repeats 5   # medians and ratio ranges
 """
 
 from __future__ import annotations
@@ -265,6 +266,21 @@ def vector_env_and_limits(venv: DynaLayVectorEnv, recorder: RecordingModel, mode
 FACES = ("single loop", "SyncVectorEnv", "DynaLayVectorEnv", "SB3 adapter", "raw limit", "fresh raw")
 
 
+def summarize_repeats(repeats: list[dict[str, float]]) -> dict[str, Any]:
+    """One N's figures over repeated measurements: each face's median (steps/s) and, with more than
+    one repeat and a single-env loop, ``ratio_range`` (the smallest and largest vector / single ratio,
+    each taken within one repeat, side by side) and ``repeats`` (every measurement)."""
+    if len(repeats) == 1:
+        return dict(repeats[0])
+    out: dict[str, Any] = {key: float(np.median([r[key] for r in repeats])) for key in repeats[0]}
+    if "single loop" in repeats[0]:
+        ratios = [r["DynaLayVectorEnv"] / r["single loop"] for r in repeats]
+        out["ratio_median"] = float(np.median(ratios))
+        out["ratio_range"] = [min(ratios), max(ratios)]
+    out["repeats"] = repeats
+    return out
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     """The results of :func:`main` as a Markdown table (env steps/s and the ratios)."""
     lines = [f"{data['machine']}; `uptime` before the run: {data['load_before']}; after: {data['load_after']}.",
@@ -275,9 +291,12 @@ def render_markdown(data: dict[str, Any]) -> str:
     for n, res in data["sizes"].items():
         cells = [f"{res[face]:,.0f}" if face in res else "" for face in FACES]
         single = f"{res['DynaLayVectorEnv'] / res['single loop']:.1f}x" if "single loop" in res else ""
+        if "ratio_range" in res:  # repeated: the median of the per-repeat ratios, and their range
+            low, high = res["ratio_range"]
+            single = f"{res['ratio_median']:.1f}x ({low:.1f}-{high:.1f}x over {len(res['repeats'])} runs)"
         fresh = f"{res['DynaLayVectorEnv'] / res['fresh raw']:.0%}" if "fresh raw" in res else ""
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {single} | {fresh} | {res['padded share']:.1%} |")
-    lines += ["", "Env steps/s. The fresh raw limit runs the vector env's model work in full batches of N rows in "
+    lines += ["", "Env steps/s (with repeats: each face's median over the repeats). The fresh raw limit runs the vector env's model work in full batches of N rows in "
               "a fresh process at torch's default settings; padded FLOPs are the vector env's padding rows "
               f"(bucket ratio {data['bucket_ratio']}), never charged to episodes."]
     ppo = data.get("ppo_seconds")
@@ -327,6 +346,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument("--markdown", default=None, help="also write the table to this Markdown file")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="measure every N this many times in a row; the table gives each face's median and "
+                             "the range of the per-repeat vector / single ratios (default: %(default)s)")
     parser.add_argument("--bucket-ratio", type=float, default=None,
                         help="row-count bucket ratio (dynalay_env.buckets; 1.0 = no padding; default: the package's)")
     args = parser.parse_args(argv)
@@ -344,14 +366,19 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'N':>6} | {'face':<17} | {'env steps/s':>12} | {'vs raw limit':>12} | {'vs single loop':>14} | "
           f"{'vs fresh raw':>12}")
     table = {}
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     for n in args.sizes:
         batches = min(args.max_batches, max(2, args.env_steps // n))
-        if args.skip_slow:
-            recorder = RecordingModel(model)
-            venv = DynaLayVectorEnv(n, core=make_core(n, model=recorder, **options))
-            res = vector_env_and_limits(venv, recorder, model, n, batches, args.seed, device)
-        else:
-            res = bench_size(n, options, model, batches, args.seed, device, args.single_steps)
+        repeats = []
+        for _ in range(args.repeats):
+            if args.skip_slow:
+                recorder = RecordingModel(model)
+                venv = DynaLayVectorEnv(n, core=make_core(n, model=recorder, **options))
+                repeats.append(vector_env_and_limits(venv, recorder, model, n, batches, args.seed, device))
+            else:
+                repeats.append(bench_size(n, options, model, batches, args.seed, device, args.single_steps))
+        res = summarize_repeats(repeats)
         table[n] = res
         for face in FACES:
             if face in res:
@@ -367,7 +394,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{ppo['SB3 adapter']:.1f} s, DummyVecEnv of single envs {ppo['DummyVecEnv']:.1f} s "
               f"-> {ppo['DummyVecEnv'] / ppo['SB3 adapter']:.1f}x faster")
     data = {"sizes": table, "ppo_seconds": ppo, "device": args.device, "torch_threads": torch.get_num_threads(),
-            "ppo": {"timesteps": args.ppo_timesteps, "n_envs": args.ppo_envs},
+            "ppo": {"timesteps": args.ppo_timesteps, "n_envs": args.ppo_envs}, "repeats": args.repeats,
             "bucket_ratio": buckets.bucket_ratio(), "load_before": load_before, "load_after": load_average(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                        f"{torch.get_num_threads()} torch threads, device {args.device}",
