@@ -113,7 +113,6 @@ class StepOutput:
     info: dict[str, Any]
 
 
-
 def available_observation_groups(model: FPIModel) -> tuple[str, ...]:
     """The observation groups ``model`` can fill, in observation order: every group, less
     ``router`` for a model without a router."""

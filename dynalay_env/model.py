@@ -628,8 +628,8 @@ class ExpertModel(MainModel):
     The router is a submodule: its weights are in ``state_dict`` (so in the weights hash and the
     provenance id), and :func:`~dynalay_env.model.save_checkpoint` stores :meth:`router_spec` under
     the checkpoint key ``router`` so that :func:`~dynalay_env.model.load_checkpoint` rebuilds this
-    class. The env sees a plain :class:`FPIModel`; only router policies read the router. Expert
-    pre-training: :mod:`dynalay_env.experts`.
+    class. The env sees a plain :class:`FPIModel` unless its ``router`` observation group is on; the
+    router policies read the router too. Expert pre-training: :mod:`dynalay_env.experts`.
     """
 
     def __init__(self, config: ModelConfig, router: dict[str, Any] | None = None) -> None:
