@@ -296,8 +296,9 @@ def render_markdown(data: dict[str, Any]) -> str:
             single = f"{res['ratio_median']:.1f}x ({low:.1f}-{high:.1f}x over {len(res['repeats'])} runs)"
         fresh = f"{res['DynaLayVectorEnv'] / res['fresh raw']:.0%}" if "fresh raw" in res else ""
         lines.append(f"| {n} | " + " | ".join(cells) + f" | {single} | {fresh} | {res['padded share']:.1%} |")
-    lines += ["", "Env steps/s (with repeats: each face's median over the repeats). The fresh raw limit runs the vector env's model work in full batches of N rows in "
-              "a fresh process at torch's default settings; padded FLOPs are the vector env's padding rows "
+    repeated = " (each face's median over the repeats)" if data.get("repeats", 1) > 1 else ""
+    lines += ["", f"Env steps/s{repeated}. The fresh raw limit runs the vector env's model work in full batches of "
+              "N rows in a fresh process at torch's default settings; padded FLOPs are the vector env's padding rows "
               f"(bucket ratio {data['bucket_ratio']}), never charged to episodes."]
     ppo = data.get("ppo_seconds")
     if ppo:
