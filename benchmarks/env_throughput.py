@@ -353,6 +353,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bucket-ratio", type=float, default=None,
                         help="row-count bucket ratio (dynalay_env.buckets; 1.0 = no padding; default: the package's)")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be an integer >= 1, got {args.repeats}")
 
     if args.bucket_ratio is not None:
         buckets.set_bucket_ratio(args.bucket_ratio)
@@ -367,8 +369,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'N':>6} | {'face':<17} | {'env steps/s':>12} | {'vs raw limit':>12} | {'vs single loop':>14} | "
           f"{'vs fresh raw':>12}")
     table = {}
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     for n in args.sizes:
         batches = min(args.max_batches, max(2, args.env_steps // n))
         repeats = []

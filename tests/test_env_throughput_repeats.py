@@ -25,3 +25,11 @@ def test_repeats_give_medians_and_the_range_of_side_by_side_ratios():
     table = render_markdown({"machine": "m", "load_before": "0", "load_after": "0", "bucket_ratio": 1.25,
                              "sizes": {256: res}})
     assert "30.0x (25.0-40.0x over 3 runs)" in table
+
+
+def test_repeats_below_one_are_refused_before_any_work(capsys):
+    from benchmarks.env_throughput import main
+
+    with pytest.raises(SystemExit):
+        main(["--repeats", "0"])
+    assert "--repeats must be an integer >= 1, got 0" in capsys.readouterr().err
