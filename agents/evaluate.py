@@ -103,7 +103,7 @@ def run_policy(core: DynaLayCore, policy: Any, name: str | None = None, params: 
     slot_decisions = np.zeros(slots, np.int64)  # policy calls of each slot's current episode
     active = np.zeros(slots, dtype=bool)
     active[:first] = True
-    core.reset(np.arange(first))
+    core.start_episodes(np.arange(first))
     issued, finished = first, 0
     obs = core.observations_tensor().cpu().numpy()
     episode_start = active.copy()
@@ -126,7 +126,7 @@ def run_policy(core: DynaLayCore, policy: Any, name: str | None = None, params: 
         episode_start = np.zeros(slots, dtype=bool)
         refill = done[: max(0, n - issued)]
         if refill.size:
-            core.reset(refill)
+            core.start_episodes(refill)
             issued += refill.size
             episode_start[refill] = True
         active[done[refill.size:]] = False

@@ -237,7 +237,7 @@ def play(core: DynaLayCore, examples: np.ndarray, decide: Decide) -> tuple[dict[
     for first in range(0, len(examples), core.num_envs):
         chunk = np.asarray(examples[first:first + core.num_envs], dtype=np.int64)
         slots = np.arange(chunk.size)
-        core.reset(slots, examples=chunk)
+        core.start_episodes(slots, examples=chunk)
         active = np.zeros(core.num_envs, dtype=bool)
         active[slots] = True
         while active.any():

@@ -259,7 +259,7 @@ def run_model_phase(core: Any, agent: Any, updates: int, deterministic: bool = F
             done = np.flatnonzero(out.terminated.cpu().numpy())
             episode_start = np.zeros(core.num_envs, dtype=bool)
             if done.size:
-                core.reset(done)
+                core.start_episodes(done)
                 episode_start[done] = True
             obs = core.observations_tensor().cpu().numpy()
     finally:

@@ -377,16 +377,29 @@ class DynaLayCore:
         ``agent_train_size`` subset where one is set). With ``augment`` every started episode encodes
         a fresh distortion of its image, keyed by its slot's seed and episode count."""
         start = time.perf_counter()
+        idx = self.start_episodes(indices, examples)
+        obs = self.observations_tensor(idx) if idx.numel() else torch.zeros((0, self.observation_dim),
+                                                                           device=self.device)
+        self.last_step_seconds = time.perf_counter() - start
+        return obs
+
+    @torch.no_grad()
+    def start_episodes(self, indices: Sequence[int] | np.ndarray | None = None,
+                       examples: Sequence[int] | np.ndarray | None = None) -> Tensor:
+        """:meth:`reset` without building the observations (for a caller that reads them later, or
+        never: a vector env's next-step autoreset). Returns the started slots, int64 ``[n]`` on the
+        device."""
+        start = time.perf_counter()
         idx_np = np.arange(self.num_envs) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+        idx = torch.as_tensor(idx_np, device=self.device)
         if idx_np.size == 0:
-            return torch.zeros((0, self.observation_dim), device=self.device)
+            return idx
         if examples is None:
             ex_np = self.sampler.draw(idx_np)
         else:
             ex_np = np.array(examples, dtype=np.int64).reshape(-1)
             if ex_np.shape != idx_np.shape or ex_np.min() < 0 or ex_np.max() >= self.num_examples:
                 raise ValueError(f"examples must be {idx_np.size} indices in [0, {self.num_examples}), got {ex_np}")
-        idx = torch.as_tensor(idx_np, device=self.device)
         ex = torch.as_tensor(ex_np, device=self.device)
         inputs = self.x.index_select(0, ex)
         if self.augment:  # one batched distortion of every restarting slot's image, keyed per episode
@@ -409,9 +422,8 @@ class DynaLayCore:
         self.path_iterations[idx] = 0
         self.history[idx] = 0.0
         self.done[idx] = False
-        obs = self.observations_tensor(idx)
         self.last_step_seconds = time.perf_counter() - start
-        return obs
+        return idx
 
     def group_sizes(self, actions: Tensor) -> list[int]:
         """How many slots chose each action, on the host. The step's one synchronisation besides the

@@ -393,8 +393,8 @@ class MainModel(nn.Module):
             for size in reversed(sizes):
                 rows = x.index_select(0, torch.arange(size, device=x.device) % x.shape[0])
                 x_emb = self.encode(rows)
-                for layer in self.layers:  # one injection and one iteration: every kernel of a solve
-                    layer.fixed_point_map()(x_emb, layer.inject(x_emb, x_emb))
+                for layer in self.layers:
+                    layer.warm_kernels(x_emb, x_emb)
                 self.classify(x_emb)
         return len(sizes)
 

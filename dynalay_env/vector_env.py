@@ -150,7 +150,7 @@ class DynaLayVectorEnv(CoreFacts, VectorEnv):
             obs = self.core.reset(examples=examples)
             self._autoreset[:] = False
             return self._out(obs), self._info(self.core.info_arrays())
-        self.core.reset(slots, examples=examples)
+        self.core.start_episodes(slots, examples=examples)
         self._autoreset[mask] = False
         # The other slots keep their last observation (a finished slot: its final one), as SyncVectorEnv.
         return self._out(self.core.observations_tensor()), _only(self._info(self.core.info_arrays()), mask)
@@ -202,7 +202,7 @@ class DynaLayVectorEnv(CoreFacts, VectorEnv):
     def _step_next(self, actions: torch.Tensor) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         resetting = self._autoreset.copy()
         if resetting.any():
-            self.core.reset(np.flatnonzero(resetting))
+            self.core.start_episodes(np.flatnonzero(resetting))
         out = self.core.step(actions, active=~resetting)
         terminated = out.terminated
         self._autoreset = terminated.cpu().numpy().copy()

@@ -137,6 +137,21 @@ def test_reset_with_pinned_examples() -> None:
     assert tuple(core.reset([]).shape) == (0, core.observation_dim)
 
 
+def test_start_episodes_is_reset_without_the_observations() -> None:
+    """``start_episodes`` leaves a slot in the state ``reset`` leaves it in; the observations read
+    afterwards are those ``reset`` returns."""
+    reset, started = _core(4), _core(4)
+    for core in (reset, started):
+        core.seed([0, 1, 2, 3])
+    obs = reset.reset([1, 3])
+    idx = started.start_episodes([1, 3])
+    assert idx.dtype == torch.int64 and idx.tolist() == [1, 3]
+    torch.testing.assert_close(started.observations_tensor(idx), obs, rtol=0, atol=0)
+    for name in ("example", "label", "z", "logits", "flops", "done", "steps"):
+        assert torch.equal(getattr(started, name), getattr(reset, name)), name
+    assert started.start_episodes([]).numel() == 0
+
+
 def test_masks_batched() -> None:
     core = _core(3, mask_repeats=True)
     core.seed([0, 1, 2])

@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from agents.baselines import (
     ConfidencePolicy,
@@ -52,17 +51,17 @@ def make_records(correct, compute, name: str = "policy", steps=None, path=None) 
 
 
 def counting_resets(core):
-    """Wrap ``core.reset`` to record every example an episode starts on."""
+    """Wrap ``core.start_episodes`` (which ``reset`` calls too) to record every example an episode
+    starts on."""
     seen: list[int] = []
-    original = core.reset
+    original = core.start_episodes
 
-    def reset(indices=None, examples=None):
-        obs = original(indices, examples)
-        idx = np.arange(core.num_envs) if indices is None else np.asarray(indices).reshape(-1)
-        seen.extend(core.example[torch.as_tensor(idx)].tolist())
-        return obs
+    def start_episodes(indices=None, examples=None):
+        idx = original(indices, examples)
+        seen.extend(core.example[idx].tolist())
+        return idx
 
-    core.reset = reset
+    core.start_episodes = start_episodes
     return seen
 
 

@@ -217,6 +217,51 @@ def test_padding_rows_change_nothing_and_are_charged_nothing(family: str, solver
         assert (buckets.padding_stats().padded_rows > 0) == pads, n
 
 
+@pytest.mark.parametrize("family", ["conv1d", "conv2d"])
+def test_channels_last_op_is_the_operator(family: str) -> None:
+    """The channels-last convolution computes the operator on the same samples, only stored with
+    the channels last."""
+    torch.manual_seed(0)
+    op = make_layer(family).down
+    x = torch.randn(7, *SHAPES[family])
+    weight = op.scaled_weight()
+    out = op.channels_last_op(x.movedim(1, -1).contiguous(), op.channels_last_weight(weight))
+    assert out.is_contiguous()
+    torch.testing.assert_close(out.movedim(-1, 1), op._op(x, weight), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("solver", SOLVER_NAMES)
+@pytest.mark.parametrize("family", ["conv1d", "conv2d"])
+def test_inference_solve_with_channels_last_equals_the_default_layout(family: str, solver: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conv layer's CPU inference forward (solved with the channels last) gives the solve of the
+    default layout: the same iterations, convergence and FLOPs, states and residuals up to float32
+    rounding, and the state back as a contiguous ``[N, C, *spatial]`` tensor."""
+    torch.manual_seed(0)
+    layer = make_layer(family, solver)
+    z_in, x_emb = varied_batch(layer.state_shape, n=23)
+    calls = []
+    channels_last_op = OperatorNormConv.channels_last_op
+    monkeypatch.setattr(OperatorNormConv, "channels_last_op",
+                        lambda self, x, w: calls.append(x.shape) or channels_last_op(self, x, w))
+    with torch.no_grad(), buckets.using_bucket_ratio(1.0):
+        fast = layer(z_in, x_emb)
+    assert calls and calls[0] == (23, *SHAPES[family][1:], SHAPES[family][0])  # it ran channels-last
+    with torch.no_grad():
+        plain = get_solver(solver)(layer.fixed_point_map(), z_in, layer.inject(z_in, x_emb), tol=layer.tol,
+                                   max_iter=layer.max_iter, flops_per_iteration=layer.flops_per_iteration())
+    assert fast.state.shape == z_in.shape and fast.state.is_contiguous()
+    for name in ("iterations", "converged", "flops"):
+        assert torch.equal(getattr(fast, name), getattr(plain, name)), name
+    for name in ("state", "residual", "first_residual"):
+        torch.testing.assert_close(getattr(fast, name), getattr(plain, name), rtol=1e-5, atol=1e-6)
+
+
+def test_channels_last_map_is_for_conv_layers_only() -> None:
+    with pytest.raises(ValueError, match="channels_last applies to the conv families, not to 'mlp'"):
+        make_layer("mlp").fixed_point_map(channels_last=True)
+
+
 @pytest.mark.parametrize("solver", SOLVER_NAMES)
 def test_converged_samples_leave_the_active_set(solver: str) -> None:
     torch.manual_seed(0)
