@@ -2,10 +2,13 @@
 
 Prints, at each checkpoint, the process's RSS (``/proc/self/status`` VmRSS), glibc's heap figures
 (``mallinfo2``: bytes in use, free bytes held in the heap, bytes in mmapped chunks), torch's CPU
-allocator is glibc's, so these cover tensors too) and, with ``--tracemalloc``, the Python heap
-traced by ``tracemalloc`` and the number of live tensors. Growth that shows in RSS and in glibc's
-*free* bytes but not in bytes in use is allocator fragmentation; growth in bytes in use or in the
-traced Python heap is a leak.
+allocator is glibc's, so these cover tensors too), the *held* RSS (read again after
+``malloc_trim(0)`` has handed the heap's free pages back: what the process holds in use or cannot
+give back) and, with ``--tracemalloc``, the Python heap traced by ``tracemalloc`` and the number of
+live tensors. Plain RSS moves by the heap's free pages, several MB from one reading to the next;
+the held RSS does not. Growth that shows in RSS and in glibc's *free* bytes but not in bytes in use
+is allocator fragmentation; growth in bytes in use, in the held RSS or in the traced Python heap is
+a leak.
 
     python -m benchmarks memory_soak vector --num-envs 1024 --checkpoints 1e6 5e6 1e7
     python -m benchmarks memory_soak ppo --timesteps 2e6 --n-envs 1024
@@ -84,6 +87,19 @@ def rss_mb() -> float:
     raise RuntimeError("VmRSS not in /proc/self/status")
 
 
+def held_rss_mb() -> float:
+    """RSS (MB) after glibc hands its heaps' free pages back to the system (``malloc_trim(0)``): the
+    memory the process holds in use or cannot give back (fragmentation), without the freed pages
+    that plain RSS keeps until they are reused. Plain RSS off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    return rss_mb()
+
+
 def live_tensors() -> int:
     # type(), not isinstance(): isinstance reads __class__, which some lazy module objects warn on.
     return sum(1 for obj in gc.get_objects() if issubclass(type(obj), torch.Tensor))
@@ -92,6 +108,7 @@ def live_tensors() -> int:
 def snapshot(steps: int, start: float, traced: bool) -> dict[str, Any]:
     row: dict[str, Any] = {"env_steps": steps, "seconds": round(time.perf_counter() - start, 1), "rss_mb": rss_mb(),
                            **malloc_stats(), "padded_pct": 100 * buckets.padding_stats().padded_share}
+    row["held_rss_mb"] = held_rss_mb()  # last: it changes what plain RSS reads from here on
     if traced:
         row["traced_python_mb"] = tracemalloc.get_traced_memory()[0] / 2**20
         row["live_tensors"] = live_tensors()
@@ -164,15 +181,18 @@ def soak_ppo(args: argparse.Namespace) -> list[dict[str, Any]]:
 def summarise(kind: str, rows: list[dict[str, Any]]) -> str:
     if kind == "vector":
         first, last = rows[1], rows[-1]
-        return (f"RSS {first['rss_mb']:.1f} MB at {first['env_steps']:,} env steps -> {last['rss_mb']:.1f} MB at "
-                f"{last['env_steps']:,}: {100 * (last['rss_mb'] / first['rss_mb'] - 1):+.2f}%")
+        return "\n".join(
+            f"{what} {first[key]:.1f} MB at {first['env_steps']:,} env steps -> {last[key]:.1f} MB at "
+            f"{last['env_steps']:,}: {100 * (last[key] / first[key] - 1):+.2f}%"
+            for key, what in (("rss_mb", "RSS"), ("held_rss_mb", "held RSS")) if key in first)
     parts = []
-    for i, when in ((0, "after the first rollout"), (1, "after the second (first update done)")):
-        if len(rows) > i + 1:
-            first, peak, last = rows[i], max(r["rss_mb"] for r in rows[i + 1:]), rows[-1]
-            parts.append(f"RSS {when} {first['rss_mb']:.1f} MB; max after it {peak:.1f} MB "
-                         f"({100 * (peak / first['rss_mb'] - 1):+.2f}%); at {last['env_steps']:,} timesteps "
-                         f"{last['rss_mb']:.1f} MB ({100 * (last['rss_mb'] / first['rss_mb'] - 1):+.2f}%)")
+    for key, what in (("rss_mb", "RSS"), ("held_rss_mb", "held RSS")):
+        for i, when in ((0, "after the first rollout"), (1, "after the second (first update done)")):
+            if len(rows) > i + 1 and key in rows[i]:
+                first, peak, last = rows[i][key], max(r[key] for r in rows[i + 1:]), rows[-1][key]
+                parts.append(f"{what} {when} {first:.1f} MB; max after it {peak:.1f} MB "
+                             f"({100 * (peak / first - 1):+.2f}%); at {rows[-1]['env_steps']:,} timesteps "
+                             f"{last:.1f} MB ({100 * (last / first - 1):+.2f}%)")
     return "\n".join(parts)
 
 

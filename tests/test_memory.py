@@ -77,3 +77,19 @@ def test_the_check_fails_on_a_leaking_core(monkeypatch: pytest.MonkeyPatch) -> N
     assert len(kept) == WARMUP + STEPS
     assert traced >= TRACED_SLACK_BYTES
     assert tensors >= STEPS
+
+
+def test_soak_summary_gives_plain_and_held_rss_growth() -> None:
+    """The soak's summary reports the growth of plain RSS and of the held RSS (after ``malloc_trim``),
+    each from the first rollout to its maximum and to the end."""
+    from benchmarks.memory_soak import held_rss_mb, summarise
+
+    rows = [{"env_steps": 16, "rss_mb": 100.0, "held_rss_mb": 90.0},
+            {"env_steps": 32, "rss_mb": 104.0, "held_rss_mb": 90.9},
+            {"env_steps": 48, "rss_mb": 101.0, "held_rss_mb": 90.45}]
+    text = summarise("ppo", rows)
+    assert "RSS after the first rollout 100.0 MB; max after it 104.0 MB (+4.00%); at 48 timesteps 101.0 MB (+1.00%)" in text
+    assert ("held RSS after the first rollout 90.0 MB; max after it 90.9 MB (+1.00%); at 48 timesteps 90.5 MB "
+            "(+0.50%)") in text
+    assert "RSS 104.0 MB at 32 env steps -> 101.0 MB at 48: -2.88%" in summarise("vector", rows)
+    assert held_rss_mb() > 0
