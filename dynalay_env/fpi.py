@@ -164,7 +164,8 @@ class OperatorNormConv(_ContractiveMap):
     def channels_last_op(self, x: Tensor, weight: Tensor) -> Tensor:
         """The operator on a batch with channels last, ``[N, *spatial, C_in]`` -> ``[N, *spatial,
         C_out]`` (both contiguous), with ``weight`` from :meth:`channels_last_weight`. oneDNN runs
-        these small convolutions 20-30 % faster in this memory layout than in PyTorch's default one."""
+        these small convolutions faster in this memory layout than in PyTorch's default one
+        (``benchmarks/results/env_throughput_2threads_repeats*_cpu.md``)."""
         x = x.movedim(-1, 1)  # the same memory seen as [N, C, *spatial]: channels-last strides
         if self.dims == 1:
             return F.conv2d(x.unsqueeze(2), weight, padding=(0, self.padding)).squeeze(2).movedim(1, -1)
