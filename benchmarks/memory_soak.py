@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import gc
 import os
 import platform
@@ -66,14 +67,24 @@ class _MallInfo2(ctypes.Structure):
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def malloc_stats() -> dict[str, float]:
-    """glibc heap figures in MB (empty off glibc): ``in_use``, ``free_in_heap``, ``mmapped``."""
+@functools.cache
+def _glibc() -> Any | None:
+    """glibc with ``mallinfo2`` and ``malloc_trim`` typed, or None off glibc (or an older one)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallinfo2.restype = _MallInfo2
-        info = libc.mallinfo2()
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
     except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def malloc_stats() -> dict[str, float]:
+    """glibc heap figures in MB (empty off glibc): ``in_use``, ``free_in_heap``, ``mmapped``."""
+    libc = _glibc()
+    if libc is None:
         return {}
+    info = libc.mallinfo2()
     mb = 1 / 2**20
     return {"in_use_mb": info.uordblks * mb, "free_in_heap_mb": info.fordblks * mb, "mmapped_mb": info.hblkhd * mb}
 
@@ -91,12 +102,9 @@ def held_rss_mb() -> float:
     """RSS (MB) after glibc hands its heaps' free pages back to the system (``malloc_trim(0)``): the
     memory the process holds in use or cannot give back (fragmentation), without the freed pages
     that plain RSS keeps until they are reused. Plain RSS off glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    libc = _glibc()
+    if libc is not None:
         libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
     return rss_mb()
 
 
